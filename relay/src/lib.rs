@@ -1,0 +1,28 @@
+//! The relay: Kubernetes' remote-command channel protocol (`v5.channel.k8s.io`, and
+//! `v4.channel.k8s.io` peers) over one WebSocket, zero-copy on tokio.
+//!
+//! This crate knows bytes, tokio and WebSockets, and nothing of Kubernetes' API, container
+//! runtimes or recordings: the agent and the plugin both build on it, and any Kubernetes exec
+//! client can talk to a server built on it.
+//!
+//! - [`codec`]: the channel framing as pure functions;
+//! - [`resize`] and [`status`]: the JSON carried on the resize and status channels;
+//! - [`session`]: the pump, [`serve`] on the server side and [`attach`] on the client side;
+//! - [`observer`]: the tap through which a recorder sees a session;
+//! - [`handshake`]: opening the WebSocket with subprotocol negotiation.
+
+pub mod codec;
+pub mod error;
+pub mod handshake;
+pub mod observer;
+pub mod resize;
+pub mod session;
+pub mod status;
+
+pub use codec::{Frame, Protocol};
+pub use error::{Error, ProtocolError};
+pub use observer::{Event, EventKind, Tap};
+pub use resize::TerminalSize;
+pub use session::{ClientIo, Config, Finished, ServerEnd, ServerIo, Stats, attach, serve};
+pub use status::ExitStatus;
+pub use tokio_tungstenite::WebSocketStream;
