@@ -311,9 +311,14 @@ enum End {
 /// Where the session is in its life.
 enum Phase {
     Running,
-    /// We sent our close frame (server) and wait for the peer's, until the deadline.
-    Closing(Pin<Box<Sleep>>),
-    /// The peer closed or the connection ended: finish local writes, then end.
+    /// A close frame went one way; nothing new is sent, and the connection gets until the
+    /// deadline to finish the close handshake. `end` is set when we closed first (server, after
+    /// the process ended) and says how the session ended.
+    Closing {
+        deadline: Pin<Box<Sleep>>,
+        end: Option<End>,
+    },
+    /// The connection ended: finish local writes, then end.
     Finishing(End),
 }
 
@@ -674,6 +679,10 @@ where
                     debug!(?frame, "peer closed the WebSocket");
                     // tungstenite queued the reply; the stream ends after it is flushed.
                     self.unflushed = true;
+                    if let Phase::Running = self.phase {
+                        self.outbox.clear();
+                        self.phase = self.closing(None);
+                    }
                 }
             }
         }
@@ -683,25 +692,17 @@ where
     /// The WebSocket stream ended, cleanly (`None`, or a closed-connection error after a close
     /// handshake) or not.
     fn connection_ended(&mut self, error: Option<tungstenite::Error>) -> Result<(), Error> {
-        let clean = match &error {
-            None => true,
-            Some(tungstenite::Error::ConnectionClosed) => true,
-            Some(tungstenite::Error::Protocol(
-                tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
-            )) => false,
-            Some(_) => false,
-        };
-        let end = match (&mut self.role, &self.phase) {
-            (Role::Server { status, .. }, Phase::Closing(_)) => End::Server(ServerEnd::Completed(
-                status.take().expect("set before closing"),
-            )),
-            (Role::Server { .. }, _) if clean => End::Server(ServerEnd::ClientLeft),
-            (Role::Client { status, .. }, _) => match status.take() {
+        let clean = matches!(error, None | Some(tungstenite::Error::ConnectionClosed));
+        let phase = std::mem::replace(&mut self.phase, Phase::Running);
+        let end = match (phase, &mut self.role) {
+            (Phase::Closing { end: Some(end), .. }, _) => end,
+            (_, Role::Server { .. }) if clean => End::Server(ServerEnd::ClientLeft),
+            (_, Role::Client { status, .. }) => match status.take() {
                 Some(status) => End::Client(status),
                 None if clean => End::Client(ExitStatus::Code(0)),
                 None => return Err(error.map_or(Error::PeerVanished, vanished)),
             },
-            (Role::Server { .. }, _) => return Err(error.map_or(Error::PeerVanished, vanished)),
+            (_, Role::Server { .. }) => return Err(error.map_or(Error::PeerVanished, vanished)),
         };
         self.phase = Phase::Finishing(end);
         Ok(())
@@ -812,7 +813,7 @@ where
             );
             self.sources.clear();
         }
-        let ended = status.clone().expect("set above");
+        let ended = status.take().expect("set above");
         self.observe(EventKind::Exit(ended.clone()));
         let mut message = BytesMut::new();
         codec::begin_frame(&mut message, codec::STATUS, 128);
@@ -822,23 +823,21 @@ where
             code: CloseCode::Normal,
             reason: "".into(),
         })));
-        self.phase = Phase::Closing(Box::pin(tokio::time::sleep(self.config.close_timeout)));
+        self.phase = self.closing(Some(End::Server(ServerEnd::Completed(ended))));
         Ok(true)
     }
 
     /// Keepalive pings, the dead-peer check, and the close deadline. Returns whether it queued
     /// work.
     fn poll_clocks(&mut self, cx: &mut Context<'_>) -> Result<bool, Error> {
-        if let Phase::Closing(deadline) = &mut self.phase {
+        if let Phase::Closing { deadline, .. } = &mut self.phase {
             if deadline.as_mut().poll(cx).is_ready() {
-                debug!("peer did not answer our close in time");
-                let Role::Server { status, .. } = &mut self.role else {
-                    unreachable!("only a server closes first")
-                };
-                let status = status.take().expect("set before closing");
-                self.phase = Phase::Finishing(End::Server(ServerEnd::Completed(status)));
+                debug!("close handshake not finished in time; ending anyway");
+                self.connection_ended(None)?;
                 return Ok(true);
             }
+            // No pings once a close frame went out or came in.
+            return Ok(false);
         }
         let mut busy = false;
         while self.keepalive.poll_tick(cx).is_ready() {
@@ -857,6 +856,13 @@ where
             }
         }
         Ok(busy)
+    }
+
+    fn closing(&self, end: Option<End>) -> Phase {
+        Phase::Closing {
+            deadline: Box::pin(tokio::time::sleep(self.config.close_timeout)),
+            end,
+        }
     }
 
     fn observe(&mut self, kind: EventKind) {

@@ -119,7 +119,8 @@ impl AsyncRead for RandomReader {
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
         let n = this.fill(buf.initialize_unfilled());
-        this.sum.update(&buf.initialized()[buf.filled().len()..buf.filled().len() + n]);
+        this.sum
+            .update(&buf.initialized()[buf.filled().len()..buf.filled().len() + n]);
         buf.advance(n);
         this.produced.fetch_add(n as u64, Ordering::Relaxed);
         Poll::Ready(Ok(()))
