@@ -18,6 +18,9 @@ use crate::status::Status;
 /// Accepts a WebSocket on `stream`, choosing the best subprotocol the client offered. Returns
 /// the socket, the protocol and the request's URI (for its query parameters). A client that
 /// offers none of ours gets a 400 with a `metav1.Status` body saying what to offer.
+// The callback's error type is tungstenite's `ErrorResponse`; it is built once per refused
+// handshake, so its size does not matter.
+#[allow(clippy::result_large_err)]
 pub async fn accept<S>(stream: S) -> Result<(WebSocketStream<S>, Protocol, Uri), Error>
 where
     S: AsyncRead + AsyncWrite + Unpin,

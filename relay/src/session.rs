@@ -408,11 +408,11 @@ where
                 continue;
             }
             // Idle: push out what is buffered, then check the clocks.
-            if self.unflushed {
-                if let Poll::Ready(r) = Pin::new(&mut self.ws).poll_flush(cx) {
-                    r.map_err(Error::Send)?;
-                    self.unflushed = false;
-                }
+            if self.unflushed
+                && let Poll::Ready(r) = Pin::new(&mut self.ws).poll_flush(cx)
+            {
+                r.map_err(Error::Send)?;
+                self.unflushed = false;
             }
             self.flush_sinks(cx)?;
             if self.poll_clocks(cx)? {
