@@ -58,10 +58,15 @@ pub const MAX_CHUNK: usize = 32 * 1024;
 /// The first read of a source asks for this much and grows while reads fill it, so an idle
 /// interactive session holds small buffers and a bulk transfer reaches [`MAX_CHUNK`] quickly.
 const FIRST_CHUNK: usize = 4 * 1024;
+/// Bulk frames carved from one allocation.
+const FRAMES_PER_BLOCK: usize = 4;
 /// The largest message accepted from a peer.
 pub const MAX_MESSAGE: usize = 1024 * 1024;
 /// Branch turns before the pump yields to the runtime, so a busy session can't starve others.
 const TURNS_PER_POLL: usize = 64;
+/// Bytes moved before the pump yields: keeps an observer on the same thread close behind, so
+/// the frames it holds stay few and their memory is reused rather than freshly mapped.
+const BYTES_PER_POLL: u64 = 512 * 1024;
 
 /// Timing of a session. The defaults are kubectl's.
 #[derive(Debug, Clone)]
@@ -384,7 +389,12 @@ where
 
     /// One wake-up of the session: turns every branch until none can make progress.
     fn poll_session(&mut self, cx: &mut Context<'_>) -> Poll<Result<End, Error>> {
+        let sent_before = self.stats.bytes_sent + self.stats.bytes_received;
         for _ in 0..TURNS_PER_POLL {
+            if self.stats.bytes_sent + self.stats.bytes_received - sent_before >= BYTES_PER_POLL {
+                // Let the observer and other sessions on this thread run.
+                break;
+            }
             let mut busy = self.drain_inbound(cx)?;
             if let Phase::Finishing(_) = self.phase {
                 let clean = self.flush_sinks(cx)?;
@@ -593,6 +603,19 @@ where
             return Ok(SourceTurn::Blocked);
         }
         let source = &mut self.sources[i];
+        let need = source.want + 1;
+        if source.buf.capacity() < need {
+            // Bulk output: carve the next frames out of one new block, so allocation stays off
+            // the per-frame path whether or not an observer still holds earlier frames. (Reusing
+            // one buffer in place measured slower; see benches/RESULTS.md.) Interactive output
+            // takes one small buffer at a time, keeping idle sessions small.
+            let frames = if source.want >= MAX_CHUNK {
+                FRAMES_PER_BLOCK
+            } else {
+                1
+            };
+            source.buf = BytesMut::with_capacity(need * frames);
+        }
         codec::begin_frame(&mut source.buf, source.channel, source.want);
         let polled = tokio_util::io::poll_read_buf(
             source.reader.as_mut(),

@@ -2,6 +2,9 @@
 //! description, without the relay's codec: a minimal v5 (and v4) client against our server,
 //! and a kubelet-like server against our client.
 
+// tungstenite's handshake callback returns its large ErrorResponse by value.
+#![allow(clippy::result_large_err)]
+
 use std::time::Duration;
 
 use bytes::Bytes;
