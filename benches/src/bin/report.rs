@@ -163,7 +163,13 @@ fn main() -> Result<(), String> {
          frame into its write buffer) is such a copy, so relay figures move by tens of percent \
          between runs while the raw TCP baseline does not. Running the relay benchmark with \
          `GLIBC_TUNABLES=glibc.cpu.x86_rep_movsb_threshold=4294967295` (plain vector copies) \
-         measured the relay at 0.97x raw TCP, which locates the gap in that copy.\n",
+         measured the relay at 0.99x raw TCP and tap-on at 0.98x tap-off (32 KiB chunks), which \
+         locates the gap in that copy. The same effect \
+         is why the tap-on column can exceed tap-off: the tap adds work (a reference-count \
+         increment and a channel send per chunk), but changes where frames sit in memory and \
+         when the observer's task runs, and with it the speed of that copy. The next step is to \
+         remove the copy: write data frames to the socket as a header plus the frame's own \
+         buffer (vectored), bypassing tungstenite's write buffer.\n",
     );
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("RESULTS.md");
     std::fs::write(&path, out).map_err(|e| format!("{}: {e}", path.display()))?;
