@@ -8,7 +8,10 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use kdbg_relay::session::ExitFuture;
-use kdbg_relay::{ClientIo, Config, ExitStatus, ServerIo, Tap, attach, handshake, serve};
+use kdbg_relay::{
+    ClientIo, Config, ExitStatus, Protocol, ServerIo, Tap, WebSocketStream, attach, handshake,
+    serve,
+};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -141,35 +144,22 @@ pub async fn raw_tcp(total: u64, chunk: usize) -> Duration {
 /// optionally with an observer tap drained by its own task. Returns the time from the start of
 /// the session to the client's end.
 pub async fn relay_stdout(total: u64, chunk: usize, with_tap: bool) -> Duration {
-    let (listener, addr) = loopback().await;
-    let listener = listener.into_std().expect("std listener");
-    let server = on_own_thread(move || async move {
-        let listener = TcpListener::from_std(listener).expect("listener");
-        let (socket, _) = listener.accept().await.expect("accept");
-        socket.set_nodelay(true).expect("nodelay");
-        let (ws, protocol, _) = handshake::accept(socket).await.expect("accept ws");
+    let (server, ws, protocol) = server_session_on_own_thread(move || {
         let tap = with_tap.then(|| {
             let (tap, mut events) = Tap::new(1024);
             tokio::spawn(async move { while events.recv().await.is_some() {} });
             tap
         });
-        let io = ServerIo {
+        ServerIo {
             stdin: None,
             stdout: Some(Box::pin(PatternReader::new(total, chunk))),
             stderr: None,
             on_resize: None,
             exit: Box::pin(async { ExitStatus::Code(0) }),
             tap,
-        };
-        serve(ws, protocol, io, &Config::default())
-            .await
-            .expect("server session")
-    });
-    let socket = TcpStream::connect(addr).await.expect("connect");
-    socket.set_nodelay(true).expect("nodelay");
-    let (ws, protocol) = handshake::connect(format!("ws://{addr}/"), socket)
-        .await
-        .expect("connect ws");
+        }
+    })
+    .await;
     let start = Instant::now();
     let io = ClientIo {
         stdout: Some(Box::pin(Discard)),
@@ -184,9 +174,15 @@ pub async fn relay_stdout(total: u64, chunk: usize, with_tap: bool) -> Duration 
     elapsed
 }
 
-/// Keystroke round trips: the client sends one byte on stdin, the server's process echoes it,
-/// the client sees it on stdout. Returns `n` round-trip times after `warmup` unmeasured ones.
-pub async fn keystrokes(n: usize, warmup: usize) -> Vec<Duration> {
+/// Starts a server session on its own thread over loopback, with the process `make_io`
+/// builds there, and returns that thread and the connected client WebSocket.
+async fn server_session_on_own_thread(
+    make_io: impl FnOnce() -> ServerIo + Send + 'static,
+) -> (
+    std::thread::JoinHandle<()>,
+    WebSocketStream<TcpStream>,
+    Protocol,
+) {
     let (listener, addr) = loopback().await;
     let listener = listener.into_std().expect("std listener");
     let server = on_own_thread(move || async move {
@@ -194,6 +190,22 @@ pub async fn keystrokes(n: usize, warmup: usize) -> Vec<Duration> {
         let (socket, _) = listener.accept().await.expect("accept");
         socket.set_nodelay(true).expect("nodelay");
         let (ws, protocol, _) = handshake::accept(socket).await.expect("accept ws");
+        serve(ws, protocol, make_io(), &Config::default())
+            .await
+            .expect("server session");
+    });
+    let socket = TcpStream::connect(addr).await.expect("connect");
+    socket.set_nodelay(true).expect("nodelay");
+    let (ws, protocol) = handshake::connect(format!("ws://{addr}/"), socket)
+        .await
+        .expect("connect ws");
+    (server, ws, protocol)
+}
+
+/// Keystroke round trips: the client sends one byte on stdin, the server's process echoes it,
+/// the client sees it on stdout. Returns `n` round-trip times after `warmup` unmeasured ones.
+pub async fn keystrokes(n: usize, warmup: usize) -> Vec<Duration> {
+    let (server, ws, protocol) = server_session_on_own_thread(|| {
         let (stdin_w, mut stdin_r) = tokio::io::duplex(4096);
         let (mut stdout_w, stdout_r) = tokio::io::duplex(4096);
         // The process: an echo, like a shell echoing what is typed.
@@ -201,23 +213,16 @@ pub async fn keystrokes(n: usize, warmup: usize) -> Vec<Duration> {
             let _ = tokio::io::copy(&mut stdin_r, &mut stdout_w).await;
             ExitStatus::Code(0)
         });
-        let io = ServerIo {
+        ServerIo {
             stdin: Some(Box::pin(stdin_w)),
             stdout: Some(Box::pin(stdout_r)),
             stderr: None,
             on_resize: None,
             exit: echo,
             tap: None,
-        };
-        serve(ws, protocol, io, &Config::default())
-            .await
-            .expect("server session")
-    });
-    let socket = TcpStream::connect(addr).await.expect("connect");
-    socket.set_nodelay(true).expect("nodelay");
-    let (ws, protocol) = handshake::connect(format!("ws://{addr}/"), socket)
-        .await
-        .expect("connect ws");
+        }
+    })
+    .await;
     // The user's keyboard and screen.
     let (mut keyboard, stdin_r) = tokio::io::duplex(4096);
     let (stdout_w, mut screen) = tokio::io::duplex(4096);
