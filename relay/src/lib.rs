@@ -12,6 +12,7 @@
 //! - [`handshake`]: opening the WebSocket with subprotocol negotiation.
 
 pub mod codec;
+mod direct;
 pub mod error;
 pub mod handshake;
 pub mod observer;

@@ -627,3 +627,36 @@ async fn client_stdout_gone_is_reported_as_a_local_write_error() {
         Some(std::io::ErrorKind::BrokenPipe)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pings_and_pongs_interleave_with_bulk_output_without_corrupting_it() {
+    // Both ends ping every millisecond while 64 MiB flows: control frames written by
+    // tungstenite and data frames written directly must never split each other.
+    let chatty = Config {
+        keepalive_interval: Duration::from_millis(1),
+        ..Config::default()
+    };
+    // A small in-memory pipe as the connection: nearly every data frame is written in pieces,
+    // so a control frame slipped in at the wrong moment would land inside one.
+    let (server_ws, client_ws) = duplex_pair(8 * 1024).await;
+    let len = 16 * MIB;
+    let server_config = chatty.clone();
+    let server = tokio::spawn(async move {
+        let io = ServerIo {
+            stdout: boxed_read(RandomReader::new(21, len, 32 * 1024)),
+            ..server_io(exits_with(0))
+        };
+        serve(server_ws, Protocol::V5, io, &server_config).await
+    });
+    let (sink, sum) = HashingWriter::new();
+    let io = ClientIo {
+        stdout: boxed_write(sink),
+        // A slow trickle of input keeps the server reading (and answering pings) mid-stream.
+        stdin: boxed_read(RandomReader::new(22, 1024 * 1024, 64)),
+        ..ClientIo::default()
+    };
+    let done = attach(client_ws, Protocol::V5, io, &chatty).await.unwrap();
+    assert_eq!(done.outcome, ExitStatus::Code(0));
+    assert_eq!(sum.await.unwrap(), RandomReader::expected(21, len));
+    server.await.unwrap().unwrap();
+}

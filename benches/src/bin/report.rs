@@ -157,19 +157,15 @@ fn main() -> Result<(), String> {
          divided by the number of pairs, and halved for one end. Kernel socket buffers are not \
          heap and are not counted. Most of an end is tungstenite's 32 KiB read buffer, which it \
          allocates up front (`benches/benches/idle_memory.rs`).\n\
-         - Variance: on this machine's AMD EPYC with Debian 12's glibc, large `memcpy`s use \
-         `rep movsb`, whose speed depends on how source and destination are aligned to each \
-         other. The relay's one remaining copy on the stdout path (tungstenite formatting each \
-         frame into its write buffer) is such a copy, so relay figures move by tens of percent \
-         between runs while the raw TCP baseline does not. Running the relay benchmark with \
-         `GLIBC_TUNABLES=glibc.cpu.x86_rep_movsb_threshold=4294967295` (plain vector copies) \
-         measured the relay at 0.99x raw TCP and tap-on at 0.98x tap-off (32 KiB chunks), which \
-         locates the gap in that copy. The same effect \
-         is why the tap-on column can exceed tap-off: the tap adds work (a reference-count \
-         increment and a channel send per chunk), but changes where frames sit in memory and \
-         when the observer's task runs, and with it the speed of that copy. The next step is to \
-         remove the copy: write data frames to the socket as a header plus the frame's own \
-         buffer (vectored), bypassing tungstenite's write buffer.\n",
+         - Copies: the server writes stdout frames straight from the buffers the output was \
+         read into, several frames per vectored write (up to 128 KiB), so the relay adds no \
+         user-space copy on that path and makes fewer system calls than the baseline's \
+         `write_all` of each chunk. Going through tungstenite's write path, which copies every \
+         frame into its buffer, measured 0.49x-0.55x of raw TCP here. Payloads start on a \
+         64-byte boundary: on this machine's AMD EPYC with Debian 12's glibc, large copies into \
+         a destination misaligned by the channel byte ran at a fraction of full speed (with \
+         unbatched direct writes: 0.54x one byte off, 0.79x aligned). The receiving side still \
+         uses tungstenite's read path, which zero-fills its read buffer before every read.\n",
     );
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("RESULTS.md");
     std::fs::write(&path, out).map_err(|e| format!("{}: {e}", path.display()))?;
