@@ -1,0 +1,442 @@
+//! The Docker Engine backend, through bollard.
+//!
+//! A debug container joins its target with `container:<id>` pid and network modes, and ipc mode
+//! when the target's IPC namespace is `shareable` (Kubernetes pod sandboxes are; a plain
+//! `docker run` container is not, and then the session goes on without it and says so). It gets
+//! SYS_PTRACE and SYS_ADMIN, like the peers, so `strace`, `gdb` and `nsenter` work.
+//!
+//! Stdio is attached before the container starts, so no output is lost. Without a tty Docker
+//! multiplexes stdout and stderr on one stream; a small task splits them into two pipes.
+
+use std::collections::HashMap;
+
+use bollard::Docker;
+use bollard::container::LogOutput;
+use bollard::errors::Error as BollardError;
+use bollard::models::{ContainerCreateBody, ContainerStateStatusEnum, HostConfig};
+use bollard::query_parameters::{
+    AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
+    ListContainersOptionsBuilder, RemoveContainerOptionsBuilder, ResizeContainerTTYOptionsBuilder,
+};
+use futures_util::StreamExt;
+use kdbg_relay::TerminalSize;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+use crate::{
+    Created, DebugContainer, DebugSpec, Error, PullPolicy, PullProgress, Runtime, RuntimeKind,
+    Stdio, TargetRef, label,
+};
+
+/// Seconds bollard waits for one API call.
+const CALL_TIMEOUT_SECS: u64 = 120;
+/// Capacity of the pipes that carry demultiplexed output.
+const PIPE_CAPACITY: usize = 64 * 1024;
+/// Capabilities a debug container gets.
+pub const CAPABILITIES: [&str; 2] = ["SYS_PTRACE", "SYS_ADMIN"];
+
+/// A Docker Engine reached over its unix socket.
+#[derive(Debug, Clone)]
+pub struct DockerRuntime {
+    docker: Docker,
+    endpoint: String,
+}
+
+fn call(
+    operation: &'static str,
+    object: impl Into<String>,
+) -> impl FnOnce(BollardError) -> Error {
+    let object = object.into();
+    move |e| Error::Call {
+        operation,
+        object,
+        source: Box::new(e),
+    }
+}
+
+fn is_not_found(e: &BollardError) -> bool {
+    matches!(
+        e,
+        BollardError::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
+impl DockerRuntime {
+    /// Connects to the engine at `endpoint` (`unix:///path` or a plain path) and settles on
+    /// the API version both sides speak (Debian's dockerd 20.10 speaks 1.41).
+    pub async fn connect(endpoint: &str) -> Result<DockerRuntime, Error> {
+        let path = endpoint.strip_prefix("unix://").unwrap_or(endpoint);
+        let fail = |e: BollardError| Error::Connect {
+            runtime: "docker",
+            endpoint: endpoint.to_owned(),
+            source: Box::new(e),
+        };
+        let docker = Docker::connect_with_unix(
+            path,
+            CALL_TIMEOUT_SECS,
+            bollard::API_DEFAULT_VERSION,
+        )
+        .map_err(fail)?
+        .negotiate_version()
+        .await
+        .map_err(fail)?;
+        debug!(endpoint, version = ?docker.client_version(), "connected to Docker");
+        Ok(DockerRuntime {
+            docker,
+            endpoint: endpoint.to_owned(),
+        })
+    }
+
+    /// The endpoint this runtime talks to.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    async fn image_present(&self, image: &str) -> Result<bool, Error> {
+        match self.docker.inspect_image(image).await {
+            Ok(_) => Ok(true),
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(e) => Err(call("inspecting image", image)(e)),
+        }
+    }
+
+    async fn pull(
+        &self,
+        image: &str,
+        progress: Option<mpsc::Sender<PullProgress>>,
+    ) -> Result<(), Error> {
+        let (repo, tag) = split_reference(image);
+        let options = CreateImageOptionsBuilder::new()
+            .from_image(repo)
+            .tag(tag)
+            .build();
+        let mut stream = self.docker.create_image(Some(options), None, None);
+        while let Some(item) = stream.next().await {
+            let info = item.map_err(|e| Error::Pull {
+                image: image.to_owned(),
+                message: pull_message(&e),
+            })?;
+            if let Some(detail) = info.error_detail {
+                return Err(Error::Pull {
+                    image: image.to_owned(),
+                    message: detail.message.unwrap_or_else(|| "unknown error".into()),
+                });
+            }
+            if let Some(tx) = &progress {
+                let detail = info.progress_detail.unwrap_or_default();
+                let line = PullProgress {
+                    id: info.id,
+                    status: info.status.unwrap_or_default(),
+                    current: detail.current.and_then(|n| u64::try_from(n).ok()),
+                    total: detail.total.and_then(|n| u64::try_from(n).ok()),
+                };
+                // Progress is advisory: a gone or slow listener never fails the pull.
+                let _ = tx.try_send(line);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What the engine said about a failed pull, without bollard's wrapping.
+fn pull_message(e: &BollardError) -> String {
+    match e {
+        BollardError::DockerResponseServerError { message, .. } => message.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Splits `name[:tag]` (a registry port is not a tag) into name and tag, `latest` by default.
+/// Digests (`name@sha256:...`) are passed whole.
+fn split_reference(image: &str) -> (&str, &str) {
+    if image.contains('@') {
+        return (image, "");
+    }
+    let last_slash = image.rfind('/').map_or(0, |i| i + 1);
+    match image[last_slash..].rfind(':') {
+        Some(i) => (&image[..last_slash + i], &image[last_slash + i + 1..]),
+        None => (image, "latest"),
+    }
+}
+
+impl Runtime for DockerRuntime {
+    async fn check_target(&self, target: &TargetRef) -> Result<(), Error> {
+        if target.kind != RuntimeKind::Docker {
+            return Err(Error::WrongRuntime {
+                target: target.clone(),
+                runtime: "docker",
+            });
+        }
+        let info = match self.docker.inspect_container(&target.id, None).await {
+            Ok(info) => info,
+            Err(e) if is_not_found(&e) => {
+                return Err(Error::TargetNotFound {
+                    target: target.clone(),
+                });
+            }
+            Err(e) => return Err(call("inspecting target container", target.to_string())(e)),
+        };
+        let state = info.state.unwrap_or_default();
+        if state.running != Some(true) || state.paused == Some(true) {
+            let status = state
+                .status
+                .map_or_else(|| "unknown".to_owned(), |s| status_name(s).to_owned());
+            return Err(Error::TargetNotRunning {
+                target: target.clone(),
+                state: status,
+            });
+        }
+        Ok(())
+    }
+
+    async fn ensure_image(
+        &self,
+        image: &str,
+        policy: PullPolicy,
+        progress: Option<mpsc::Sender<PullProgress>>,
+    ) -> Result<(), Error> {
+        let pull = match policy {
+            PullPolicy::Always => true,
+            PullPolicy::IfNotPresent => !self.image_present(image).await?,
+            PullPolicy::Never => {
+                if self.image_present(image).await? {
+                    false
+                } else {
+                    return Err(Error::ImageAbsent {
+                        image: image.to_owned(),
+                    });
+                }
+            }
+        };
+        if pull {
+            self.pull(image, progress).await?;
+        }
+        Ok(())
+    }
+
+    async fn create(&self, spec: &DebugSpec) -> Result<Created, Error> {
+        let target = &spec.target.id;
+        let info = self
+            .docker
+            .inspect_container(target, None)
+            .await
+            .map_err(call("inspecting target container", spec.target.to_string()))?;
+        // Use the full ID: a name may be reused while we run.
+        let target_id = info.id.unwrap_or_else(|| target.clone());
+        let ipc_shareable = info
+            .host_config
+            .and_then(|h| h.ipc_mode)
+            .is_some_and(|m| m == "shareable");
+        let mut warnings = Vec::new();
+        if !ipc_shareable {
+            warnings.push(format!(
+                "target {} does not share its IPC namespace (ipc mode is not \"shareable\"); \
+                 the debug container has its own, so ipcs will not show the target's",
+                spec.target
+            ));
+        }
+        let join = format!("container:{target_id}");
+        let labels: HashMap<String, String> = spec.labels.clone().into_iter().collect();
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            cmd: (!spec.command.is_empty()).then(|| spec.command.clone()),
+            tty: Some(spec.tty),
+            open_stdin: Some(spec.stdin),
+            stdin_once: Some(spec.stdin),
+            attach_stdin: Some(spec.stdin),
+            attach_stdout: Some(spec.stdout),
+            attach_stderr: Some(spec.stderr && !spec.tty),
+            labels: Some(labels),
+            host_config: Some(HostConfig {
+                pid_mode: Some(join.clone()),
+                network_mode: Some(join.clone()),
+                ipc_mode: ipc_shareable.then_some(join),
+                cap_add: Some(CAPABILITIES.map(String::from).to_vec()),
+                ..HostConfig::default()
+            }),
+            ..ContainerCreateBody::default()
+        };
+        let mut options = CreateContainerOptionsBuilder::new();
+        if let Some(name) = &spec.name {
+            options = options.name(name);
+        }
+        let created = self
+            .docker
+            .create_container(Some(options.build()), body)
+            .await
+            .map_err(|e| match &e {
+                BollardError::DockerResponseServerError {
+                    status_code: 409, ..
+                } => Error::Call {
+                    operation: "creating debug container (the name is taken; choose another with --name, or remove the old one)",
+                    object: spec.name.clone().unwrap_or_default(),
+                    source: Box::new(e),
+                },
+                _ => call("creating debug container for", spec.target.to_string())(e),
+            })?;
+        for w in created.warnings {
+            warnings.push(w);
+        }
+        Ok(Created {
+            id: created.id,
+            warnings,
+        })
+    }
+
+    async fn attach(&self, id: &str, spec: &DebugSpec) -> Result<Stdio, Error> {
+        let separate_stderr = spec.stderr && !spec.tty;
+        let options = AttachContainerOptionsBuilder::new()
+            .stream(true)
+            .stdin(spec.stdin)
+            .stdout(spec.stdout)
+            .stderr(separate_stderr)
+            .build();
+        let attached = self
+            .docker
+            .attach_container(id, Some(options))
+            .await
+            .map_err(call("attaching to debug container", id))?;
+        let (out_r, mut out_w) = tokio::io::simplex(PIPE_CAPACITY);
+        let (err_r, mut err_w) = tokio::io::simplex(PIPE_CAPACITY);
+        let mut output = attached.output;
+        let container = id.to_owned();
+        tokio::spawn(async move {
+            while let Some(item) = output.next().await {
+                let written = match item {
+                    Ok(LogOutput::StdErr { message }) => err_w.write_all(&message).await,
+                    Ok(LogOutput::StdOut { message } | LogOutput::Console { message }) => {
+                        out_w.write_all(&message).await
+                    }
+                    Ok(LogOutput::StdIn { .. }) => Ok(()),
+                    Err(e) => {
+                        warn!(container, error = %e, "reading the container's output");
+                        break;
+                    }
+                };
+                if written.is_err() {
+                    // The session stopped reading; the container's output has nowhere to go.
+                    break;
+                }
+            }
+        });
+        Ok(Stdio {
+            stdin: spec.stdin.then_some(attached.input),
+            stdout: spec.stdout.then(|| Box::pin(out_r) as _),
+            stderr: separate_stderr.then(|| Box::pin(err_r) as _),
+        })
+    }
+
+    async fn start(&self, id: &str) -> Result<(), Error> {
+        self.docker
+            .start_container(id, None)
+            .await
+            .map_err(call("starting debug container", id))
+    }
+
+    async fn resize(&self, id: &str, size: TerminalSize) -> Result<(), Error> {
+        let options = ResizeContainerTTYOptionsBuilder::new()
+            .h(i32::from(size.rows))
+            .w(i32::from(size.cols))
+            .build();
+        self.docker
+            .resize_container_tty(id, options)
+            .await
+            .map_err(call("resizing the terminal of debug container", id))
+    }
+
+    async fn wait(&self, id: &str) -> Result<i64, Error> {
+        let mut stream = self.docker.wait_container(id, None);
+        match stream.next().await {
+            Some(Ok(response)) => Ok(response.status_code),
+            // bollard reports a non-zero exit as an error carrying the code.
+            Some(Err(BollardError::DockerContainerWaitError { code, .. })) => Ok(code),
+            Some(Err(e)) => Err(call("waiting for debug container", id)(e)),
+            None => Err(Error::Call {
+                operation: "waiting for debug container",
+                object: id.to_owned(),
+                source: "the engine ended the wait without an exit code".into(),
+            }),
+        }
+    }
+
+    async fn remove(&self, id: &str) -> Result<(), Error> {
+        let options = RemoveContainerOptionsBuilder::new().force(true).build();
+        match self.docker.remove_container(id, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            // Already being removed by an earlier call.
+            Err(BollardError::DockerResponseServerError {
+                status_code: 409, ..
+            }) => Ok(()),
+            Err(e) => Err(call("removing debug container", id)(e)),
+        }
+    }
+
+    async fn list(&self) -> Result<Vec<DebugContainer>, Error> {
+        let filters = HashMap::from([("label", vec![label::SESSION])]);
+        let options = ListContainersOptionsBuilder::new()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let found = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(call("listing debug containers on", self.endpoint.clone()))?;
+        Ok(found
+            .into_iter()
+            .map(|c| DebugContainer {
+                id: c.id.unwrap_or_default(),
+                name: c
+                    .names
+                    .and_then(|n| n.into_iter().next())
+                    .map(|n| n.trim_start_matches('/').to_owned())
+                    .unwrap_or_default(),
+                image: c.image.unwrap_or_default(),
+                state: c.state.map(|s| s.to_string()).unwrap_or_default(),
+                labels: c.labels.unwrap_or_default().into_iter().collect(),
+            })
+            .collect())
+    }
+}
+
+fn status_name(status: ContainerStateStatusEnum) -> &'static str {
+    match status {
+        ContainerStateStatusEnum::CREATED => "created",
+        ContainerStateStatusEnum::RUNNING => "running",
+        ContainerStateStatusEnum::PAUSED => "paused",
+        ContainerStateStatusEnum::RESTARTING => "restarting",
+        ContainerStateStatusEnum::REMOVING => "being removed",
+        ContainerStateStatusEnum::EXITED => "exited",
+        ContainerStateStatusEnum::DEAD => "dead",
+        ContainerStateStatusEnum::STOPPING => "stopping",
+        ContainerStateStatusEnum::EMPTY => "in an unknown state",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_reference;
+
+    #[test]
+    fn references_split_into_name_and_tag() {
+        assert_eq!(split_reference("busybox"), ("busybox", "latest"));
+        assert_eq!(
+            split_reference("nicolaka/netshoot:v0.13"),
+            ("nicolaka/netshoot", "v0.13")
+        );
+        assert_eq!(
+            split_reference("127.0.0.1:5000/tools"),
+            ("127.0.0.1:5000/tools", "latest")
+        );
+        assert_eq!(
+            split_reference("127.0.0.1:5000/tools:1"),
+            ("127.0.0.1:5000/tools", "1")
+        );
+        assert_eq!(split_reference("a@sha256:00"), ("a@sha256:00", ""));
+    }
+}

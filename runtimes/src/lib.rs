@@ -1,0 +1,417 @@
+//! Container runtimes behind one trait.
+//!
+//! The agent creates debug containers through [`Runtime`]: resolve the target, make sure the
+//! image is there, create a container joining the target's namespaces, attach its stdio, start
+//! it, follow it, and remove it. [`AnyRuntime`] is the enum the agent holds; [`docker`] talks to
+//! a Docker engine through bollard, and [`fake`] records calls and scripts output for the
+//! agent's unit tests. Nothing here knows Kubernetes: pod names arrive as labels.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::str::FromStr;
+
+use kdbg_relay::TerminalSize;
+use kdbg_relay::session::{BoxRead, BoxWrite};
+use tokio::sync::mpsc;
+
+pub mod docker;
+pub mod fake;
+
+pub use docker::DockerRuntime;
+pub use fake::FakeRuntime;
+
+/// Spells a label key: the one prefix, defined here only, plus a name.
+macro_rules! label_key {
+    ($name:literal) => {
+        concat!("debug.kubectl-debug.io/", $name)
+    };
+}
+
+/// The prefix of every label this project puts on a debug container.
+pub const LABEL_PREFIX: &str = label_key!("");
+
+/// The label keys, each [`LABEL_PREFIX`] + a name.
+pub mod label {
+    /// The session that created the container.
+    pub const SESSION: &str = label_key!("session");
+    /// The target container, as `<runtime>://<id>`.
+    pub const TARGET: &str = label_key!("target");
+    /// The target pod's namespace.
+    pub const POD_NAMESPACE: &str = label_key!("pod-namespace");
+    /// The target pod's name.
+    pub const POD_NAME: &str = label_key!("pod-name");
+    /// Who asked for the session.
+    pub const USER: &str = label_key!("user");
+    /// When the container was created, in seconds since the Unix epoch.
+    pub const CREATED_AT: &str = label_key!("created-at");
+    /// `true` when the container is kept after the session.
+    pub const RETAIN: &str = label_key!("retain");
+}
+
+/// Which runtime a container ID belongs to, as in a pod's `containerID` (`docker://...`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuntimeKind {
+    /// Docker Engine.
+    Docker,
+    /// containerd.
+    Containerd,
+}
+
+impl RuntimeKind {
+    /// The scheme in `containerID` URLs.
+    pub fn scheme(self) -> &'static str {
+        match self {
+            RuntimeKind::Docker => "docker",
+            RuntimeKind::Containerd => "containerd",
+        }
+    }
+}
+
+/// A target container: `<runtime>://<id>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetRef {
+    /// The runtime that runs it.
+    pub kind: RuntimeKind,
+    /// Its ID (or, for Docker, a name).
+    pub id: String,
+}
+
+impl fmt::Display for TargetRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}://{}", self.kind.scheme(), self.id)
+    }
+}
+
+impl FromStr for TargetRef {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (scheme, id) = s.split_once("://").ok_or_else(|| {
+            format!("target {s:?} is not <runtime>://<id>, e.g. docker://3f4e... or containerd://3f4e...")
+        })?;
+        let kind = match scheme {
+            "docker" => RuntimeKind::Docker,
+            "containerd" => RuntimeKind::Containerd,
+            other => {
+                return Err(format!(
+                    "target {s:?} names runtime {other:?}; supported: docker, containerd"
+                ));
+            }
+        };
+        if id.is_empty() || id.contains(['/', '?', '#', ' ']) {
+            return Err(format!("target {s:?} has no valid container ID after {scheme}://"));
+        }
+        Ok(TargetRef {
+            kind,
+            id: id.to_owned(),
+        })
+    }
+}
+
+/// When to pull the debug image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PullPolicy {
+    /// Pull every time.
+    Always,
+    /// Pull only when the image is absent.
+    #[default]
+    IfNotPresent,
+    /// Never pull; fail when the image is absent.
+    Never,
+}
+
+impl FromStr for PullPolicy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "Always" => Ok(PullPolicy::Always),
+            "IfNotPresent" => Ok(PullPolicy::IfNotPresent),
+            "Never" => Ok(PullPolicy::Never),
+            other => Err(format!(
+                "pull policy {other:?} is not one of Always, IfNotPresent, Never"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for PullPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PullPolicy::Always => "Always",
+            PullPolicy::IfNotPresent => "IfNotPresent",
+            PullPolicy::Never => "Never",
+        })
+    }
+}
+
+/// What to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DebugSpec {
+    /// The container whose namespaces the debug container joins.
+    pub target: TargetRef,
+    /// The tools image.
+    pub image: String,
+    /// The command; the image's default when empty.
+    pub command: Vec<String>,
+    /// Allocate a terminal (stdout and stderr then merge).
+    pub tty: bool,
+    /// Attach stdin.
+    pub stdin: bool,
+    /// Attach stdout.
+    pub stdout: bool,
+    /// Attach stderr (ignored with a tty).
+    pub stderr: bool,
+    /// The container's name, if the user chose one.
+    pub name: Option<String>,
+    /// Labels, keys from [`label`].
+    pub labels: BTreeMap<String, String>,
+}
+
+/// One line of image pull progress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullProgress {
+    /// The layer or object concerned, if any.
+    pub id: Option<String>,
+    /// What happens, e.g. `Downloading`, `Pull complete`.
+    pub status: String,
+    /// Bytes done and in all, when known.
+    pub current: Option<u64>,
+    /// Bytes in all, when known.
+    pub total: Option<u64>,
+}
+
+/// A created debug container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Created {
+    /// Its ID.
+    pub id: String,
+    /// Things the user should know, e.g. that IPC could not be shared.
+    pub warnings: Vec<String>,
+}
+
+/// The attached stdio of a debug container.
+#[derive(Default)]
+pub struct Stdio {
+    /// The container's stdin.
+    pub stdin: Option<BoxWrite>,
+    /// Its stdout (with a tty: the terminal).
+    pub stdout: Option<BoxRead>,
+    /// Its stderr (never with a tty).
+    pub stderr: Option<BoxRead>,
+}
+
+/// A debug container found by [`Runtime::list`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DebugContainer {
+    /// Its ID.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Its image.
+    pub image: String,
+    /// Its state, e.g. `running`, `exited`.
+    pub state: String,
+    /// Its labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Why a runtime operation failed. Variants name the operation; the source says what the
+/// runtime answered.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The runtime's endpoint could not be reached.
+    #[error("connecting to the {runtime} runtime at {endpoint}; is it running, and may the agent use its socket?")]
+    Connect {
+        /// `docker` or `containerd`.
+        runtime: &'static str,
+        /// The endpoint tried.
+        endpoint: String,
+        /// What failed.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The target does not exist.
+    #[error("target container {target} not found on this node")]
+    TargetNotFound {
+        /// The target.
+        target: TargetRef,
+    },
+    /// The target exists but is not running.
+    #[error("target container {target} is {state}, not running: a debug container can only join a running container")]
+    TargetNotRunning {
+        /// The target.
+        target: TargetRef,
+        /// Its state.
+        state: String,
+    },
+    /// The target belongs to another runtime.
+    #[error("target {target} belongs to another runtime than this agent's ({runtime})")]
+    WrongRuntime {
+        /// The target.
+        target: TargetRef,
+        /// This runtime.
+        runtime: &'static str,
+    },
+    /// The image is absent and the pull policy forbids pulling.
+    #[error("image {image} is not present on this node and the pull policy is Never; pull it on the node or use another pull policy")]
+    ImageAbsent {
+        /// The image.
+        image: String,
+    },
+    /// Pulling the image failed.
+    #[error("pulling image {image}: {message}")]
+    Pull {
+        /// The image.
+        image: String,
+        /// What the runtime said.
+        message: String,
+    },
+    /// Another runtime call failed.
+    #[error("{operation} {object}")]
+    Call {
+        /// What was being done, e.g. `creating debug container for`.
+        operation: &'static str,
+        /// The object, e.g. a container ID.
+        object: String,
+        /// What the runtime answered.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// A container runtime.
+///
+/// # Cancel safety
+/// None of these futures should be dropped half-way in the normal course: an operation dropped
+/// after the runtime acted leaves what it made, and [`Runtime::remove`] is how to clean up.
+pub trait Runtime: Send + Sync {
+    /// Checks that `target` can be joined.
+    fn check_target(&self, target: &TargetRef) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Makes sure `image` is present, pulling it as `policy` says, reporting progress.
+    fn ensure_image(
+        &self,
+        image: &str,
+        policy: PullPolicy,
+        progress: Option<mpsc::Sender<PullProgress>>,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Creates (does not start) a debug container.
+    fn create(&self, spec: &DebugSpec) -> impl Future<Output = Result<Created, Error>> + Send;
+
+    /// Attaches the container's stdio as `spec` asks; call before [`Runtime::start`] so no
+    /// output is lost.
+    fn attach(
+        &self,
+        id: &str,
+        spec: &DebugSpec,
+    ) -> impl Future<Output = Result<Stdio, Error>> + Send;
+
+    /// Starts the container.
+    fn start(&self, id: &str) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Resizes the container's terminal.
+    fn resize(&self, id: &str, size: TerminalSize)
+    -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Waits for the container to exit and returns its exit code.
+    fn wait(&self, id: &str) -> impl Future<Output = Result<i64, Error>> + Send;
+
+    /// Stops and removes the container. Removing one that is already gone is not an error.
+    fn remove(&self, id: &str) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// The debug containers on this node (those carrying [`label::SESSION`]).
+    fn list(&self) -> impl Future<Output = Result<Vec<DebugContainer>, Error>> + Send;
+}
+
+/// The runtimes an agent can hold.
+#[derive(Debug, Clone)]
+pub enum AnyRuntime {
+    /// Docker Engine.
+    Docker(DockerRuntime),
+    /// The in-tree fake, for tests.
+    Fake(FakeRuntime),
+}
+
+macro_rules! delegate {
+    ($self:ident, $r:ident => $call:expr) => {
+        match $self {
+            AnyRuntime::Docker($r) => $call.await,
+            AnyRuntime::Fake($r) => $call.await,
+        }
+    };
+}
+
+impl Runtime for AnyRuntime {
+    async fn check_target(&self, target: &TargetRef) -> Result<(), Error> {
+        delegate!(self, r => r.check_target(target))
+    }
+    async fn ensure_image(
+        &self,
+        image: &str,
+        policy: PullPolicy,
+        progress: Option<mpsc::Sender<PullProgress>>,
+    ) -> Result<(), Error> {
+        delegate!(self, r => r.ensure_image(image, policy, progress))
+    }
+    async fn create(&self, spec: &DebugSpec) -> Result<Created, Error> {
+        delegate!(self, r => r.create(spec))
+    }
+    async fn attach(&self, id: &str, spec: &DebugSpec) -> Result<Stdio, Error> {
+        delegate!(self, r => r.attach(id, spec))
+    }
+    async fn start(&self, id: &str) -> Result<(), Error> {
+        delegate!(self, r => r.start(id))
+    }
+    async fn resize(&self, id: &str, size: TerminalSize) -> Result<(), Error> {
+        delegate!(self, r => r.resize(id, size))
+    }
+    async fn wait(&self, id: &str) -> Result<i64, Error> {
+        delegate!(self, r => r.wait(id))
+    }
+    async fn remove(&self, id: &str) -> Result<(), Error> {
+        delegate!(self, r => r.remove(id))
+    }
+    async fn list(&self) -> Result<Vec<DebugContainer>, Error> {
+        delegate!(self, r => r.list())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse_and_print() {
+        let t: TargetRef = "docker://abc123".parse().unwrap();
+        assert_eq!(t.kind, RuntimeKind::Docker);
+        assert_eq!(t.to_string(), "docker://abc123");
+        let t: TargetRef = "containerd://x".parse().unwrap();
+        assert_eq!(t.kind, RuntimeKind::Containerd);
+        for bad in ["abc", "cri-o://x", "docker://", "docker://a/b"] {
+            assert!(bad.parse::<TargetRef>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn labels_share_the_prefix() {
+        for key in [
+            label::SESSION,
+            label::TARGET,
+            label::POD_NAMESPACE,
+            label::POD_NAME,
+            label::USER,
+            label::CREATED_AT,
+            label::RETAIN,
+        ] {
+            assert!(key.starts_with(LABEL_PREFIX), "{key}");
+        }
+    }
+
+    #[test]
+    fn pull_policies_parse() {
+        assert_eq!("Never".parse::<PullPolicy>().unwrap(), PullPolicy::Never);
+        assert!("never".parse::<PullPolicy>().is_err());
+        assert_eq!(PullPolicy::default(), PullPolicy::IfNotPresent);
+    }
+}
