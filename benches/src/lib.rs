@@ -196,7 +196,7 @@ async fn server_session_on_own_thread(
     });
     let socket = TcpStream::connect(addr).await.expect("connect");
     socket.set_nodelay(true).expect("nodelay");
-    let (ws, protocol) = handshake::connect(format!("ws://{addr}/"), socket)
+    let (ws, protocol, _) = handshake::connect(format!("ws://{addr}/"), socket)
         .await
         .expect("connect ws");
     (server, ws, protocol)

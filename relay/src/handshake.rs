@@ -8,7 +8,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
-use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode, Uri, header};
+use tokio_tungstenite::tungstenite::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 
 use crate::codec::Protocol;
 use crate::error::{Error, ProtocolError};
@@ -62,11 +62,7 @@ where
 
 /// A refused upgrade with a `metav1.Status` JSON body, as Kubernetes servers answer.
 pub fn refusal(code: StatusCode, message: &str) -> ErrorResponse {
-    let reason = code
-        .canonical_reason()
-        .unwrap_or("Failure")
-        .replace(' ', "");
-    let body = Status::http_error(code.as_u16(), &reason, message);
+    let body = Status::for_http(code, message);
     let mut response = ErrorResponse::new(Some(
         serde_json::to_string(&body).expect("a Status always serialises"),
     ));
@@ -79,9 +75,12 @@ pub fn refusal(code: StatusCode, message: &str) -> ErrorResponse {
 }
 
 /// Opens a WebSocket over an established `stream` to `request` (a `ws://` URL or a prepared
-/// request), offering every protocol we speak. Returns the socket and the protocol the
-/// server chose.
-pub async fn connect<S, R>(request: R, stream: S) -> Result<(WebSocketStream<S>, Protocol), Error>
+/// request), offering every protocol we speak. Returns the socket, the protocol the server
+/// chose, and the headers of the server's answer.
+pub async fn connect<S, R>(
+    request: R,
+    stream: S,
+) -> Result<(WebSocketStream<S>, Protocol, HeaderMap), Error>
 where
     S: AsyncRead + AsyncWrite + Unpin,
     R: IntoClientRequest + Unpin,
@@ -102,5 +101,5 @@ where
     let protocol = chosen
         .and_then(Protocol::from_name)
         .ok_or_else(|| ProtocolError::Subprotocol(chosen.map(str::to_owned)))?;
-    Ok((ws, protocol))
+    Ok((ws, protocol, response.into_parts().0.headers))
 }

@@ -27,3 +27,4 @@ pub use resize::TerminalSize;
 pub use session::{ClientIo, Config, Finished, ServerEnd, ServerIo, Stats, attach, serve};
 pub use status::ExitStatus;
 pub use tokio_tungstenite::WebSocketStream;
+pub use tokio_tungstenite::tungstenite;

@@ -138,6 +138,19 @@ impl Status {
         }
     }
 
+    /// The body of a refused HTTP request with `code`, its reason taken from the code's name
+    /// (`404` -> `NotFound`).
+    pub fn for_http(
+        code: tokio_tungstenite::tungstenite::http::StatusCode,
+        message: &str,
+    ) -> Status {
+        let reason = code
+            .canonical_reason()
+            .unwrap_or("Failure")
+            .replace(' ', "");
+        Status::http_error(code.as_u16(), &reason, message)
+    }
+
     /// The body of a refused HTTP request, as the apiserver writes it.
     pub fn http_error(code: u16, reason: &str, message: impl Into<String>) -> Status {
         Status {

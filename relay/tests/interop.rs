@@ -251,7 +251,7 @@ async fn our_client_against_a_kubelet_like_server() {
         first_resize
     });
     let socket = TcpStream::connect(addr).await.unwrap();
-    let (ws, protocol) = handshake::connect(format!("ws://{addr}/exec"), socket)
+    let (ws, protocol, _) = handshake::connect(format!("ws://{addr}/exec"), socket)
         .await
         .unwrap();
     let (mut out_r, out_w) = tokio::io::duplex(1024);

@@ -5,24 +5,22 @@
 //! `docker run` container is not, and then the session goes on without it and says so). It gets
 //! SYS_PTRACE and SYS_ADMIN, like the peers, so `strace`, `gdb` and `nsenter` work.
 //!
-//! Stdio is attached before the container starts, so no output is lost. Without a tty Docker
-//! multiplexes stdout and stderr on one stream; a small task splits them into two pipes.
+//! Stdio is attached before the container starts, so no output is lost (see
+//! [`crate::docker_attach`] for why that part does not go through bollard).
 
 use std::collections::HashMap;
 
 use bollard::Docker;
-use bollard::container::LogOutput;
 use bollard::errors::Error as BollardError;
 use bollard::models::{ContainerCreateBody, ContainerStateStatusEnum, HostConfig};
 use bollard::query_parameters::{
-    AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
-    ListContainersOptionsBuilder, RemoveContainerOptionsBuilder, ResizeContainerTTYOptionsBuilder,
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
+    RemoveContainerOptionsBuilder, ResizeContainerTTYOptionsBuilder,
 };
 use futures_util::StreamExt;
 use kdbg_relay::TerminalSize;
-use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use crate::{
     Created, DebugContainer, DebugSpec, Error, PullPolicy, PullProgress, Runtime, RuntimeKind,
@@ -31,8 +29,6 @@ use crate::{
 
 /// Seconds bollard waits for one API call.
 const CALL_TIMEOUT_SECS: u64 = 120;
-/// Capacity of the pipes that carry demultiplexed output.
-const PIPE_CAPACITY: usize = 64 * 1024;
 /// Capabilities a debug container gets.
 pub const CAPABILITIES: [&str; 2] = ["SYS_PTRACE", "SYS_ADMIN"];
 
@@ -41,12 +37,11 @@ pub const CAPABILITIES: [&str; 2] = ["SYS_PTRACE", "SYS_ADMIN"];
 pub struct DockerRuntime {
     docker: Docker,
     endpoint: String,
+    /// The socket's path, for the raw attach connection.
+    socket: String,
 }
 
-fn call(
-    operation: &'static str,
-    object: impl Into<String>,
-) -> impl FnOnce(BollardError) -> Error {
+fn call(operation: &'static str, object: impl Into<String>) -> impl FnOnce(BollardError) -> Error {
     let object = object.into();
     move |e| Error::Call {
         operation,
@@ -75,19 +70,17 @@ impl DockerRuntime {
             endpoint: endpoint.to_owned(),
             source: Box::new(e),
         };
-        let docker = Docker::connect_with_unix(
-            path,
-            CALL_TIMEOUT_SECS,
-            bollard::API_DEFAULT_VERSION,
-        )
-        .map_err(fail)?
-        .negotiate_version()
-        .await
-        .map_err(fail)?;
+        let docker =
+            Docker::connect_with_unix(path, CALL_TIMEOUT_SECS, bollard::API_DEFAULT_VERSION)
+                .map_err(fail)?
+                .negotiate_version()
+                .await
+                .map_err(fail)?;
         debug!(endpoint, version = ?docker.client_version(), "connected to Docker");
         Ok(DockerRuntime {
             docker,
             endpoint: endpoint.to_owned(),
+            socket: path.to_owned(),
         })
     }
 
@@ -288,45 +281,26 @@ impl Runtime for DockerRuntime {
     }
 
     async fn attach(&self, id: &str, spec: &DebugSpec) -> Result<Stdio, Error> {
-        let separate_stderr = spec.stderr && !spec.tty;
-        let options = AttachContainerOptionsBuilder::new()
-            .stream(true)
-            .stdin(spec.stdin)
-            .stdout(spec.stdout)
-            .stderr(separate_stderr)
-            .build();
-        let attached = self
-            .docker
-            .attach_container(id, Some(options))
-            .await
-            .map_err(call("attaching to debug container", id))?;
-        let (out_r, mut out_w) = tokio::io::simplex(PIPE_CAPACITY);
-        let (err_r, mut err_w) = tokio::io::simplex(PIPE_CAPACITY);
-        let mut output = attached.output;
-        let container = id.to_owned();
-        tokio::spawn(async move {
-            while let Some(item) = output.next().await {
-                let written = match item {
-                    Ok(LogOutput::StdErr { message }) => err_w.write_all(&message).await,
-                    Ok(LogOutput::StdOut { message } | LogOutput::Console { message }) => {
-                        out_w.write_all(&message).await
-                    }
-                    Ok(LogOutput::StdIn { .. }) => Ok(()),
-                    Err(e) => {
-                        warn!(container, error = %e, "reading the container's output");
-                        break;
-                    }
-                };
-                if written.is_err() {
-                    // The session stopped reading; the container's output has nowhere to go.
-                    break;
-                }
-            }
-        });
+        let version = self.docker.client_version();
+        let attached = crate::docker_attach::attach(
+            &self.socket,
+            &format!("{}.{}", version.major_version, version.minor_version),
+            id,
+            spec.stdin,
+            spec.stdout,
+            spec.stderr && !spec.tty,
+            spec.tty,
+        )
+        .await
+        .map_err(|e| Error::Call {
+            operation: "attaching to debug container",
+            object: id.to_owned(),
+            source: Box::new(e),
+        })?;
         Ok(Stdio {
-            stdin: spec.stdin.then_some(attached.input),
-            stdout: spec.stdout.then(|| Box::pin(out_r) as _),
-            stderr: separate_stderr.then(|| Box::pin(err_r) as _),
+            stdin: attached.stdin,
+            stdout: attached.stdout,
+            stderr: attached.stderr,
         })
     }
 

@@ -10,8 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 
 use crate::{
-    Created, DebugContainer, DebugSpec, Error, PullPolicy, PullProgress, Runtime, Stdio,
-    TargetRef,
+    Created, DebugContainer, DebugSpec, Error, PullPolicy, PullProgress, Runtime, Stdio, TargetRef,
 };
 
 /// What the fake's containers do.

@@ -16,6 +16,7 @@ use kdbg_relay::session::{BoxRead, BoxWrite};
 use tokio::sync::mpsc;
 
 pub mod docker;
+mod docker_attach;
 pub mod fake;
 
 pub use docker::DockerRuntime;
@@ -100,7 +101,9 @@ impl FromStr for TargetRef {
             }
         };
         if id.is_empty() || id.contains(['/', '?', '#', ' ']) {
-            return Err(format!("target {s:?} has no valid container ID after {scheme}://"));
+            return Err(format!(
+                "target {s:?} has no valid container ID after {scheme}://"
+            ));
         }
         Ok(TargetRef {
             kind,
@@ -222,7 +225,9 @@ pub struct DebugContainer {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The runtime's endpoint could not be reached.
-    #[error("connecting to the {runtime} runtime at {endpoint}; is it running, and may the agent use its socket?")]
+    #[error(
+        "connecting to the {runtime} runtime at {endpoint}; is it running, and may the agent use its socket?"
+    )]
     Connect {
         /// `docker` or `containerd`.
         runtime: &'static str,
@@ -238,7 +243,9 @@ pub enum Error {
         target: TargetRef,
     },
     /// The target exists but is not running.
-    #[error("target container {target} is {state}, not running: a debug container can only join a running container")]
+    #[error(
+        "target container {target} is {state}, not running: a debug container can only join a running container"
+    )]
     TargetNotRunning {
         /// The target.
         target: TargetRef,
@@ -254,7 +261,9 @@ pub enum Error {
         runtime: &'static str,
     },
     /// The image is absent and the pull policy forbids pulling.
-    #[error("image {image} is not present on this node and the pull policy is Never; pull it on the node or use another pull policy")]
+    #[error(
+        "image {image} is not present on this node and the pull policy is Never; pull it on the node or use another pull policy"
+    )]
     ImageAbsent {
         /// The image.
         image: String,
@@ -311,8 +320,11 @@ pub trait Runtime: Send + Sync {
     fn start(&self, id: &str) -> impl Future<Output = Result<(), Error>> + Send;
 
     /// Resizes the container's terminal.
-    fn resize(&self, id: &str, size: TerminalSize)
-    -> impl Future<Output = Result<(), Error>> + Send;
+    fn resize(
+        &self,
+        id: &str,
+        size: TerminalSize,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
 
     /// Waits for the container to exit and returns its exit code.
     fn wait(&self, id: &str) -> impl Future<Output = Result<i64, Error>> + Send;

@@ -33,7 +33,7 @@ pub async fn loopback_pair() -> Pair {
     let socket = TcpStream::connect(addr).await.unwrap();
     socket.set_nodelay(true).unwrap();
     let url = format!("ws://{addr}/exec?command=sh&stdin=true");
-    let (client, client_protocol) = handshake::connect(url, socket).await.unwrap();
+    let (client, client_protocol, _) = handshake::connect(url, socket).await.unwrap();
     let (server, protocol, uri) = accepting.await.unwrap();
     server.get_ref().set_nodelay(true).unwrap();
     assert_eq!(protocol, client_protocol);

@@ -1,0 +1,87 @@
+//! `kubectl-debug-agent --config FILE`: the node agent.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use kdbg_agent::config::Config;
+use tracing::{error, info, warn};
+
+/// How long running sessions get to end and clean up after SIGTERM.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// The kubectl-debug node agent: creates debug containers that join a pod's container and
+/// relays their terminals to `kubectl-debug`.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// The YAML configuration file (see the README).
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    // A bad configuration stops the agent before anything starts.
+    let config = match Config::load(&args.config) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("kubectl-debug-agent: {}", kdbg_agent::chain(&e));
+            return ExitCode::from(64);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e:#}");
+            eprintln!("kubectl-debug-agent: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let runtime = kdbg_agent::connect_runtime(&config.runtime)
+        .await
+        .map_err(|e| anyhow::anyhow!(kdbg_agent::chain(&e)))?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
+    info!(listen = %config.listen, runtime = ?config.runtime.kind, endpoint = %config.runtime.endpoint, "agent ready");
+    let (agent, serving) = kdbg_agent::spawn(runtime, config.defaults, listener);
+    shutdown_signal().await;
+    info!("shutting down: telling sessions, removing their containers");
+    agent.shutdown.cancel();
+    let _ = serving.await;
+    agent.tracker.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, agent.tracker.wait())
+        .await
+        .is_err()
+    {
+        warn!("sessions still running after {SHUTDOWN_GRACE:?}; exiting anyway");
+    }
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

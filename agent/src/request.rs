@@ -1,0 +1,234 @@
+//! The query of a debug request, parsed and checked before anything is created.
+//!
+//! Parameters follow `kubectl exec`: `command` repeated, `stdin`/`stdout`/`stderr`/`tty` as
+//! `true`/`1` (and the kubelet's spellings `input`/`output`/`error`), plus ours: `target`,
+//! `image`, `name`, `retain`, `pullPolicy`, and the informational `podNamespace`, `podName`,
+//! `user` that end up in labels.
+
+use kdbg_runtimes::{PullPolicy, TargetRef};
+
+/// A checked debug request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DebugRequest {
+    /// The container to join.
+    pub target: TargetRef,
+    /// The tools image; the agent's default when absent.
+    pub image: Option<String>,
+    /// The command; the agent's default when empty.
+    pub command: Vec<String>,
+    /// Attach stdin.
+    pub stdin: bool,
+    /// Attach stdout.
+    pub stdout: bool,
+    /// Attach stderr.
+    pub stderr: bool,
+    /// Allocate a terminal.
+    pub tty: bool,
+    /// The debug container's name.
+    pub name: Option<String>,
+    /// Keep the container after the session.
+    pub retain: bool,
+    /// When to pull the image.
+    pub pull_policy: PullPolicy,
+    /// The target pod's namespace, for labels.
+    pub pod_namespace: Option<String>,
+    /// The target pod's name, for labels.
+    pub pod_name: Option<String>,
+    /// Who asks (not authenticated yet), for labels.
+    pub user: Option<String>,
+}
+
+fn flag(key: &str, value: &str) -> Result<bool, String> {
+    match value {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        other => Err(format!(
+            "query parameter {key}={other:?} is not a boolean; use true, false, 1 or 0"
+        )),
+    }
+}
+
+impl DebugRequest {
+    /// Parses a URL query string.
+    pub fn from_query(query: &str) -> Result<DebugRequest, String> {
+        let mut target = None;
+        let mut request = DebugRequest {
+            target: TargetRef {
+                kind: kdbg_runtimes::RuntimeKind::Docker,
+                id: String::new(),
+            },
+            image: None,
+            command: Vec::new(),
+            stdin: false,
+            stdout: false,
+            stderr: false,
+            tty: false,
+            name: None,
+            retain: false,
+            pull_policy: PullPolicy::default(),
+            pod_namespace: None,
+            pod_name: None,
+            user: None,
+        };
+        for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+            let non_empty = |what: &str| {
+                if value.is_empty() {
+                    Err(format!("query parameter {what} is empty"))
+                } else {
+                    Ok(value.to_string())
+                }
+            };
+            match &*key {
+                "target" => target = Some(value.parse::<TargetRef>()?),
+                "image" => request.image = Some(non_empty("image")?),
+                "command" => request.command.push(value.to_string()),
+                "stdin" | "input" => request.stdin = flag(&key, &value)?,
+                "stdout" | "output" => request.stdout = flag(&key, &value)?,
+                "stderr" | "error" => request.stderr = flag(&key, &value)?,
+                "tty" => request.tty = flag(&key, &value)?,
+                "name" => request.name = Some(valid_name(&value)?),
+                "retain" => request.retain = flag(&key, &value)?,
+                "pullPolicy" => request.pull_policy = value.parse()?,
+                "podNamespace" => request.pod_namespace = Some(non_empty("podNamespace")?),
+                "podName" => request.pod_name = Some(non_empty("podName")?),
+                "user" => request.user = Some(non_empty("user")?),
+                other => {
+                    return Err(format!(
+                        "unknown query parameter {other:?}; known: target, image, command, \
+                         stdin, stdout, stderr, tty, name, retain, pullPolicy, podNamespace, \
+                         podName, user"
+                    ));
+                }
+            }
+        }
+        request.target = target.ok_or(
+            "query parameter target is required: the container to join, as <runtime>://<id>",
+        )?;
+        // The kubelet's rules.
+        if request.tty && request.stderr {
+            return Err("tty and stderr cannot both be true (a terminal merges them)".into());
+        }
+        if !(request.stdin || request.stdout || request.stderr) {
+            return Err("one of stdin, stdout, stderr must be set".into());
+        }
+        Ok(request)
+    }
+}
+
+impl DebugRequest {
+    /// The query string that [`DebugRequest::from_query`] reads back as this request.
+    pub fn to_query(&self) -> String {
+        let mut q = form_urlencoded::Serializer::new(String::new());
+        q.append_pair("target", &self.target.to_string());
+        if let Some(image) = &self.image {
+            q.append_pair("image", image);
+        }
+        for arg in &self.command {
+            q.append_pair("command", arg);
+        }
+        for (key, on) in [
+            ("stdin", self.stdin),
+            ("stdout", self.stdout),
+            ("stderr", self.stderr),
+            ("tty", self.tty),
+            ("retain", self.retain),
+        ] {
+            q.append_pair(key, if on { "true" } else { "false" });
+        }
+        if let Some(name) = &self.name {
+            q.append_pair("name", name);
+        }
+        q.append_pair("pullPolicy", &self.pull_policy.to_string());
+        for (key, value) in [
+            ("podNamespace", &self.pod_namespace),
+            ("podName", &self.pod_name),
+            ("user", &self.user),
+        ] {
+            if let Some(value) = value {
+                q.append_pair(key, value);
+            }
+        }
+        q.finish()
+    }
+}
+
+/// Container names as Docker accepts them: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
+fn valid_name(name: &str) -> Result<String, String> {
+    let mut chars = name.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
+    if first_ok
+        && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+        && name.len() <= 128
+    {
+        Ok(name.to_owned())
+    } else {
+        Err(format!(
+            "container name {name:?} is invalid: use letters, digits, '_', '.', '-', starting with a letter or digit"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kubectl_and_kubelet_spellings_both_work() {
+        let a = DebugRequest::from_query(
+            "target=docker%3A%2F%2Fabc&command=sh&command=-c&command=echo%20hi&stdin=true&stdout=true&tty=true",
+        )
+        .unwrap();
+        assert_eq!(a.command, ["sh", "-c", "echo hi"]);
+        assert!(a.stdin && a.stdout && a.tty && !a.stderr);
+        let b = DebugRequest::from_query("target=docker://abc&input=1&output=1&error=1").unwrap();
+        assert!(b.stdin && b.stdout && b.stderr && !b.tty);
+        assert_eq!(b.target.id, "abc");
+    }
+
+    #[test]
+    fn a_request_survives_its_query() {
+        let request = DebugRequest {
+            target: "docker://abc".parse().unwrap(),
+            image: Some("127.0.0.1:5000/tools:1".into()),
+            command: vec!["sh".into(), "-c".into(), "echo a&b=c".into()],
+            stdin: true,
+            stdout: true,
+            stderr: false,
+            tty: true,
+            name: Some("dbg-1".into()),
+            retain: true,
+            pull_policy: PullPolicy::Never,
+            pod_namespace: Some("prod".into()),
+            pod_name: Some("web-1".into()),
+            user: Some("alice".into()),
+        };
+        assert_eq!(
+            DebugRequest::from_query(&request.to_query()).unwrap(),
+            request
+        );
+    }
+
+    #[test]
+    fn bad_requests_say_what_is_wrong() {
+        let cases = [
+            ("stdout=1", "target is required"),
+            ("target=abc&stdout=1", "<runtime>://<id>"),
+            ("target=docker://a", "one of stdin, stdout, stderr"),
+            ("target=docker://a&tty=1&stderr=1", "tty and stderr"),
+            ("target=docker://a&stdout=yes", "not a boolean"),
+            (
+                "target=docker://a&stdout=1&pullPolicy=sometimes",
+                "Always, IfNotPresent, Never",
+            ),
+            ("target=docker://a&stdout=1&name=-x", "invalid"),
+            (
+                "target=docker://a&stdout=1&bogus=1",
+                "unknown query parameter \"bogus\"",
+            ),
+        ];
+        for (query, expected) in cases {
+            let err = DebugRequest::from_query(query).unwrap_err();
+            assert!(err.contains(expected), "{query}: {err}");
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! The agent's HTTP endpoints:
+//!
+//! - `GET /healthz`: `ok` while the agent serves;
+//! - `GET /api/v1/debug?target=...`: upgraded to the relay's WebSocket, a debug session;
+//! - `GET /api/v1/containers`: the debug containers on this node, as JSON.
+//!
+//! Refused requests get a 4xx or 5xx with a `metav1.Status` JSON body saying what is wrong.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use kdbg_relay::status::Status;
+use kdbg_relay::{Protocol, WebSocketStream};
+use kdbg_runtimes::{AnyRuntime, Runtime};
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::config::Defaults;
+use crate::request::DebugRequest;
+use crate::session;
+
+/// Everything the endpoints share.
+pub struct Agent {
+    /// The node's runtime.
+    pub runtime: AnyRuntime,
+    /// What sessions run by default.
+    pub defaults: Defaults,
+    /// Cancelled when the agent stops.
+    pub shutdown: CancellationToken,
+    /// Every connection and session, so shutdown can wait for them.
+    pub tracker: TaskTracker,
+}
+
+/// The path of the debug endpoint.
+pub const DEBUG_PATH: &str = "/api/v1/debug";
+/// The path of the list endpoint.
+pub const CONTAINERS_PATH: &str = "/api/v1/containers";
+
+impl Agent {
+    /// Accepts connections on `listener` until shutdown.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+        loop {
+            let (socket, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        warn!(error = %e, "accepting a connection");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+                () = self.shutdown.cancelled() => break,
+            };
+            let _ = socket.set_nodelay(true);
+            self.tracker
+                .spawn(self.clone().serve_connection(socket, peer.to_string()));
+        }
+    }
+
+    /// Serves one HTTP connection (a TCP socket, or an in-memory pipe for `kubectl-debug local`,
+    /// which then exposes no port at all). `peer` names the client in logs.
+    pub async fn serve_connection<IO>(self: Arc<Self>, io: IO, peer: String)
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let agent = self;
+        let logged_peer = peer.clone();
+        let service = hyper::service::service_fn(move |req| {
+            let agent = agent.clone();
+            let peer = peer.clone();
+            async move { Ok::<_, Infallible>(agent.handle(req, &peer).await) }
+        });
+        let connection = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(io), service)
+            .with_upgrades();
+        if let Err(e) = connection.await {
+            debug!(peer = %logged_peer, error = %e, "connection ended with an error");
+        }
+    }
+
+    async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: &str) -> Response<Full<Bytes>> {
+        match (req.method(), req.uri().path()) {
+            (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
+            (&Method::GET, DEBUG_PATH) => self.debug(req, peer).await,
+            (&Method::GET, CONTAINERS_PATH) => self.containers().await,
+            (_, "/healthz" | DEBUG_PATH | CONTAINERS_PATH) => refuse(
+                StatusCode::METHOD_NOT_ALLOWED,
+                &format!("{} is not allowed here; use GET", req.method()),
+            ),
+            (_, path) => refuse(
+                StatusCode::NOT_FOUND,
+                &format!(
+                    "no endpoint {path}; the agent serves /healthz, {DEBUG_PATH}, {CONTAINERS_PATH}"
+                ),
+            ),
+        }
+    }
+
+    async fn containers(&self) -> Response<Full<Bytes>> {
+        match self.runtime.list().await {
+            Ok(list) => {
+                let items: Vec<_> = list
+                    .into_iter()
+                    .map(|c| {
+                        serde_json::json!({
+                            "id": c.id, "name": c.name, "image": c.image,
+                            "state": c.state, "labels": c.labels,
+                        })
+                    })
+                    .collect();
+                json(StatusCode::OK, &serde_json::json!({ "items": items }))
+            }
+            Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, &crate::chain(&e)),
+        }
+    }
+
+    async fn debug(self: Arc<Self>, req: Request<Incoming>, peer: &str) -> Response<Full<Bytes>> {
+        let request = match DebugRequest::from_query(req.uri().query().unwrap_or("")) {
+            Ok(request) => request,
+            Err(message) => return refuse(StatusCode::BAD_REQUEST, &message),
+        };
+        let (key, protocol) = match websocket_handshake(&req) {
+            Ok(ok) => ok,
+            Err(message) => return refuse(StatusCode::BAD_REQUEST, &message),
+        };
+        let id = session::new_session_id();
+        let spec = session::spec_for(&request, &self.defaults, &id);
+        let span = info_span!("session", session.id = %id, target = %request.target, user = request.user.as_deref().unwrap_or("unknown"), %peer);
+        let prepared = match session::prepare(&self.runtime, &spec, &request)
+            .instrument(span.clone())
+            .await
+        {
+            Ok(prepared) => prepared,
+            Err(e) => {
+                let code = status_for(&e);
+                span.in_scope(|| info!(error = %crate::chain(&e), "debug request refused"));
+                return refuse(code, &crate::chain(&e));
+            }
+        };
+        span.in_scope(
+            || info!(container = prepared.id(), image = %spec.image, "debug container created"),
+        );
+        let mut response = Response::new(Full::new(Bytes::new()));
+        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let headers = response.headers_mut();
+        headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        headers.insert(
+            header::SEC_WEBSOCKET_ACCEPT,
+            HeaderValue::from_str(&derive_accept_key(key.as_bytes())).expect("base64 is ASCII"),
+        );
+        headers.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static(protocol.name()),
+        );
+        if let Ok(value) = HeaderValue::from_str(prepared.id()) {
+            headers.insert(CONTAINER_HEADER, value);
+        }
+        for warning in &prepared.warnings {
+            if let Ok(value) = HeaderValue::from_str(warning) {
+                headers.append(WARNING_HEADER, value);
+            }
+        }
+        let shutdown = self.shutdown.clone();
+        self.tracker.spawn(
+            async move {
+                match hyper::upgrade::on(req).await {
+                    Ok(upgraded) => {
+                        let ws = WebSocketStream::from_raw_socket(
+                            TokioIo::new(upgraded),
+                            Role::Server,
+                            Some(kdbg_relay::session::websocket_config()),
+                        )
+                        .await;
+                        session::run(prepared, ws, protocol, shutdown).await;
+                    }
+                    // Dropping `prepared` removes the container.
+                    Err(e) => warn!(error = %e, "WebSocket upgrade failed"),
+                }
+            }
+            .instrument(span),
+        );
+        response
+    }
+}
+
+/// Response header naming the debug container.
+pub const CONTAINER_HEADER: &str = "x-kubectl-debug-container";
+/// Response header carrying a warning for the user (repeated).
+pub const WARNING_HEADER: &str = "x-kubectl-debug-warning";
+
+/// Checks an upgrade request; returns its key and the chosen subprotocol.
+fn websocket_handshake(req: &Request<Incoming>) -> Result<(String, Protocol), String> {
+    let headers = req.headers();
+    let has_token = |name: header::HeaderName, token: &str| {
+        headers.get_all(name).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        })
+    };
+    if !has_token(header::UPGRADE, "websocket") || !has_token(header::CONNECTION, "upgrade") {
+        return Err(format!(
+            "{DEBUG_PATH} is a WebSocket endpoint: send Connection: Upgrade and Upgrade: websocket (e.g. use kubectl-debug)"
+        ));
+    }
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_none_or(|v| v != "13")
+    {
+        return Err("Sec-WebSocket-Version must be 13".into());
+    }
+    let key = headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .and_then(|v| v.to_str().ok())
+        .ok_or("Sec-WebSocket-Key is missing")?
+        .to_owned();
+    let offered = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    let protocol = Protocol::negotiate(offered).ok_or_else(|| {
+        format!(
+            "no supported subprotocol offered; offer {} in Sec-WebSocket-Protocol",
+            Protocol::offer()
+        )
+    })?;
+    Ok((key, protocol))
+}
+
+fn status_for(e: &kdbg_runtimes::Error) -> StatusCode {
+    use kdbg_runtimes::Error as E;
+    match e {
+        E::TargetNotFound { .. } => StatusCode::NOT_FOUND,
+        E::TargetNotRunning { .. } => StatusCode::CONFLICT,
+        E::WrongRuntime { .. } | E::ImageAbsent { .. } => StatusCode::BAD_REQUEST,
+        E::Pull { .. } => StatusCode::BAD_GATEWAY,
+        E::Connect { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        E::Call { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+fn text(code: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *response.status_mut() = code;
+    response
+}
+
+fn json(code: StatusCode, value: &impl serde::Serialize) -> Response<Full<Bytes>> {
+    let body = serde_json::to_vec(value).expect("JSON values serialise");
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = code;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// A refusal with a `metav1.Status` body, as Kubernetes servers send.
+pub fn refuse(code: StatusCode, message: &str) -> Response<Full<Bytes>> {
+    json(code, &Status::for_http(code, message))
+}

@@ -1,0 +1,98 @@
+//! The command line, as clap derive structs. Flags follow `kubectl exec` where they overlap.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use kdbg_agent::config::DEFAULT_PORT;
+
+/// Debug a running pod or container with tools its image lacks: start a debug container that
+/// shares its pid, network and ipc namespaces, and get a shell in it.
+#[derive(Debug, Parser)]
+#[command(
+    name = "kubectl-debug",
+    version,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true,
+    after_help = "Examples:\n  kubectl-debug web-1 --image nicolaka/netshoot\n  kubectl-debug -n prod web-1 -c app -- ss -tlnp\n  kubectl-debug local docker://my-container --image busybox -- sh"
+)]
+pub struct Cli {
+    /// Options that choose the cluster and the agent.
+    #[command(flatten)]
+    pub global: Global,
+    /// Another verb than debugging a pod.
+    #[command(subcommand)]
+    pub verb: Option<Verb>,
+    /// The pod to debug.
+    #[arg(value_name = "POD", required = true)]
+    pub pod: Option<String>,
+    /// The pod's container to join (default: the first).
+    #[arg(short = 'c', long)]
+    pub container: Option<String>,
+    /// What to run.
+    #[command(flatten)]
+    pub debug: DebugOpts,
+}
+
+/// Flags accepted before or after any verb, like kubectl's global flags.
+#[derive(Debug, Args)]
+pub struct Global {
+    /// The pod's namespace (default: the kubeconfig context's, else `default`).
+    #[arg(short = 'n', long, global = true)]
+    pub namespace: Option<String>,
+    /// The kubeconfig file (default: $KUBECONFIG, else ~/.kube/config).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use.
+    #[arg(long, global = true)]
+    pub context: Option<String>,
+    /// The port the node agents listen on.
+    #[arg(long, global = true, default_value_t = DEFAULT_PORT)]
+    pub agent_port: u16,
+}
+
+/// The debug container and the session.
+#[derive(Debug, Args, Clone)]
+pub struct DebugOpts {
+    /// The tools image (default: the agent's, nicolaka/netshoot:latest).
+    #[arg(long)]
+    pub image: Option<String>,
+    /// A name for the debug container.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Keep the debug container after the session (see `list`).
+    #[arg(long)]
+    pub retain: bool,
+    /// When to pull the image: Always, IfNotPresent or Never.
+    #[arg(long, default_value = "IfNotPresent")]
+    pub pull_policy: kdbg_runtimes::PullPolicy,
+    /// Pass stdin to the debug container (default with -t on a terminal).
+    #[arg(short = 'i', long)]
+    pub stdin: bool,
+    /// Allocate a terminal (default when stdin is a terminal).
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// The command and its arguments (default: the agent's, bash).
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+/// Verbs other than debugging a pod.
+#[derive(Debug, Subcommand)]
+pub enum Verb {
+    /// Debug a container on this machine, with no cluster: `local docker://NAME_OR_ID`.
+    Local(Local),
+}
+
+/// `kubectl-debug local`.
+#[derive(Debug, Args)]
+pub struct Local {
+    /// The container, as docker://NAME_OR_ID.
+    #[arg(value_name = "TARGET")]
+    pub target: String,
+    /// The Docker socket (default: $DOCKER_HOST, else unix:///var/run/docker.sock).
+    #[arg(long, value_name = "ENDPOINT")]
+    pub runtime_endpoint: Option<String>,
+    /// What to run.
+    #[command(flatten)]
+    pub debug: DebugOpts,
+}

@@ -1,0 +1,72 @@
+//! `kubectl-debug local docker://NAME_OR_ID`: debug a container on this machine with no cluster.
+//!
+//! The agent runs inside this process and serves this one session over an in-memory pipe, so
+//! the path is the agent's own (same checks, same container spec, same relay, same cleanup) and
+//! no port is opened on the machine.
+
+use anyhow::{Context as _, bail};
+use kdbg_agent::config::{DEFAULT_COMMAND, DEFAULT_IMAGE, Defaults};
+use kdbg_agent::request::DebugRequest;
+use kdbg_relay::ExitStatus;
+use kdbg_runtimes::{AnyRuntime, DockerRuntime, RuntimeKind, TargetRef};
+
+use crate::attach;
+use crate::cli::Local;
+
+/// The Docker socket when neither `--runtime-endpoint` nor `DOCKER_HOST` names one.
+const DEFAULT_DOCKER_ENDPOINT: &str = "unix:///var/run/docker.sock";
+
+impl Local {
+    /// Runs the session.
+    pub async fn run(self) -> anyhow::Result<ExitStatus> {
+        let target: TargetRef = self.target.parse().map_err(anyhow::Error::msg)?;
+        if target.kind != RuntimeKind::Docker {
+            bail!(
+                "{target}: `local` debugs Docker containers (docker://NAME_OR_ID); containerd support comes with the containerd backend"
+            );
+        }
+        let endpoint = self
+            .runtime_endpoint
+            .or_else(|| {
+                std::env::var("DOCKER_HOST")
+                    .ok()
+                    .filter(|h| h.starts_with("unix://"))
+            })
+            .unwrap_or_else(|| DEFAULT_DOCKER_ENDPOINT.to_owned());
+        let runtime = DockerRuntime::connect(&endpoint)
+            .await
+            .map_err(|e| anyhow::anyhow!(kdbg_agent::chain(&e)))
+            .with_context(|| {
+                format!("reaching Docker at {endpoint}: start dockerd, or point --runtime-endpoint or DOCKER_HOST at its socket")
+            })?;
+        let (stdin, tty) = attach::interactive(self.debug.stdin, self.debug.tty);
+        let request = DebugRequest {
+            target,
+            image: self.debug.image,
+            command: self.debug.command,
+            stdin,
+            stdout: true,
+            stderr: !tty,
+            tty,
+            name: self.debug.name,
+            retain: self.debug.retain,
+            pull_policy: self.debug.pull_policy,
+            pod_namespace: None,
+            pod_name: None,
+            user: std::env::var("USER").ok().filter(|u| !u.is_empty()),
+        };
+        let defaults = Defaults {
+            image: DEFAULT_IMAGE.to_owned(),
+            command: vec![DEFAULT_COMMAND.to_owned()],
+        };
+        let agent = kdbg_agent::agent(AnyRuntime::Docker(runtime), defaults);
+        let (ours, theirs) = tokio::io::duplex(256 * 1024);
+        let serving = tokio::spawn(agent.clone().serve_connection(theirs, "local".into()));
+        let outcome = attach::run(ours, "local", &request).await;
+        // The session is over (or never started): let the agent finish its cleanup.
+        agent.tracker.close();
+        agent.tracker.wait().await;
+        serving.abort();
+        outcome
+    }
+}
