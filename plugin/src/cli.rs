@@ -90,8 +90,12 @@ pub struct Local {
     #[arg(value_name = "TARGET")]
     pub target: String,
     /// The Docker socket (default: $DOCKER_HOST, else unix:///var/run/docker.sock).
-    #[arg(long, value_name = "ENDPOINT")]
+    #[arg(long, value_name = "ENDPOINT", conflicts_with = "agent")]
     pub runtime_endpoint: Option<String>,
+    /// Use the kubectl-debug agent at HOST:PORT instead of one inside this process (the
+    /// container is then on that agent's machine).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub agent: Option<String>,
     /// What to run.
     #[command(flatten)]
     pub debug: DebugOpts,

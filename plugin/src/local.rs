@@ -25,20 +25,6 @@ impl Local {
                 "{target}: `local` debugs Docker containers (docker://NAME_OR_ID); containerd support comes with the containerd backend"
             );
         }
-        let endpoint = self
-            .runtime_endpoint
-            .or_else(|| {
-                std::env::var("DOCKER_HOST")
-                    .ok()
-                    .filter(|h| h.starts_with("unix://"))
-            })
-            .unwrap_or_else(|| DEFAULT_DOCKER_ENDPOINT.to_owned());
-        let runtime = DockerRuntime::connect(&endpoint)
-            .await
-            .map_err(|e| anyhow::anyhow!(kdbg_agent::chain(&e)))
-            .with_context(|| {
-                format!("reaching Docker at {endpoint}: start dockerd, or point --runtime-endpoint or DOCKER_HOST at its socket")
-            })?;
         let (stdin, tty) = attach::interactive(self.debug.stdin, self.debug.tty);
         let request = DebugRequest {
             target,
@@ -55,6 +41,27 @@ impl Local {
             pod_name: None,
             user: std::env::var("USER").ok().filter(|u| !u.is_empty()),
         };
+        if let Some(address) = &self.agent {
+            let stream = tokio::net::TcpStream::connect(address).await.with_context(|| {
+                format!("reaching the kubectl-debug agent at {address}: is it running there, and is the port open?")
+            })?;
+            stream.set_nodelay(true)?;
+            return attach::run(stream, address, &request).await;
+        }
+        let endpoint = self
+            .runtime_endpoint
+            .or_else(|| {
+                std::env::var("DOCKER_HOST")
+                    .ok()
+                    .filter(|h| h.starts_with("unix://"))
+            })
+            .unwrap_or_else(|| DEFAULT_DOCKER_ENDPOINT.to_owned());
+        let runtime = DockerRuntime::connect(&endpoint)
+            .await
+            .map_err(|e| anyhow::anyhow!(kdbg_agent::chain(&e)))
+            .with_context(|| {
+                format!("reaching Docker at {endpoint}: start dockerd, or point --runtime-endpoint or DOCKER_HOST at its socket")
+            })?;
         let defaults = Defaults {
             image: DEFAULT_IMAGE.to_owned(),
             command: vec![DEFAULT_COMMAND.to_owned()],
