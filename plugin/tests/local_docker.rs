@@ -301,7 +301,13 @@ fn interactive_terminal_through_a_real_pty() {
 /// The agent binary, built beside the plugin.
 fn agent_binary() -> PathBuf {
     let plugin = PathBuf::from(env!("CARGO_BIN_EXE_kubectl-debug"));
-    plugin.with_file_name("kubectl-debug-agent")
+    let agent = plugin.with_file_name("kubectl-debug-agent");
+    assert!(
+        agent.exists(),
+        "{} is missing: run the tests with scripts/test, which builds every binary first",
+        agent.display()
+    );
+    agent
 }
 
 #[test]
