@@ -4,6 +4,7 @@
 mod attach;
 mod cli;
 mod local;
+mod pod;
 mod terminal;
 
 use std::io::ErrorKind;
@@ -37,9 +38,10 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.verb {
             Some(Verb::Local(local)) => local.run().await,
-            None => anyhow::bail!(
-                "debugging pods through a cluster is not built yet; use `kubectl-debug local docker://NAME`"
-            ),
+            None => {
+                let pod = cli.pod.expect("clap requires POD without a verb");
+                pod::run(&cli.global, &pod, cli.container.as_deref(), cli.debug).await
+            }
         }
     });
     // A blocked read of stdin must not keep the process alive after the session.

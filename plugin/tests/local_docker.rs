@@ -1,127 +1,18 @@
 //! End-to-end: the real `kubectl-debug` and `kubectl-debug-agent` binaries against a real
 //! Docker engine (started by `scripts/test-world`, which exports `DOCKER_HOST`).
 
-use std::io::Write;
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+mod support;
+
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const LABEL_TARGET: &str = "debug.kubectl-debug.io/target";
-
-fn docker_host() -> String {
-    std::env::var("DOCKER_HOST").expect(
-        "DOCKER_HOST is not set: run the tests with scripts/test, which starts a Docker engine",
-    )
-}
-
-fn image() -> String {
-    std::env::var("KDBG_TEST_IMAGE").unwrap_or_else(|_| "kdbg-busybox:test".into())
-}
-
-fn docker(args: &[&str]) -> Output {
-    let out = Command::new("/usr/bin/docker")
-        .args(args)
-        .env("DOCKER_HOST", docker_host())
-        .output()
-        .expect("running docker");
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-/// A target container, removed when dropped.
-struct Target {
-    name: String,
-}
-
-impl Target {
-    fn start(script: &str) -> Target {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let name = format!(
-            "kdbg-e2e-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        );
-        docker(&[
-            "run",
-            "-d",
-            "--name",
-            &name,
-            "--network",
-            "none",
-            &image(),
-            "sh",
-            "-c",
-            script,
-        ]);
-        Target { name }
-    }
-
-    fn reference(&self) -> String {
-        format!("docker://{}", self.name)
-    }
-
-    /// Debug containers still present for this target.
-    fn leftovers(&self) -> Vec<String> {
-        let filter = format!("label={LABEL_TARGET}={}", self.reference());
-        let out = docker(&["ps", "-aq", "--filter", &filter]);
-        String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .map(str::to_owned)
-            .collect()
-    }
-}
-
-impl Drop for Target {
-    fn drop(&mut self) {
-        let _ = Command::new("/usr/bin/docker")
-            .args(["rm", "-f", &self.name])
-            .env("DOCKER_HOST", docker_host())
-            .output();
-    }
-}
-
-fn plugin() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kubectl-debug"));
-    cmd.env("DOCKER_HOST", docker_host());
-    cmd
-}
-
-/// Runs the plugin with `stdin` as input, killed after 60 s.
-fn run(cmd: &mut Command, stdin: &[u8]) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting kubectl-debug");
-    let mut input = child.stdin.take().unwrap();
-    input.write_all(stdin).unwrap();
-    drop(input);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            child.kill().unwrap();
-            panic!("kubectl-debug did not finish in 60 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().unwrap()
-}
+use support::{Target, agent_binary, docker, docker_host, image, plugin, run, text};
 
 fn local(target: &Target, extra: &[&str]) -> Command {
     let mut cmd = plugin();
     cmd.args(["local", &target.reference(), "--image", &image()]);
     cmd.args(extra);
     cmd
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 #[test]
@@ -298,49 +189,11 @@ fn interactive_terminal_through_a_real_pty() {
     assert!(target.leftovers().is_empty());
 }
 
-/// The agent binary, built beside the plugin.
-fn agent_binary() -> PathBuf {
-    let plugin = PathBuf::from(env!("CARGO_BIN_EXE_kubectl-debug"));
-    let agent = plugin.with_file_name("kubectl-debug-agent");
-    assert!(
-        agent.exists(),
-        "{} is missing: run the tests with scripts/test, which builds every binary first",
-        agent.display()
-    );
-    agent
-}
-
 #[test]
 fn plugin_killed_mid_session_leaves_no_container_behind() {
     let target = Target::start("exec sleep 3600");
-    let dir = std::env::temp_dir().join(format!("kdbg-agent-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let config = dir.join("agent.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen: \"127.0.0.1:{port}\"\nruntime:\n  kind: docker\n  endpoint: \"{}\"\ndefaults:\n  image: \"{}\"\n  command: [\"sh\"]\n",
-            docker_host(),
-            image()
-        ),
-    )
-    .unwrap();
-    let mut agent = Command::new(agent_binary())
-        .arg("--config")
-        .arg(&config)
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting kubectl-debug-agent");
-    let address = format!("127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(&address).is_err() {
-        assert!(Instant::now() < deadline, "agent never listened");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let agent = support::Agent::start();
+    let address = agent.address();
     let mut session = local(&target, &["--agent", &address, "--", "sleep", "300"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -362,8 +215,7 @@ fn plugin_killed_mid_session_leaves_no_container_behind() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    agent.kill().unwrap();
-    agent.wait().unwrap();
+    drop(agent);
 }
 
 #[test]

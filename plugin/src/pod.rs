@@ -1,0 +1,313 @@
+//! `kubectl-debug POD`: find the pod and its container through the Kubernetes API, reach the
+//! agent on the pod's node, and carry the terminal there.
+
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow, bail};
+use k8s_openapi::api::core::v1::{ContainerState, Pod};
+use kdbg_agent::request::DebugRequest;
+use kdbg_relay::ExitStatus;
+use kdbg_runtimes::TargetRef;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client};
+
+use crate::attach;
+use crate::cli::{DebugOpts, Global};
+
+/// How long to try reaching a node's agent.
+const AGENT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The annotation kubectl reads for the default container of a pod.
+const DEFAULT_CONTAINER_ANNOTATION: &str = "kubectl.kubernetes.io/default-container";
+
+/// The container to debug, as the cluster describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodTarget {
+    /// The pod's namespace.
+    pub namespace: String,
+    /// The pod's name.
+    pub pod: String,
+    /// The container's name.
+    pub container: String,
+    /// The container's runtime ID.
+    pub target: TargetRef,
+    /// The node's name.
+    pub node: String,
+    /// The node's IP, where its agent listens.
+    pub host_ip: String,
+}
+
+/// A client and the namespace to use, read from kubeconfig the way kubectl does
+/// (`--kubeconfig`, else `KUBECONFIG`, else `~/.kube/config`; `--context`, else the current
+/// context; `-n`, else the context's namespace, else `default`).
+pub async fn client(global: &Global) -> anyhow::Result<(Client, String)> {
+    let options = KubeConfigOptions {
+        context: global.context.clone(),
+        cluster: None,
+        user: None,
+    };
+    let config = match &global.kubeconfig {
+        Some(path) => {
+            let kubeconfig = Kubeconfig::read_from(path)
+                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &options).await
+        }
+        None => kube::Config::from_kubeconfig(&options).await,
+    }
+    .context("loading the kubeconfig (set --kubeconfig or KUBECONFIG, or choose --context)")?;
+    let namespace = global
+        .namespace
+        .clone()
+        .unwrap_or_else(|| config.default_namespace.clone());
+    let client = Client::try_from(config).context("building the Kubernetes client")?;
+    Ok((client, namespace))
+}
+
+/// Finds the pod and the container to join. Errors say what is wrong and what to do.
+pub async fn resolve(
+    client: Client,
+    namespace: &str,
+    name: &str,
+    container: Option<&str>,
+) -> anyhow::Result<PodTarget> {
+    let pods: Api<Pod> = Api::namespaced(client, namespace);
+    let pod = pods
+        .get_opt(name)
+        .await
+        .with_context(|| format!("getting pod \"{name}\" in namespace \"{namespace}\""))?
+        .ok_or_else(|| anyhow!("pods \"{name}\" not found in namespace \"{namespace}\""))?;
+    target_of(&pod, namespace, name, container)
+}
+
+/// The container of `pod` to join; pure, so every refusal is tested without a cluster.
+pub fn target_of(
+    pod: &Pod,
+    namespace: &str,
+    name: &str,
+    container: Option<&str>,
+) -> anyhow::Result<PodTarget> {
+    let status = pod.status.clone().unwrap_or_default();
+    let phase = status.phase.clone().unwrap_or_else(|| "Unknown".into());
+    if phase != "Running" {
+        let why = status
+            .reason
+            .clone()
+            .or_else(|| {
+                status
+                    .conditions
+                    .iter()
+                    .flatten()
+                    .find_map(|c| (c.status == "False").then(|| c.reason.clone()).flatten())
+            })
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default();
+        bail!("pod \"{name}\" is {phase}{why}: no debug container can join it until it runs");
+    }
+    let names: Vec<String> = pod
+        .spec
+        .iter()
+        .flat_map(|s| &s.containers)
+        .map(|c| c.name.clone())
+        .collect();
+    let chosen = match container {
+        Some(c) => {
+            if !names.iter().any(|n| n == c) {
+                bail!(
+                    "container \"{c}\" not found in pod \"{name}\"; its containers: {}",
+                    names.join(", ")
+                );
+            }
+            c.to_owned()
+        }
+        None => {
+            let annotated = pod
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(DEFAULT_CONTAINER_ANNOTATION))
+                .filter(|c| names.contains(c));
+            let first = annotated
+                .or(names.first())
+                .ok_or_else(|| anyhow!("pod \"{name}\" has no containers"))?
+                .clone();
+            if names.len() > 1 && annotated.is_none() {
+                eprintln!(
+                    "Defaulted container \"{first}\" out of: {}",
+                    names.join(", ")
+                );
+            }
+            first
+        }
+    };
+    let container_status = status
+        .container_statuses
+        .iter()
+        .flatten()
+        .find(|s| s.name == chosen)
+        .ok_or_else(|| {
+            anyhow!(
+                "container \"{chosen}\" of pod \"{name}\" has no status yet; wait for it to start"
+            )
+        })?;
+    let running = container_status
+        .state
+        .as_ref()
+        .is_some_and(|s| s.running.is_some());
+    if !running {
+        bail!(
+            "container \"{chosen}\" of pod \"{name}\" is {}: a debug container can only join a running container",
+            describe(container_status.state.as_ref())
+        );
+    }
+    let id = container_status.container_id.as_deref().ok_or_else(|| {
+        anyhow!("container \"{chosen}\" of pod \"{name}\" has no containerID yet")
+    })?;
+    let target: TargetRef = id.parse().map_err(anyhow::Error::msg)?;
+    let host_ip = status
+        .host_ip
+        .clone()
+        .ok_or_else(|| anyhow!("pod \"{name}\" has no hostIP: it is not on a node yet"))?;
+    let node = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.clone())
+        .unwrap_or_else(|| host_ip.clone());
+    Ok(PodTarget {
+        namespace: namespace.to_owned(),
+        pod: name.to_owned(),
+        container: chosen,
+        target,
+        node,
+        host_ip,
+    })
+}
+
+fn describe(state: Option<&ContainerState>) -> String {
+    let Some(state) = state else {
+        return "in an unknown state".into();
+    };
+    if let Some(w) = &state.waiting {
+        return format!(
+            "waiting ({})",
+            w.reason.as_deref().unwrap_or("no reason given")
+        );
+    }
+    if let Some(t) = &state.terminated {
+        return format!(
+            "terminated ({}, exit code {})",
+            t.reason.as_deref().unwrap_or("no reason given"),
+            t.exit_code
+        );
+    }
+    "in an unknown state".into()
+}
+
+/// Runs `kubectl-debug POD`.
+pub async fn run(
+    global: &Global,
+    pod: &str,
+    container: Option<&str>,
+    opts: DebugOpts,
+) -> anyhow::Result<ExitStatus> {
+    let (client, namespace) = client(global).await?;
+    let found = resolve(client, &namespace, pod, container).await?;
+    let (stdin, tty) = attach::interactive(opts.stdin, opts.tty);
+    let request = DebugRequest {
+        target: found.target.clone(),
+        image: opts.image,
+        command: opts.command,
+        stdin,
+        stdout: true,
+        stderr: !tty,
+        tty,
+        name: opts.name,
+        retain: opts.retain,
+        pull_policy: opts.pull_policy,
+        pod_namespace: Some(found.namespace.clone()),
+        pod_name: Some(found.pod.clone()),
+        user: std::env::var("USER").ok().filter(|u| !u.is_empty()),
+    };
+    let address = format!("{}:{}", found.host_ip, global.agent_port);
+    let stream = tokio::time::timeout(
+        AGENT_CONNECT_TIMEOUT,
+        tokio::net::TcpStream::connect(&address),
+    )
+    .await
+    .map_err(|_| anyhow!("timed out after {AGENT_CONNECT_TIMEOUT:?}"))
+    .and_then(|r| r.map_err(anyhow::Error::from))
+    .with_context(|| {
+        format!(
+            "reaching the kubectl-debug agent of node {} at {address}; check that the agent DaemonSet runs on that node and that port {} is open to you (or set --agent-port)",
+            found.node, global.agent_port
+        )
+    })?;
+    stream.set_nodelay(true)?;
+    attach::run(stream, &address, &request).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(json: serde_json::Value) -> Pod {
+        serde_json::from_value(json).unwrap()
+    }
+
+    fn running_pod() -> serde_json::Value {
+        serde_json::json!({
+            "metadata": {"name": "web-1", "namespace": "prod"},
+            "spec": {"nodeName": "node-a", "containers": [{"name": "app"}, {"name": "sidecar"}]},
+            "status": {
+                "phase": "Running", "hostIP": "10.0.0.7",
+                "containerStatuses": [
+                    {"name": "app", "ready": true, "restartCount": 0, "image": "i", "imageID": "",
+                     "containerID": "docker://abc", "state": {"running": {}}},
+                    {"name": "sidecar", "ready": false, "restartCount": 3, "image": "i", "imageID": "",
+                     "containerID": "docker://def",
+                     "state": {"waiting": {"reason": "CrashLoopBackOff"}}}
+                ]
+            }
+        })
+    }
+
+    #[test]
+    fn the_first_container_is_the_default() {
+        let t = target_of(&pod(running_pod()), "prod", "web-1", None).unwrap();
+        assert_eq!(t.container, "app");
+        assert_eq!(t.target.to_string(), "docker://abc");
+        assert_eq!(
+            (t.node.as_str(), t.host_ip.as_str()),
+            ("node-a", "10.0.0.7")
+        );
+    }
+
+    #[test]
+    fn refusals_name_the_object_and_the_reason() {
+        let mut pending = running_pod();
+        pending["status"]["phase"] = "Pending".into();
+        pending["status"]["conditions"] = serde_json::json!([{"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}]);
+        let err = target_of(&pod(pending), "prod", "web-1", None).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "pod \"web-1\" is Pending (Unschedulable): no debug container can join it until it runs"
+        );
+        let err = target_of(&pod(running_pod()), "prod", "web-1", Some("db")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "container \"db\" not found in pod \"web-1\"; its containers: app, sidecar"
+        );
+        let err = target_of(&pod(running_pod()), "prod", "web-1", Some("sidecar")).unwrap_err();
+        assert!(
+            err.to_string().contains("is waiting (CrashLoopBackOff)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_default_container_annotation_is_honoured() {
+        let mut annotated = running_pod();
+        annotated["metadata"]["annotations"] =
+            serde_json::json!({DEFAULT_CONTAINER_ANNOTATION: "sidecar"});
+        let err = target_of(&pod(annotated), "prod", "web-1", None).unwrap_err();
+        assert!(err.to_string().contains("\"sidecar\""), "{err}");
+    }
+}

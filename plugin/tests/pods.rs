@@ -1,0 +1,189 @@
+//! End-to-end through a cluster: the real `kubectl-debug` finds pods in the Kubernetes API
+//! stand-in (proved faithful with the real `kubectl`), reaches the real agent on the pod's
+//! "node" (127.0.0.1), which debugs a real container.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use support::apiserver::{ApiServer, running_pod};
+use support::{Agent, Target, container_id, free_port, plugin, run, text};
+
+struct Cluster {
+    api: ApiServer,
+    kubeconfig: PathBuf,
+}
+
+impl Cluster {
+    fn new(namespace: &str) -> Cluster {
+        let api = ApiServer::start();
+        let dir = std::env::temp_dir().join(format!(
+            "kdbg-cluster-{}-{}",
+            std::process::id(),
+            api.url.rsplit(':').next().unwrap()
+        ));
+        let kubeconfig = api.kubeconfig(&dir, namespace);
+        Cluster { api, kubeconfig }
+    }
+
+    fn kubectl(&self, args: &[&str]) -> std::process::Output {
+        Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .output()
+            .expect("running kubectl")
+    }
+
+    fn debug(&self, agent_port: u16, args: &[&str]) -> Command {
+        let mut cmd = plugin();
+        cmd.arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .arg("--agent-port")
+            .arg(agent_port.to_string())
+            .args(args);
+        cmd
+    }
+}
+
+#[test]
+fn kubectl_reads_pods_from_the_stand_in() {
+    let cluster = Cluster::new("shop");
+    cluster.api.add_pod(running_pod(
+        "shop",
+        "web-1",
+        &[("app", "docker://0123abcd", true)],
+    ));
+    let out = cluster.kubectl(&["get", "pod", "web-1", "-o", "json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let pod: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(pod["kind"], "Pod");
+    assert_eq!(pod["metadata"]["name"], "web-1");
+    assert_eq!(
+        pod["status"]["containerStatuses"][0]["containerID"],
+        "docker://0123abcd"
+    );
+    let out = cluster.kubectl(&["get", "pods", "-A", "-o", "name"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "pod/web-1");
+    let out = cluster.kubectl(&["get", "pod", "missing"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("pods \"missing\" not found"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn a_pod_session_sees_the_target_and_passes_the_exit_code() {
+    let target = Target::start("exec sleep 3602");
+    let agent = Agent::start();
+    let cluster = Cluster::new("shop");
+    let id = format!("docker://{}", container_id(&target.name));
+    cluster
+        .api
+        .add_pod(running_pod("shop", "web-1", &[("app", &id, true)]));
+    // The context's namespace is used without -n.
+    let out = run(&mut cluster.debug(agent.port, &["web-1", "--", "ps"]), b"");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("sleep 3602"),
+        "{}",
+        text(&out.stdout)
+    );
+    // -n after the pod, like kubectl's global flags; exit code 7 passes through.
+    let out = run(
+        &mut cluster.debug(
+            agent.port,
+            &[
+                "web-1",
+                "-n",
+                "shop",
+                "--",
+                "sh",
+                "-c",
+                "echo out; echo err >&2; exit 7",
+            ],
+        ),
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "out\n");
+    assert!(text(&out.stderr).contains("err\n"));
+    // Piped stdin.
+    let out = run(
+        &mut cluster.debug(agent.port, &["web-1", "-i", "--", "cat"]),
+        b"piped\n",
+    );
+    assert_eq!(text(&out.stdout), "piped\n");
+    assert!(target.leftovers().is_empty());
+}
+
+#[test]
+fn pod_errors_name_the_object_and_exit_1() {
+    let running = Target::start("exec sleep 3600");
+    let agent = Agent::start();
+    let cluster = Cluster::new("shop");
+    let id = format!("docker://{}", container_id(&running.name));
+    cluster.api.add_pod(running_pod(
+        "shop",
+        "two",
+        &[("app", &id, true), ("sidecar", "docker://dead", false)],
+    ));
+    let mut pending = running_pod("shop", "pending", &[("app", &id, true)]);
+    let status = pending.status.as_mut().unwrap();
+    status.phase = Some("Pending".into());
+    status.reason = Some("Unschedulable".into());
+    cluster.api.add_pod(pending);
+
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["nope", "--", "true"],
+            "pods \"nope\" not found in namespace \"shop\"",
+        ),
+        (
+            &["pending", "--", "true"],
+            "pod \"pending\" is Pending (Unschedulable): no debug container can join it until it runs",
+        ),
+        (
+            &["two", "-c", "db", "--", "true"],
+            "container \"db\" not found in pod \"two\"; its containers: app, sidecar",
+        ),
+        (
+            &["two", "-c", "sidecar", "--", "true"],
+            "container \"sidecar\" of pod \"two\" is waiting (CrashLoopBackOff)",
+        ),
+        (
+            &["--context", "elsewhere", "two", "--", "true"],
+            "pods \"two\" not found in namespace \"elsewhere\"",
+        ),
+    ];
+    for (args, expected) in cases {
+        let out = run(&mut cluster.debug(agent.port, args), b"");
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(
+            text(&out.stderr).contains(expected),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+    // Without -c the first container is chosen, and the user is told.
+    let out = run(&mut cluster.debug(agent.port, &["two", "--", "true"]), b"");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("Defaulted container \"app\" out of: app, sidecar"));
+    // No agent on the node's port.
+    let nobody = free_port();
+    let out = run(
+        &mut cluster.debug(nobody, &["two", "-c", "app", "--", "true"]),
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!("127.0.0.1:{nobody}")) && err.contains("stand-in-node"),
+        "{err}"
+    );
+    assert!(running.leftovers().is_empty());
+}

@@ -1,0 +1,272 @@
+//! A Kubernetes API stand-in for tests: serves discovery, namespaces and pods in the real JSON
+//! shapes (k8s-openapi types, `metav1.Status` for errors) over plain HTTP on 127.0.0.1. Tests
+//! register pods whose container statuses point at real containers. `kubectl` itself is used
+//! against it to prove it faithful.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Request, Response, StatusCode};
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    APIGroupList, APIResource, APIResourceList, APIVersions, ListMeta, ObjectMeta,
+    ServerAddressByClientCIDR,
+};
+use k8s_openapi::apimachinery::pkg::version::Info;
+use kdbg_relay::status::{Status, StatusDetails};
+
+type Pods = Arc<Mutex<BTreeMap<(String, String), Pod>>>;
+
+/// The stand-in, serving until the test process ends.
+pub struct ApiServer {
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    pods: Pods,
+}
+
+impl ApiServer {
+    /// Starts serving on a free port of 127.0.0.1.
+    pub fn start() -> ApiServer {
+        let pods: Pods = Arc::default();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let served = pods.clone();
+        let address = url.trim_start_matches("http://").to_owned();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                loop {
+                    let Ok((socket, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    let pods = served.clone();
+                    let address = address.clone();
+                    tokio::spawn(async move {
+                        let service = hyper::service::service_fn(move |req| {
+                            let response = handle(&req, &pods, &address);
+                            async move { Ok::<_, Infallible>(response) }
+                        });
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(hyper_util::rt::TokioIo::new(socket), service)
+                            .await;
+                    });
+                }
+            });
+        });
+        ApiServer { url, pods }
+    }
+
+    /// Registers (or replaces) a pod.
+    pub fn add_pod(&self, pod: Pod) {
+        let meta = &pod.metadata;
+        let key = (
+            meta.namespace.clone().unwrap_or_else(|| "default".into()),
+            meta.name.clone().expect("a pod has a name"),
+        );
+        self.pods.lock().unwrap().insert(key, pod);
+    }
+
+    /// Writes a kubeconfig for this server with `namespace` as the context's namespace.
+    pub fn kubeconfig(&self, dir: &Path, namespace: &str) -> PathBuf {
+        std::fs::create_dir_all(dir).unwrap();
+        let path = dir.join("kubeconfig");
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: stand-in\n  cluster:\n    server: {}\n\
+                 users:\n- name: tester\n  user:\n    token: stand-in-token\n\
+                 contexts:\n- name: stand-in\n  context:\n    cluster: stand-in\n    user: tester\n    namespace: {namespace}\n\
+                 - name: elsewhere\n  context:\n    cluster: stand-in\n    user: tester\n    namespace: elsewhere\n\
+                 current-context: stand-in\n",
+                self.url
+            ),
+        )
+        .unwrap();
+        path
+    }
+}
+
+/// A Running pod on node `stand-in-node` (hostIP 127.0.0.1) whose containers are the given
+/// `(name, runtime ID URL, running)` triples.
+pub fn running_pod(namespace: &str, name: &str, containers: &[(&str, &str, bool)]) -> Pod {
+    let specs: Vec<_> = containers
+        .iter()
+        .map(|(c, _, _)| serde_json::json!({"name": c, "image": "stand-in"}))
+        .collect();
+    let statuses: Vec<_> = containers
+        .iter()
+        .map(|(c, id, running)| {
+            let state = if *running {
+                serde_json::json!({"running": {"startedAt": "2026-11-27T00:00:00Z"}})
+            } else {
+                serde_json::json!({"waiting": {"reason": "CrashLoopBackOff", "message": "back-off restarting"}})
+            };
+            serde_json::json!({
+                "name": c, "containerID": id, "image": "stand-in", "imageID": "",
+                "ready": running, "restartCount": 0, "started": running, "state": state
+            })
+        })
+        .collect();
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "uid": format!("uid-{namespace}-{name}")},
+        "spec": {"nodeName": "stand-in-node", "containers": specs},
+        "status": {
+            "phase": "Running", "hostIP": "127.0.0.1", "podIP": "127.0.0.1",
+            "conditions": [{"type": "Ready", "status": "True"}],
+            "containerStatuses": statuses
+        }
+    }))
+    .expect("a valid Pod")
+}
+
+fn json(code: StatusCode, value: &impl serde::Serialize) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(serde_json::to_vec(value).unwrap())));
+    *response.status_mut() = code;
+    response
+        .headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
+    response
+}
+
+fn not_found(kind: &str, name: &str) -> Response<Full<Bytes>> {
+    let mut status = Status::http_error(404, "NotFound", format!("{kind} \"{name}\" not found"));
+    status.details = Some(StatusDetails {
+        name: Some(name.to_owned()),
+        kind: Some(kind.to_owned()),
+        causes: Vec::new(),
+    });
+    json(StatusCode::NOT_FOUND, &status)
+}
+
+fn list_of(items: Vec<Pod>) -> serde_json::Value {
+    serde_json::json!({
+        "kind": "PodList", "apiVersion": "v1",
+        "metadata": ListMeta { resource_version: Some("1".into()), ..ListMeta::default() },
+        "items": items,
+    })
+}
+
+fn handle(
+    req: &Request<hyper::body::Incoming>,
+    pods: &Pods,
+    address: &str,
+) -> Response<Full<Bytes>> {
+    let path = req.uri().path().trim_end_matches('/');
+    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    let pods = pods.lock().unwrap();
+    let namespaces: std::collections::BTreeSet<String> = pods
+        .keys()
+        .map(|(ns, _)| ns.clone())
+        .chain(["default".to_owned(), "kube-system".to_owned()])
+        .collect();
+    match parts.as_slice() {
+        ["version"] => json(
+            StatusCode::OK,
+            &Info {
+                major: "1".into(),
+                minor: "33".into(),
+                git_version: "v1.33.0-kdbg-stand-in".into(),
+                platform: "linux/amd64".into(),
+                go_version: "go1.24".into(),
+                compiler: "gc".into(),
+                ..Info::default()
+            },
+        ),
+        ["api"] => json(
+            StatusCode::OK,
+            &APIVersions {
+                versions: vec!["v1".into()],
+                server_address_by_client_cidrs: vec![ServerAddressByClientCIDR {
+                    client_cidr: "0.0.0.0/0".into(),
+                    server_address: address.to_owned(),
+                }],
+            },
+        ),
+        ["apis"] => json(StatusCode::OK, &APIGroupList { groups: Vec::new() }),
+        ["api", "v1"] => {
+            let resource = |name: &str, kind: &str, namespaced: bool, short: &[&str]| APIResource {
+                name: name.into(),
+                singular_name: kind.to_lowercase(),
+                namespaced,
+                kind: kind.into(),
+                verbs: vec!["get".into(), "list".into()],
+                short_names: Some(short.iter().map(|s| (*s).to_owned()).collect()),
+                ..APIResource::default()
+            };
+            json(
+                StatusCode::OK,
+                &APIResourceList {
+                    group_version: "v1".into(),
+                    resources: vec![
+                        resource("pods", "Pod", true, &["po"]),
+                        resource("namespaces", "Namespace", false, &["ns"]),
+                    ],
+                },
+            )
+        }
+        ["api", "v1", "namespaces"] => {
+            let items: Vec<Namespace> = namespaces
+                .iter()
+                .map(|n| Namespace {
+                    metadata: ObjectMeta {
+                        name: Some(n.clone()),
+                        ..ObjectMeta::default()
+                    },
+                    ..Namespace::default()
+                })
+                .collect();
+            json(
+                StatusCode::OK,
+                &serde_json::json!({"kind": "NamespaceList", "apiVersion": "v1", "metadata": {}, "items": items}),
+            )
+        }
+        ["api", "v1", "namespaces", ns] => match namespaces.contains(*ns) {
+            true => json(
+                StatusCode::OK,
+                &Namespace {
+                    metadata: ObjectMeta {
+                        name: Some((*ns).to_owned()),
+                        ..ObjectMeta::default()
+                    },
+                    ..Namespace::default()
+                },
+            ),
+            false => not_found("namespaces", ns),
+        },
+        ["api", "v1", "pods"] => json(StatusCode::OK, &list_of(pods.values().cloned().collect())),
+        ["api", "v1", "namespaces", ns, "pods"] => json(
+            StatusCode::OK,
+            &list_of(
+                pods.iter()
+                    .filter(|((n, _), _)| n == ns)
+                    .map(|(_, p)| p.clone())
+                    .collect(),
+            ),
+        ),
+        ["api", "v1", "namespaces", ns, "pods", name] => {
+            match pods.get(&((*ns).to_owned(), (*name).to_owned())) {
+                Some(pod) => json(StatusCode::OK, pod),
+                None => not_found("pods", name),
+            }
+        }
+        _ => json(
+            StatusCode::NOT_FOUND,
+            &Status::http_error(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            ),
+        ),
+    }
+}
