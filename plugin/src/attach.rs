@@ -8,6 +8,7 @@ use kdbg_relay::status::Status;
 use kdbg_relay::{ClientIo, Config, Error as RelayError, ExitStatus, handshake, tungstenite};
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use crate::output::ThreadWriter;
 use crate::terminal;
 
 /// Decides `-i`/`-t` like `kubectl exec`: on a terminal with neither flag, both; `-t` without
@@ -57,8 +58,8 @@ where
         stdin: request
             .stdin
             .then(|| Box::pin(tokio::io::stdin()) as kdbg_relay::session::BoxRead),
-        stdout: Some(Box::pin(tokio::io::stdout())),
-        stderr: (!request.tty).then(|| Box::pin(tokio::io::stderr()) as _),
+        stdout: Some(Box::pin(ThreadWriter::stdout())),
+        stderr: (!request.tty).then(|| Box::pin(ThreadWriter::stderr()) as _),
         resize: if request.tty {
             Some(terminal::sizes().context("watching the terminal's size")?)
         } else {

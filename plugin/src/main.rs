@@ -4,6 +4,7 @@
 mod attach;
 mod cli;
 mod local;
+mod output;
 mod pod;
 mod terminal;
 

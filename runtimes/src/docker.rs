@@ -12,7 +12,9 @@ use std::collections::HashMap;
 
 use bollard::Docker;
 use bollard::errors::Error as BollardError;
-use bollard::models::{ContainerCreateBody, ContainerStateStatusEnum, HostConfig};
+use bollard::models::{
+    ContainerCreateBody, ContainerStateStatusEnum, HostConfig, HostConfigLogConfig,
+};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
     RemoveContainerOptionsBuilder, ResizeContainerTTYOptionsBuilder,
@@ -249,6 +251,13 @@ impl Runtime for DockerRuntime {
                 network_mode: Some(join.clone()),
                 ipc_mode: ipc_shareable.then_some(join),
                 cap_add: Some(CAPABILITIES.map(String::from).to_vec()),
+                // No logging driver: a debug session's output is the user's, not the node's
+                // logs (recording is a separate, opt-in feature), and json-file logging
+                // slowed attach output to a third of `docker exec`'s.
+                log_config: Some(HostConfigLogConfig {
+                    typ: Some("none".into()),
+                    config: None,
+                }),
                 ..HostConfig::default()
             }),
             ..ContainerCreateBody::default()

@@ -146,6 +146,45 @@ fn main() -> Result<(), String> {
     )
     .unwrap();
 
+    match read_json(&figures.join("docker.json")) {
+        Ok(docker) => {
+            let f = |k: &str| docker[k].as_f64().unwrap_or(f64::NAN);
+            let setup = f("setup_ms") / f("docker_run_ms");
+            let tput = f("docker_exec_ms") / f("stdout_ms");
+            writeln!(out, "\n## Sessions on a real Docker engine\n").unwrap();
+            writeln!(
+                out,
+                "`benches/docker-session`, Docker {} from Debian, image cached, same run. Setup: \
+                 median of {} runs of `kubectl-debug local docker://T -- true` against \
+                 `docker run --rm --pid container:T --network container:T IMAGE true`. Stdout: \
+                 median of 3 runs of `-- head -c 1G /dev/zero` against `docker exec T head -c 1G \
+                 /dev/zero`, both to /dev/null.\n",
+                docker["docker_version"].as_str().unwrap_or("?"),
+                docker["runs"]
+            )
+            .unwrap();
+            writeln!(out, "| target | kubectl-debug | docker | ratio | |").unwrap();
+            writeln!(out, "|---|---|---|---|---|").unwrap();
+            writeln!(
+                out,
+                "| session setup <= 1.5x docker run | {:.0} ms | {:.0} ms | {setup:.2}x | {} |",
+                f("setup_ms"),
+                f("docker_run_ms"),
+                verdict(setup <= 1.5)
+            )
+            .unwrap();
+            writeln!(
+                out,
+                "| stdout throughput >= 0.9x docker exec | {:.0} MiB/s | {:.0} MiB/s | {tput:.2}x | {} |",
+                f("bytes") / 1048576.0 / (f("stdout_ms") / 1000.0),
+                f("bytes") / 1048576.0 / (f("docker_exec_ms") / 1000.0),
+                verdict(tput >= 0.9)
+            )
+            .unwrap();
+        }
+        Err(e) => writeln!(out, "\n(Docker session figures missing: {e})").unwrap(),
+    }
+
     writeln!(out, "\n## How the figures are measured\n").unwrap();
     out.push_str(
         "- Keystroke: one byte typed into the client's stdin, echoed by a `cat`-like process \
