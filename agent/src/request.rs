@@ -152,6 +152,57 @@ impl DebugRequest {
     }
 }
 
+/// A checked pull request: `image` (the agent's default when absent), `pullPolicy`, and the
+/// `target` the image is for, checked first so a session that cannot happen pulls nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullRequest {
+    /// The container the session will join.
+    pub target: Option<TargetRef>,
+    /// The image reference.
+    pub image: Option<String>,
+    /// When to pull.
+    pub policy: PullPolicy,
+}
+
+impl PullRequest {
+    /// Parses a URL query string.
+    pub fn from_query(query: &str) -> Result<PullRequest, String> {
+        let mut image = None;
+        let mut target = None;
+        let mut policy = PullPolicy::default();
+        for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+            match &*key {
+                "image" if !value.is_empty() => image = Some(value.into_owned()),
+                "target" => target = Some(value.parse::<TargetRef>()?),
+                "pullPolicy" => policy = value.parse()?,
+                other => {
+                    return Err(format!(
+                        "unknown or empty query parameter {other:?}; known: target, image, pullPolicy"
+                    ));
+                }
+            }
+        }
+        Ok(PullRequest {
+            target,
+            image,
+            policy,
+        })
+    }
+
+    /// The query string [`PullRequest::from_query`] reads back as this request.
+    pub fn to_query(&self) -> String {
+        let mut q = form_urlencoded::Serializer::new(String::new());
+        if let Some(target) = &self.target {
+            q.append_pair("target", &target.to_string());
+        }
+        if let Some(image) = &self.image {
+            q.append_pair("image", image);
+        }
+        q.append_pair("pullPolicy", &self.policy.to_string());
+        q.finish()
+    }
+}
+
 /// Container names as Docker accepts them: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
 fn valid_name(name: &str) -> Result<String, String> {
     let mut chars = name.chars();

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
@@ -27,7 +28,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::config::Defaults;
-use crate::request::DebugRequest;
+use crate::request::{DebugRequest, PullRequest};
 use crate::session;
 
 /// Everything the endpoints share.
@@ -46,6 +47,9 @@ pub struct Agent {
 pub const DEBUG_PATH: &str = "/api/v1/debug";
 /// The path of the list endpoint.
 pub const CONTAINERS_PATH: &str = "/api/v1/containers";
+/// The path of the pull endpoint: progress as JSON lines, then `{"done":true}` or
+/// `{"error":"..."}`.
+pub const PULL_PATH: &str = "/api/v1/pull";
 
 impl Agent {
     /// Accepts connections on `listener` until shutdown.
@@ -89,12 +93,13 @@ impl Agent {
         }
     }
 
-    async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: &str) -> Response<Full<Bytes>> {
+    async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: &str) -> Response<Body> {
         match (req.method(), req.uri().path()) {
             (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
             (&Method::GET, DEBUG_PATH) => self.debug(req, peer).await,
             (&Method::GET, CONTAINERS_PATH) => self.containers().await,
-            (_, "/healthz" | DEBUG_PATH | CONTAINERS_PATH) => refuse(
+            (&Method::GET, PULL_PATH) => self.pull(req.uri().query().unwrap_or("")).await,
+            (_, "/healthz" | DEBUG_PATH | CONTAINERS_PATH | PULL_PATH) => refuse(
                 StatusCode::METHOD_NOT_ALLOWED,
                 &format!("{} is not allowed here; use GET", req.method()),
             ),
@@ -107,7 +112,61 @@ impl Agent {
         }
     }
 
-    async fn containers(&self) -> Response<Full<Bytes>> {
+    /// Makes sure an image is present as a pull policy says, streaming progress as JSON lines
+    /// (`{"id":..,"status":..,"current":..,"total":..}`) and a last line that says how it ended.
+    async fn pull(&self, query: &str) -> Response<Body> {
+        let request = match PullRequest::from_query(query) {
+            Ok(request) => request,
+            Err(message) => return refuse(StatusCode::BAD_REQUEST, &message),
+        };
+        if let Some(target) = &request.target
+            && let Err(e) = self.runtime.check_target(target).await
+        {
+            return refuse(status_for(&e), &crate::chain(&e));
+        }
+        let (progress_tx, mut progress) = tokio::sync::mpsc::channel(64);
+        let (lines_tx, lines) = tokio::sync::mpsc::channel::<Bytes>(64);
+        let runtime = self.runtime.clone();
+        let image = request.image.unwrap_or_else(|| self.defaults.image.clone());
+        let policy = request.policy;
+        self.tracker.spawn(async move {
+            let pulling = {
+                let image = image.clone();
+                tokio::spawn(async move {
+                    runtime
+                        .ensure_image(&image, policy, Some(progress_tx))
+                        .await
+                })
+            };
+            while let Some(p) = progress.recv().await {
+                let p: kdbg_runtimes::PullProgress = p;
+                let line = serde_json::json!({
+                    "id": p.id, "status": p.status, "current": p.current, "total": p.total,
+                });
+                if lines_tx.send(ndjson(&line)).await.is_err() {
+                    break;
+                }
+            }
+            let last = match pulling.await {
+                Ok(Ok(())) => serde_json::json!({"done": true}),
+                Ok(Err(e)) => serde_json::json!({"error": crate::chain(&e)}),
+                Err(e) => serde_json::json!({"error": format!("pulling {image}: {e}")}),
+            };
+            let _ = lines_tx.send(ndjson(&last)).await;
+        });
+        let frames = futures_util::stream::unfold(lines, |mut lines| async move {
+            let line = lines.recv().await?;
+            Some((Ok::<_, Infallible>(hyper::body::Frame::data(line)), lines))
+        });
+        let mut response = Response::new(StreamBody::new(frames).boxed());
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-ndjson"),
+        );
+        response
+    }
+
+    async fn containers(&self) -> Response<Body> {
         match self.runtime.list().await {
             Ok(list) => {
                 let items: Vec<_> = list
@@ -125,7 +184,7 @@ impl Agent {
         }
     }
 
-    async fn debug(self: Arc<Self>, req: Request<Incoming>, peer: &str) -> Response<Full<Bytes>> {
+    async fn debug(self: Arc<Self>, req: Request<Incoming>, peer: &str) -> Response<Body> {
         let request = match DebugRequest::from_query(req.uri().query().unwrap_or("")) {
             Ok(request) => request,
             Err(message) => return refuse(StatusCode::BAD_REQUEST, &message),
@@ -151,7 +210,7 @@ impl Agent {
         span.in_scope(
             || info!(container = prepared.id(), image = %spec.image, "debug container created"),
         );
-        let mut response = Response::new(Full::new(Bytes::new()));
+        let mut response = Response::new(full(Bytes::new()));
         *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
         let headers = response.headers_mut();
         headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
@@ -193,6 +252,13 @@ impl Agent {
         );
         response
     }
+}
+
+/// The body of every response: whole, or streamed (pull progress).
+pub type Body = BoxBody<Bytes, Infallible>;
+
+fn full(bytes: Bytes) -> Body {
+    Full::new(bytes).boxed()
 }
 
 /// Response header naming the debug container.
@@ -250,15 +316,15 @@ fn status_for(e: &kdbg_runtimes::Error) -> StatusCode {
     }
 }
 
-fn text(code: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+fn text(code: StatusCode, body: &'static str) -> Response<Body> {
+    let mut response = Response::new(full(Bytes::from_static(body.as_bytes())));
     *response.status_mut() = code;
     response
 }
 
-fn json(code: StatusCode, value: &impl serde::Serialize) -> Response<Full<Bytes>> {
+fn json(code: StatusCode, value: &impl serde::Serialize) -> Response<Body> {
     let body = serde_json::to_vec(value).expect("JSON values serialise");
-    let mut response = Response::new(Full::new(Bytes::from(body)));
+    let mut response = Response::new(full(Bytes::from(body)));
     *response.status_mut() = code;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -268,6 +334,12 @@ fn json(code: StatusCode, value: &impl serde::Serialize) -> Response<Full<Bytes>
 }
 
 /// A refusal with a `metav1.Status` body, as Kubernetes servers send.
-pub fn refuse(code: StatusCode, message: &str) -> Response<Full<Bytes>> {
+pub fn refuse(code: StatusCode, message: &str) -> Response<Body> {
     json(code, &Status::for_http(code, message))
+}
+
+fn ndjson(value: &serde_json::Value) -> Bytes {
+    let mut line = serde_json::to_vec(value).expect("JSON values serialise");
+    line.push(b'\n');
+    Bytes::from(line)
 }

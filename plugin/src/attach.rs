@@ -72,7 +72,7 @@ where
 }
 
 /// What a refused request means, from its `metav1.Status` body when there is one.
-fn refusal_message(code: u16, body: Option<&[u8]>) -> String {
+pub fn refusal_message(code: u16, body: Option<&[u8]>) -> String {
     let status = body.and_then(|b| serde_json::from_slice::<Status>(b).ok());
     match status.and_then(|s| s.message) {
         Some(message) => message,

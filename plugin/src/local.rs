@@ -8,10 +8,10 @@ use anyhow::{Context as _, bail};
 use kdbg_agent::config::{DEFAULT_COMMAND, DEFAULT_IMAGE, Defaults};
 use kdbg_agent::request::DebugRequest;
 use kdbg_relay::ExitStatus;
-use kdbg_runtimes::{AnyRuntime, DockerRuntime, RuntimeKind, TargetRef};
+use kdbg_runtimes::{AnyRuntime, DockerRuntime, PullPolicy, RuntimeKind, TargetRef};
 
-use crate::attach;
 use crate::cli::Local;
+use crate::{attach, pull};
 
 /// The Docker socket when neither `--runtime-endpoint` nor `DOCKER_HOST` names one.
 const DEFAULT_DOCKER_ENDPOINT: &str = "unix:///var/run/docker.sock";
@@ -26,7 +26,7 @@ impl Local {
             );
         }
         let (stdin, tty) = attach::interactive(self.debug.stdin, self.debug.tty);
-        let request = DebugRequest {
+        let mut request = DebugRequest {
             target,
             image: self.debug.image,
             command: self.debug.command,
@@ -42,11 +42,18 @@ impl Local {
             user: std::env::var("USER").ok().filter(|u| !u.is_empty()),
         };
         if let Some(address) = &self.agent {
-            let stream = tokio::net::TcpStream::connect(address).await.with_context(|| {
-                format!("reaching the kubectl-debug agent at {address}: is it running there, and is the port open?")
-            })?;
-            stream.set_nodelay(true)?;
-            return attach::run(stream, address, &request).await;
+            let connect = || async {
+                let stream = tokio::net::TcpStream::connect(address).await.with_context(|| {
+                    format!("reaching the kubectl-debug agent at {address}: is it running there, and is the port open?")
+                })?;
+                stream.set_nodelay(true)?;
+                anyhow::Ok(stream)
+            };
+            if let Some(pull) = pull::wanted(&request) {
+                pull::run(connect().await?, address, &pull).await?;
+                request.pull_policy = PullPolicy::IfNotPresent;
+            }
+            return attach::run(connect().await?, address, &request).await;
         }
         let endpoint = self
             .runtime_endpoint
@@ -67,13 +74,22 @@ impl Local {
             command: vec![DEFAULT_COMMAND.to_owned()],
         };
         let agent = kdbg_agent::agent(AnyRuntime::Docker(runtime), defaults);
-        let (ours, theirs) = tokio::io::duplex(256 * 1024);
-        let serving = tokio::spawn(agent.clone().serve_connection(theirs, "local".into()));
-        let outcome = attach::run(ours, "local", &request).await;
+        let connect = || {
+            let (ours, theirs) = tokio::io::duplex(256 * 1024);
+            tokio::spawn(agent.clone().serve_connection(theirs, "local".into()));
+            ours
+        };
+        let outcome = async {
+            if let Some(pull) = pull::wanted(&request) {
+                pull::run(connect(), "local", &pull).await?;
+                request.pull_policy = PullPolicy::IfNotPresent;
+            }
+            attach::run(connect(), "local", &request).await
+        }
+        .await;
         // The session is over (or never started): let the agent finish its cleanup.
         agent.tracker.close();
         agent.tracker.wait().await;
-        serving.abort();
         outcome
     }
 }

@@ -6,6 +6,7 @@ mod cli;
 mod local;
 mod output;
 mod pod;
+mod pull;
 mod terminal;
 
 use std::io::ErrorKind;

@@ -7,12 +7,12 @@ use anyhow::{Context as _, anyhow, bail};
 use k8s_openapi::api::core::v1::{ContainerState, Pod};
 use kdbg_agent::request::DebugRequest;
 use kdbg_relay::ExitStatus;
-use kdbg_runtimes::TargetRef;
+use kdbg_runtimes::{PullPolicy, TargetRef};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client};
 
-use crate::attach;
 use crate::cli::{DebugOpts, Global};
+use crate::{attach, pull};
 
 /// How long to try reaching a node's agent.
 const AGENT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -211,7 +211,7 @@ pub async fn run(
     let (client, namespace) = client(global).await?;
     let found = resolve(client, &namespace, pod, container).await?;
     let (stdin, tty) = attach::interactive(opts.stdin, opts.tty);
-    let request = DebugRequest {
+    let mut request = DebugRequest {
         target: found.target.clone(),
         image: opts.image,
         command: opts.command,
@@ -227,21 +227,28 @@ pub async fn run(
         user: std::env::var("USER").ok().filter(|u| !u.is_empty()),
     };
     let address = format!("{}:{}", found.host_ip, global.agent_port);
-    let stream = tokio::time::timeout(
-        AGENT_CONNECT_TIMEOUT,
-        tokio::net::TcpStream::connect(&address),
-    )
-    .await
-    .map_err(|_| anyhow!("timed out after {AGENT_CONNECT_TIMEOUT:?}"))
-    .and_then(|r| r.map_err(anyhow::Error::from))
-    .with_context(|| {
-        format!(
-            "reaching the kubectl-debug agent of node {} at {address}; check that the agent DaemonSet runs on that node and that port {} is open to you (or set --agent-port)",
-            found.node, global.agent_port
+    let connect = || async {
+        let stream = tokio::time::timeout(
+            AGENT_CONNECT_TIMEOUT,
+            tokio::net::TcpStream::connect(&address),
         )
-    })?;
-    stream.set_nodelay(true)?;
-    attach::run(stream, &address, &request).await
+        .await
+        .map_err(|_| anyhow!("timed out after {AGENT_CONNECT_TIMEOUT:?}"))
+        .and_then(|r| r.map_err(anyhow::Error::from))
+        .with_context(|| {
+            format!(
+                "reaching the kubectl-debug agent of node {} at {address}; check that the agent DaemonSet runs on that node and that port {} is open to you (or set --agent-port)",
+                found.node, global.agent_port
+            )
+        })?;
+        stream.set_nodelay(true)?;
+        anyhow::Ok(stream)
+    };
+    if let Some(pull) = pull::wanted(&request) {
+        pull::run(connect().await?, &address, &pull).await?;
+        request.pull_policy = PullPolicy::IfNotPresent;
+    }
+    attach::run(connect().await?, &address, &request).await
 }
 
 #[cfg(test)]

@@ -87,7 +87,14 @@ fn errors_name_the_object_and_exit_1() {
     );
 
     let mut cmd = plugin();
-    cmd.args(["local", "docker://kdbg-no-such-container", "--", "true"]);
+    cmd.args([
+        "local",
+        "docker://kdbg-no-such-container",
+        "--image",
+        &image(),
+        "--",
+        "true",
+    ]);
     let out = run(&mut cmd, b"");
     assert_eq!(out.status.code(), Some(1));
     assert!(
@@ -97,7 +104,7 @@ fn errors_name_the_object_and_exit_1() {
     );
 
     let mut cmd = plugin();
-    cmd.args(["local", "cri-o://x", "--", "true"]);
+    cmd.args(["local", "cri-o://x", "--image", &image(), "--", "true"]);
     let out = run(&mut cmd, b"");
     assert_eq!(out.status.code(), Some(1));
     assert!(
@@ -236,4 +243,53 @@ fn a_bad_agent_config_exits_64_naming_the_key() {
     assert_eq!(out.status.code(), Some(64));
     let err = text(&out.stderr);
     assert!(err.contains("colour") && err.contains("line 5"), "{err}");
+}
+
+#[test]
+fn the_debug_image_is_pulled_from_a_registry_with_progress() {
+    let registry = std::env::var("KDBG_TEST_REGISTRY").expect(
+        "KDBG_TEST_REGISTRY is not set: run the tests with scripts/test, which starts a registry",
+    );
+    let target = Target::start("exec sleep 3600");
+    // A tag of our own, pushed to the registry and absent from the engine.
+    let reference = format!("{registry}/kdbg-tools:pull-{}", std::process::id());
+    docker(&["tag", &image(), &reference]);
+    docker(&["push", "-q", &reference]);
+    docker(&["rmi", &reference]);
+    let mut cmd = plugin();
+    cmd.args([
+        "local",
+        &target.reference(),
+        "--image",
+        &reference,
+        "--",
+        "echo",
+        "ran",
+    ]);
+    let out = run(&mut cmd, b"");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "ran\n");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("Pulling from kdbg-tools") && err.contains("Downloaded newer image"),
+        "{err}"
+    );
+    docker(&["rmi", &reference]);
+
+    // A reference the registry does not have: a clear error naming it.
+    let missing = format!("{registry}/kdbg-absent:1");
+    let mut cmd = plugin();
+    cmd.args([
+        "local",
+        &target.reference(),
+        "--image",
+        &missing,
+        "--",
+        "true",
+    ]);
+    let out = run(&mut cmd, b"");
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains(&format!("pulling image {missing}")), "{err}");
+    assert!(target.leftovers().is_empty());
 }
