@@ -293,3 +293,31 @@ fn the_debug_image_is_pulled_from_a_registry_with_progress() {
     assert!(err.contains(&format!("pulling image {missing}")), "{err}");
     assert!(target.leftovers().is_empty());
 }
+
+#[test]
+fn sigterm_tells_sessions_and_removes_their_containers() {
+    let target = Target::start("exec sleep 3600");
+    let mut agent = support::Agent::start();
+    let address = agent.address();
+    let session = local(&target, &["--agent", &address, "--", "sleep", "300"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while target.leftovers().is_empty() {
+        assert!(Instant::now() < deadline, "debug container never appeared");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let code = agent.terminate(Duration::from_secs(15));
+    assert_eq!(code, Some(0), "the agent exits cleanly after SIGTERM");
+    let out = session.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("agent on this node is shutting down"), "{err}");
+    assert!(
+        target.leftovers().is_empty(),
+        "container left after shutdown"
+    );
+}
