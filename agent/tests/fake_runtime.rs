@@ -1,0 +1,236 @@
+//! The agent's HTTP and session behaviour over the in-tree fake runtime: what it asks the
+//! runtime for, what it refuses and how, and that it always cleans up.
+
+use std::time::Duration;
+
+use kdbg_agent::config::Defaults;
+use kdbg_agent::request::DebugRequest;
+use kdbg_relay::status::Status;
+use kdbg_relay::{ClientIo, Config, ExitStatus, TerminalSize, attach, handshake, tungstenite};
+use kdbg_runtimes::fake::{Call, FakeRuntime, Script};
+use kdbg_runtimes::{AnyRuntime, label};
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream};
+
+struct Running {
+    fake: FakeRuntime,
+    address: String,
+}
+
+async fn agent(script: Script) -> Running {
+    let fake = FakeRuntime::new(script);
+    fake.add_target("t1", "running");
+    fake.add_target("t2", "exited");
+    fake.add_image("tools:1");
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let defaults = Defaults {
+        image: "tools:1".into(),
+        command: vec!["bash".into()],
+    };
+    kdbg_agent::spawn(AnyRuntime::Fake(fake.clone()), defaults, listener);
+    Running { fake, address }
+}
+
+fn request(target: &str) -> DebugRequest {
+    DebugRequest::from_query(&format!("target=docker://{target}&stdout=1&stderr=1")).unwrap()
+}
+
+type Opened = (
+    kdbg_relay::WebSocketStream<TcpStream>,
+    kdbg_relay::Protocol,
+    tungstenite::http::HeaderMap,
+);
+
+async fn open(address: &str, request: &DebugRequest) -> Result<Opened, kdbg_relay::Error> {
+    let socket = TcpStream::connect(address).await.unwrap();
+    let url = format!("ws://{address}/api/v1/debug?{}", request.to_query());
+    handshake::connect(url, socket).await
+}
+
+async fn wait_until(mut check: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("condition not met within 5 s");
+}
+
+fn kind(call: &Call) -> &'static str {
+    match call {
+        Call::CheckTarget(_) => "check",
+        Call::EnsureImage(..) => "image",
+        Call::Create(_) => "create",
+        Call::Attach(_) => "attach",
+        Call::Start(_) => "start",
+        Call::Wait(_) => "wait",
+        Call::Remove(_) => "remove",
+        Call::Resize(..) => "resize",
+        Call::List => "list",
+    }
+}
+
+#[tokio::test]
+async fn a_session_creates_joins_relays_and_removes() {
+    let running = agent(Script {
+        stdout: "hello\n".into(),
+        stderr: "oops\n".into(),
+        exit_code: 3,
+        ..Script::default()
+    })
+    .await;
+    let mut req = request("t1");
+    req.pod_namespace = Some("prod".into());
+    req.pod_name = Some("web-1".into());
+    req.user = Some("alice".into());
+    let (ws, protocol, _) = open(&running.address, &req).await.unwrap();
+    let (mut out_r, out_w) = tokio::io::duplex(1024);
+    let (mut err_r, err_w) = tokio::io::duplex(1024);
+    let io = ClientIo {
+        stdout: Some(Box::pin(out_w)),
+        stderr: Some(Box::pin(err_w)),
+        ..ClientIo::default()
+    };
+    let done = attach(ws, protocol, io, &Config::default()).await.unwrap();
+    assert_eq!(done.outcome, ExitStatus::Code(3));
+    let (mut out, mut err) = (String::new(), String::new());
+    out_r.read_to_string(&mut out).await.unwrap();
+    err_r.read_to_string(&mut err).await.unwrap();
+    assert_eq!((out.as_str(), err.as_str()), ("hello\n", "oops\n"));
+    let fake = running.fake.clone();
+    wait_until(|| fake.containers().is_empty()).await;
+    let calls = running.fake.calls();
+    let Some(Call::Create(spec)) = calls.iter().find(|c| matches!(c, Call::Create(_))) else {
+        panic!("no create in {calls:?}");
+    };
+    assert_eq!(spec.image, "tools:1", "the agent's default image");
+    assert_eq!(spec.command, ["bash"], "the agent's default command");
+    assert_eq!(spec.labels[label::TARGET], "docker://t1");
+    assert_eq!(spec.labels[label::POD_NAMESPACE], "prod");
+    assert_eq!(spec.labels[label::POD_NAME], "web-1");
+    assert_eq!(spec.labels[label::USER], "alice");
+    assert_eq!(spec.labels[label::RETAIN], "false");
+    assert!(spec.labels.contains_key(label::SESSION));
+    assert!(spec.labels.contains_key(label::CREATED_AT));
+    // Checked, image ensured, created, attached before start, waited, removed.
+    let kinds: Vec<&str> = calls.iter().map(kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            "check", "image", "create", "attach", "start", "wait", "remove"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn resizes_reach_the_runtime_and_retained_containers_stay() {
+    let running = agent(Script {
+        echo_stdin: true,
+        ..Script::default()
+    })
+    .await;
+    let req =
+        DebugRequest::from_query("target=docker://t1&stdin=1&stdout=1&tty=1&retain=1").unwrap();
+    let (ws, protocol, _) = open(&running.address, &req).await.unwrap();
+    let (mut out_r, out_w) = tokio::io::duplex(1024);
+    let io = ClientIo {
+        stdin: Some(Box::pin(&b"typed"[..])),
+        stdout: Some(Box::pin(out_w)),
+        resize: Some(Box::pin(futures_util::stream::iter([TerminalSize {
+            cols: 132,
+            rows: 43,
+        }]))),
+        ..ClientIo::default()
+    };
+    let done = attach(ws, protocol, io, &Config::default()).await.unwrap();
+    assert_eq!(done.outcome, ExitStatus::Code(0));
+    let mut out = String::new();
+    out_r.read_to_string(&mut out).await.unwrap();
+    assert_eq!(out, "typed");
+    let fake = running.fake.clone();
+    wait_until(|| {
+        fake.calls().iter().any(|c| {
+            matches!(
+                c,
+                Call::Resize(
+                    _,
+                    TerminalSize {
+                        cols: 132,
+                        rows: 43
+                    }
+                )
+            )
+        })
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(running.fake.containers().len(), 1, "retained");
+    assert!(!running.fake.calls().iter().any(|c| kind(c) == "remove"));
+}
+
+#[tokio::test]
+async fn a_client_that_vanishes_gets_its_container_removed() {
+    let running = agent(Script {
+        linger: true,
+        ..Script::default()
+    })
+    .await;
+    let (ws, _, _) = open(&running.address, &request("t1")).await.unwrap();
+    let fake = running.fake.clone();
+    wait_until(|| fake.calls().iter().any(|c| kind(c) == "start")).await;
+    drop(ws);
+    let fake = running.fake.clone();
+    wait_until(|| fake.containers().is_empty()).await;
+}
+
+/// A refused request: its status code and `metav1.Status` body.
+async fn refused(address: &str, query: &str) -> (u16, Status) {
+    let socket = TcpStream::connect(address).await.unwrap();
+    let url = format!("ws://{address}/api/v1/debug?{query}");
+    match handshake::connect(url, socket).await {
+        Err(kdbg_relay::Error::Handshake(tungstenite::Error::Http(response))) => {
+            let status: Status =
+                serde_json::from_slice(response.body().as_deref().unwrap()).unwrap();
+            (response.status().as_u16(), status)
+        }
+        Ok(_) => panic!("{query} was accepted"),
+        Err(e) => panic!("{query}: {e:?}"),
+    }
+}
+
+#[tokio::test]
+async fn bad_requests_get_a_status_that_says_why_and_create_nothing() {
+    let running = agent(Script::default()).await;
+    let cases = [
+        ("target=docker://t1", 400, "one of stdin, stdout, stderr"),
+        (
+            "target=docker://t1&stdout=1&tty=1&stderr=1",
+            400,
+            "tty and stderr",
+        ),
+        ("stdout=1", 400, "target is required"),
+        (
+            "target=docker://nope&stdout=1",
+            404,
+            "docker://nope not found",
+        ),
+        ("target=docker://t2&stdout=1", 409, "is exited, not running"),
+        (
+            "target=docker://t1&stdout=1&image=absent:1&pullPolicy=Never",
+            400,
+            "image absent:1 is not present",
+        ),
+    ];
+    for (query, code, message) in cases {
+        let (got, status) = refused(&running.address, query).await;
+        assert_eq!(got, code, "{query}");
+        assert_eq!(status.kind.as_deref(), Some("Status"));
+        assert_eq!(status.code, Some(code));
+        let text = status.message.unwrap_or_default();
+        assert!(text.contains(message), "{query}: {text}");
+    }
+    assert!(running.fake.containers().is_empty());
+    assert!(!running.fake.calls().iter().any(|c| kind(c) == "create"));
+}
