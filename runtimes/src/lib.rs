@@ -15,6 +15,7 @@ use kdbg_relay::TerminalSize;
 use kdbg_relay::session::{BoxRead, BoxWrite};
 use tokio::sync::mpsc;
 
+pub mod containerd;
 pub mod docker;
 mod docker_attach;
 pub mod fake;
