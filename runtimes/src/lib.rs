@@ -19,6 +19,7 @@ pub mod containerd;
 pub mod docker;
 mod docker_attach;
 pub mod fake;
+pub mod oci;
 
 pub use docker::DockerRuntime;
 pub use fake::FakeRuntime;

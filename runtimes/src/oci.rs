@@ -1,0 +1,250 @@
+//! The OCI runtime spec of a debug container, built from its image's config and the target's
+//! namespaces. Pure: no runtime is asked anything here.
+//!
+//! The process runs the user's command (replacing the image's entrypoint and cmd), or the
+//! image's entrypoint + cmd; it has the image's environment, working directory and numeric
+//! user, the default capabilities plus SYS_PTRACE and SYS_ADMIN, and it lives in the target's
+//! pid, network, ipc and uts namespaces, given as `/proc/<pid>/ns/*` paths.
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::DebugSpec;
+use crate::docker::CAPABILITIES;
+
+/// The `config` part of an OCI image config: what the image says to run, and how.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ImageConfig {
+    /// `Entrypoint`.
+    #[serde(default)]
+    pub entrypoint: Option<Vec<String>>,
+    /// `Cmd`.
+    #[serde(default)]
+    pub cmd: Option<Vec<String>>,
+    /// `Env`, `KEY=value` entries.
+    #[serde(default)]
+    pub env: Option<Vec<String>>,
+    /// `WorkingDir`.
+    #[serde(default)]
+    pub working_dir: Option<String>,
+    /// `User`: `uid`, `uid:gid`, or a name.
+    #[serde(default)]
+    pub user: Option<String>,
+}
+
+impl ImageConfig {
+    /// Reads the `config` object of an OCI (or Docker) image config document.
+    pub fn from_image_config(json: &[u8]) -> Result<ImageConfig, String> {
+        #[derive(Deserialize)]
+        struct Document {
+            #[serde(default)]
+            config: Option<ImageConfig>,
+        }
+        let doc: Document = serde_json::from_slice(json)
+            .map_err(|e| format!("the image config is not valid JSON: {e}"))?;
+        Ok(doc.config.unwrap_or_default())
+    }
+}
+
+/// Capabilities runc grants by default (containerd's default spec), before ours are added.
+const DEFAULT_CAPABILITIES: [&str; 14] = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+/// The argv the debug container runs.
+pub fn argv(spec: &DebugSpec, image: &ImageConfig) -> Result<Vec<String>, String> {
+    if !spec.command.is_empty() {
+        return Ok(spec.command.clone());
+    }
+    let mut argv = image.entrypoint.clone().unwrap_or_default();
+    argv.extend(image.cmd.clone().unwrap_or_default());
+    if argv.is_empty() {
+        return Err(format!(
+            "image {} names no command (no Entrypoint or Cmd); give one after --",
+            spec.image
+        ));
+    }
+    Ok(argv)
+}
+
+/// `uid[:gid]` of the image's user. Names would need the image's /etc/passwd; they are
+/// refused with a way out rather than guessed.
+fn user(image: &ImageConfig) -> Result<(u32, u32), String> {
+    let user = image.user.as_deref().unwrap_or("").trim();
+    if user.is_empty() {
+        return Ok((0, 0));
+    }
+    let (uid, gid) = user.split_once(':').unwrap_or((user, "0"));
+    match (uid.parse::<u32>(), gid.parse::<u32>()) {
+        (Ok(uid), Ok(gid)) => Ok((uid, gid)),
+        _ => Err(format!(
+            "the debug image runs as user {user:?}; only numeric uid[:gid] users are supported, use an image with a numeric USER"
+        )),
+    }
+}
+
+/// The OCI runtime spec (JSON) of the debug container for `spec`, joining the namespaces of
+/// the process `target_pid`.
+pub fn runtime_spec(
+    spec: &DebugSpec,
+    image: &ImageConfig,
+    target_pid: u32,
+) -> Result<Value, String> {
+    let args = argv(spec, image)?;
+    let (uid, gid) = user(image)?;
+    let mut env = image.env.clone().unwrap_or_default();
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.push("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    }
+    if spec.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
+        env.push("TERM=xterm".into());
+    }
+    let caps: Vec<String> = DEFAULT_CAPABILITIES
+        .iter()
+        .map(|c| (*c).to_owned())
+        .chain(CAPABILITIES.iter().map(|c| format!("CAP_{c}")))
+        .collect();
+    let ns = |kind: &str, name: &str| json!({"type": kind, "path": format!("/proc/{target_pid}/ns/{name}")});
+    Ok(json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": spec.tty,
+            "user": {"uid": uid, "gid": gid},
+            "args": args,
+            "env": env,
+            "cwd": image.working_dir.clone().filter(|d| !d.is_empty()).unwrap_or_else(|| "/".into()),
+            "capabilities": {
+                "bounding": caps, "effective": caps, "permitted": caps,
+            },
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
+            "noNewPrivileges": true
+        },
+        "root": {"path": "rootfs"},
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+            {"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
+            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+            {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
+            {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
+            {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}
+        ],
+        "linux": {
+            "namespaces": [
+                ns("pid", "pid"), ns("network", "net"), ns("ipc", "ipc"), ns("uts", "uts"),
+                {"type": "mount"}
+            ],
+            "maskedPaths": [
+                "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+                "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware",
+                "/proc/scsi"
+            ],
+            "readonlyPaths": [
+                "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"
+            ]
+        }
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::TargetRef;
+
+    fn spec(command: &[&str], tty: bool) -> DebugSpec {
+        DebugSpec {
+            target: "containerd://t".parse::<TargetRef>().unwrap(),
+            image: "tools:1".into(),
+            command: command.iter().map(|s| (*s).to_owned()).collect(),
+            tty,
+            stdin: tty,
+            stdout: true,
+            stderr: !tty,
+            name: None,
+            labels: Default::default(),
+        }
+    }
+
+    fn image() -> ImageConfig {
+        ImageConfig::from_image_config(
+            br#"{"architecture":"amd64","config":{"Entrypoint":["/bin/sh","-c"],"Cmd":["echo hi"],
+                "Env":["PATH=/bin","A=1"],"WorkingDir":"/work","User":"1000:1000"},
+                "rootfs":{"type":"layers","diff_ids":[]}}"#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn the_users_command_replaces_entrypoint_and_cmd() {
+        assert_eq!(
+            argv(&spec(&["ps", "aux"], false), &image()).unwrap(),
+            ["ps", "aux"]
+        );
+        assert_eq!(
+            argv(&spec(&[], false), &image()).unwrap(),
+            ["/bin/sh", "-c", "echo hi"]
+        );
+        let err = argv(&spec(&[], false), &ImageConfig::default()).unwrap_err();
+        assert!(err.contains("tools:1") && err.contains("--"), "{err}");
+    }
+
+    #[test]
+    fn the_spec_joins_the_targets_namespaces_with_the_image_settings() {
+        let value = runtime_spec(&spec(&["sh"], true), &image(), 4242).unwrap();
+        let namespaces = value["linux"]["namespaces"].as_array().unwrap();
+        for (kind, name) in [
+            ("pid", "pid"),
+            ("network", "net"),
+            ("ipc", "ipc"),
+            ("uts", "uts"),
+        ] {
+            assert!(
+                namespaces
+                    .iter()
+                    .any(|n| n["type"] == kind && n["path"] == format!("/proc/4242/ns/{name}")),
+                "{kind}"
+            );
+        }
+        // The mount namespace is the debug container's own: it sees its image's files.
+        assert!(
+            namespaces
+                .iter()
+                .any(|n| n["type"] == "mount" && n.get("path").is_none())
+        );
+        let process = &value["process"];
+        assert_eq!(process["terminal"], true);
+        assert_eq!(process["cwd"], "/work");
+        assert_eq!(process["user"], json!({"uid": 1000, "gid": 1000}));
+        let env: Vec<&str> = process["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e.as_str().unwrap())
+            .collect();
+        assert_eq!(env, ["PATH=/bin", "A=1", "TERM=xterm"]);
+        let caps = process["capabilities"]["effective"].as_array().unwrap();
+        assert!(caps.contains(&json!("CAP_SYS_PTRACE")) && caps.contains(&json!("CAP_SYS_ADMIN")));
+    }
+
+    #[test]
+    fn named_users_are_refused_with_a_way_out() {
+        let mut img = image();
+        img.user = Some("nobody".into());
+        let err = runtime_spec(&spec(&["sh"], false), &img, 1).unwrap_err();
+        assert!(err.contains("nobody") && err.contains("numeric"), "{err}");
+    }
+}
