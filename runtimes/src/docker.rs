@@ -25,14 +25,12 @@ use tokio::sync::mpsc;
 use tracing::debug;
 
 use crate::{
-    Created, DebugContainer, DebugSpec, Error, PullPolicy, PullProgress, Runtime, RuntimeKind,
-    Stdio, TargetRef, label,
+    Created, DEBUG_CAPABILITIES, DebugContainer, DebugSpec, Error, PullPolicy, PullProgress,
+    Runtime, RuntimeKind, Stdio, TargetRef, label,
 };
 
 /// Seconds bollard waits for one API call.
 const CALL_TIMEOUT_SECS: u64 = 120;
-/// Capabilities a debug container gets.
-pub const CAPABILITIES: [&str; 2] = ["SYS_PTRACE", "SYS_ADMIN"];
 
 /// A Docker Engine reached over its unix socket.
 #[derive(Debug, Clone)]
@@ -238,7 +236,9 @@ impl Runtime for DockerRuntime {
         let labels: HashMap<String, String> = spec.labels.clone().into_iter().collect();
         let body = ContainerCreateBody {
             image: Some(spec.image.clone()),
-            cmd: (!spec.command.is_empty()).then(|| spec.command.clone()),
+            // The user's command replaces the image's entrypoint and cmd (the daemon then
+            // takes neither from the image), as on containerd.
+            entrypoint: (!spec.command.is_empty()).then(|| spec.command.clone()),
             tty: Some(spec.tty),
             open_stdin: Some(spec.stdin),
             stdin_once: Some(spec.stdin),
@@ -250,7 +250,7 @@ impl Runtime for DockerRuntime {
                 pid_mode: Some(join.clone()),
                 network_mode: Some(join.clone()),
                 ipc_mode: ipc_shareable.then_some(join),
-                cap_add: Some(CAPABILITIES.map(String::from).to_vec()),
+                cap_add: Some(DEBUG_CAPABILITIES.map(String::from).to_vec()),
                 // No logging driver: a debug session's output is the user's, not the node's
                 // logs (recording is a separate, opt-in feature), and json-file logging
                 // slowed attach output to a third of `docker exec`'s.

@@ -52,6 +52,10 @@ pub mod label {
     pub const RETAIN: &str = label_key!("retain");
 }
 
+/// Capabilities a debug container gets beyond the runtime's defaults, on every backend:
+/// enough for `strace`, `gdb` and `nsenter`, like the peers.
+pub const DEBUG_CAPABILITIES: [&str; 2] = ["SYS_PTRACE", "SYS_ADMIN"];
+
 /// Which runtime a container ID belongs to, as in a pod's `containerID` (`docker://...`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RuntimeKind {

@@ -9,8 +9,7 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::DebugSpec;
-use crate::docker::CAPABILITIES;
+use crate::{DEBUG_CAPABILITIES, DebugSpec};
 
 /// The `config` part of an OCI image config: what the image says to run, and how.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -116,7 +115,7 @@ pub fn runtime_spec(
     let caps: Vec<String> = DEFAULT_CAPABILITIES
         .iter()
         .map(|c| (*c).to_owned())
-        .chain(CAPABILITIES.iter().map(|c| format!("CAP_{c}")))
+        .chain(DEBUG_CAPABILITIES.iter().map(|c| format!("CAP_{c}")))
         .collect();
     let ns = |kind: &str, name: &str| json!({"type": kind, "path": format!("/proc/{target_pid}/ns/{name}")});
     Ok(json!({
