@@ -20,8 +20,22 @@ pub mod docker;
 mod docker_attach;
 pub mod fake;
 pub mod oci;
+pub mod registry;
 
+pub use containerd::ContainerdRuntime;
 pub use docker::DockerRuntime;
+
+/// An error and its causes on one line, `outer: inner: innermost`.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
+}
 pub use fake::FakeRuntime;
 
 /// Spells a label key: the one prefix, defined here only, plus a name.
@@ -347,6 +361,8 @@ pub trait Runtime: Send + Sync {
 pub enum AnyRuntime {
     /// Docker Engine.
     Docker(DockerRuntime),
+    /// containerd.
+    Containerd(ContainerdRuntime),
     /// The in-tree fake, for tests.
     Fake(FakeRuntime),
 }
@@ -355,6 +371,7 @@ macro_rules! delegate {
     ($self:ident, $r:ident => $call:expr) => {
         match $self {
             AnyRuntime::Docker($r) => $call.await,
+            AnyRuntime::Containerd($r) => $call.await,
             AnyRuntime::Fake($r) => $call.await,
         }
     };

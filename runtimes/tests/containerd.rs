@@ -4,7 +4,7 @@
 use std::process::Command;
 
 use kdbg_runtimes::containerd::{ContainerdRuntime, DEBUG_NAMESPACE, KUBERNETES_NAMESPACE};
-use kdbg_runtimes::{Error, TargetRef, label};
+use kdbg_runtimes::{Error, Runtime, TargetRef, label};
 
 fn socket() -> String {
     std::env::var("KDBG_CONTAINERD").expect(
@@ -175,5 +175,6 @@ async fn listing_finds_labelled_containers_in_our_namespace_only() {
         mine.labels.get(label::SESSION).map(String::as_str),
         Some(format!("s-{}", std::process::id()).as_str())
     );
+    assert_eq!(mine.state, "created", "no task yet");
     assert!(listed.iter().all(|c| c.id != theirs.0));
 }
