@@ -2,7 +2,7 @@
 //! and its line, found before anything starts.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
@@ -27,12 +27,30 @@ pub struct Config {
 
 /// `runtime:`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RuntimeConfig {
     /// Which runtime.
     pub kind: RuntimeKindConfig,
-    /// Its socket, e.g. `unix:///var/run/docker.sock`.
-    pub endpoint: String,
+    /// Its socket, e.g. `unix:///var/run/docker.sock`; the kind's usual socket when absent.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// containerd: the namespace the pods' containers live in.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// containerd: the snapshotter images are unpacked into.
+    #[serde(default)]
+    pub snapshotter: Option<String>,
+    /// containerd: registries (`host[:port]`) spoken to over plain HTTP.
+    #[serde(default)]
+    pub insecure_registries: Vec<String>,
+    /// containerd: a Docker `config.json` with registry credentials (the
+    /// `.dockerconfigjson` of a `kubernetes.io/dockerconfigjson` secret).
+    #[serde(default)]
+    pub registry_auth: Option<PathBuf>,
+    /// containerd: where the debug containers' stdio FIFOs are made; the node must see the
+    /// same path.
+    #[serde(default)]
+    pub fifo_dir: Option<PathBuf>,
 }
 
 /// `runtime.kind`.
@@ -43,7 +61,26 @@ pub enum RuntimeKindConfig {
     Docker,
     /// containerd.
     Containerd,
+    /// Whichever answers first at the usual sockets ([`AUTO_PROBE`]).
+    Auto,
 }
+
+/// The Docker socket when `runtime.endpoint` is absent.
+pub const DEFAULT_DOCKER_ENDPOINT: &str = "unix:///var/run/docker.sock";
+/// The containerd socket when `runtime.endpoint` is absent.
+pub const DEFAULT_CONTAINERD_ENDPOINT: &str = "/run/containerd/containerd.sock";
+/// The sockets `kind: auto` tries, in order: containerd, k3s's containerd, Docker.
+pub const AUTO_PROBE: [(RuntimeKindConfig, &str); 3] = [
+    (
+        RuntimeKindConfig::Containerd,
+        "/run/containerd/containerd.sock",
+    ),
+    (
+        RuntimeKindConfig::Containerd,
+        "/run/k3s/containerd/containerd.sock",
+    ),
+    (RuntimeKindConfig::Docker, "/var/run/docker.sock"),
+];
 
 /// `defaults:`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -97,11 +134,39 @@ impl Config {
                 .position(|l| l.trim_start().starts_with(&format!("{key}:")))
                 .map_or(String::new(), |i| format!(" (line {})", i + 1))
         };
-        if config.runtime.endpoint.trim().is_empty() {
-            return Err(format!(
-                "runtime.endpoint{} is empty; give the runtime's socket, e.g. unix:///var/run/docker.sock",
-                line_of("endpoint")
-            ));
+        let runtime = &config.runtime;
+        match (runtime.kind, &runtime.endpoint) {
+            (RuntimeKindConfig::Auto, Some(_)) => {
+                return Err(format!(
+                    "runtime.endpoint{} is set with kind: auto, which probes the usual sockets; remove it, or name the kind (docker or containerd)",
+                    line_of("endpoint")
+                ));
+            }
+            (_, Some(endpoint)) if endpoint.trim().is_empty() => {
+                return Err(format!(
+                    "runtime.endpoint{} is empty; give the runtime's socket, e.g. unix:///var/run/docker.sock, or remove the key for the usual one",
+                    line_of("endpoint")
+                ));
+            }
+            _ => {}
+        }
+        if runtime.kind == RuntimeKindConfig::Docker {
+            let containerd_only = [
+                ("namespace", runtime.namespace.is_some()),
+                ("snapshotter", runtime.snapshotter.is_some()),
+                (
+                    "insecureRegistries",
+                    !runtime.insecure_registries.is_empty(),
+                ),
+                ("registryAuth", runtime.registry_auth.is_some()),
+                ("fifoDir", runtime.fifo_dir.is_some()),
+            ];
+            if let Some((key, _)) = containerd_only.iter().find(|(_, set)| *set) {
+                return Err(format!(
+                    "runtime.{key}{} applies to containerd only; Docker pulls and stores images itself (for registries, configure dockerd's daemon.json)",
+                    line_of(key)
+                ));
+            }
         }
         if config.defaults.image.trim().is_empty() {
             return Err(format!(
@@ -126,7 +191,7 @@ mod tests {
     const GOOD: &str = r#"
 listen: "0.0.0.0:10027"
 runtime:
-  kind: docker                            # docker | containerd
+  kind: docker                            # docker | containerd | auto
   endpoint: "unix:///var/run/docker.sock"
 defaults:
   image: "nicolaka/netshoot:latest"
@@ -147,6 +212,40 @@ defaults:
         let err = Config::parse(&bad).unwrap_err();
         assert!(err.contains("imagee"), "{err}");
         assert!(err.contains("line 7"), "{err}");
+    }
+
+    #[test]
+    fn the_documented_containerd_config_parses() {
+        let text = r#"
+listen: "0.0.0.0:10027"
+runtime:
+  kind: containerd
+  endpoint: "/run/containerd/containerd.sock"
+  namespace: k8s.io
+  insecureRegistries: ["127.0.0.1:5000"]
+  registryAuth: /etc/kubectl-debug/registry/config.json
+defaults:
+  image: "nicolaka/netshoot:latest"
+  command: ["bash"]
+"#;
+        let config = Config::parse(text).unwrap();
+        assert_eq!(config.runtime.kind, RuntimeKindConfig::Containerd);
+        assert_eq!(config.runtime.namespace.as_deref(), Some("k8s.io"));
+        assert_eq!(config.runtime.insecure_registries, ["127.0.0.1:5000"]);
+        let auto = Config::parse(&text.replace("kind: containerd", "kind: auto")).unwrap_err();
+        assert!(
+            auto.contains("kind: auto") && auto.contains("line 5"),
+            "{auto}"
+        );
+        let docker = Config::parse(&GOOD.replace(
+            "  endpoint:",
+            "  insecureRegistries: [\"r:5000\"]\n  endpoint:",
+        ))
+        .unwrap_err();
+        assert!(
+            docker.contains("insecureRegistries") && docker.contains("containerd only"),
+            "{docker}"
+        );
     }
 
     #[test]

@@ -13,39 +13,104 @@ pub mod session;
 
 use std::sync::Arc;
 
-use kdbg_runtimes::{AnyRuntime, DockerRuntime};
+use kdbg_runtimes::containerd::ContainerdOptions;
+use kdbg_runtimes::registry::Auths;
+use kdbg_runtimes::{AnyRuntime, ContainerdRuntime, DockerRuntime};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use server::Agent;
 
-/// An error and its causes on one line, `outer: inner: innermost`.
-pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        source = e.source();
-    }
-    text
-}
+pub use kdbg_runtimes::error_chain as chain;
 
-/// Connects to the runtime a configuration names.
+/// Connects to the runtime a configuration names; with `kind: auto`, to the first of
+/// [`config::AUTO_PROBE`] whose socket exists and answers.
 pub async fn connect_runtime(
     config: &config::RuntimeConfig,
 ) -> Result<AnyRuntime, kdbg_runtimes::Error> {
+    use config::RuntimeKindConfig as Kind;
+    let endpoint = config.endpoint.clone();
     match config.kind {
-        config::RuntimeKindConfig::Docker => Ok(AnyRuntime::Docker(
-            DockerRuntime::connect(&config.endpoint).await?,
-        )),
-        config::RuntimeKindConfig::Containerd => Err(kdbg_runtimes::Error::Connect {
-            runtime: "containerd",
-            endpoint: config.endpoint.clone(),
-            source: "the containerd backend is not built yet; use runtime.kind: docker".into(),
-        }),
+        Kind::Docker => {
+            connect_one(
+                config,
+                Kind::Docker,
+                endpoint
+                    .as_deref()
+                    .unwrap_or(config::DEFAULT_DOCKER_ENDPOINT),
+            )
+            .await
+        }
+        Kind::Containerd => {
+            connect_one(
+                config,
+                Kind::Containerd,
+                endpoint
+                    .as_deref()
+                    .unwrap_or(config::DEFAULT_CONTAINERD_ENDPOINT),
+            )
+            .await
+        }
+        Kind::Auto => {
+            let mut tried = Vec::new();
+            for (kind, socket) in config::AUTO_PROBE {
+                if !std::path::Path::new(socket).exists() {
+                    tried.push(format!("{socket}: absent"));
+                    continue;
+                }
+                match connect_one(config, kind, socket).await {
+                    Ok(runtime) => {
+                        tracing::info!(runtime = ?kind, endpoint = socket, "runtime.kind auto chose this runtime");
+                        return Ok(runtime);
+                    }
+                    Err(e) => tried.push(format!("{socket}: {}", chain(&e))),
+                }
+            }
+            Err(kdbg_runtimes::Error::Connect {
+                runtime: "auto-detected",
+                endpoint: "the usual sockets".into(),
+                source: format!(
+                    "none answered ({}); mount the node's runtime socket into the agent, or set runtime.kind and runtime.endpoint",
+                    tried.join("; ")
+                )
+                .into(),
+            })
+        }
     }
+}
+
+async fn connect_one(
+    config: &config::RuntimeConfig,
+    kind: config::RuntimeKindConfig,
+    endpoint: &str,
+) -> Result<AnyRuntime, kdbg_runtimes::Error> {
+    if kind == config::RuntimeKindConfig::Docker {
+        return Ok(AnyRuntime::Docker(DockerRuntime::connect(endpoint).await?));
+    }
+    let mut options = ContainerdOptions::new(endpoint);
+    if let Some(namespace) = &config.namespace {
+        options.namespace.clone_from(namespace);
+    }
+    if let Some(snapshotter) = &config.snapshotter {
+        options.snapshotter.clone_from(snapshotter);
+    }
+    if let Some(dir) = &config.fifo_dir {
+        options.fifo_dir.clone_from(dir);
+    }
+    options
+        .insecure_registries
+        .clone_from(&config.insecure_registries);
+    if let Some(path) = &config.registry_auth {
+        options.auths = Auths::load(path).map_err(|message| kdbg_runtimes::Error::Connect {
+            runtime: "containerd",
+            endpoint: endpoint.to_owned(),
+            source: format!("{message}; fix runtime.registryAuth").into(),
+        })?;
+    }
+    Ok(AnyRuntime::Containerd(
+        ContainerdRuntime::connect_with(options).await?,
+    ))
 }
 
 /// A new agent over `runtime`.

@@ -59,7 +59,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
-    info!(listen = %config.listen, runtime = ?config.runtime.kind, endpoint = %config.runtime.endpoint, "agent ready");
+    info!(listen = %config.listen, runtime = ?config.runtime.kind, endpoint = ?config.runtime.endpoint, "agent ready");
     let (agent, serving) = kdbg_agent::spawn(runtime, config.defaults, listener);
     shutdown_signal().await;
     info!("shutting down: telling sessions, removing their containers");

@@ -140,7 +140,16 @@ pub async fn prepare(
         warnings: created.warnings,
         armed: true,
     };
-    prepared.stdio = Some(runtime.attach(&prepared.id, spec).await?);
+    match runtime.attach(&prepared.id, spec).await {
+        Ok(stdio) => prepared.stdio = Some(stdio),
+        Err(e) => {
+            // A container that never ran is of no use, retained or not: remove it now, not in
+            // the background, so a short-lived caller (`local`) does not exit before it is gone.
+            prepared.retain = false;
+            prepared.finish().await;
+            return Err(e);
+        }
+    }
     Ok(prepared)
 }
 
