@@ -79,19 +79,33 @@ pub struct DebugOpts {
 /// Verbs other than debugging a pod.
 #[derive(Debug, Subcommand)]
 pub enum Verb {
-    /// Debug a container on this machine, with no cluster: `local docker://NAME_OR_ID`.
+    /// Debug a container on this machine, with no cluster: `local docker://NAME_OR_ID` or
+    /// `local containerd://ID`.
     Local(Local),
 }
 
 /// `kubectl-debug local`.
 #[derive(Debug, Args)]
 pub struct Local {
-    /// The container, as docker://NAME_OR_ID.
+    /// The container, as docker://NAME_OR_ID or containerd://ID.
     #[arg(value_name = "TARGET")]
     pub target: String,
-    /// The Docker socket (default: $DOCKER_HOST, else unix:///var/run/docker.sock).
+    /// The runtime's socket (default for Docker: $DOCKER_HOST, else
+    /// unix:///var/run/docker.sock; for containerd: $CONTAINERD_ADDRESS, else
+    /// /run/containerd/containerd.sock).
     #[arg(long, value_name = "ENDPOINT", conflicts_with = "agent")]
     pub runtime_endpoint: Option<String>,
+    /// containerd: the namespace the target lives in (Kubernetes uses k8s.io).
+    #[arg(
+        long,
+        value_name = "NAMESPACE",
+        default_value = "k8s.io",
+        conflicts_with = "agent"
+    )]
+    pub containerd_namespace: String,
+    /// containerd: a registry (host[:port]) to pull from over plain HTTP; repeatable.
+    #[arg(long, value_name = "HOST:PORT", conflicts_with = "agent")]
+    pub insecure_registry: Vec<String>,
     /// Use the kubectl-debug agent at HOST:PORT instead of one inside this process (the
     /// container is then on that agent's machine).
     #[arg(long, value_name = "HOST:PORT")]

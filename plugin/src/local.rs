@@ -1,30 +1,28 @@
-//! `kubectl-debug local docker://NAME_OR_ID`: debug a container on this machine with no cluster.
+//! `kubectl-debug local docker://NAME_OR_ID` or `local containerd://ID`: debug a container on
+//! this machine with no cluster.
 //!
 //! The agent runs inside this process and serves this one session over an in-memory pipe, so
 //! the path is the agent's own (same checks, same container spec, same relay, same cleanup) and
 //! no port is opened on the machine.
 
-use anyhow::{Context as _, bail};
-use kdbg_agent::config::{DEFAULT_COMMAND, DEFAULT_IMAGE, Defaults};
+use anyhow::Context as _;
+use kdbg_agent::config::{
+    DEFAULT_COMMAND, DEFAULT_CONTAINERD_ENDPOINT, DEFAULT_DOCKER_ENDPOINT, DEFAULT_IMAGE, Defaults,
+};
 use kdbg_agent::request::DebugRequest;
 use kdbg_relay::ExitStatus;
-use kdbg_runtimes::{AnyRuntime, DockerRuntime, PullPolicy, RuntimeKind, TargetRef};
+use kdbg_runtimes::containerd::ContainerdOptions;
+use kdbg_runtimes::{
+    AnyRuntime, ContainerdRuntime, DockerRuntime, PullPolicy, RuntimeKind, TargetRef,
+};
 
 use crate::cli::Local;
 use crate::{attach, pull};
-
-/// The Docker socket when neither `--runtime-endpoint` nor `DOCKER_HOST` names one.
-const DEFAULT_DOCKER_ENDPOINT: &str = "unix:///var/run/docker.sock";
 
 impl Local {
     /// Runs the session.
     pub async fn run(self) -> anyhow::Result<ExitStatus> {
         let target: TargetRef = self.target.parse().map_err(anyhow::Error::msg)?;
-        if target.kind != RuntimeKind::Docker {
-            bail!(
-                "{target}: `local` debugs Docker containers (docker://NAME_OR_ID); containerd support comes with the containerd backend"
-            );
-        }
         let (stdin, tty) = attach::interactive(self.debug.stdin, self.debug.tty);
         let mut request = DebugRequest {
             target,
@@ -55,25 +53,50 @@ impl Local {
             }
             return attach::run(connect().await?, address, &request).await;
         }
-        let endpoint = self
-            .runtime_endpoint
-            .or_else(|| {
-                std::env::var("DOCKER_HOST")
-                    .ok()
-                    .filter(|h| h.starts_with("unix://"))
-            })
-            .unwrap_or_else(|| DEFAULT_DOCKER_ENDPOINT.to_owned());
-        let runtime = DockerRuntime::connect(&endpoint)
-            .await
-            .map_err(|e| anyhow::anyhow!(kdbg_agent::chain(&e)))
-            .with_context(|| {
-                format!("reaching Docker at {endpoint}: start dockerd, or point --runtime-endpoint or DOCKER_HOST at its socket")
-            })?;
+        let runtime = match request.target.kind {
+            RuntimeKind::Docker => {
+                let endpoint = self
+                    .runtime_endpoint
+                    .or_else(|| {
+                        std::env::var("DOCKER_HOST")
+                            .ok()
+                            .filter(|h| h.starts_with("unix://"))
+                    })
+                    .unwrap_or_else(|| DEFAULT_DOCKER_ENDPOINT.to_owned());
+                let runtime = DockerRuntime::connect(&endpoint)
+                    .await
+                    .map_err(|e| anyhow::anyhow!(kdbg_agent::chain(&e)))
+                    .with_context(|| {
+                        format!("reaching Docker at {endpoint}: start dockerd, or point --runtime-endpoint or DOCKER_HOST at its socket")
+                    })?;
+                AnyRuntime::Docker(runtime)
+            }
+            RuntimeKind::Containerd => {
+                let endpoint = self
+                    .runtime_endpoint
+                    .or_else(|| {
+                        std::env::var("CONTAINERD_ADDRESS")
+                            .ok()
+                            .filter(|a| !a.is_empty())
+                    })
+                    .unwrap_or_else(|| DEFAULT_CONTAINERD_ENDPOINT.to_owned());
+                let mut options = ContainerdOptions::new(&endpoint);
+                options.namespace = self.containerd_namespace;
+                options.insecure_registries = self.insecure_registry;
+                let runtime = ContainerdRuntime::connect_with(options)
+                    .await
+                    .map_err(|e| anyhow::anyhow!(kdbg_agent::chain(&e)))
+                    .with_context(|| {
+                        format!("reaching containerd at {endpoint}: start containerd, or point --runtime-endpoint or CONTAINERD_ADDRESS at its socket")
+                    })?;
+                AnyRuntime::Containerd(runtime)
+            }
+        };
         let defaults = Defaults {
             image: DEFAULT_IMAGE.to_owned(),
             command: vec![DEFAULT_COMMAND.to_owned()],
         };
-        let agent = kdbg_agent::agent(AnyRuntime::Docker(runtime), defaults);
+        let agent = kdbg_agent::agent(runtime, defaults);
         let connect = || {
             let (ours, theirs) = tokio::io::duplex(256 * 1024);
             tokio::spawn(agent.clone().serve_connection(theirs, "local".into()));

@@ -94,7 +94,8 @@ pub fn plugin() -> Command {
     cmd
 }
 
-/// Runs the plugin with `stdin` as input, killed after 60 s.
+/// Runs the plugin with `stdin` as input, killed after 60 s. Input is written and output
+/// read at the same time, so a command that echoes a lot never blocks on a full pipe.
 pub fn run(cmd: &mut Command, stdin: &[u8]) -> Output {
     let mut child = cmd
         .stdin(Stdio::piped())
@@ -103,17 +104,27 @@ pub fn run(cmd: &mut Command, stdin: &[u8]) -> Output {
         .spawn()
         .expect("starting kubectl-debug");
     let mut input = child.stdin.take().unwrap();
-    input.write_all(stdin).unwrap();
-    drop(input);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            child.kill().unwrap();
+    let stdin = stdin.to_vec();
+    // A write error means the plugin stopped reading, which the assertions will show.
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&stdin);
+    });
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let output = match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(output) => output.unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
             panic!("kubectl-debug did not finish in 60 s");
         }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().unwrap()
+    };
+    let _ = writer.join();
+    output
 }
 
 pub fn text(bytes: &[u8]) -> String {
@@ -139,7 +150,29 @@ pub struct Agent {
 }
 
 impl Agent {
+    /// An agent on the test Docker engine.
     pub fn start() -> Agent {
+        Agent::with_runtime(
+            &format!("  kind: docker\n  endpoint: \"{}\"\n", docker_host()),
+            &image(),
+        )
+    }
+
+    /// An agent on the test containerd; its FIFOs go to `fifo_dir`.
+    pub fn containerd(fifo_dir: &std::path::Path) -> Agent {
+        Agent::with_runtime(
+            &format!(
+                "  kind: containerd\n  endpoint: \"unix://{}\"\n  insecureRegistries: [\"{}\"]\n  fifoDir: \"{}\"\n",
+                containerd_socket(),
+                registry(),
+                fifo_dir.display()
+            ),
+            &ctd_image(),
+        )
+    }
+
+    /// An agent whose config has `runtime` (indented YAML lines) and `image` by default.
+    fn with_runtime(runtime: &str, image: &str) -> Agent {
         static N: AtomicUsize = AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!(
             "kdbg-agent-{}-{}",
@@ -152,9 +185,7 @@ impl Agent {
         std::fs::write(
             &config,
             format!(
-                "listen: \"127.0.0.1:{port}\"\nruntime:\n  kind: docker\n  endpoint: \"{}\"\ndefaults:\n  image: \"{}\"\n  command: [\"sh\"]\n",
-                docker_host(),
-                image()
+                "listen: \"127.0.0.1:{port}\"\nruntime:\n{runtime}defaults:\n  image: \"{image}\"\n  command: [\"sh\"]\n"
             ),
         )
         .unwrap();
@@ -216,4 +247,104 @@ pub fn free_port() -> u16 {
 pub fn container_id(name: &str) -> String {
     let out = docker(&["inspect", "-f", "{{.Id}}", name]);
     text(&out.stdout).trim().to_owned()
+}
+
+/// The test containerd's socket.
+pub fn containerd_socket() -> String {
+    std::env::var("KDBG_CONTAINERD").expect(
+        "KDBG_CONTAINERD is not set: run the tests with scripts/test, which starts containerd",
+    )
+}
+
+/// The loopback registry, `host:port`.
+pub fn registry() -> String {
+    std::env::var("KDBG_TEST_REGISTRY").expect(
+        "KDBG_TEST_REGISTRY is not set: run the tests with scripts/test, which starts a registry",
+    )
+}
+
+/// The tools image containerd tests debug with, served by the loopback registry.
+pub fn ctd_image() -> String {
+    format!("{}/kdbg-tools:test", registry())
+}
+
+/// The containerd namespace debug containers live in.
+pub const DEBUG_NAMESPACE: &str = "kubectl-debug";
+
+/// `ctr` on the test containerd, in `namespace`.
+pub fn ctr(namespace: &str, args: &[&str]) -> Output {
+    Command::new("ctr")
+        .args(["--address", &containerd_socket(), "-n", namespace])
+        .args(args)
+        .output()
+        .expect("running ctr")
+}
+
+/// A target container in containerd's `k8s.io` namespace, as a pod's would be; removed
+/// when dropped.
+pub struct CtdTarget {
+    pub id: String,
+}
+
+impl CtdTarget {
+    pub fn start(script: &str) -> CtdTarget {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let id = format!(
+            "kdbg-ctd-e2e-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        let out = ctr(
+            "k8s.io",
+            &["run", "-d", &ctd_image(), &id, "sh", "-c", script],
+        );
+        assert!(out.status.success(), "ctr run: {}", text(&out.stderr));
+        CtdTarget { id }
+    }
+
+    pub fn reference(&self) -> String {
+        format!("containerd://{}", self.id)
+    }
+
+    /// Debug containers still present for this target.
+    pub fn leftovers(&self) -> Vec<String> {
+        let filter = format!("labels.\"{LABEL_TARGET}\"==\"{}\"", self.reference());
+        let out = ctr(DEBUG_NAMESPACE, &["containers", "ls", "-q", &filter]);
+        assert!(
+            out.status.success(),
+            "ctr containers ls: {}",
+            text(&out.stderr)
+        );
+        text(&out.stdout)
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Kills the target's task and waits until it has stopped.
+    pub fn stop(&self) {
+        ctr("k8s.io", &["task", "kill", "-s", "KILL", &self.id]);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let out = ctr("k8s.io", &["task", "ls"]);
+            let line = text(&out.stdout)
+                .lines()
+                .find(|l| l.starts_with(&format!("{} ", self.id)))
+                .map(str::to_owned)
+                .unwrap_or_default();
+            if line.contains("STOPPED") {
+                return;
+            }
+            assert!(Instant::now() < deadline, "task {} never stopped", self.id);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for CtdTarget {
+    fn drop(&mut self) {
+        let _ = ctr("k8s.io", &["task", "kill", "-s", "KILL", &self.id]);
+        let _ = ctr("k8s.io", &["task", "delete", "-f", &self.id]);
+        let _ = ctr("k8s.io", &["container", "delete", &self.id]);
+    }
 }

@@ -1,0 +1,419 @@
+//! End-to-end on containerd: the real `kubectl-debug` and `kubectl-debug-agent` binaries
+//! against a real containerd + runc and a real registry on loopback (started by
+//! `scripts/test-world`, which exports `KDBG_CONTAINERD` and `KDBG_TEST_REGISTRY` and puts the
+//! test image into the registry and into containerd's `k8s.io` namespace, where targets live).
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::{
+    CtdTarget, DEBUG_NAMESPACE, containerd_socket, ctd_image, ctr, docker, plugin, registry, run,
+    text,
+};
+
+fn local(target: &CtdTarget, image: &str, extra: &[&str]) -> Command {
+    let mut cmd = plugin();
+    cmd.args([
+        "local",
+        &target.reference(),
+        "--runtime-endpoint",
+        &containerd_socket(),
+        "--insecure-registry",
+        &registry(),
+        "--image",
+        image,
+    ]);
+    cmd.args(extra);
+    cmd
+}
+
+/// A session through the agent at `address`.
+fn via_agent(target: &CtdTarget, address: &str, extra: &[&str]) -> Command {
+    let mut cmd = plugin();
+    cmd.args(["local", &target.reference(), "--agent", address]);
+    cmd.args(extra);
+    cmd
+}
+
+/// A directory of this test process's own.
+fn scratch(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("kdbg-ctd-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Snapshots in the debug namespace whose key is `id`.
+fn snapshot_of(id: &str) -> bool {
+    let out = ctr(DEBUG_NAMESPACE, &["snapshots", "ls"]);
+    text(&out.stdout)
+        .lines()
+        .any(|l| l.split_whitespace().next() == Some(id))
+}
+
+#[test]
+fn ps_and_the_targets_loopback_are_visible() {
+    let target = CtdTarget::start(
+        "mkdir /www && echo marker-c1 > /www/index.html && httpd -p 127.0.0.1:8080 -h /www && exec sleep 3611",
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let out = run(
+        &mut local(
+            &target,
+            &ctd_image(),
+            &["--", "sh", "-c", "ps; wget -qO- http://127.0.0.1:8080/"],
+        ),
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("sleep 3611"), "{stdout}");
+    assert!(stdout.contains("marker-c1\n"), "{stdout}");
+    assert!(target.leftovers().is_empty());
+}
+
+#[test]
+fn exit_code_passes_through_and_streams_stay_apart() {
+    let target = CtdTarget::start("exec sleep 3600");
+    let out = run(
+        &mut local(
+            &target,
+            &ctd_image(),
+            &["--", "sh", "-c", "echo to-out; echo to-err >&2; exit 7"],
+        ),
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "to-out\n");
+    let err = text(&out.stderr);
+    assert!(err.contains("to-err\n"), "{err}");
+    // containerd joins the IPC namespace by path: nothing to warn about.
+    assert!(!err.contains("IPC"), "{err}");
+    assert!(target.leftovers().is_empty());
+}
+
+#[test]
+fn piped_stdin_reaches_the_command_and_ends_it() {
+    let target = CtdTarget::start("exec sleep 3600");
+    let input: Vec<u8> = (0..20_000)
+        .flat_map(|i| format!("line {i}\n").into_bytes())
+        .collect();
+    let out = run(
+        &mut local(&target, &ctd_image(), &["-i", "--", "cat"]),
+        &input,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        out.stdout == input,
+        "{} bytes back of {}",
+        out.stdout.len(),
+        input.len()
+    );
+}
+
+#[test]
+fn interactive_terminal_through_a_real_pty() {
+    let target = CtdTarget::start("exec sleep 3600");
+    let socket = format!("kdbg-ctd-e2e-{}", std::process::id());
+    let tmux = |args: &[&str]| {
+        Command::new("tmux")
+            .arg("-L")
+            .arg(&socket)
+            .args(args)
+            .output()
+            .expect("tmux")
+    };
+    let command = format!(
+        "{} local {} --runtime-endpoint {} --insecure-registry {} --image {} -- sh; echo EXIT=$?; sleep 30",
+        env!("CARGO_BIN_EXE_kubectl-debug"),
+        target.reference(),
+        containerd_socket(),
+        registry(),
+        ctd_image()
+    );
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        "e2e",
+        "-x",
+        "100",
+        "-y",
+        "30",
+        &command,
+    ]);
+    let screen = || text(&tmux(&["capture-pane", "-t", "e2e", "-p"]).stdout);
+    let wait_for = |needle: &str| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let s = screen();
+            if s.contains(needle) {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "never saw {needle:?} on:\n{s}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait_for("/ #");
+    tmux(&["send-keys", "-t", "e2e", "stty size; tty", "Enter"]);
+    wait_for("30 100");
+    wait_for("/dev/pts/");
+    tmux(&["resize-window", "-t", "e2e", "-x", "120", "-y", "40"]);
+    std::thread::sleep(Duration::from_millis(300));
+    tmux(&["send-keys", "-t", "e2e", "stty size", "Enter"]);
+    wait_for("40 120");
+    tmux(&["send-keys", "-t", "e2e", "exit 3", "Enter"]);
+    wait_for("EXIT=3");
+    tmux(&["kill-server"]);
+    assert!(target.leftovers().is_empty());
+}
+
+#[test]
+fn errors_name_the_object_and_exit_1() {
+    let target = CtdTarget::start("exec sleep 3600");
+    target.stop();
+    let out = run(&mut local(&target, &ctd_image(), &["--", "true"]), b"");
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&target.reference()) && err.contains("stopped, not running"),
+        "{err}"
+    );
+
+    let mut cmd = plugin();
+    cmd.args([
+        "local",
+        "containerd://kdbg-no-such-container",
+        "--runtime-endpoint",
+        &containerd_socket(),
+        "--",
+        "true",
+    ]);
+    let out = run(&mut cmd, b"");
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("containerd://kdbg-no-such-container not found"),
+        "{err}"
+    );
+
+    // The wrong namespace: the target is not there.
+    let running = CtdTarget::start("exec sleep 3600");
+    let out = run(
+        &mut local(
+            &running,
+            &ctd_image(),
+            &["--containerd-namespace", "elsewhere", "--", "true"],
+        ),
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("not found"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // A command the image lacks: runc's refusal, and what was made for it is gone.
+    let out = run(
+        &mut local(&running, &ctd_image(), &["--", "/no/such/cmd"]),
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("\"/no/such/cmd\"") && err.contains("no such file"),
+        "{err}"
+    );
+    assert!(running.leftovers().is_empty(), "a failed start cleans up");
+
+    // Pull policy Never with an image containerd does not have.
+    let absent = format!("{}/kdbg-absent:1", registry());
+    let out = run(
+        &mut local(&running, &absent, &["--pull-policy", "Never", "--", "true"]),
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains(&absent) && err.contains("Never"), "{err}");
+
+    // An image the registry does not have: the error names it, and says what the registry said.
+    let out = run(&mut local(&running, &absent, &["--", "true"]), b"");
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains(&format!("pulling image {absent}")), "{err}");
+    assert!(
+        err.contains("404") && err.contains("check the image name"),
+        "{err}"
+    );
+
+    // A registry that is not declared insecure is spoken to over HTTPS only.
+    let mut cmd = plugin();
+    cmd.args([
+        "local",
+        &running.reference(),
+        "--runtime-endpoint",
+        &containerd_socket(),
+        "--image",
+        &format!("{}/kdbg-tools:never-pulled", registry()),
+        "--",
+        "true",
+    ]);
+    let out = run(&mut cmd, b"");
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!("https://{}/v2/", registry())),
+        "{err}"
+    );
+    assert!(running.leftovers().is_empty());
+}
+
+#[test]
+fn the_debug_image_is_pulled_from_a_registry_with_progress() {
+    // An image with a layer of its own, so the pull really downloads and unpacks it.
+    let reference = format!("{}/kdbg-tools:ctd-pull-{}", registry(), std::process::id());
+    let builder = format!("kdbg-ctd-build-{}", std::process::id());
+    let marker = format!("marker-{}", std::process::id());
+    docker(&[
+        "run",
+        "--name",
+        &builder,
+        "--network",
+        "none",
+        &support::image(),
+        "sh",
+        "-c",
+        &format!("echo {marker} > /marker"),
+    ]);
+    docker(&["commit", &builder, &reference]);
+    docker(&["rm", &builder]);
+    docker(&["push", "-q", &reference]);
+    docker(&["rmi", &reference]);
+
+    let target = CtdTarget::start("exec sleep 3600");
+    let out = run(
+        &mut local(&target, &reference, &["--", "cat", "/marker"]),
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), format!("{marker}\n"));
+    let err = text(&out.stderr);
+    for step in [
+        "Pulling from kdbg-tools",
+        "Downloading",
+        "Extracting",
+        "Pull complete",
+        "Digest: sha256:",
+    ] {
+        assert!(err.contains(step), "no {step:?} in:\n{err}");
+    }
+    // The image is recorded under its full name, in the debug namespace only.
+    let listed = text(&ctr(DEBUG_NAMESPACE, &["images", "ls", "-q"]).stdout);
+    assert!(listed.lines().any(|l| l == reference), "{listed}");
+    let pods = text(&ctr("k8s.io", &["images", "ls", "-q"]).stdout);
+    assert!(!pods.lines().any(|l| l == reference), "{pods}");
+
+    // Present now: a second session pulls nothing.
+    let out = run(
+        &mut local(&target, &reference, &["--", "cat", "/marker"]),
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(!text(&out.stderr).contains("Downloading"));
+    let _ = ctr(DEBUG_NAMESPACE, &["images", "rm", &reference]);
+    assert!(target.leftovers().is_empty());
+}
+
+#[test]
+fn a_retained_container_stays_without_its_process() {
+    let target = CtdTarget::start("exec sleep 3600");
+    let out = run(
+        &mut local(
+            &target,
+            &ctd_image(),
+            &["--retain", "--", "sh", "-c", "echo kept > /kept"],
+        ),
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let kept = target.leftovers();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    let tasks = text(&ctr(DEBUG_NAMESPACE, &["tasks", "ls", "-q"]).stdout);
+    assert!(
+        !tasks.contains(&kept[0]),
+        "the exited task is gone: {tasks}"
+    );
+    assert!(snapshot_of(&kept[0]), "its filesystem stays");
+    let _ = ctr(DEBUG_NAMESPACE, &["containers", "delete", &kept[0]]);
+    assert!(!snapshot_of(&kept[0]));
+}
+
+#[test]
+fn plugin_killed_mid_session_leaves_nothing_behind() {
+    let target = CtdTarget::start("exec sleep 3600");
+    let fifos = scratch("fifo-kill");
+    let agent = support::Agent::containerd(&fifos);
+    let address = agent.address();
+    let mut session = via_agent(&target, &address, &["--", "sleep", "300"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let id = loop {
+        if let Some(id) = target.leftovers().pop() {
+            break id;
+        }
+        assert!(Instant::now() < deadline, "debug container never appeared");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(fifos.join(&id).exists());
+    session.kill().unwrap(); // SIGKILL
+    session.wait().unwrap();
+    let killed = Instant::now();
+    while !target.leftovers().is_empty() {
+        assert!(
+            killed.elapsed() < Duration::from_secs(5),
+            "debug container still there 5 s after the plugin was killed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!snapshot_of(&id), "snapshot {id} left behind");
+    assert!(!fifos.join(&id).exists(), "FIFOs of {id} left behind");
+    let tasks = text(&ctr(DEBUG_NAMESPACE, &["tasks", "ls", "-q"]).stdout);
+    assert!(!tasks.contains(&id), "{tasks}");
+    drop(agent);
+}
+
+#[test]
+fn sigterm_tells_sessions_and_removes_their_containers() {
+    let target = CtdTarget::start("exec sleep 3600");
+    let mut agent = support::Agent::containerd(&scratch("fifo-term"));
+    let address = agent.address();
+    let session = via_agent(&target, &address, &["--", "sleep", "300"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while target.leftovers().is_empty() {
+        assert!(Instant::now() < deadline, "debug container never appeared");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let code = agent.terminate(Duration::from_secs(15));
+    assert_eq!(code, Some(0), "the agent exits cleanly after SIGTERM");
+    let out = session.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("agent on this node is shutting down"), "{err}");
+    assert!(
+        target.leftovers().is_empty(),
+        "container left after shutdown"
+    );
+}
