@@ -52,32 +52,40 @@ pub async fn connect_runtime(
             )
             .await
         }
-        Kind::Auto => {
-            let mut tried = Vec::new();
-            for (kind, socket) in config::AUTO_PROBE {
-                if !std::path::Path::new(socket).exists() {
-                    tried.push(format!("{socket}: absent"));
-                    continue;
-                }
-                match connect_one(config, kind, socket).await {
-                    Ok(runtime) => {
-                        tracing::info!(runtime = ?kind, endpoint = socket, "runtime.kind auto chose this runtime");
-                        return Ok(runtime);
-                    }
-                    Err(e) => tried.push(format!("{socket}: {}", chain(&e))),
-                }
+        Kind::Auto => detect_runtime(config, &config::AUTO_PROBE).await,
+    }
+}
+
+/// Connects to the first of `candidates` whose socket exists and answers, and logs the
+/// choice; the error lists what each candidate said.
+pub async fn detect_runtime(
+    config: &config::RuntimeConfig,
+    candidates: &[(config::RuntimeKindConfig, &str)],
+) -> Result<AnyRuntime, kdbg_runtimes::Error> {
+    let mut tried = Vec::new();
+    for &(kind, socket) in candidates {
+        let path = socket.strip_prefix("unix://").unwrap_or(socket);
+        if !std::path::Path::new(path).exists() {
+            tried.push(format!("{socket}: absent"));
+            continue;
+        }
+        match connect_one(config, kind, socket).await {
+            Ok(runtime) => {
+                tracing::info!(runtime = ?kind, endpoint = socket, "runtime.kind auto chose this runtime");
+                return Ok(runtime);
             }
-            Err(kdbg_runtimes::Error::Connect {
-                runtime: "auto-detected",
-                endpoint: "the usual sockets".into(),
-                source: format!(
-                    "none answered ({}); mount the node's runtime socket into the agent, or set runtime.kind and runtime.endpoint",
-                    tried.join("; ")
-                )
-                .into(),
-            })
+            Err(e) => tried.push(format!("{socket}: {}", chain(&e))),
         }
     }
+    Err(kdbg_runtimes::Error::Connect {
+        runtime: "auto-detected",
+        endpoint: "the usual sockets".into(),
+        source: format!(
+            "none answered ({}); mount the node's runtime socket into the agent, or set runtime.kind and runtime.endpoint",
+            tried.join("; ")
+        )
+        .into(),
+    })
 }
 
 async fn connect_one(

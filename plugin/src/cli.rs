@@ -106,6 +106,9 @@ pub struct Local {
     /// containerd: a registry (host[:port]) to pull from over plain HTTP; repeatable.
     #[arg(long, value_name = "HOST:PORT", conflicts_with = "agent")]
     pub insecure_registry: Vec<String>,
+    /// containerd: registry credentials, a Docker config.json (e.g. ~/.docker/config.json).
+    #[arg(long, value_name = "FILE", conflicts_with = "agent")]
+    pub registry_auth: Option<PathBuf>,
     /// Use the kubectl-debug agent at HOST:PORT instead of one inside this process (the
     /// container is then on that agent's machine).
     #[arg(long, value_name = "HOST:PORT")]

@@ -12,6 +12,7 @@ use kdbg_agent::config::{
 use kdbg_agent::request::DebugRequest;
 use kdbg_relay::ExitStatus;
 use kdbg_runtimes::containerd::ContainerdOptions;
+use kdbg_runtimes::registry::Auths;
 use kdbg_runtimes::{
     AnyRuntime, ContainerdRuntime, DockerRuntime, PullPolicy, RuntimeKind, TargetRef,
 };
@@ -83,6 +84,11 @@ impl Local {
                 let mut options = ContainerdOptions::new(&endpoint);
                 options.namespace = self.containerd_namespace;
                 options.insecure_registries = self.insecure_registry;
+                if let Some(path) = &self.registry_auth {
+                    options.auths = Auths::load(path)
+                        .map_err(anyhow::Error::msg)
+                        .context("fix or drop --registry-auth")?;
+                }
                 let runtime = ContainerdRuntime::connect_with(options)
                     .await
                     .map_err(|e| anyhow::anyhow!(kdbg_agent::chain(&e)))

@@ -355,7 +355,7 @@ fn a_retained_container_stays_without_its_process() {
 fn plugin_killed_mid_session_leaves_nothing_behind() {
     let target = CtdTarget::start("exec sleep 3600");
     let fifos = scratch("fifo-kill");
-    let agent = support::Agent::containerd(&fifos);
+    let agent = support::Agent::containerd(&fifos, "");
     let address = agent.address();
     let mut session = via_agent(&target, &address, &["--", "sleep", "300"])
         .stdin(Stdio::null())
@@ -393,7 +393,7 @@ fn plugin_killed_mid_session_leaves_nothing_behind() {
 #[test]
 fn sigterm_tells_sessions_and_removes_their_containers() {
     let target = CtdTarget::start("exec sleep 3600");
-    let mut agent = support::Agent::containerd(&scratch("fifo-term"));
+    let mut agent = support::Agent::containerd(&scratch("fifo-term"), "");
     let address = agent.address();
     let session = via_agent(&target, &address, &["--", "sleep", "300"])
         .stdin(Stdio::null())
@@ -416,4 +416,55 @@ fn sigterm_tells_sessions_and_removes_their_containers() {
         target.leftovers().is_empty(),
         "container left after shutdown"
     );
+}
+
+#[test]
+fn registry_credentials_come_from_a_docker_config() {
+    let target = CtdTarget::start("exec sleep 3600");
+    let image = format!("{}/kdbg-tools:test", support::auth_registry());
+    // The config.json `docker login` wrote when the test world pushed there.
+    let config = std::env::var("KDBG_AUTH_CONFIG").expect("KDBG_AUTH_CONFIG is not set");
+    let agent = support::Agent::containerd(
+        &scratch("fifo-auth"),
+        &format!("  registryAuth: \"{config}\"\n"),
+    );
+    let out = run(
+        &mut via_agent(
+            &target,
+            &agent.address(),
+            &[
+                "--image",
+                &image,
+                "--pull-policy",
+                "Always",
+                "--",
+                "echo",
+                "ran",
+            ],
+        ),
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "ran\n");
+    let err = text(&out.stderr);
+    assert!(err.contains("Digest: sha256:"), "{err}");
+
+    // Without the credentials the registry refuses, and the user is told what to give.
+    let bare = support::Agent::containerd(&scratch("fifo-noauth"), "");
+    let out = run(
+        &mut via_agent(
+            &target,
+            &bare.address(),
+            &["--image", &image, "--pull-policy", "Always", "--", "true"],
+        ),
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!("pulling image {image}")) && err.contains("registryAuth"),
+        "{err}"
+    );
+    let _ = ctr(DEBUG_NAMESPACE, &["images", "rm", &image]);
+    assert!(target.leftovers().is_empty());
 }

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use support::apiserver::{ApiServer, running_pod};
-use support::{Agent, Target, container_id, free_port, plugin, run, text};
+use support::{Agent, CtdTarget, Target, container_id, free_port, plugin, run, text};
 
 struct Cluster {
     api: ApiServer,
@@ -186,4 +186,36 @@ fn pod_errors_name_the_object_and_exit_1() {
         "{err}"
     );
     assert!(running.leftovers().is_empty());
+}
+
+#[test]
+fn a_pod_on_a_containerd_node_is_debugged_through_its_agent() {
+    let target = CtdTarget::start("exec sleep 3613");
+    let fifos = std::env::temp_dir().join(format!("kdbg-pod-fifo-{}", std::process::id()));
+    let agent = Agent::containerd(&fifos, "");
+    let cluster = Cluster::new("shop");
+    // A containerd node reports containerd://<id>, the ID in namespace k8s.io.
+    cluster.api.add_pod(running_pod(
+        "shop",
+        "api-0",
+        &[("api", &target.reference(), true)],
+    ));
+    let out = run(&mut cluster.debug(agent.port, &["api-0", "--", "ps"]), b"");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("sleep 3613"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = run(
+        &mut cluster.debug(
+            agent.port,
+            &["api-0", "-i", "--", "sh", "-c", "cat; echo err >&2; exit 7"],
+        ),
+        b"piped\n",
+    );
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "piped\n");
+    assert!(text(&out.stderr).contains("err\n"));
+    assert!(target.leftovers().is_empty());
 }

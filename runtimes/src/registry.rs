@@ -529,7 +529,7 @@ impl Session<'_> {
                     url: url.to_owned(),
                     status: StatusCode::UNAUTHORIZED,
                     detail: format!(
-                        ": the registry wants a user name and password; add {} to the agent's registry credentials (registryAuth)",
+                        ": the registry wants a user name and password; add {} to the registry credentials (the agent's runtime.registryAuth, or --registry-auth with local)",
                         self.reference.registry
                     ),
                 });
@@ -628,7 +628,7 @@ async fn status_error(url: &str, response: Response<Incoming>) -> RegistryError 
     let hint = match status {
         StatusCode::NOT_FOUND => "; check the image name and tag",
         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-            "; the image may be private: give the agent credentials for it (registryAuth)"
+            "; the image may be private: give credentials for it (the agent's runtime.registryAuth, or --registry-auth with local)"
         }
         _ => "",
     };

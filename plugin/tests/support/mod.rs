@@ -158,13 +158,15 @@ impl Agent {
         )
     }
 
-    /// An agent on the test containerd; its FIFOs go to `fifo_dir`.
-    pub fn containerd(fifo_dir: &std::path::Path) -> Agent {
+    /// An agent on the test containerd; its FIFOs go to `fifo_dir`; `extra` are more
+    /// `runtime:` lines.
+    pub fn containerd(fifo_dir: &std::path::Path, extra: &str) -> Agent {
         Agent::with_runtime(
             &format!(
-                "  kind: containerd\n  endpoint: \"unix://{}\"\n  insecureRegistries: [\"{}\"]\n  fifoDir: \"{}\"\n",
+                "  kind: containerd\n  endpoint: \"unix://{}\"\n  insecureRegistries: [\"{}\", \"{}\"]\n  fifoDir: \"{}\"\n{extra}",
                 containerd_socket(),
                 registry(),
+                auth_registry(),
                 fifo_dir.display()
             ),
             &ctd_image(),
@@ -261,6 +263,12 @@ pub fn registry() -> String {
     std::env::var("KDBG_TEST_REGISTRY").expect(
         "KDBG_TEST_REGISTRY is not set: run the tests with scripts/test, which starts a registry",
     )
+}
+
+/// The loopback registry that wants a password, `host:port`.
+pub fn auth_registry() -> String {
+    std::env::var("KDBG_AUTH_REGISTRY")
+        .expect("KDBG_AUTH_REGISTRY is not set: run the tests with scripts/test, which starts it")
 }
 
 /// The tools image containerd tests debug with, served by the loopback registry.
