@@ -75,6 +75,34 @@ fn ps_and_the_targets_loopback_are_visible() {
 }
 
 #[test]
+fn name_resolution_comes_from_the_target_without_leaving_its_root() {
+    // The target's resolv.conf is an absolute symlink: followed from the node's root it would
+    // be the node's /etc/passwd; inside the target it is the target's own.
+    let target = CtdTarget::start(
+        "echo '10.1.2.3 db.internal' > /etc/hosts && ln -s /etc/passwd /etc/resolv.conf && exec sleep 3600",
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let out = run(
+        &mut local(
+            &target,
+            &ctd_image(),
+            &[
+                "--",
+                "sh",
+                "-c",
+                "cat /etc/hosts; echo ---; cat /etc/resolv.conf",
+            ],
+        ),
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "10.1.2.3 db.internal\n---\nroot:x:0:0:root:/root:/bin/sh\n"
+    );
+}
+
+#[test]
 fn exit_code_passes_through_and_streams_stay_apart() {
     let target = CtdTarget::start("exec sleep 3600");
     let out = run(

@@ -235,7 +235,7 @@ impl ContainerdRuntime {
     }
 
     /// The image `image` (as the user wrote it), which must be present and unpacked.
-    pub(super) async fn local_image(&self, image: &str, _lease: &str) -> Result<LocalImage, Error> {
+    pub(super) async fn local_image(&self, image: &str) -> Result<LocalImage, Error> {
         let reference = Reference::parse(image).map_err(pull_error(image))?;
         let name = reference.to_string();
         let target = self

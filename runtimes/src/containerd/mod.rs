@@ -13,6 +13,7 @@
 
 mod image;
 mod stdio;
+mod target_files;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -154,6 +155,14 @@ fn unique() -> String {
         now.subsec_nanos(),
         std::process::id() & 0xffff
     )
+}
+
+/// containerd's identifier rule: `[A-Za-z0-9]+([._-][A-Za-z0-9]+)*`, at most 76 characters.
+fn valid_id(id: &str) -> bool {
+    id.len() <= 76
+        && id
+            .split(['.', '_', '-'])
+            .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_alphanumeric()))
 }
 
 /// `t` as RFC 3339 UTC, e.g. `2026-11-27T09:18:04Z`.
@@ -352,7 +361,7 @@ impl ContainerdRuntime {
     /// Prepares the container's snapshot and creates the container, under `lease`.
     async fn create_under(&self, spec: &DebugSpec, id: &str, lease: &str) -> Result<(), Error> {
         let pid = self.target_pid(&spec.target).await?;
-        let local = self.local_image(&spec.image, lease).await?;
+        let local = self.local_image(&spec.image).await?;
         let mut runtime_spec =
             crate::oci::runtime_spec(spec, &local.config, pid).map_err(|message| Error::Call {
                 operation: "building the debug container's spec for",
@@ -360,15 +369,22 @@ impl ContainerdRuntime {
                 source: message.into(),
             })?;
         runtime_spec["linux"]["cgroupsPath"] = format!("/{DEBUG_NAMESPACE}/{id}").into();
-        for file in ["resolv.conf", "hosts"] {
-            // The target's name resolution, so names resolve as the target sees them.
-            let source = format!("/proc/{pid}/root/etc/{file}");
-            if std::fs::metadata(&source).is_ok_and(|m| m.is_file())
-                && let Some(mounts) = runtime_spec["mounts"].as_array_mut()
-            {
+        // Copies of the target's name-resolution files, in the container's own directory.
+        let dir = self.options.fifo_dir.join(id);
+        std::fs::create_dir_all(&dir)
+            .and_then(|()| {
+                std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            })
+            .map_err(|e| Error::Call {
+                operation: "making the directory of debug container",
+                object: format!("{id} in {}", dir.display()),
+                source: Box::new(e),
+            })?;
+        if let Some(mounts) = runtime_spec["mounts"].as_array_mut() {
+            for (copy, destination) in target_files::copy_name_resolution(pid, &dir) {
                 mounts.push(serde_json::json!({
-                    "destination": format!("/etc/{file}"), "type": "bind",
-                    "source": source, "options": ["rbind", "ro"]
+                    "destination": destination, "type": "bind",
+                    "source": copy, "options": ["rbind", "ro"]
                 }));
             }
         }
@@ -514,8 +530,19 @@ impl Runtime for ContainerdRuntime {
             .name
             .clone()
             .unwrap_or_else(|| format!("kdbg-{}", unique()));
+        // The ID names a directory on the node too: only containerd's identifiers pass.
+        if !valid_id(&id) {
+            return Err(Error::Call {
+                operation: "creating debug container",
+                object: id,
+                source: "containerd names are letters and digits, separated by single '.', '_' or '-', at most 76 characters; choose another --name".into(),
+            });
+        }
         let lease = self.lease("create").await?;
         let result = self.create_under(spec, &id, &lease).await;
+        if result.is_err() {
+            let _ = std::fs::remove_dir_all(self.options.fifo_dir.join(&id));
+        }
         // The container now holds its snapshot; the lease only covered the making.
         self.release(&lease).await;
         result.map(|()| Created {
@@ -700,6 +727,25 @@ impl Runtime for ContainerdRuntime {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_follow_containerds_rule() {
+        for good in ["kdbg-6b094e304f11764e4", "a", "a.b_c-d", "dup"] {
+            assert!(valid_id(good), "{good}");
+        }
+        for bad in [
+            "",
+            "..",
+            "a..b",
+            "-a",
+            "a-",
+            "a/b",
+            "../etc",
+            &"a".repeat(77),
+        ] {
+            assert!(!valid_id(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn lease_expiry_is_rfc3339() {
