@@ -66,9 +66,14 @@ impl ThreadWriter {
         }
     }
 
-    /// Stdout, written unbuffered by its thread.
+    /// Stdout, written unbuffered by its thread: straight to the file descriptor when it can be
+    /// duplicated, skipping std's line buffering (which scans every chunk for a newline).
     pub fn stdout() -> ThreadWriter {
-        ThreadWriter::spawn("stdout", io::stdout())
+        use std::os::fd::AsFd;
+        match io::stdout().as_fd().try_clone_to_owned() {
+            Ok(fd) => ThreadWriter::spawn("stdout", std::fs::File::from(fd)),
+            Err(_) => ThreadWriter::spawn("stdout", io::stdout()),
+        }
     }
 
     /// Stderr, written by its thread.
