@@ -43,6 +43,16 @@ fn wget_reaches_a_server_on_the_targets_loopback() {
 }
 
 #[test]
+fn sys_admin_serves_nsenter_but_cannot_undo_read_only_kernel_settings() {
+    let target = Target::start("exec sleep 3600");
+    let out = run(
+        &mut local(&target, &["--", "sh", "-c", support::SYS_ADMIN_PROBE]),
+        b"",
+    );
+    support::assert_sys_admin_is_confined(&out);
+}
+
+#[test]
 fn exit_code_passes_through_and_streams_stay_apart() {
     let target = Target::start("exec sleep 3600");
     let out = run(

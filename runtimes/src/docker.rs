@@ -251,6 +251,8 @@ impl Runtime for DockerRuntime {
                 network_mode: Some(join.clone()),
                 ipc_mode: ipc_shareable.then_some(join),
                 cap_add: Some(DEBUG_CAPABILITIES.map(String::from).to_vec()),
+                // Docker's own profile allows mounts once SYS_ADMIN is added; ours does not.
+                security_opt: Some(vec![format!("seccomp={}", crate::seccomp_profile())]),
                 // No logging driver: a debug session's output is the user's, not the node's
                 // logs (recording is a separate, opt-in feature), and json-file logging
                 // slowed attach output to a third of `docker exec`'s.
@@ -357,6 +359,11 @@ impl Runtime for DockerRuntime {
             }) => Ok(()),
             Err(e) => Err(call("removing debug container", id)(e)),
         }
+    }
+
+    async fn release(&self, _id: &str) -> Result<(), Error> {
+        // An exited Docker container holds no process: nothing to free.
+        Ok(())
     }
 
     async fn list(&self) -> Result<Vec<DebugContainer>, Error> {

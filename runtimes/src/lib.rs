@@ -70,6 +70,56 @@ pub mod label {
 /// enough for `strace`, `gdb` and `nsenter`, like the peers.
 pub const DEBUG_CAPABILITIES: [&str; 2] = ["SYS_PTRACE", "SYS_ADMIN"];
 
+/// Syscalls a debug container may not make, on every backend, whatever its capabilities.
+/// SYS_ADMIN lets a process mount and unmount: it could undo the read-only `/proc/sys` and
+/// `/sys` and reach the node through `kernel.core_pattern` or a cgroup `release_agent`, so the
+/// mount family (old and new API) is refused; modules, kexec, reboot, swap and accounting act
+/// on the node itself. `setns` (nsenter), `ptrace`, `perf_event_open` and `bpf` stay allowed:
+/// they are what debugging needs.
+pub const REFUSED_SYSCALLS: [&str; 21] = [
+    "mount",
+    "umount",
+    "umount2",
+    "pivot_root",
+    "fsopen",
+    "fsconfig",
+    "fsmount",
+    "fspick",
+    "move_mount",
+    "open_tree",
+    "mount_setattr",
+    "open_by_handle_at",
+    "init_module",
+    "finit_module",
+    "delete_module",
+    "kexec_load",
+    "kexec_file_load",
+    "reboot",
+    "swapon",
+    "swapoff",
+    "acct",
+];
+
+/// The seccomp profile of a debug container (OCI runtime spec and Docker share the format):
+/// everything allowed but [`REFUSED_SYSCALLS`], which fail with EPERM, for every ABI of this
+/// machine's architecture.
+pub fn seccomp_profile() -> serde_json::Value {
+    let architectures: &[&str] = match std::env::consts::ARCH {
+        "x86_64" => &["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+        "aarch64" => &["SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"],
+        _ => &[],
+    };
+    serde_json::json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": architectures,
+        "syscalls": [{
+            "names": REFUSED_SYSCALLS,
+            "action": "SCMP_ACT_ERRNO",
+            "errnoRet": 1
+        }]
+    })
+}
+
 /// Which runtime a container ID belongs to, as in a pod's `containerID` (`docker://...`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RuntimeKind {
@@ -352,6 +402,10 @@ pub trait Runtime: Send + Sync {
     /// Stops and removes the container. Removing one that is already gone is not an error.
     fn remove(&self, id: &str) -> impl Future<Output = Result<(), Error>> + Send;
 
+    /// Frees what a retained container still holds once its session is over, keeping the
+    /// container and its filesystem (containerd: the exited task and its shim; Docker: nothing).
+    fn release(&self, id: &str) -> impl Future<Output = Result<(), Error>> + Send;
+
     /// The debug containers on this node (those carrying [`label::SESSION`]).
     fn list(&self) -> impl Future<Output = Result<Vec<DebugContainer>, Error>> + Send;
 }
@@ -406,6 +460,9 @@ impl Runtime for AnyRuntime {
     }
     async fn remove(&self, id: &str) -> Result<(), Error> {
         delegate!(self, r => r.remove(id))
+    }
+    async fn release(&self, id: &str) -> Result<(), Error> {
+        delegate!(self, r => r.release(id))
     }
     async fn list(&self) -> Result<Vec<DebugContainer>, Error> {
         delegate!(self, r => r.list())

@@ -145,8 +145,9 @@ pub fn runtime_spec(
         "linux": {
             "namespaces": [
                 ns("pid", "pid"), ns("network", "net"), ns("ipc", "ipc"), ns("uts", "uts"),
-                {"type": "mount"}
+                {"type": "mount"}, {"type": "cgroup"}
             ],
+            "seccomp": crate::seccomp_profile(),
             "maskedPaths": [
                 "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
                 "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware",
@@ -237,6 +238,15 @@ mod tests {
         assert_eq!(env, ["PATH=/bin", "A=1", "TERM=xterm"]);
         let caps = process["capabilities"]["effective"].as_array().unwrap();
         assert!(caps.contains(&json!("CAP_SYS_PTRACE")) && caps.contains(&json!("CAP_SYS_ADMIN")));
+        // SYS_ADMIN, but no mounts: seccomp refuses them.
+        let refused = &value["linux"]["seccomp"]["syscalls"][0];
+        assert_eq!(refused["action"], "SCMP_ACT_ERRNO");
+        for name in ["mount", "umount2", "fsmount", "move_mount"] {
+            assert!(
+                refused["names"].as_array().unwrap().contains(&json!(name)),
+                "{name}"
+            );
+        }
     }
 
     #[test]

@@ -356,3 +356,42 @@ impl Drop for CtdTarget {
         let _ = ctr("k8s.io", &["container", "delete", &self.id]);
     }
 }
+
+/// What a debug container tries with SYS_ADMIN: undo the read-only /proc/sys and /sys (from
+/// there, `kernel.core_pattern` or a cgroup `release_agent` reach the node), and enter the
+/// target's mount namespace (what SYS_ADMIN is granted for).
+pub const SYS_ADMIN_PROBE: &str = "umount /proc/sys && echo UMOUNTED; \
+     mount -o remount,rw /sys && echo REMOUNTED; \
+     echo 1 > /proc/sys/kernel/core_uses_pid && echo WROTE_SYSCTL; \
+     nsenter -t 1 -m -- ls /bin/sleep && echo NSENTER_OK";
+
+/// The probe's outcome: mounts and sysctl writes refused, nsenter working.
+pub fn assert_sys_admin_is_confined(out: &Output) {
+    let stdout = text(&out.stdout);
+    for escape in ["UMOUNTED", "REMOUNTED", "WROTE_SYSCTL"] {
+        assert!(
+            !stdout.contains(escape),
+            "{escape}:\n{stdout}\n{}",
+            text(&out.stderr)
+        );
+    }
+    assert!(
+        stdout.contains("NSENTER_OK"),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+}
+
+/// Waits (at most 5 s) until `leftovers` finds nothing: an agent removes a debug container
+/// just after it has sent the exit status, so the plugin may exit a moment before.
+pub fn assert_removed_soon(leftovers: impl Fn() -> Vec<String>) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = leftovers();
+        if left.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "debug containers left after 5 s: {left:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
