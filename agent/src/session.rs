@@ -92,6 +92,9 @@ impl Prepared {
         self.armed = false;
         if self.retain {
             info!(container = %self.id, "session over; container retained as asked");
+            if let Err(e) = self.runtime.release(&self.id).await {
+                warn!(container = %self.id, error = %crate::chain(&e), "freeing what the retained container held");
+            }
             return;
         }
         match self.runtime.remove(&self.id).await {

@@ -67,6 +67,7 @@ fn kind(call: &Call) -> &'static str {
         Call::Start(_) => "start",
         Call::Wait(_) => "wait",
         Call::Remove(_) => "remove",
+        Call::Release(_) => "release",
         Call::Resize(..) => "resize",
         Call::List => "list",
     }
@@ -168,6 +169,10 @@ async fn resizes_reach_the_runtime_and_retained_containers_stay() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(running.fake.containers().len(), 1, "retained");
     assert!(!running.fake.calls().iter().any(|c| kind(c) == "remove"));
+    assert!(
+        running.fake.calls().iter().any(|c| kind(c) == "release"),
+        "what the retained container held is freed"
+    );
 }
 
 #[tokio::test]

@@ -47,6 +47,8 @@ pub enum Call {
     Wait(String),
     /// [`Runtime::remove`].
     Remove(String),
+    /// [`Runtime::release`].
+    Release(String),
     /// [`Runtime::list`].
     List,
 }
@@ -280,6 +282,11 @@ impl Runtime for FakeRuntime {
             }
             container.exit.send_replace(Some(137));
         }
+        Ok(())
+    }
+
+    async fn release(&self, id: &str) -> Result<(), Error> {
+        self.record(Call::Release(id.to_owned()));
         Ok(())
     }
 

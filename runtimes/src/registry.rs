@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
+use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::Bytes;
@@ -26,6 +27,11 @@ const DOCKER_HUB: &str = "docker.io";
 const DOCKER_HUB_API: &str = "registry-1.docker.io";
 /// Redirects followed for one request (blob downloads redirect to a CDN).
 const MAX_REDIRECTS: usize = 5;
+/// How long connecting, an answer's headers, or any wait for more of a body may take: a
+/// registry that stalls fails the pull instead of holding it forever.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// The largest manifest, index or token answer read.
+const MAX_DOCUMENT: usize = 4 << 20;
 
 /// The manifest media types we read, index types first.
 pub mod media {
@@ -347,9 +353,12 @@ impl Registry {
     /// A client trusting the system's CA certificates, speaking plain HTTP to the `insecure`
     /// registries (`host[:port]`) only.
     pub fn new(insecure: Vec<String>, auths: Auths) -> Registry {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(IDLE_TIMEOUT));
         let builder = hyper_rustls::HttpsConnectorBuilder::new();
         let connector = match builder.with_native_roots() {
-            Ok(b) => b.https_or_http().enable_http1().build(),
+            Ok(b) => b.https_or_http().enable_http1().wrap_connector(http),
             Err(e) => {
                 // Without CA certificates only plain-HTTP registries can work; HTTPS requests
                 // then fail their certificate check, and say so.
@@ -361,7 +370,7 @@ impl Registry {
                     .with_tls_config(config)
                     .https_or_http()
                     .enable_http1()
-                    .build()
+                    .wrap_connector(http)
             }
         };
         Registry {
@@ -389,14 +398,19 @@ pub struct Session<'a> {
 }
 
 impl Session<'_> {
-    fn base(&self) -> String {
+    /// Whether the registry may be spoken to over plain HTTP.
+    fn insecure(&self) -> bool {
         let host = self.reference.api_host();
-        let scheme = if self.registry.insecure.iter().any(|i| i == host) {
-            "http"
-        } else {
-            "https"
-        };
-        format!("{scheme}://{host}/v2/{}", self.reference.repository)
+        self.registry.insecure.iter().any(|i| i == host)
+    }
+
+    fn base(&self) -> String {
+        let scheme = if self.insecure() { "http" } else { "https" };
+        format!(
+            "{scheme}://{}/v2/{}",
+            self.reference.api_host(),
+            self.reference.repository
+        )
     }
 
     /// Fetches the manifest (or index) `object` (a tag or digest); returns its media type and
@@ -421,7 +435,7 @@ impl Session<'_> {
             .unwrap_or("")
             .trim()
             .to_owned();
-        let body = read_all(&url, response).await?;
+        let body = read_all(&url, response, MAX_DOCUMENT).await?;
         Ok((media_type, body))
     }
 
@@ -442,7 +456,9 @@ impl Session<'_> {
         let mut challenged = false;
         let mut redirects = 0;
         loop {
-            let same_host = host_of(&target) == host_of(url);
+            // Our authorization goes only where it was earned, over the same scheme: never to
+            // a CDN a redirect names, never downgraded to plain HTTP.
+            let same_host = origin(&target) == origin(url);
             let authorization = self.authorization.as_deref().filter(|_| same_host);
             let response = self.send(&target, accept, authorization).await?;
             let status = response.status();
@@ -503,14 +519,16 @@ impl Session<'_> {
                 url: url.to_owned(),
                 message: e.to_string(),
             })?;
-        self.registry
-            .client
-            .request(request)
-            .await
-            .map_err(|e| RegistryError::Http {
+        match tokio::time::timeout(IDLE_TIMEOUT, self.registry.client.request(request)).await {
+            Ok(answer) => answer.map_err(|e| RegistryError::Http {
                 url: url.to_owned(),
                 message: crate::error_chain(&e),
-            })
+            }),
+            Err(_) => Err(RegistryError::Http {
+                url: url.to_owned(),
+                message: format!("no answer within {IDLE_TIMEOUT:?}"),
+            }),
+        }
     }
 
     /// The `Authorization` value answering `challenge`.
@@ -546,6 +564,15 @@ impl Session<'_> {
             query.finish()
         };
         let realm = &params["realm"];
+        let plain_allowed = self.insecure() && realm.starts_with("http://");
+        if !(realm.starts_with("https://") || plain_allowed) {
+            return Err(RegistryError::Http {
+                url: url.to_owned(),
+                message: format!(
+                    "the registry sends us for a token to {realm:?}, which is not HTTPS; credentials are not sent there (declare the registry insecure only if it is a lab's)"
+                ),
+            });
+        }
         let separator = if realm.contains('?') { '&' } else { '?' };
         let token_url = format!("{realm}{separator}{query}");
         let authorization = credentials.map(basic);
@@ -560,7 +587,7 @@ impl Session<'_> {
             token: Option<String>,
             access_token: Option<String>,
         }
-        let body = read_all(&token_url, response).await?;
+        let body = read_all(&token_url, response, MAX_DOCUMENT).await?;
         let token: Token = serde_json::from_slice(&body).map_err(|e| RegistryError::Http {
             url: token_url.clone(),
             message: format!("the token answer is not JSON: {e}"),
@@ -574,6 +601,13 @@ impl Session<'_> {
             })?;
         Ok(format!("Bearer {token}"))
     }
+}
+
+/// `scheme://host[:port]` of a URL.
+fn origin(url: &str) -> &str {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let end = url[start..].find('/').map_or(url.len(), |i| start + i);
+    &url[..end]
 }
 
 fn host_of(url: &str) -> &str {
@@ -594,16 +628,33 @@ fn resolve(base: &str, location: &str) -> String {
     }
 }
 
-async fn read_all(url: &str, response: Response<Incoming>) -> Result<Bytes, RegistryError> {
-    response
-        .into_body()
-        .collect()
-        .await
-        .map(|c| c.to_bytes())
-        .map_err(|e| RegistryError::Http {
-            url: url.to_owned(),
-            message: format!("reading the answer: {e}"),
-        })
+/// The whole body of `response`, at most `limit` bytes, each wait for more bounded.
+pub async fn read_all(
+    url: &str,
+    response: Response<Incoming>,
+    limit: usize,
+) -> Result<Bytes, RegistryError> {
+    let fail = |message: String| RegistryError::Http {
+        url: url.to_owned(),
+        message,
+    };
+    let mut body = response.into_body();
+    let mut data = bytes::BytesMut::new();
+    loop {
+        let frame = tokio::time::timeout(IDLE_TIMEOUT, body.frame())
+            .await
+            .map_err(|_| fail(format!("the answer stalled for {IDLE_TIMEOUT:?}")))?;
+        let Some(frame) = frame else {
+            return Ok(data.freeze());
+        };
+        let frame = frame.map_err(|e| fail(format!("reading the answer: {e}")))?;
+        if let Some(chunk) = frame.data_ref() {
+            if data.len() + chunk.len() > limit {
+                return Err(fail(format!("the answer is larger than {limit} bytes")));
+            }
+            data.extend_from_slice(chunk);
+        }
+    }
 }
 
 /// An error for a non-success answer, with the registry's own message and a hint.
@@ -619,7 +670,7 @@ async fn status_error(url: &str, response: Response<Incoming>) -> RegistryError 
         #[serde(default)]
         message: String,
     }
-    let body = read_all(url, response).await.unwrap_or_default();
+    let body = read_all(url, response, 64 * 1024).await.unwrap_or_default();
     let said = serde_json::from_slice::<Errors>(&body)
         .ok()
         .and_then(|e| e.errors.into_iter().next())
@@ -765,5 +816,7 @@ mod tests {
             "http://r:5000/v2/y"
         );
         assert_eq!(host_of("https://cdn.io/a"), "cdn.io");
+        assert_eq!(origin("https://r.io:443/v2/x"), "https://r.io:443");
+        assert_ne!(origin("http://r.io/v2/x"), origin("https://r.io/v2/x"));
     }
 }

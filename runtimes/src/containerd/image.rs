@@ -30,7 +30,7 @@ use tokio::sync::mpsc;
 
 use super::{ContainerdRuntime, StatusMessage, call, unique};
 use crate::oci::ImageConfig;
-use crate::registry::{Reference, Session, media};
+use crate::registry::{IDLE_TIMEOUT, Reference, Session, media};
 use crate::{Error, PullPolicy, PullProgress};
 
 /// Bytes sent to the content store per message.
@@ -381,16 +381,15 @@ impl ContainerdRuntime {
         };
         let manifest: Manifest = parse(image, &manifest_bytes)?;
         let config_bytes = {
+            let url = format!("the config of {image}");
             let response = session
                 .blob(&manifest.config.digest)
                 .await
                 .map_err(|e| fail(crate::error_chain(&e)))?;
-            response
-                .into_body()
-                .collect()
+            let limit = usize::try_from(manifest.config.size).unwrap_or(0);
+            crate::registry::read_all(&url, response, limit)
                 .await
-                .map_err(|e| fail(format!("downloading the image config: {e}")))?
-                .to_bytes()
+                .map_err(|e| fail(crate::error_chain(&e)))?
         };
         let diff_ids = diff_ids(image, &config_bytes)?;
         if diff_ids.len() != manifest.layers.len() {
@@ -463,9 +462,11 @@ impl ContainerdRuntime {
             )]);
             self.label(image, &index_desc.digest, labels).await?;
         }
-        self.record(image, &reference.to_string(), &top, lease)
-            .await?;
+        // Unpacked first, recorded second (as containerd's client does): whoever finds the
+        // image record finds its layers unpacked.
         self.unpack(image, &manifest, &diff_ids, &config_bytes, lease, progress)
+            .await?;
+        self.record(image, &reference.to_string(), &top, lease)
             .await?;
         progress.say(None, &format!("Digest: {}", top.digest), None, None);
         Ok(())
@@ -614,11 +615,27 @@ impl ContainerdRuntime {
                 let mut body = response.into_body();
                 let mut pending = Vec::with_capacity(WRITE_CHUNK);
                 loop {
-                    let frame = body.frame().await.transpose().map_err(|e| {
-                        pull_error(image)(format!("downloading layer {}: {e}", desc.digest))
-                    })?;
+                    let frame = tokio::time::timeout(IDLE_TIMEOUT, body.frame())
+                        .await
+                        .map_err(|_| {
+                            pull_error(image)(format!(
+                                "downloading layer {}: the registry stalled for {IDLE_TIMEOUT:?}",
+                                desc.digest
+                            ))
+                        })?
+                        .transpose()
+                        .map_err(|e| {
+                            pull_error(image)(format!("downloading layer {}: {e}", desc.digest))
+                        })?;
                     let done = frame.is_none();
                     if let Some(data) = frame.as_ref().and_then(|f| f.data_ref()) {
+                        // A registry sending more than the descriptor says is not believed.
+                        if offset + (pending.len() + data.len()) as i64 > desc.size {
+                            return Err(pull_error(image)(format!(
+                                "layer {} is larger than the {} bytes its descriptor says",
+                                desc.digest, desc.size
+                            )));
+                        }
                         pending.extend_from_slice(data);
                     }
                     if pending.len() >= WRITE_CHUNK || (done && !pending.is_empty()) {

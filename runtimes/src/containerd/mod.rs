@@ -20,9 +20,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use containerd_client::services::v1::GetNamespaceRequest;
 use containerd_client::services::v1::container::Runtime as ContainerRuntime;
 use containerd_client::services::v1::containers_client::ContainersClient;
 use containerd_client::services::v1::leases_client::LeasesClient;
+use containerd_client::services::v1::namespaces_client::NamespacesClient;
 use containerd_client::services::v1::snapshots::snapshots_client::SnapshotsClient;
 use containerd_client::services::v1::snapshots::{
     MountsRequest, PrepareSnapshotRequest, RemoveSnapshotRequest,
@@ -103,9 +105,11 @@ pub struct ContainerdRuntime {
     registry: Registry,
     /// containerd's version, as it reports it.
     version: String,
-    /// Pulls run one at a time: two sessions wanting the same image share the download, and
-    /// content writes never contend for the same ref.
-    pulls: Arc<Mutex<()>>,
+    /// One pull at a time per image: two sessions wanting the same image share the download,
+    /// and content writes never contend for the same ref; other images are not held up.
+    pulls: Arc<Mutex<HashMap<String, Arc<Mutex<()>>>>>,
+    /// The target PID each created container is to join, checked again once it has joined.
+    joined: Arc<Mutex<HashMap<String, u32>>>,
 }
 
 /// Maps a gRPC error to ours, naming the operation and the object.
@@ -132,6 +136,15 @@ impl std::fmt::Display for StatusMessage {
 }
 
 impl std::error::Error for StatusMessage {}
+
+/// The error for a debug container name that is in use.
+fn name_taken(id: &str, e: containerd_client::tonic::Status) -> Error {
+    Error::Call {
+        operation: "creating debug container (the name is taken; choose another with --name, or remove the old one)",
+        object: id.to_owned(),
+        source: Box::new(StatusMessage(e)),
+    }
+}
 
 /// Ignores "not found": removing what is already gone succeeds.
 fn gone_ok<T>(
@@ -220,8 +233,24 @@ impl ContainerdRuntime {
             options: Arc::new(options),
             registry,
             version,
-            pulls: Arc::new(Mutex::new(())),
+            pulls: Arc::default(),
+            joined: Arc::default(),
         })
+    }
+
+    /// Whether the targets' namespace exists in this containerd. Docker's own containerd
+    /// answers on the usual socket too, but has no `k8s.io`: this tells them apart.
+    pub async fn has_target_namespace(&self) -> Result<bool, Error> {
+        let got = NamespacesClient::new(self.channel.clone())
+            .get(Request::new(GetNamespaceRequest {
+                name: self.options.namespace.clone(),
+            }))
+            .await;
+        match got {
+            Ok(_) => Ok(true),
+            Err(e) if e.code() == Code::NotFound => Ok(false),
+            Err(e) => Err(call("looking up namespace", self.options.namespace.clone())(e)),
+        }
     }
 
     /// containerd's version.
@@ -358,8 +387,11 @@ impl ContainerdRuntime {
         }
     }
 
-    /// Prepares the container's snapshot and creates the container, under `lease`.
-    async fn create_under(&self, spec: &DebugSpec, id: &str, lease: &str) -> Result<(), Error> {
+    /// Prepares the container's snapshot and creates the container, under `lease`; returns
+    /// the target's PID the container will join. The snapshot is the name's reservation:
+    /// nothing of the container's is written before it succeeds, so a taken name never
+    /// touches the container that has it.
+    async fn create_under(&self, spec: &DebugSpec, id: &str, lease: &str) -> Result<u32, Error> {
         let pid = self.target_pid(&spec.target).await?;
         let local = self.local_image(&spec.image).await?;
         let mut runtime_spec =
@@ -369,28 +401,7 @@ impl ContainerdRuntime {
                 source: message.into(),
             })?;
         runtime_spec["linux"]["cgroupsPath"] = format!("/{DEBUG_NAMESPACE}/{id}").into();
-        // Copies of the target's name-resolution files, in the container's own directory.
-        let dir = self.options.fifo_dir.join(id);
-        std::fs::create_dir_all(&dir)
-            .and_then(|()| {
-                std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
-            })
-            .map_err(|e| Error::Call {
-                operation: "making the directory of debug container",
-                object: format!("{id} in {}", dir.display()),
-                source: Box::new(e),
-            })?;
-        if let Some(mounts) = runtime_spec["mounts"].as_array_mut() {
-            for (copy, destination) in target_files::copy_name_resolution(pid, &dir) {
-                mounts.push(serde_json::json!({
-                    "destination": destination, "type": "bind",
-                    "source": copy, "options": ["rbind", "ro"]
-                }));
-            }
-        }
-        let snapshots = SnapshotsClient::new(self.channel.clone());
-        let prepared = snapshots
-            .clone()
+        let prepared = SnapshotsClient::new(self.channel.clone())
             .prepare(self.request(
                 PrepareSnapshotRequest {
                     snapshotter: self.options.snapshotter.clone(),
@@ -403,19 +414,56 @@ impl ContainerdRuntime {
             .await;
         match prepared {
             Ok(_) => {}
-            Err(e) if e.code() == Code::AlreadyExists => {
-                return Err(Error::Call {
-                    operation: "creating debug container (the name is taken; choose another with --name, or remove the old one)",
-                    object: id.to_owned(),
-                    source: Box::new(StatusMessage(e)),
-                });
-            }
+            Err(e) if e.code() == Code::AlreadyExists => return Err(name_taken(id, e)),
             Err(e) => return Err(call("preparing the filesystem of debug container", id)(e)),
+        }
+        let made = self
+            .make_container(spec, id, lease, pid, &local.name, runtime_spec)
+            .await;
+        if made.is_err() {
+            self.remove_filesystem(id).await;
+        }
+        made.map(|()| pid)
+    }
+
+    /// The container's directory (FIFOs, copied files) and the container itself, once its
+    /// snapshot is prepared.
+    async fn make_container(
+        &self,
+        spec: &DebugSpec,
+        id: &str,
+        lease: &str,
+        pid: u32,
+        image: &str,
+        mut runtime_spec: serde_json::Value,
+    ) -> Result<(), Error> {
+        // No container of ours has this name (its snapshot would exist): a directory left by
+        // an agent that died is stale.
+        let dir = self.options.fifo_dir.join(id);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&self.options.fifo_dir)
+            .and_then(|()| std::fs::create_dir(&dir))
+            .and_then(|()| {
+                std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            })
+            .map_err(|e| Error::Call {
+                operation: "making the directory of debug container",
+                object: format!("{id} in {}", dir.display()),
+                source: Box::new(e),
+            })?;
+        // Copies of the target's name-resolution files, so names resolve as it resolves them.
+        if let Some(mounts) = runtime_spec["mounts"].as_array_mut() {
+            for (copy, destination) in target_files::copy_name_resolution(pid, &dir) {
+                mounts.push(serde_json::json!({
+                    "destination": destination, "type": "bind",
+                    "source": copy, "options": ["rbind", "ro"]
+                }));
+            }
         }
         let container = Container {
             id: id.to_owned(),
             labels: spec.labels.clone().into_iter().collect(),
-            image: local.name.clone(),
+            image: image.to_owned(),
             runtime: Some(ContainerRuntime {
                 name: RUNC_SHIM.to_owned(),
                 options: None,
@@ -428,37 +476,45 @@ impl ContainerdRuntime {
             snapshot_key: id.to_owned(),
             ..Container::default()
         };
-        let created = ContainersClient::new(self.channel.clone())
+        ContainersClient::new(self.channel.clone())
             .create(self.request(
                 CreateContainerRequest {
                     container: Some(container),
                 },
                 Some(lease),
             ))
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                if e.code() == Code::AlreadyExists {
+                    name_taken(id, e)
+                } else {
+                    call("creating debug container", id)(e)
+                }
+            })
+    }
+
+    /// Removes a container's snapshot and directory (what exists of them).
+    async fn remove_filesystem(&self, id: &str) {
+        let removed = SnapshotsClient::new(self.channel.clone())
+            .remove(self.request(
+                RemoveSnapshotRequest {
+                    snapshotter: self.options.snapshotter.clone(),
+                    key: id.to_owned(),
+                },
+                None,
+            ))
             .await;
-        if let Err(e) = created {
-            let _ = gone_ok(
-                snapshots
-                    .clone()
-                    .remove(self.request(
-                        RemoveSnapshotRequest {
-                            snapshotter: self.options.snapshotter.clone(),
-                            key: id.to_owned(),
-                        },
-                        None,
-                    ))
-                    .await,
-            );
-            if e.code() == Code::AlreadyExists {
-                return Err(Error::Call {
-                    operation: "creating debug container (the name is taken; choose another with --name, or remove the old one)",
-                    object: id.to_owned(),
-                    source: Box::new(StatusMessage(e)),
-                });
-            }
-            return Err(call("creating debug container", id)(e));
+        if let Err(e) = gone_ok(removed) {
+            tracing::warn!(container = id, error = %StatusMessage(e), "removing the snapshot of a debug container");
         }
-        Ok(())
+        let dir = self.options.fifo_dir.join(id);
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                tracing::warn!(dir = %dir.display(), error = %e, "removing the directory of a debug container");
+            }
+            _ => {}
+        }
     }
 
     /// Kills the task (if any) and waits, bounded, for it to stop; then deletes it.
@@ -516,7 +572,11 @@ impl Runtime for ContainerdRuntime {
         policy: PullPolicy,
         progress: Option<mpsc::Sender<PullProgress>>,
     ) -> Result<(), Error> {
-        let _one_at_a_time = self.pulls.lock().await;
+        let key = crate::registry::Reference::parse(image)
+            .map(|r| r.to_string())
+            .unwrap_or_else(|_| image.to_owned());
+        let lock = self.pulls.lock().await.entry(key).or_default().clone();
+        let _one_at_a_time = lock.lock().await;
         let lease = self.lease("pull").await?;
         let result = self
             .ensure_image_under(image, policy, progress, &lease)
@@ -540,12 +600,11 @@ impl Runtime for ContainerdRuntime {
         }
         let lease = self.lease("create").await?;
         let result = self.create_under(spec, &id, &lease).await;
-        if result.is_err() {
-            let _ = std::fs::remove_dir_all(self.options.fifo_dir.join(&id));
-        }
         // The container now holds its snapshot; the lease only covered the making.
         self.release(&lease).await;
-        result.map(|()| Created {
+        let pid = result?;
+        self.joined.lock().await.insert(id.clone(), pid);
+        Ok(Created {
             id,
             warnings: Vec::new(),
         })
@@ -611,6 +670,20 @@ impl Runtime for ContainerdRuntime {
             ))
             .await
             .map_err(call("creating the task of debug container", id))?;
+        // runc joined /proc/<pid>/ns/* just now: if the target exited since `create` and its
+        // PID went to another process, those were not the target's namespaces.
+        let expected = self.joined.lock().await.get(id).copied();
+        let now = self.target_pid(&spec.target).await;
+        if expected.is_none() || now.as_ref().ok() != expected.as_ref() {
+            let _ = self.delete_task(id).await;
+            return Err(match now {
+                Err(e) => e,
+                Ok(_) => Error::TargetNotRunning {
+                    target: spec.target.clone(),
+                    state: "restarted while the debug container was being created".into(),
+                },
+            });
+        }
         // The shim holds its ends now; ours alone decide when a stream ends.
         Ok(opened.release_keepalives())
     }
@@ -658,13 +731,18 @@ impl Runtime for ContainerdRuntime {
             .map_err(call("waiting for debug container", id))?
             .into_inner()
             .exit_status;
-        // The process is gone: deleting its task lets the shim close the FIFOs (our readers
-        // then see the end of its output) and frees the shim, retained container or not.
-        if let Err(e) = self.delete_task(id).await {
-            tracing::debug!(container = id, error = %e, "deleting the exited task");
-        }
-        let _ = std::fs::remove_dir_all(self.options.fifo_dir.join(id));
         Ok(i64::from(exit))
+    }
+
+    async fn release(&self, id: &str) -> Result<(), Error> {
+        // The session has read the output to its end: the exited task and its shim can go,
+        // and the FIFOs with them; the container and its snapshot stay.
+        self.delete_task(id).await?;
+        for name in ["stdin", "stdout", "stderr"] {
+            let _ = std::fs::remove_file(self.options.fifo_dir.join(id).join(name));
+        }
+        self.joined.lock().await.remove(id);
+        Ok(())
     }
 
     async fn remove(&self, id: &str) -> Result<(), Error> {
@@ -675,25 +753,8 @@ impl Runtime for ContainerdRuntime {
                 .await,
         )
         .map_err(call("removing debug container", id))?;
-        gone_ok(
-            SnapshotsClient::new(self.channel.clone())
-                .remove(self.request(
-                    RemoveSnapshotRequest {
-                        snapshotter: self.options.snapshotter.clone(),
-                        key: id.to_owned(),
-                    },
-                    None,
-                ))
-                .await,
-        )
-        .map_err(call("removing the filesystem of debug container", id))?;
-        let dir = self.options.fifo_dir.join(id);
-        match std::fs::remove_dir_all(&dir) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                tracing::warn!(dir = %dir.display(), error = %e, "removing the FIFOs of a debug container");
-            }
-            _ => {}
-        }
+        self.remove_filesystem(id).await;
+        self.joined.lock().await.remove(id);
         Ok(())
     }
 

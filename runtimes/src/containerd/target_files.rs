@@ -5,12 +5,15 @@
 //! symlink `/etc/resolv.conf -> /etc/shadow`, followed from the node's root (as a bind mount of
 //! `/proc/<pid>/root/etc/resolv.conf` would be), would hand the node's file to whoever debugs.
 //! So the file is opened with `openat2(RESOLVE_IN_ROOT)` (symlinks resolve inside the target's
-//! root), must be a regular file, is size-capped, and is copied, never bind-mounted.
+//! root) as a path only, must be a regular file before anything reads it, is size-capped, and
+//! is copied, never bind-mounted.
 
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{Mode, OFlags, ResolveFlags, open, openat2};
+use std::os::fd::AsRawFd;
+
+use rustix::fs::{FileType, Mode, OFlags, ResolveFlags, fstat, open, openat2};
 
 /// The most read from one file.
 const MAX_BYTES: u64 = 64 * 1024;
@@ -26,21 +29,26 @@ fn read_under(root: &Path, relative: &str) -> io::Result<Vec<u8>> {
         OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
     )?;
-    // Non-blocking, so a FIFO planted there cannot hang us before the type check.
-    let fd = openat2(
+    // Found as a path only (O_PATH opens nothing: no device driver runs, no FIFO blocks),
+    // checked to be a regular file, and only then opened for reading through our own fd.
+    let found = openat2(
         &root,
         relative,
-        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY,
+        OFlags::PATH | OFlags::CLOEXEC,
         Mode::empty(),
         ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
     )?;
-    let file = std::fs::File::from(fd);
-    if !file.metadata()?.is_file() {
+    if FileType::from_raw_mode(fstat(&found)?.st_mode) != FileType::RegularFile {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!("{relative} is not a regular file"),
         ));
     }
+    let file = std::fs::File::from(open(
+        format!("/proc/self/fd/{}", found.as_raw_fd()),
+        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY,
+        Mode::empty(),
+    )?);
     let mut data = Vec::new();
     file.take(MAX_BYTES).read_to_end(&mut data)?;
     Ok(data)
