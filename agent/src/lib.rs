@@ -13,7 +13,7 @@ pub mod session;
 
 use std::sync::Arc;
 
-use kdbg_runtimes::containerd::ContainerdOptions;
+use kdbg_runtimes::containerd::{ContainerdOptions, KUBERNETES_NAMESPACE};
 use kdbg_runtimes::registry::Auths;
 use kdbg_runtimes::{AnyRuntime, ContainerdRuntime, DockerRuntime};
 use tokio::net::TcpListener;
@@ -69,13 +69,41 @@ pub async fn detect_runtime(
             tried.push(format!("{socket}: absent"));
             continue;
         }
-        match connect_one(config, kind, socket).await {
-            Ok(runtime) => {
-                tracing::info!(runtime = ?kind, endpoint = socket, "runtime.kind auto chose this runtime");
-                return Ok(runtime);
+        let runtime = match connect_one(config, kind, socket).await {
+            Ok(runtime) => runtime,
+            Err(e) => {
+                tried.push(format!("{socket}: {}", chain(&e)));
+                continue;
             }
-            Err(e) => tried.push(format!("{socket}: {}", chain(&e))),
+        };
+        if let AnyRuntime::Containerd(containerd) = &runtime {
+            let namespace = config.namespace.as_deref().unwrap_or(KUBERNETES_NAMESPACE);
+            match containerd.has_target_namespace().await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tried.push(format!(
+                        "{socket}: answers, but has no namespace {namespace:?} (Docker's own containerd?)"
+                    ));
+                    continue;
+                }
+                Err(e) => {
+                    tried.push(format!("{socket}: {}", chain(&e)));
+                    continue;
+                }
+            }
+        } else if config.namespace.is_some()
+            || config.snapshotter.is_some()
+            || !config.insecure_registries.is_empty()
+            || config.registry_auth.is_some()
+            || config.fifo_dir.is_some()
+        {
+            tracing::warn!(
+                endpoint = socket,
+                "runtime.kind auto chose Docker: the containerd-only keys of runtime are not used"
+            );
         }
+        tracing::info!(runtime = ?kind, endpoint = socket, "runtime.kind auto chose this runtime");
+        return Ok(runtime);
     }
     Err(kdbg_runtimes::Error::Connect {
         runtime: "auto-detected",

@@ -196,12 +196,24 @@ impl Agent {
         let id = session::new_session_id();
         let spec = session::spec_for(&request, &self.defaults, &id);
         let span = info_span!("session", session.id = %id, target = %request.target, user = request.user.as_deref().unwrap_or("unknown"), %peer);
-        let prepared = match session::prepare(&self.runtime, &spec, &request)
-            .instrument(span.clone())
-            .await
-        {
-            Ok(prepared) => prepared,
+        // Prepared in a task of its own: if the client goes away meanwhile, hyper drops this
+        // future, but the preparation finishes and its guard removes what it made.
+        let preparing = {
+            let (runtime, spec, request) = (self.runtime.clone(), spec.clone(), request.clone());
+            self.tracker.spawn(
+                async move { session::prepare(&runtime, &spec, &request).await }
+                    .instrument(span.clone()),
+            )
+        };
+        let prepared = match preparing.await {
+            Ok(Ok(prepared)) => prepared,
             Err(e) => {
+                return refuse(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &format!("preparing the debug container failed: {e}"),
+                );
+            }
+            Ok(Err(e)) => {
                 let code = status_for(&e);
                 span.in_scope(|| info!(error = %crate::chain(&e), "debug request refused"));
                 return refuse(code, &crate::chain(&e));
