@@ -10,8 +10,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use support::{
-    CtdTarget, DEBUG_NAMESPACE, containerd_socket, ctd_image, ctr, docker, plugin, registry, run,
-    text,
+    CtdTarget, DEBUG_NAMESPACE, SYS_ADMIN_PROBE, assert_sys_admin_is_confined, containerd_socket,
+    ctd_image, ctr, docker, plugin, registry, run, text,
 };
 
 fn local(target: &CtdTarget, image: &str, extra: &[&str]) -> Command {
@@ -100,6 +100,16 @@ fn name_resolution_comes_from_the_target_without_leaving_its_root() {
         text(&out.stdout),
         "10.1.2.3 db.internal\n---\nroot:x:0:0:root:/root:/bin/sh\n"
     );
+}
+
+#[test]
+fn sys_admin_serves_nsenter_but_cannot_undo_read_only_kernel_settings() {
+    let target = CtdTarget::start("exec sleep 3600");
+    let out = run(
+        &mut local(&target, &ctd_image(), &["--", "sh", "-c", SYS_ADMIN_PROBE]),
+        b"",
+    );
+    assert_sys_admin_is_confined(&out);
 }
 
 #[test]
@@ -494,5 +504,5 @@ fn registry_credentials_come_from_a_docker_config() {
         "{err}"
     );
     let _ = ctr(DEBUG_NAMESPACE, &["images", "rm", &image]);
-    assert!(target.leftovers().is_empty());
+    support::assert_removed_soon(|| target.leftovers());
 }
