@@ -506,3 +506,65 @@ fn registry_credentials_come_from_a_docker_config() {
     let _ = ctr(DEBUG_NAMESPACE, &["images", "rm", &image]);
     support::assert_removed_soon(|| target.leftovers());
 }
+
+#[test]
+fn registry_token_auth_anonymous_and_with_credentials() {
+    let tokens = support::token::TokenServer::start();
+    let registry = std::env::var("KDBG_TOKEN_REGISTRY").expect("KDBG_TOKEN_REGISTRY is not set");
+    let target = CtdTarget::start("exec sleep 3600");
+    let pull = |image: &str, extra: &[&str]| {
+        let mut cmd = local(&target, image, &["--insecure-registry", &registry]);
+        cmd.args(extra)
+            .args(["--pull-policy", "Always", "--", "echo", "ran"]);
+        run(&mut cmd, b"")
+    };
+
+    // Anonymous: the registry sends us to the token server, which grants a public pull.
+    let public = format!("{registry}/kdbg-tools:test");
+    let out = pull(&public, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "ran\n");
+    let asked = tokens.seen_for("kdbg-tools");
+    assert!(
+        asked.iter().any(|s| s.granted && s.authorization.is_none() && s.service == "kdbg-registry"),
+        "{asked:?}"
+    );
+
+    // A private repository without credentials: refused, and the user told what to give.
+    let private = format!("{registry}/{}:test", support::token::PRIVATE);
+    let out = pull(&private, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!("pulling image {private}"))
+            && err.contains("401")
+            && err.contains("--registry-auth"),
+        "{err}"
+    );
+
+    // With credentials from a config.json: sent to the token server only, and the pull works.
+    let config = scratch("token-auth").join("config.json");
+    let auth = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        format!("{}:{}", support::token::USER, support::token::PASSWORD),
+    );
+    std::fs::write(
+        &config,
+        format!(r#"{{"auths": {{"{registry}": {{"auth": "{auth}"}}}}}}"#),
+    )
+    .unwrap();
+    let out = pull(&private, &["--registry-auth", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "ran\n");
+    let asked = tokens.seen_for(support::token::PRIVATE);
+    assert!(
+        asked
+            .iter()
+            .any(|s| s.granted && s.authorization.as_deref().is_some_and(|a| a.starts_with("Basic "))),
+        "{asked:?}"
+    );
+    for image in [&public, &private] {
+        let _ = ctr(DEBUG_NAMESPACE, &["images", "rm", image]);
+    }
+    assert!(target.leftovers().is_empty());
+}

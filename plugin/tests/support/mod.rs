@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod apiserver;
+pub mod token;
 
 use std::io::Write;
 use std::path::PathBuf;
