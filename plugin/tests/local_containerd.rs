@@ -526,7 +526,9 @@ fn registry_token_auth_anonymous_and_with_credentials() {
     assert_eq!(text(&out.stdout), "ran\n");
     let asked = tokens.seen_for("kdbg-tools");
     assert!(
-        asked.iter().any(|s| s.granted && s.authorization.is_none() && s.service == "kdbg-registry"),
+        asked
+            .iter()
+            .any(|s| s.granted && s.authorization.is_none() && s.service == "kdbg-registry"),
         "{asked:?}"
     );
 
@@ -558,9 +560,10 @@ fn registry_token_auth_anonymous_and_with_credentials() {
     assert_eq!(text(&out.stdout), "ran\n");
     let asked = tokens.seen_for(support::token::PRIVATE);
     assert!(
-        asked
-            .iter()
-            .any(|s| s.granted && s.authorization.as_deref().is_some_and(|a| a.starts_with("Basic "))),
+        asked.iter().any(|s| s.granted
+            && s.authorization
+                .as_deref()
+                .is_some_and(|a| a.starts_with("Basic "))),
         "{asked:?}"
     );
     for image in [&public, &private] {

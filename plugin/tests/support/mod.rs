@@ -392,7 +392,10 @@ pub fn assert_removed_soon(leftovers: impl Fn() -> Vec<String>) {
         if left.is_empty() {
             return;
         }
-        assert!(Instant::now() < deadline, "debug containers left after 5 s: {left:?}");
+        assert!(
+            Instant::now() < deadline,
+            "debug containers left after 5 s: {left:?}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }

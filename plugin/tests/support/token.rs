@@ -155,10 +155,7 @@ fn serve(stream: TcpStream, key: &EcdsaKeyPair, cert: &[u8], seen: &Mutex<Vec<Se
         .and_then(|s| s.strip_suffix(":pull"))
         .unwrap_or("")
         .to_owned();
-    let expected = format!(
-        "Basic {}",
-        STANDARD.encode(format!("{USER}:{PASSWORD}"))
-    );
+    let expected = format!("Basic {}", STANDARD.encode(format!("{USER}:{PASSWORD}")));
     let granted = !repository.is_empty()
         && (repository != PRIVATE || authorization.as_deref() == Some(expected.as_str()));
     seen.lock().unwrap().push(Seen {
@@ -207,5 +204,8 @@ fn jwt(key: &EcdsaKeyPair, cert: &[u8], service: &str, repository: &str) -> Stri
     let signature = key
         .sign(&SystemRandom::new(), signing_input.as_bytes())
         .expect("signing the token");
-    format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(signature.as_ref()))
+    format!(
+        "{signing_input}.{}",
+        URL_SAFE_NO_PAD.encode(signature.as_ref())
+    )
 }
