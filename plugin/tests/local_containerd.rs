@@ -385,6 +385,8 @@ fn a_retained_container_stays_without_its_process() {
         "the exited task is gone: {tasks}"
     );
     assert!(snapshot_of(&kept[0]), "its filesystem stays");
+    let dir = std::path::Path::new(kdbg_runtimes::containerd::DEFAULT_FIFO_DIR).join(&kept[0]);
+    assert!(!dir.exists(), "its FIFOs go: {}", dir.display());
     let _ = ctr(DEBUG_NAMESPACE, &["containers", "delete", &kept[0]]);
     assert!(!snapshot_of(&kept[0]));
 }

@@ -736,11 +736,10 @@ impl Runtime for ContainerdRuntime {
 
     async fn release(&self, id: &str) -> Result<(), Error> {
         // The session has read the output to its end: the exited task and its shim can go,
-        // and the FIFOs with them; the container and its snapshot stay.
+        // and the container's directory (FIFOs, copied files) with them, since no process of
+        // it runs again; the container and its snapshot stay.
         self.delete_task(id).await?;
-        for name in ["stdin", "stdout", "stderr"] {
-            let _ = std::fs::remove_file(self.options.fifo_dir.join(id).join(name));
-        }
+        let _ = std::fs::remove_dir_all(self.options.fifo_dir.join(id));
         self.joined.lock().await.remove(id);
         Ok(())
     }
