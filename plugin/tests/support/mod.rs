@@ -11,7 +11,8 @@ use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-pub const LABEL_TARGET: &str = "debug.kubectl-debug.io/target";
+pub use kdbg_runtimes::containerd::DEBUG_NAMESPACE;
+pub use kdbg_runtimes::label::TARGET as LABEL_TARGET;
 
 pub fn docker_host() -> String {
     std::env::var("DOCKER_HOST").expect(
@@ -277,8 +278,6 @@ pub fn ctd_image() -> String {
     format!("{}/kdbg-tools:test", registry())
 }
 
-/// The containerd namespace debug containers live in.
-pub const DEBUG_NAMESPACE: &str = "kubectl-debug";
 
 /// `ctr` on the test containerd, in `namespace`.
 pub fn ctr(namespace: &str, args: &[&str]) -> Output {
