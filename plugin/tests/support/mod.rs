@@ -278,7 +278,6 @@ pub fn ctd_image() -> String {
     format!("{}/kdbg-tools:test", registry())
 }
 
-
 /// `ctr` on the test containerd, in `namespace`.
 pub fn ctr(namespace: &str, args: &[&str]) -> Output {
     Command::new("ctr")
