@@ -154,57 +154,15 @@ fn piped_stdin_reaches_the_command_and_ends_it() {
 #[test]
 fn interactive_terminal_through_a_real_pty() {
     let target = CtdTarget::start("exec sleep 3600");
-    let socket = format!("kdbg-ctd-e2e-{}", std::process::id());
-    let tmux = |args: &[&str]| {
-        Command::new("tmux")
-            .arg("-L")
-            .arg(&socket)
-            .args(args)
-            .output()
-            .expect("tmux")
-    };
     let command = format!(
-        "{} local {} --runtime-endpoint {} --insecure-registry {} --image {} -- sh; echo EXIT=$?; sleep 30",
+        "{} local {} --runtime-endpoint {} --insecure-registry {} --image {} -- sh",
         env!("CARGO_BIN_EXE_kubectl-debug"),
         target.reference(),
         containerd_socket(),
         registry(),
         ctd_image()
     );
-    tmux(&[
-        "new-session",
-        "-d",
-        "-s",
-        "e2e",
-        "-x",
-        "100",
-        "-y",
-        "30",
-        &command,
-    ]);
-    let screen = || text(&tmux(&["capture-pane", "-t", "e2e", "-p"]).stdout);
-    let wait_for = |needle: &str| {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let s = screen();
-            if s.contains(needle) {
-                return s;
-            }
-            assert!(Instant::now() < deadline, "never saw {needle:?} on:\n{s}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    };
-    wait_for("/ #");
-    tmux(&["send-keys", "-t", "e2e", "stty size; tty", "Enter"]);
-    wait_for("30 100");
-    wait_for("/dev/pts/");
-    tmux(&["resize-window", "-t", "e2e", "-x", "120", "-y", "40"]);
-    std::thread::sleep(Duration::from_millis(300));
-    tmux(&["send-keys", "-t", "e2e", "stty size", "Enter"]);
-    wait_for("40 120");
-    tmux(&["send-keys", "-t", "e2e", "exit 3", "Enter"]);
-    wait_for("EXIT=3");
-    tmux(&["kill-server"]);
+    support::pty_session("ctd", &command);
     assert!(target.leftovers().is_empty());
 }
 
@@ -403,14 +361,7 @@ fn plugin_killed_mid_session_leaves_nothing_behind() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let id = loop {
-        if let Some(id) = target.leftovers().pop() {
-            break id;
-        }
-        assert!(Instant::now() < deadline, "debug container never appeared");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let id = support::wait_for_debug_container(|| target.leftovers());
     assert!(fifos.join(&id).exists());
     session.kill().unwrap(); // SIGKILL
     session.wait().unwrap();
@@ -441,11 +392,7 @@ fn sigterm_tells_sessions_and_removes_their_containers() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while target.leftovers().is_empty() {
-        assert!(Instant::now() < deadline, "debug container never appeared");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    support::wait_for_debug_container(|| target.leftovers());
     let code = agent.terminate(Duration::from_secs(15));
     assert_eq!(code, Some(0), "the agent exits cleanly after SIGTERM");
     let out = session.wait_with_output().unwrap();

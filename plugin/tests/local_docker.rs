@@ -154,55 +154,14 @@ fn errors_name_the_object_and_exit_1() {
 #[test]
 fn interactive_terminal_through_a_real_pty() {
     let target = Target::start("exec sleep 3600");
-    let socket = format!("kdbg-e2e-{}", std::process::id());
-    let tmux = |args: &[&str]| {
-        Command::new("tmux")
-            .arg("-L")
-            .arg(&socket)
-            .args(args)
-            .output()
-            .expect("tmux")
-    };
     let command = format!(
-        "DOCKER_HOST={} {} local {} --image {} -- sh; echo EXIT=$?; sleep 30",
+        "DOCKER_HOST={} {} local {} --image {} -- sh",
         docker_host(),
         env!("CARGO_BIN_EXE_kubectl-debug"),
         target.reference(),
         image()
     );
-    tmux(&[
-        "new-session",
-        "-d",
-        "-s",
-        "e2e",
-        "-x",
-        "100",
-        "-y",
-        "30",
-        &command,
-    ]);
-    let screen = || text(&tmux(&["capture-pane", "-t", "e2e", "-p"]).stdout);
-    let wait_for = |needle: &str| {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let s = screen();
-            if s.contains(needle) {
-                return s;
-            }
-            assert!(Instant::now() < deadline, "never saw {needle:?} on:\n{s}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    };
-    wait_for("/ #");
-    tmux(&["send-keys", "-t", "e2e", "stty size", "Enter"]);
-    wait_for("30 100");
-    tmux(&["resize-window", "-t", "e2e", "-x", "120", "-y", "40"]);
-    std::thread::sleep(Duration::from_millis(300));
-    tmux(&["send-keys", "-t", "e2e", "stty size", "Enter"]);
-    wait_for("40 120");
-    tmux(&["send-keys", "-t", "e2e", "exit 3", "Enter"]);
-    wait_for("EXIT=3");
-    tmux(&["kill-server"]);
+    support::pty_session("docker", &command);
     assert!(target.leftovers().is_empty());
 }
 
@@ -217,11 +176,7 @@ fn plugin_killed_mid_session_leaves_no_container_behind() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while target.leftovers().is_empty() {
-        assert!(Instant::now() < deadline, "debug container never appeared");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    support::wait_for_debug_container(|| target.leftovers());
     session.kill().unwrap(); // SIGKILL
     session.wait().unwrap();
     let killed = Instant::now();
@@ -315,11 +270,7 @@ fn sigterm_tells_sessions_and_removes_their_containers() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while target.leftovers().is_empty() {
-        assert!(Instant::now() < deadline, "debug container never appeared");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    support::wait_for_debug_container(|| target.leftovers());
     let code = agent.terminate(Duration::from_secs(15));
     assert_eq!(code, Some(0), "the agent exits cleanly after SIGTERM");
     let out = session.wait_with_output().unwrap();

@@ -397,3 +397,65 @@ pub fn assert_removed_soon(leftovers: impl Fn() -> Vec<String>) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// An interactive session through a real pty (tmux, 100x30): `command` must open `sh` in a
+/// debug container and then `echo EXIT=$?`. Checks the prompt, that stdin is a terminal whose
+/// size follows a resize to 120x40, and that `exit 3` ends the session with code 3.
+pub fn pty_session(tag: &str, command: &str) {
+    let socket = format!("kdbg-{tag}-{}", std::process::id());
+    let tmux = |args: &[&str]| {
+        Command::new("tmux")
+            .arg("-L")
+            .arg(&socket)
+            .args(args)
+            .output()
+            .expect("tmux")
+    };
+    let command = format!("{command}; echo EXIT=$?; sleep 30");
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        "e2e",
+        "-x",
+        "100",
+        "-y",
+        "30",
+        &command,
+    ]);
+    let screen = || text(&tmux(&["capture-pane", "-t", "e2e", "-p"]).stdout);
+    let wait_for = |needle: &str| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let s = screen();
+            if s.contains(needle) {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "never saw {needle:?} on:\n{s}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait_for("/ #");
+    tmux(&["send-keys", "-t", "e2e", "stty size; tty", "Enter"]);
+    wait_for("30 100");
+    wait_for("/dev/pts/");
+    tmux(&["resize-window", "-t", "e2e", "-x", "120", "-y", "40"]);
+    std::thread::sleep(Duration::from_millis(300));
+    tmux(&["send-keys", "-t", "e2e", "stty size", "Enter"]);
+    wait_for("40 120");
+    tmux(&["send-keys", "-t", "e2e", "exit 3", "Enter"]);
+    wait_for("EXIT=3");
+    tmux(&["kill-server"]);
+}
+
+/// Waits (at most 20 s) until `leftovers` finds a debug container, and returns its ID.
+pub fn wait_for_debug_container(leftovers: impl Fn() -> Vec<String>) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(id) = leftovers().pop() {
+            return id;
+        }
+        assert!(Instant::now() < deadline, "debug container never appeared");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
