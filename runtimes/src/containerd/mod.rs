@@ -258,11 +258,6 @@ impl ContainerdRuntime {
         &self.version
     }
 
-    /// The socket this runtime talks to.
-    pub fn endpoint(&self) -> &str {
-        &self.options.endpoint
-    }
-
     /// A request in [`DEBUG_NAMESPACE`], under `lease` if given.
     fn request<T>(&self, message: T, lease: Option<&str>) -> Request<T> {
         let mut request = Request::new(message);
