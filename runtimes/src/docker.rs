@@ -84,11 +84,6 @@ impl DockerRuntime {
         })
     }
 
-    /// The endpoint this runtime talks to.
-    pub fn endpoint(&self) -> &str {
-        &self.endpoint
-    }
-
     async fn image_present(&self, image: &str) -> Result<bool, Error> {
         match self.docker.inspect_image(image).await {
             Ok(_) => Ok(true),
@@ -293,14 +288,17 @@ impl Runtime for DockerRuntime {
 
     async fn attach(&self, id: &str, spec: &DebugSpec) -> Result<Stdio, Error> {
         let version = self.docker.client_version();
+        let streams = crate::docker_attach::Streams {
+            stdin: spec.stdin,
+            stdout: spec.stdout,
+            stderr: spec.stderr,
+            tty: spec.tty,
+        };
         let attached = crate::docker_attach::attach(
             &self.socket,
             &format!("{}.{}", version.major_version, version.minor_version),
             id,
-            spec.stdin,
-            spec.stdout,
-            spec.stderr && !spec.tty,
-            spec.tty,
+            streams,
         )
         .await
         .map_err(|e| Error::Call {

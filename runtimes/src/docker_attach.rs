@@ -9,19 +9,54 @@
 //!
 //! Without a tty, stdout and stderr arrive multiplexed in frames of an 8-byte header (stream
 //! type, three zero bytes, big-endian length) and a payload; with a tty, as one raw stream.
+//!
+//! The multiplexed stream is split by [`Demux`] inside the readers' own `poll_read`, with no
+//! task and no pipe in between: a reader that is not polled reads nothing from the engine (so
+//! backpressure reaches the container), and once both readers are dropped the connection is
+//! closed at once. (An earlier version copied into in-memory pipes from a task of its own; when
+//! a session ended while a pipe was full, the task waited forever on a reader that was gone,
+//! holding the engine's attach stream, and the engine could then neither stop nor remove the
+//! container.)
 
 use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, BufMut, BytesMut};
 use kdbg_relay::session::{BoxRead, BoxWrite};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::net::UnixStream;
-use tracing::debug;
 
-/// Capacity of the pipes that carry demultiplexed output.
-const PIPE_CAPACITY: usize = 64 * 1024;
 /// The longest answer header we accept from the engine.
 const MAX_HEADER: usize = 16 * 1024;
+/// The first read from the engine asks for this much; reads that fill the buffer double it up
+/// to [`MAX_READ`], so an interactive session keeps a small buffer and a bulk one makes few
+/// large reads (each holding many frames).
+const FIRST_READ: usize = 8 * 1024;
+/// The largest read from the engine.
+const MAX_READ: usize = 256 * 1024;
+/// The length of a frame header.
+const FRAME_HEADER: usize = 8;
+
+/// Why the engine refused or broke an attach.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum AttachError {
+    /// The engine's socket could not be used.
+    #[error("talking to the engine's socket")]
+    Io(#[from] io::Error),
+    /// The engine closed the connection before answering.
+    #[error("the engine closed the attach connection before answering")]
+    NoAnswer,
+    /// The engine answered with an error.
+    #[error("the engine refused to attach (HTTP {code}): {message}")]
+    Refused {
+        /// The HTTP status.
+        code: u16,
+        /// The engine's message.
+        message: String,
+    },
+}
 
 /// The attached stdio of one container.
 pub(crate) struct Attached {
@@ -30,23 +65,49 @@ pub(crate) struct Attached {
     pub stderr: Option<BoxRead>,
 }
 
+/// Which streams to attach.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Streams {
+    pub stdin: bool,
+    pub stdout: bool,
+    pub stderr: bool,
+    pub tty: bool,
+}
+
 /// Attaches to container `id` through the engine at `socket`, speaking API `version`.
 pub(crate) async fn attach(
     socket: &str,
     version: &str,
     id: &str,
-    stdin: bool,
-    stdout: bool,
-    stderr: bool,
-    tty: bool,
-) -> io::Result<Attached> {
+    streams: Streams,
+) -> Result<Attached, AttachError> {
+    let path = format!(
+        "/v{version}/containers/{id}/attach?stream=1&stdin={}&stdout={}&stderr={}",
+        u8::from(streams.stdin),
+        u8::from(streams.stdout),
+        u8::from(streams.stderr && !streams.tty),
+    );
+    let (conn, early) = upgrade(socket, &path, "").await?;
+    Ok(split(conn, early, streams))
+}
+
+/// Sends `POST path` with `body` (JSON, may be empty) asking for `Upgrade: tcp`, and returns the
+/// connection and the bytes that came after the answer's header.
+pub(crate) async fn upgrade(
+    socket: &str,
+    path: &str,
+    body: &str,
+) -> Result<(UnixStream, BytesMut), AttachError> {
     let mut conn = UnixStream::connect(socket).await?;
+    let content_type = if body.is_empty() {
+        ""
+    } else {
+        "Content-Type: application/json\r\n"
+    };
     let request = format!(
-        "POST /v{version}/containers/{id}/attach?stream=1&stdin={}&stdout={}&stderr={} HTTP/1.1\r\n\
-         Host: docker\r\nConnection: Upgrade\r\nUpgrade: tcp\r\nContent-Length: 0\r\n\r\n",
-        u8::from(stdin),
-        u8::from(stdout),
-        u8::from(stderr)
+        "POST {path} HTTP/1.1\r\nHost: docker\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\
+         {content_type}Content-Length: {}\r\n\r\n{body}",
+        body.len()
     );
     conn.write_all(request.as_bytes()).await?;
     let mut buf = BytesMut::with_capacity(4096);
@@ -55,10 +116,7 @@ pub(crate) async fn attach(
             break end + 4;
         }
         if buf.len() > MAX_HEADER || conn.read_buf(&mut buf).await? == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "the engine closed the attach connection before answering",
-            ));
+            return Err(AttachError::NoAnswer);
         }
     };
     let head = String::from_utf8_lossy(&buf[..header_end]).into_owned();
@@ -73,70 +131,202 @@ pub(crate) async fn attach(
         let _ =
             tokio::time::timeout(std::time::Duration::from_secs(2), conn.read_buf(&mut buf)).await;
         let body = String::from_utf8_lossy(&buf);
-        let message = serde_message(&body).unwrap_or_else(|| body.trim().to_owned());
-        return Err(io::Error::other(format!(
-            "the engine refused to attach (HTTP {code}): {message}"
-        )));
+        let message = engine_message(&body).unwrap_or_else(|| body.trim().to_owned());
+        return Err(AttachError::Refused { code, message });
     }
+    Ok((conn, buf))
+}
+
+/// Splits an upgraded connection into the streams asked for.
+pub(crate) fn split(conn: UnixStream, early: BytesMut, streams: Streams) -> Attached {
     let (read, write) = conn.into_split();
-    let stdin: Option<BoxWrite> = stdin.then(|| Box::pin(write) as BoxWrite);
-    // Bytes that came with the answer belong to the stream.
-    let read = Box::pin(AsyncReadExt::chain(io::Cursor::new(buf.freeze()), read));
-    if tty {
-        return Ok(Attached {
+    let stdin: Option<BoxWrite> = streams.stdin.then(|| Box::pin(write) as BoxWrite);
+    let read: BoxRead = Box::pin(read);
+    if streams.tty {
+        // Bytes that came with the answer belong to the stream.
+        let raw = Box::pin(AsyncReadExt::chain(io::Cursor::new(early.freeze()), read));
+        return Attached {
             stdin,
-            stdout: stdout.then_some(read as BoxRead),
+            stdout: streams.stdout.then_some(raw as BoxRead),
             stderr: None,
-        });
+        };
     }
-    let (out_r, out_w) = tokio::io::simplex(PIPE_CAPACITY);
-    let (err_r, err_w) = tokio::io::simplex(PIPE_CAPACITY);
-    tokio::spawn(demultiplex(read, out_w, err_w));
-    Ok(Attached {
+    let [stdout, stderr] = Demux::readers(read, early, [streams.stdout, streams.stderr]);
+    Attached {
         stdin,
-        stdout: stdout.then(|| Box::pin(out_r) as BoxRead),
-        stderr: stderr.then(|| Box::pin(err_r) as BoxRead),
-    })
+        stdout: stdout.map(|r| Box::pin(r) as BoxRead),
+        stderr: stderr.map(|r| Box::pin(r) as BoxRead),
+    }
 }
 
-/// Splits Docker's multiplexed stream into stdout and stderr until it ends.
-async fn demultiplex(
-    mut from: impl AsyncRead + Unpin,
-    mut out: tokio::io::WriteHalf<tokio::io::SimplexStream>,
-    mut err: tokio::io::WriteHalf<tokio::io::SimplexStream>,
-) {
-    copy_frames(&mut from, &mut out, &mut err).await;
-    // The halves of a simplex pipe end the reader's stream only when shut down explicitly.
-    let _ = out.shutdown().await;
-    let _ = err.shutdown().await;
+/// Docker's multiplexed output stream, shared by its stdout and stderr readers.
+struct Demux {
+    /// The engine's stream; `None` once both readers are gone.
+    source: Option<BoxRead>,
+    /// Bytes read from the engine and not yet handed out.
+    buf: BytesMut,
+    /// How much the next read from the engine asks for.
+    want: usize,
+    /// The frame being handed out: its stream (0 stdout, 1 stderr) and the bytes left of it.
+    frame: Option<(usize, usize)>,
+    /// Which readers still exist; a dropped reader's frames are skipped.
+    open: [bool; 2],
+    /// Readers waiting for the other one to take its frame, or for the engine.
+    wakers: [Option<Waker>; 2],
+    /// The engine's stream ended (or failed: then the error, given to the first reader).
+    ended: bool,
+    error: Option<io::Error>,
 }
 
-async fn copy_frames(
-    from: &mut (impl AsyncRead + Unpin),
-    out: &mut tokio::io::WriteHalf<tokio::io::SimplexStream>,
-    err: &mut tokio::io::WriteHalf<tokio::io::SimplexStream>,
-) {
-    let mut header = [0u8; 8];
-    let mut payload = vec![0u8; 32 * 1024];
-    loop {
-        if from.read_exact(&mut header).await.is_err() {
-            return;
+/// One stream of a [`Demux`].
+struct DemuxReader {
+    shared: Arc<Mutex<Demux>>,
+    stream: usize,
+}
+
+impl Demux {
+    /// Readers for stdout and stderr, as `wanted`.
+    fn readers(source: BoxRead, early: BytesMut, wanted: [bool; 2]) -> [Option<DemuxReader>; 2] {
+        let shared = Arc::new(Mutex::new(Demux {
+            source: Some(source),
+            buf: early,
+            want: FIRST_READ,
+            frame: None,
+            open: wanted,
+            wakers: [None, None],
+            ended: false,
+            error: None,
+        }));
+        [0, 1].map(|stream| {
+            wanted[stream].then(|| DemuxReader {
+                shared: shared.clone(),
+                stream,
+            })
+        })
+    }
+
+    fn wake(&mut self, stream: usize) {
+        if let Some(waker) = self.wakers[stream].take() {
+            waker.wake();
         }
-        let mut left = u32::from_be_bytes([header[4], header[5], header[6], header[7]]) as usize;
-        while left > 0 {
-            let want = left.min(payload.len());
-            if from.read_exact(&mut payload[..want]).await.is_err() {
-                return;
+    }
+
+    fn poll_read(
+        &mut self,
+        stream: usize,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let other = 1 - stream;
+        loop {
+            match self.frame {
+                Some((_, 0)) => self.frame = None,
+                Some((owner, _)) if owner != stream && self.open[owner] => {
+                    // The other stream's frame is next: its reader takes it first.
+                    self.wakers[stream] = Some(cx.waker().clone());
+                    self.wake(owner);
+                    return Poll::Pending;
+                }
+                Some((owner, left)) if !self.buf.is_empty() => {
+                    let mut n = left.min(self.buf.len());
+                    if owner == stream {
+                        n = n.min(out.remaining());
+                        out.put_slice(&self.buf[..n]);
+                    }
+                    // Otherwise the frame is a dropped reader's: skipped.
+                    self.buf.advance(n);
+                    self.frame = Some((owner, left - n));
+                    if owner == stream {
+                        return Poll::Ready(Ok(()));
+                    }
+                    continue;
+                }
+                Some(_) => {}
+                None if self.buf.len() >= FRAME_HEADER => {
+                    let header = &self.buf[..FRAME_HEADER];
+                    // 2 is stderr; 1 is stdout, and 0 (stdin) does not occur on output.
+                    let owner = usize::from(header[0] == 2);
+                    let len = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
+                    self.buf.advance(FRAME_HEADER);
+                    self.frame = Some((owner, len as usize));
+                    continue;
+                }
+                None => {}
             }
-            left -= want;
-            let written = match header[0] {
-                2 => err.write_all(&payload[..want]).await,
-                // 1 is stdout; 0 (stdin) does not occur on output.
-                _ => out.write_all(&payload[..want]).await,
+            // More bytes are needed from the engine.
+            if let Some(e) = self.error.take() {
+                return Poll::Ready(Err(e));
+            }
+            if self.ended {
+                // A header cut short at the end is dropped with the stream.
+                return Poll::Ready(Ok(()));
+            }
+            let Some(source) = self.source.as_mut() else {
+                return Poll::Ready(Ok(()));
             };
-            if written.is_err() {
-                debug!("output reader went away; dropping the rest");
+            if self.buf.capacity() - self.buf.len() < self.want {
+                self.buf.reserve(self.want);
             }
+            let before = self.buf.len();
+            let polled = tokio_util::io::poll_read_buf(
+                source.as_mut(),
+                cx,
+                &mut (&mut self.buf).limit(self.want),
+            );
+            match polled {
+                Poll::Pending => {
+                    self.wakers[stream] = Some(cx.waker().clone());
+                    return Poll::Pending;
+                }
+                Poll::Ready(Ok(0)) => {
+                    self.ended = true;
+                    self.wake(other);
+                }
+                Poll::Ready(Ok(n)) => {
+                    debug_assert_eq!(self.buf.len(), before + n);
+                    if n == self.want {
+                        self.want = (self.want * 2).min(MAX_READ);
+                    }
+                    // The other reader may be waiting for the engine too; what came may be its.
+                    self.wake(other);
+                }
+                Poll::Ready(Err(e)) => {
+                    self.ended = true;
+                    self.wake(other);
+                    return Poll::Ready(Err(e));
+                }
+            }
+        }
+    }
+}
+
+impl AsyncRead for DemuxReader {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let stream = self.stream;
+        let mut demux = self.shared.lock().expect("demux state poisoned");
+        demux.poll_read(stream, cx, out)
+    }
+}
+
+impl Drop for DemuxReader {
+    fn drop(&mut self) {
+        let Ok(mut demux) = self.shared.lock() else {
+            return;
+        };
+        demux.open[self.stream] = false;
+        if !demux.open.contains(&true) {
+            // Nobody reads any more: close the engine's stream now, so the engine stops
+            // writing to us and can stop and remove the container.
+            demux.source = None;
+            demux.buf = BytesMut::new();
+        } else {
+            // The other reader may be waiting behind one of our frames, now skipped.
+            let other = 1 - self.stream;
+            demux.wake(other);
         }
     }
 }
@@ -146,7 +336,7 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 /// The `message` of the engine's JSON error body.
-fn serde_message(body: &str) -> Option<String> {
+fn engine_message(body: &str) -> Option<String> {
     #[derive(serde::Deserialize)]
     struct EngineError {
         message: String,
@@ -155,4 +345,80 @@ fn serde_message(body: &str) -> Option<String> {
     serde_json::from_str::<EngineError>(&body[start..])
         .ok()
         .map(|e| e.message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    fn frame(stream: u8, payload: &[u8]) -> Vec<u8> {
+        let mut f = vec![stream, 0, 0, 0];
+        f.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    }
+
+    async fn read_all(mut r: impl AsyncRead + Unpin) -> Vec<u8> {
+        let mut v = Vec::new();
+        r.read_to_end(&mut v).await.unwrap();
+        v
+    }
+
+    #[tokio::test]
+    async fn frames_are_split_by_stream_in_order() {
+        let (mut engine, ours) = tokio::io::duplex(64);
+        let mut wire = frame(1, b"out-1 ");
+        wire.extend(frame(2, b"err-1 "));
+        wire.extend(frame(1, &vec![b'x'; 5000]));
+        wire.extend(frame(2, b"err-2"));
+        let writer = tokio::spawn(async move {
+            // Small writes: headers and payloads arrive cut anywhere.
+            for chunk in wire.chunks(7) {
+                engine.write_all(chunk).await.unwrap();
+            }
+        });
+        let [out, err] = Demux::readers(Box::pin(ours), BytesMut::new(), [true, true]);
+        let (out, err) = tokio::join!(read_all(out.unwrap()), read_all(err.unwrap()));
+        writer.await.unwrap();
+        let mut expected = b"out-1 ".to_vec();
+        expected.extend(vec![b'x'; 5000]);
+        assert_eq!(out, expected);
+        assert_eq!(err, b"err-1 err-2");
+    }
+
+    #[tokio::test]
+    async fn a_dropped_readers_frames_are_skipped() {
+        let mut wire = frame(2, b"nobody reads this");
+        wire.extend(frame(1, b"kept"));
+        let [out, err] = Demux::readers(
+            Box::pin(io::Cursor::new(wire)),
+            BytesMut::new(),
+            [true, true],
+        );
+        drop(err);
+        assert_eq!(read_all(out.unwrap()).await, b"kept");
+    }
+
+    #[tokio::test]
+    async fn dropping_both_readers_closes_the_engines_stream() {
+        let (mut engine, ours) = tokio::io::duplex(64);
+        let [out, err] = Demux::readers(Box::pin(ours), BytesMut::new(), [true, true]);
+        drop(out);
+        drop(err);
+        // The engine's writes fail at once instead of waiting for a reader that is gone.
+        let written = engine.write_all(&frame(1, &[0; 4096])).await;
+        assert!(written.is_err());
+    }
+
+    #[tokio::test]
+    async fn bytes_that_came_with_the_answer_are_read_first() {
+        let early = BytesMut::from(&frame(1, b"early ")[..]);
+        let [out, _] = Demux::readers(
+            Box::pin(io::Cursor::new(frame(1, b"late"))),
+            early,
+            [true, false],
+        );
+        assert_eq!(read_all(out.unwrap()).await, b"early late");
+    }
 }
