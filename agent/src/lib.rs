@@ -156,6 +156,7 @@ pub fn agent(runtime: AnyRuntime, defaults: config::Defaults) -> Arc<Agent> {
         defaults,
         shutdown: CancellationToken::new(),
         tracker: TaskTracker::new(),
+        live: session::Live::default(),
     })
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use kdbg_agent::config::Config;
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
 /// How long running sessions get to end and clean up after SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -63,15 +63,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let (agent, serving) = kdbg_agent::spawn(runtime, config.defaults, listener);
     shutdown_signal().await;
     info!("shutting down: telling sessions, removing their containers");
-    agent.shutdown.cancel();
+    agent.stop(SHUTDOWN_GRACE).await;
     let _ = serving.await;
-    agent.tracker.close();
-    if tokio::time::timeout(SHUTDOWN_GRACE, agent.tracker.wait())
-        .await
-        .is_err()
-    {
-        warn!("sessions still running after {SHUTDOWN_GRACE:?}; exiting anyway");
-    }
     Ok(())
 }
 

@@ -41,6 +41,8 @@ pub struct Agent {
     pub shutdown: CancellationToken,
     /// Every connection and session, so shutdown can wait for them.
     pub tracker: TaskTracker,
+    /// The containers of sessions that have not finished.
+    pub live: session::Live,
 }
 
 /// The path of the debug endpoint.
@@ -52,6 +54,43 @@ pub const CONTAINERS_PATH: &str = "/api/v1/containers";
 pub const PULL_PATH: &str = "/api/v1/pull";
 
 impl Agent {
+    /// Stops the agent: tells every session, removes every unretained debug container it
+    /// created (first, so their output ends and sessions can send their status at once), waits
+    /// at most `grace` for sessions to finish, then removes what is left whatever the clients
+    /// do. Retained containers stay.
+    pub async fn stop(&self, grace: Duration) {
+        self.shutdown.cancel();
+        self.tracker.close();
+        self.remove_unretained(grace).await;
+        if tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            warn!("sessions still running after {grace:?}; removing their containers and exiting");
+        }
+        self.remove_unretained(grace).await;
+    }
+
+    /// Removes the live containers that are not retained, in parallel, waiting at most `limit`.
+    async fn remove_unretained(&self, limit: Duration) {
+        let ids = self.live.unretained();
+        if ids.is_empty() {
+            return;
+        }
+        let removals = ids.iter().map(|id| async move {
+            match self.runtime.remove(id).await {
+                Ok(()) => info!(container = %id, "debug container removed at shutdown"),
+                Err(e) => warn!(container = %id, error = %crate::chain(&e), "removing debug container at shutdown"),
+            }
+        });
+        if tokio::time::timeout(limit, futures_util::future::join_all(removals))
+            .await
+            .is_err()
+        {
+            warn!(containers = ?ids, "removing debug containers took longer than {limit:?}");
+        }
+    }
+
     /// Accepts connections on `listener` until shutdown.
     pub async fn serve(self: Arc<Self>, listener: TcpListener) {
         loop {
@@ -200,8 +239,9 @@ impl Agent {
         // future, but the preparation finishes and its guard removes what it made.
         let preparing = {
             let (runtime, spec, request) = (self.runtime.clone(), spec.clone(), request.clone());
+            let live = self.live.clone();
             self.tracker.spawn(
-                async move { session::prepare(&runtime, &spec, &request).await }
+                async move { session::prepare(&runtime, &live, &spec, &request).await }
                     .instrument(span.clone()),
             )
         };

@@ -1,8 +1,9 @@
 //! One debug session: prepare the container (before the WebSocket upgrade, so problems become
 //! HTTP errors), then start it, relay its stdio, and clean it up.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use kdbg_relay::session::{ExitFuture, ServerIo};
@@ -69,10 +70,39 @@ pub fn spec_for(request: &DebugRequest, defaults: &Defaults, session: &str) -> D
     }
 }
 
+/// The debug containers this agent created whose sessions have not finished, with whether each
+/// is retained. Shutdown removes the unretained ones, whatever their clients do.
+#[derive(Debug, Clone, Default)]
+pub struct Live(Arc<Mutex<HashMap<String, bool>>>);
+
+impl Live {
+    fn add(&self, id: &str, retain: bool) {
+        self.lock().insert(id.to_owned(), retain);
+    }
+
+    fn remove(&self, id: &str) {
+        self.lock().remove(id);
+    }
+
+    /// The live containers that are not retained.
+    pub fn unretained(&self) -> Vec<String> {
+        self.lock()
+            .iter()
+            .filter(|(_, retain)| !**retain)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, bool>> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 /// A created, attached, not yet started debug container. Dropping it removes the container
 /// (unless retained), so no error path leaks one.
 pub struct Prepared {
     runtime: AnyRuntime,
+    live: Live,
     id: String,
     retain: bool,
     stdio: Option<Stdio>,
@@ -90,6 +120,7 @@ impl Prepared {
     /// Removes the container now (unless retained) and disarms the drop guard.
     async fn finish(mut self) {
         self.armed = false;
+        self.live.remove(&self.id);
         if self.retain {
             info!(container = %self.id, "session over; container retained as asked");
             if let Err(e) = self.runtime.release(&self.id).await {
@@ -108,7 +139,11 @@ impl Prepared {
 
 impl Drop for Prepared {
     fn drop(&mut self) {
-        if !self.armed || self.retain {
+        if !self.armed {
+            return;
+        }
+        self.live.remove(&self.id);
+        if self.retain {
             return;
         }
         let runtime = self.runtime.clone();
@@ -127,6 +162,7 @@ impl Drop for Prepared {
 /// its stdio. Everything that can go wrong because of the request goes wrong here.
 pub async fn prepare(
     runtime: &AnyRuntime,
+    live: &Live,
     spec: &DebugSpec,
     request: &DebugRequest,
 ) -> Result<Prepared, kdbg_runtimes::Error> {
@@ -135,8 +171,10 @@ pub async fn prepare(
         .ensure_image(&spec.image, request.pull_policy, None)
         .await?;
     let created = runtime.create(spec).await?;
+    live.add(&created.id, request.retain);
     let mut prepared = Prepared {
         runtime: runtime.clone(),
+        live: live.clone(),
         id: created.id,
         retain: request.retain,
         stdio: None,
@@ -177,11 +215,13 @@ pub async fn run<S>(
             let id = id.clone();
             Box::pin(async move {
                 tokio::select! {
-                    code = runtime.wait(&id) => exit_status(code),
+                    // Shutdown removes the container too: say why it ended, not how.
+                    biased;
                     () = shutdown.cancelled() => ExitStatus::Failure {
                         reason: "ServiceUnavailable".into(),
                         message: "the kubectl-debug agent on this node is shutting down; the debug container is removed".into(),
                     },
+                    code = runtime.wait(&id) => exit_status(code),
                 }
             })
         }

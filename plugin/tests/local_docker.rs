@@ -282,3 +282,74 @@ fn sigterm_tells_sessions_and_removes_their_containers() {
         "container left after shutdown"
     );
 }
+
+/// Opens a debug session on the agent at `address` as a bare WebSocket client that reads
+/// nothing, as a client that stopped reading would.
+async fn silent_session(
+    address: &str,
+    target: &Target,
+    command: &[&str],
+) -> kdbg_relay::WebSocketStream<tokio::net::TcpStream> {
+    let mut query = format!("target={}&stdout=1&stderr=1", target.reference());
+    query.push_str(&format!("&image={}", image()));
+    for arg in command {
+        query.push_str(&format!("&command={arg}"));
+    }
+    let socket = tokio::net::TcpStream::connect(address).await.unwrap();
+    let url = format!("ws://{address}/api/v1/debug?{query}");
+    let (ws, _, _) = kdbg_relay::handshake::connect(url, socket).await.unwrap();
+    ws
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_stops_reading_then_leaves_does_not_wedge_the_engine() {
+    let target = Target::start("exec sleep 3600");
+    let agent = support::Agent::start();
+    // Output keeps flowing while nobody reads: every buffer between the container and the
+    // client fills up.
+    let ws = silent_session(&agent.address(), &target, &["cat", "/dev/zero"]).await;
+    support::wait_for_debug_container(|| target.leftovers());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    drop(ws);
+    support::assert_removed_soon(|| target.leftovers());
+
+    // The same through the plugin: `... -- yes | head -c 20`.
+    let mut session = local(&target, &["--agent", &agent.address(), "--", "yes"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut head = [0u8; 20];
+    std::io::Read::read_exact(session.stdout.as_mut().unwrap(), &mut head).unwrap();
+    assert_eq!(&head, b"y\ny\ny\ny\ny\ny\ny\ny\ny\ny\n");
+    drop(session.stdout.take());
+    let status = session.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "a closed stdout is not an error");
+    support::assert_removed_soon(|| target.leftovers());
+    // The engine still answers for the target.
+    docker(&["inspect", &target.name]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_removes_containers_whose_clients_ignore_the_close() {
+    let target = Target::start("exec sleep 3600");
+    let mut agent = support::Agent::start();
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        clients.push(silent_session(&agent.address(), &target, &["sleep", "300"]).await);
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while target.leftovers().len() < 3 {
+        assert!(Instant::now() < deadline, "three debug containers never ran");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let code = agent.terminate(Duration::from_secs(15));
+    assert_eq!(code, Some(0));
+    assert!(
+        target.leftovers().is_empty(),
+        "containers left after the agent exited: {:?}",
+        target.leftovers()
+    );
+    drop(clients);
+}
