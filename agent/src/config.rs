@@ -4,10 +4,10 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use kdbg_runtimes::containerd::{Auths, CredentialsError};
 use serde::Deserialize;
 
-/// The default port of the agent; the plugin's `--agent-port` default too.
-pub const DEFAULT_PORT: u16 = 10027;
+pub use kdbg_api::DEFAULT_PORT;
 /// The debug image when neither the request nor the configuration names one.
 pub const DEFAULT_IMAGE: &str = "nicolaka/netshoot:latest";
 /// The command when neither the request nor the configuration names one.
@@ -22,7 +22,49 @@ pub struct Config {
     /// The container runtime of this node.
     pub runtime: RuntimeConfig,
     /// What a session runs when the request does not say.
+    #[serde(default)]
     pub defaults: Defaults,
+    /// How the agent logs.
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// `log:`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` (default; colour only when stderr is a terminal) or `json` (one JSON object a
+    /// line, for log collectors).
+    #[serde(default)]
+    pub format: LogFormat,
+    /// The level (`error`, `warn`, `info`, `debug`, `trace`) or a filter like `RUST_LOG`'s;
+    /// `RUST_LOG`, when set, wins.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+}
+
+fn default_log_level() -> String {
+    "info".into()
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::default(),
+            level: default_log_level(),
+        }
+    }
+}
+
+/// `log.format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// JSON lines.
+    Json,
 }
 
 /// `runtime:`.
@@ -51,6 +93,34 @@ pub struct RuntimeConfig {
     /// same path.
     #[serde(default)]
     pub fifo_dir: Option<PathBuf>,
+    /// The credentials read from [`RuntimeConfig::registry_auth`] by
+    /// [`RuntimeConfig::load_credentials`].
+    #[serde(skip)]
+    pub credentials: Auths,
+}
+
+impl RuntimeConfig {
+    /// A configuration of `kind` with the kind's defaults for everything else.
+    pub fn new(kind: RuntimeKindConfig) -> RuntimeConfig {
+        RuntimeConfig {
+            kind,
+            endpoint: None,
+            namespace: None,
+            snapshotter: None,
+            insecure_registries: Vec::new(),
+            registry_auth: None,
+            fifo_dir: None,
+            credentials: Auths::default(),
+        }
+    }
+
+    /// Reads the registry credentials `registry_auth` names, if any.
+    pub fn load_credentials(&mut self) -> Result<(), CredentialsError> {
+        if let Some(path) = &self.registry_auth {
+            self.credentials = Auths::load(path)?;
+        }
+        Ok(())
+    }
 }
 
 /// `runtime.kind`.
@@ -82,14 +152,34 @@ pub const AUTO_PROBE: [(RuntimeKindConfig, &str); 3] = [
     (RuntimeKindConfig::Docker, "/var/run/docker.sock"),
 ];
 
-/// `defaults:`.
+/// `defaults:`; each key is optional, with the built-in [`DEFAULT_IMAGE`] and
+/// [`DEFAULT_COMMAND`].
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Defaults {
     /// The debug image.
+    #[serde(default = "default_image")]
     pub image: String,
     /// The command.
+    #[serde(default = "default_command")]
     pub command: Vec<String>,
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Defaults {
+            image: default_image(),
+            command: default_command(),
+        }
+    }
+}
+
+fn default_image() -> String {
+    DEFAULT_IMAGE.into()
+}
+
+fn default_command() -> Vec<String> {
+    vec![DEFAULT_COMMAND.into()]
 }
 
 /// A configuration that cannot be used.
@@ -114,26 +204,31 @@ pub enum ConfigError {
 }
 
 impl Config {
-    /// Reads and checks the file at `path`.
+    /// Reads and checks the file at `path`, and the files it names.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.display().to_string(),
             source,
         })?;
-        Config::parse(&text).map_err(|message| ConfigError::Invalid {
+        let invalid = |message| ConfigError::Invalid {
             path: path.display().to_string(),
             message,
-        })
+        };
+        let mut config = Config::parse(&text).map_err(invalid)?;
+        config.runtime.load_credentials().map_err(|e| {
+            invalid(format!(
+                "runtime.registryAuth{}: {}; fix the file, or the key",
+                line_of(&text, "registryAuth"),
+                crate::chain(&e)
+            ))
+        })?;
+        Ok(config)
     }
 
     /// Parses and checks YAML text.
     pub fn parse(text: &str) -> Result<Config, String> {
         let config: Config = serde_saphyr::from_str(text).map_err(|e| e.to_string())?;
-        let line_of = |key: &str| {
-            text.lines()
-                .position(|l| l.trim_start().starts_with(&format!("{key}:")))
-                .map_or(String::new(), |i| format!(" (line {})", i + 1))
-        };
+        let line_of = |key: &str| line_of(text, key);
         let runtime = &config.runtime;
         match (runtime.kind, &runtime.endpoint) {
             (RuntimeKindConfig::Auto, Some(_)) => {
@@ -182,6 +277,13 @@ impl Config {
         }
         Ok(config)
     }
+}
+
+/// ` (line N)` for the first line of `text` that sets `key`, or nothing.
+fn line_of(text: &str, key: &str) -> String {
+    text.lines()
+        .position(|l| l.trim_start().starts_with(&format!("{key}:")))
+        .map_or(String::new(), |i| format!(" (line {})", i + 1))
 }
 
 #[cfg(test)]
@@ -246,6 +348,53 @@ defaults:
             docker.contains("insecureRegistries") && docker.contains("containerd only"),
             "{docker}"
         );
+    }
+
+    #[test]
+    fn listen_and_runtime_are_enough() {
+        let config =
+            Config::parse("listen: \"127.0.0.1:10027\"\nruntime:\n  kind: docker\n").unwrap();
+        assert_eq!(config.defaults.image, "nicolaka/netshoot:latest");
+        assert_eq!(config.defaults.command, ["bash"]);
+        assert_eq!(config.log, LogConfig::default());
+        assert_eq!(config.log.level, "info");
+        let partial = Config::parse(
+            "listen: \"127.0.0.1:10027\"\nruntime:\n  kind: docker\ndefaults:\n  command: [sh]\nlog:\n  format: json\n",
+        )
+        .unwrap();
+        assert_eq!(partial.defaults.image, "nicolaka/netshoot:latest");
+        assert_eq!(partial.defaults.command, ["sh"]);
+        assert_eq!(partial.log.format, LogFormat::Json);
+        let err = Config::parse(
+            "listen: \"127.0.0.1:10027\"\nruntime:\n  kind: docker\nlog:\n  format: xml\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("xml") && err.contains("line 5"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_registry_auth_file_is_a_config_error_naming_file_and_key() {
+        let dir = std::env::temp_dir().join(format!("kdbg-cfg-auth-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let auth = dir.join("config.json");
+        std::fs::write(&auth, "not json").unwrap();
+        let config = dir.join("agent.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "listen: \"127.0.0.1:10027\"\nruntime:\n  kind: containerd\n  registryAuth: {}\n",
+                auth.display()
+            ),
+        )
+        .unwrap();
+        let err = crate::chain(&Config::load(&config).unwrap_err());
+        assert!(
+            err.contains("runtime.registryAuth (line 4)")
+                && err.contains(&auth.display().to_string())
+                && err.contains("not a Docker config.json"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -2,19 +2,16 @@
 //! terminals over the relay's WebSocket.
 //!
 //! - [`config`]: the YAML configuration;
-//! - [`request`]: the query of a debug request;
 //! - [`session`]: one debug session, from container creation to cleanup;
 //! - [`server`]: the HTTP endpoints.
 
 pub mod config;
-pub mod request;
 pub mod server;
 pub mod session;
 
 use std::sync::Arc;
 
 use kdbg_runtimes::containerd::{ContainerdOptions, KUBERNETES_NAMESPACE};
-use kdbg_runtimes::registry::Auths;
 use kdbg_runtimes::{AnyRuntime, ContainerdRuntime, DockerRuntime};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -22,7 +19,7 @@ use tokio_util::task::TaskTracker;
 
 pub use server::Agent;
 
-pub use kdbg_runtimes::error_chain as chain;
+pub use kdbg_api::error_chain as chain;
 
 /// Connects to the runtime a configuration names; with `kind: auto`, to the first of
 /// [`config::AUTO_PROBE`] whose socket exists and answers.
@@ -137,13 +134,7 @@ async fn connect_one(
     options
         .insecure_registries
         .clone_from(&config.insecure_registries);
-    if let Some(path) = &config.registry_auth {
-        options.auths = Auths::load(path).map_err(|message| kdbg_runtimes::Error::Connect {
-            runtime: "containerd",
-            endpoint: endpoint.to_owned(),
-            source: format!("{message}; fix runtime.registryAuth").into(),
-        })?;
-    }
+    options.auths = config.credentials.clone();
     Ok(AnyRuntime::Containerd(
         ContainerdRuntime::connect_with(options).await?,
     ))

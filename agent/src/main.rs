@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use kdbg_agent::config::Config;
+use kdbg_agent::config::{Config, LogConfig, LogFormat};
 use tracing::{error, info};
 
 /// How long running sessions get to end and clean up after SIGTERM.
@@ -23,12 +23,6 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     // A bad configuration stops the agent before anything starts.
     let config = match Config::load(&args.config) {
         Ok(config) => config,
@@ -37,6 +31,7 @@ fn main() -> ExitCode {
             return ExitCode::from(64);
         }
     };
+    init_logging(&config.log);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -44,10 +39,24 @@ fn main() -> ExitCode {
     match runtime.block_on(run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            error!("{e:#}");
-            eprintln!("kubectl-debug-agent: {e:#}");
+            error!("{}", kdbg_agent::chain(e.as_ref()));
             ExitCode::from(1)
         }
+    }
+}
+
+/// Logs to stderr as `log` says: text (colour only on a terminal: a DaemonSet's log is a
+/// file) or JSON lines; `RUST_LOG`, when set, overrides the level.
+fn init_logging(log: &LogConfig) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match log.format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().with_ansi(false).init(),
     }
 }
 
@@ -55,7 +64,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
     use anyhow::Context as _;
     let runtime = kdbg_agent::connect_runtime(&config.runtime)
         .await
-        .map_err(|e| anyhow::anyhow!(kdbg_agent::chain(&e)))?;
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "{}; is the runtime running, and is its socket mounted into the agent (runtime.endpoint)?",
+                kdbg_agent::chain(&e)
+            )
+        })?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;

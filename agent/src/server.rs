@@ -1,10 +1,5 @@
-//! The agent's HTTP endpoints:
-//!
-//! - `GET /healthz`: `ok` while the agent serves;
-//! - `GET /api/v1/debug?target=...`: upgraded to the relay's WebSocket, a debug session;
-//! - `GET /api/v1/containers`: the debug containers on this node, as JSON.
-//!
-//! Refused requests get a 4xx or 5xx with a `metav1.Status` JSON body saying what is wrong.
+//! The agent's HTTP endpoints, as `kdbg_api::path` lists them. Refused requests get a 4xx or
+//! 5xx with a `metav1.Status` JSON body saying what is wrong.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -17,7 +12,10 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use kdbg_relay::status::Status;
+use kdbg_api::{
+    ContainerItem, ContainerList, DebugRequest, PullLine, PullRequest, Status,
+    header as api_header, path,
+};
 use kdbg_relay::{Protocol, WebSocketStream};
 use kdbg_runtimes::{AnyRuntime, Runtime};
 use tokio::net::TcpListener;
@@ -28,7 +26,6 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::config::Defaults;
-use crate::request::{DebugRequest, PullRequest};
 use crate::session;
 
 /// Everything the endpoints share.
@@ -44,14 +41,6 @@ pub struct Agent {
     /// The containers of sessions that have not finished.
     pub live: session::Live,
 }
-
-/// The path of the debug endpoint.
-pub const DEBUG_PATH: &str = "/api/v1/debug";
-/// The path of the list endpoint.
-pub const CONTAINERS_PATH: &str = "/api/v1/containers";
-/// The path of the pull endpoint: progress as JSON lines, then `{"done":true}` or
-/// `{"error":"..."}`.
-pub const PULL_PATH: &str = "/api/v1/pull";
 
 impl Agent {
     /// Stops the agent: tells every session, removes every unretained debug container it
@@ -133,21 +122,28 @@ impl Agent {
     }
 
     async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: &str) -> Response<Body> {
+        let query = req.uri().query().unwrap_or("");
         match (req.method(), req.uri().path()) {
-            (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
-            (&Method::GET, DEBUG_PATH) => self.debug(req, peer).await,
-            (&Method::GET, CONTAINERS_PATH) => self.containers().await,
-            (&Method::GET, PULL_PATH) => self.pull(req.uri().query().unwrap_or("")).await,
-            (_, "/healthz" | DEBUG_PATH | CONTAINERS_PATH | PULL_PATH) => refuse(
-                StatusCode::METHOD_NOT_ALLOWED,
-                &format!("{} is not allowed here; use GET", req.method()),
-            ),
-            (_, path) => refuse(
-                StatusCode::NOT_FOUND,
-                &format!(
-                    "no endpoint {path}; the agent serves /healthz, {DEBUG_PATH}, {CONTAINERS_PATH}"
-                ),
-            ),
+            (&Method::GET, path::HEALTHZ) => text(StatusCode::OK, "ok\n"),
+            (&Method::GET, path::DEBUG) => self.debug(req, peer).await,
+            (&Method::GET, path::CONTAINERS) => self.containers().await,
+            (&Method::GET, path::PULL) => self.pull(query).await,
+            (method, wanted) => {
+                let known = path::ENDPOINTS
+                    .iter()
+                    .map(|(m, p)| format!("{m} {p}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let code = if path::ENDPOINTS.iter().any(|(_, p)| *p == wanted) {
+                    StatusCode::METHOD_NOT_ALLOWED
+                } else {
+                    StatusCode::NOT_FOUND
+                };
+                refuse(
+                    code,
+                    &format!("no endpoint {method} {wanted}; the agent serves {known}"),
+                )
+            }
         }
     }
 
@@ -178,20 +174,21 @@ impl Agent {
                 })
             };
             while let Some(p) = progress.recv().await {
-                let p: kdbg_runtimes::PullProgress = p;
-                let line = serde_json::json!({
-                    "id": p.id, "status": p.status, "current": p.current, "total": p.total,
-                });
-                if lines_tx.send(ndjson(&line)).await.is_err() {
+                let line = PullLine::Progress(p).to_line();
+                if lines_tx.send(Bytes::from(line)).await.is_err() {
                     break;
                 }
             }
             let last = match pulling.await {
-                Ok(Ok(())) => serde_json::json!({"done": true}),
-                Ok(Err(e)) => serde_json::json!({"error": crate::chain(&e)}),
-                Err(e) => serde_json::json!({"error": format!("pulling {image}: {e}")}),
+                Ok(Ok(())) => PullLine::done(),
+                Ok(Err(e)) => PullLine::Error {
+                    error: crate::chain(&e),
+                },
+                Err(e) => PullLine::Error {
+                    error: format!("pulling {image}: {e}"),
+                },
             };
-            let _ = lines_tx.send(ndjson(&last)).await;
+            let _ = lines_tx.send(Bytes::from(last.to_line())).await;
         });
         let frames = futures_util::stream::unfold(lines, |mut lines| async move {
             let line = lines.recv().await?;
@@ -208,16 +205,17 @@ impl Agent {
     async fn containers(&self) -> Response<Body> {
         match self.runtime.list().await {
             Ok(list) => {
-                let items: Vec<_> = list
+                let items = list
                     .into_iter()
-                    .map(|c| {
-                        serde_json::json!({
-                            "id": c.id, "name": c.name, "image": c.image,
-                            "state": c.state, "labels": c.labels,
-                        })
+                    .map(|c| ContainerItem {
+                        id: c.id,
+                        name: c.name,
+                        image: c.image,
+                        state: c.state,
+                        labels: c.labels,
                     })
                     .collect();
-                json(StatusCode::OK, &serde_json::json!({ "items": items }))
+                json(StatusCode::OK, &ContainerList { items })
             }
             Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, &crate::chain(&e)),
         }
@@ -276,11 +274,11 @@ impl Agent {
             HeaderValue::from_static(protocol.name()),
         );
         if let Ok(value) = HeaderValue::from_str(prepared.id()) {
-            headers.insert(CONTAINER_HEADER, value);
+            headers.insert(api_header::CONTAINER, value);
         }
         for warning in &prepared.warnings {
             if let Ok(value) = HeaderValue::from_str(warning) {
-                headers.append(WARNING_HEADER, value);
+                headers.append(api_header::WARNING, value);
             }
         }
         let shutdown = self.shutdown.clone();
@@ -313,11 +311,6 @@ fn full(bytes: Bytes) -> Body {
     Full::new(bytes).boxed()
 }
 
-/// Response header naming the debug container.
-pub const CONTAINER_HEADER: &str = "x-kubectl-debug-container";
-/// Response header carrying a warning for the user (repeated).
-pub const WARNING_HEADER: &str = "x-kubectl-debug-warning";
-
 /// Checks an upgrade request; returns its key and the chosen subprotocol.
 fn websocket_handshake(req: &Request<Incoming>) -> Result<(String, Protocol), String> {
     let headers = req.headers();
@@ -329,7 +322,8 @@ fn websocket_handshake(req: &Request<Incoming>) -> Result<(String, Protocol), St
     };
     if !has_token(header::UPGRADE, "websocket") || !has_token(header::CONNECTION, "upgrade") {
         return Err(format!(
-            "{DEBUG_PATH} is a WebSocket endpoint: send Connection: Upgrade and Upgrade: websocket (e.g. use kubectl-debug)"
+            "{} is a WebSocket endpoint: send Connection: Upgrade and Upgrade: websocket (e.g. use kubectl-debug)",
+            path::DEBUG
         ));
     }
     if headers
@@ -388,10 +382,4 @@ fn json(code: StatusCode, value: &impl serde::Serialize) -> Response<Body> {
 /// A refusal with a `metav1.Status` body, as Kubernetes servers send.
 pub fn refuse(code: StatusCode, message: &str) -> Response<Body> {
     json(code, &Status::for_http(code, message))
-}
-
-fn ndjson(value: &serde_json::Value) -> Bytes {
-    let mut line = serde_json::to_vec(value).expect("JSON values serialise");
-    line.push(b'\n');
-    Bytes::from(line)
 }

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::config::Defaults;
-use crate::request::DebugRequest;
+use kdbg_api::DebugRequest;
 
 /// A new session ID: unique on this node for the agent's life, and unlikely to repeat across
 /// restarts (it starts from the clock).
@@ -94,7 +94,9 @@ impl Live {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, bool>> {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use kdbg_agent::config::Defaults;
-use kdbg_agent::request::DebugRequest;
+use kdbg_api::DebugRequest;
 use kdbg_relay::status::Status;
 use kdbg_relay::{ClientIo, Config, ExitStatus, TerminalSize, attach, handshake, tungstenite};
 use kdbg_runtimes::fake::{Call, FakeRuntime, Script};

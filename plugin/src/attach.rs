@@ -1,15 +1,15 @@
-//! Carrying the user's terminal to a debug session on an agent: the WebSocket handshake, the
-//! terminal's raw mode and size, and the relay's client side over the user's stdio.
+//! Carrying the user's terminal to a debug session: the session's preparation (the image
+//! first, with progress), the terminal's raw mode and size, and the relay's client side over
+//! the user's stdio. Every verb that opens a session (`POD`, `local`) comes through [`debug`].
 
-use anyhow::{Context as _, anyhow};
-use kdbg_agent::request::DebugRequest;
-use kdbg_agent::server::{DEBUG_PATH, WARNING_HEADER};
-use kdbg_relay::status::Status;
-use kdbg_relay::{ClientIo, Config, Error as RelayError, ExitStatus, handshake, tungstenite};
-use tokio::io::{AsyncRead, AsyncWrite};
+use anyhow::Context as _;
+use kdbg_api::{DebugRequest, PullPolicy, TargetRef};
+use kdbg_relay::{ClientIo, Config, ExitStatus};
 
+use crate::cli::DebugOpts;
+use crate::client::{AgentClient, Session};
 use crate::output::ThreadWriter;
-use crate::terminal;
+use crate::{pull, terminal};
 
 /// Decides `-i`/`-t` like `kubectl exec`: on a terminal with neither flag, both; `-t` without
 /// a terminal on stdin is dropped with a warning.
@@ -25,28 +25,23 @@ pub fn interactive(stdin: bool, tty: bool) -> (bool, bool) {
     (stdin || tty, tty)
 }
 
-/// Runs a session for `request` on the agent at the other end of `stream` (reached as `host`),
-/// and returns the remote command's exit status.
-pub async fn run<S>(stream: S, host: &str, request: &DebugRequest) -> anyhow::Result<ExitStatus>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let url = format!("ws://{host}{DEBUG_PATH}?{}", request.to_query());
-    let (ws, protocol, headers) = match handshake::connect(url, stream).await {
-        Ok(connected) => connected,
-        Err(RelayError::Handshake(tungstenite::Error::Http(response))) => {
-            return Err(anyhow!(refusal_message(
-                response.status().as_u16(),
-                response.body().as_deref()
-            )));
-        }
-        Err(e) => {
-            return Err(e)
-                .with_context(|| format!("opening a debug session on the agent at {host}"));
-        }
-    };
-    for warning in headers.get_all(WARNING_HEADER) {
-        eprintln!("Warning: {}", String::from_utf8_lossy(warning.as_bytes()));
+/// Runs a debug session for `request` on the agent `client` reaches: makes sure the image is
+/// there (showing the pull), then opens the session and carries the terminal until the remote
+/// command ends. Returns its exit status.
+pub async fn debug(client: &AgentClient, mut request: DebugRequest) -> anyhow::Result<ExitStatus> {
+    if let Some(wanted) = pull::wanted(&request) {
+        pull::run(client, &wanted).await?;
+        // Present now: the session must not pull it again.
+        request.pull_policy = PullPolicy::IfNotPresent;
+    }
+    let session = client.open_session(&request).await?;
+    carry(session, &request).await
+}
+
+/// Carries the user's terminal (or pipes) over an opened session.
+pub async fn carry(session: Session, request: &DebugRequest) -> anyhow::Result<ExitStatus> {
+    for warning in &session.warnings {
+        eprintln!("Warning: {warning}");
     }
     // Raw mode for the session only; the guard restores the terminal on every way out.
     let _raw = if request.tty {
@@ -67,19 +62,29 @@ where
         },
         tap: None,
     };
-    let done = kdbg_relay::attach(ws, protocol, io, &Config::default()).await?;
+    let done = kdbg_relay::attach(session.ws, session.protocol, io, &Config::default()).await?;
     Ok(done.outcome)
 }
 
-/// What a refused request means, from its `metav1.Status` body when there is one.
-pub fn refusal_message(code: u16, body: Option<&[u8]>) -> String {
-    let status = body.and_then(|b| serde_json::from_slice::<Status>(b).ok());
-    match status.and_then(|s| s.message) {
-        Some(message) => message,
-        None => format!(
-            "the agent refused the debug session with HTTP {code}{}",
-            body.map(|b| format!(": {}", String::from_utf8_lossy(b)))
-                .unwrap_or_default()
-        ),
+impl DebugOpts {
+    /// The debug request these options make for `target`, with `-i`/`-t` decided as
+    /// [`interactive`] says.
+    pub fn request(self, target: TargetRef) -> DebugRequest {
+        let (stdin, tty) = interactive(self.stdin, self.tty);
+        DebugRequest {
+            target,
+            image: self.image,
+            command: self.command,
+            stdin,
+            stdout: true,
+            stderr: !tty,
+            tty,
+            name: self.name,
+            retain: self.retain,
+            pull_policy: self.pull_policy,
+            pod_namespace: None,
+            pod_name: None,
+            user: std::env::var("USER").ok().filter(|u| !u.is_empty()),
+        }
     }
 }

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use kdbg_agent::config::DEFAULT_PORT;
+use kdbg_api::DEFAULT_PORT;
 
 /// Debug a running pod or container with tools its image lacks: start a debug container that
 /// shares its pid, network and ipc namespaces, and get a shell in it.
@@ -48,6 +48,19 @@ pub struct Global {
     /// The port the node agents listen on.
     #[arg(long, global = true, default_value_t = DEFAULT_PORT)]
     pub agent_port: u16,
+    /// Log verbosity, like kubectl's: 0 shows only our own messages, 4 debug logs, 6 and
+    /// more everything (`-v` alone is 4; `-v=6` or `--v=6` to choose).
+    #[arg(
+        short = 'v',
+        long = "v",
+        global = true,
+        value_name = "N",
+        default_value_t = 0,
+        num_args = 0..=1,
+        default_missing_value = "4",
+        require_equals = true
+    )]
+    pub verbosity: u8,
 }
 
 /// The debug container and the session.
@@ -64,7 +77,7 @@ pub struct DebugOpts {
     pub retain: bool,
     /// When to pull the image: Always, IfNotPresent or Never.
     #[arg(long, default_value = "IfNotPresent")]
-    pub pull_policy: kdbg_runtimes::PullPolicy,
+    pub pull_policy: kdbg_api::PullPolicy,
     /// Pass stdin to the debug container (default with -t on a terminal).
     #[arg(short = 'i', long)]
     pub stdin: bool,

@@ -1,21 +1,16 @@
 //! `kubectl-debug POD`: find the pod and its container through the Kubernetes API, reach the
 //! agent on the pod's node, and carry the terminal there.
 
-use std::time::Duration;
-
 use anyhow::{Context as _, anyhow, bail};
 use k8s_openapi::api::core::v1::{ContainerState, Pod};
-use kdbg_agent::request::DebugRequest;
+use kdbg_api::TargetRef;
 use kdbg_relay::ExitStatus;
-use kdbg_runtimes::{PullPolicy, TargetRef};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client};
 
+use crate::attach;
 use crate::cli::{DebugOpts, Global};
-use crate::{attach, pull};
-
-/// How long to try reaching a node's agent.
-const AGENT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::client::{AgentClient, Transport};
 /// The annotation kubectl reads for the default container of a pod.
 const DEFAULT_CONTAINER_ANNOTATION: &str = "kubectl.kubernetes.io/default-container";
 
@@ -210,45 +205,14 @@ pub async fn run(
 ) -> anyhow::Result<ExitStatus> {
     let (client, namespace) = client(global).await?;
     let found = resolve(client, &namespace, pod, container).await?;
-    let (stdin, tty) = attach::interactive(opts.stdin, opts.tty);
-    let mut request = DebugRequest {
-        target: found.target.clone(),
-        image: opts.image,
-        command: opts.command,
-        stdin,
-        stdout: true,
-        stderr: !tty,
-        tty,
-        name: opts.name,
-        retain: opts.retain,
-        pull_policy: opts.pull_policy,
-        pod_namespace: Some(found.namespace.clone()),
-        pod_name: Some(found.pod.clone()),
-        user: std::env::var("USER").ok().filter(|u| !u.is_empty()),
-    };
-    let address = format!("{}:{}", found.host_ip, global.agent_port);
-    let connect = || async {
-        let stream = tokio::time::timeout(
-            AGENT_CONNECT_TIMEOUT,
-            tokio::net::TcpStream::connect(&address),
-        )
-        .await
-        .map_err(|_| anyhow!("timed out after {AGENT_CONNECT_TIMEOUT:?}"))
-        .and_then(|r| r.map_err(anyhow::Error::from))
-        .with_context(|| {
-            format!(
-                "reaching the kubectl-debug agent of node {} at {address}; check that the agent DaemonSet runs on that node and that port {} is open to you (or set --agent-port)",
-                found.node, global.agent_port
-            )
-        })?;
-        stream.set_nodelay(true)?;
-        anyhow::Ok(stream)
-    };
-    if let Some(pull) = pull::wanted(&request) {
-        pull::run(connect().await?, &address, &pull).await?;
-        request.pull_policy = PullPolicy::IfNotPresent;
-    }
-    attach::run(connect().await?, &address, &request).await
+    let mut request = opts.request(found.target.clone());
+    request.pod_namespace = Some(found.namespace.clone());
+    request.pod_name = Some(found.pod.clone());
+    let agent = AgentClient::new(Transport::Tcp {
+        address: format!("{}:{}", found.host_ip, global.agent_port),
+        node: Some(found.node.clone()),
+    });
+    attach::debug(&agent, request).await
 }
 
 #[cfg(test)]

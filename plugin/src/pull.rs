@@ -4,16 +4,9 @@
 
 use std::io::{IsTerminal, Write};
 
-use anyhow::{Context as _, bail};
-use bytes::{Buf, BytesMut};
-use http_body_util::{BodyExt, Empty};
-use hyper::Request;
-use hyper_util::rt::TokioIo;
-use kdbg_agent::request::{DebugRequest, PullRequest};
-use kdbg_agent::server::PULL_PATH;
-use kdbg_runtimes::PullPolicy;
-use serde::Deserialize;
-use tokio::io::{AsyncRead, AsyncWrite};
+use kdbg_api::{DebugRequest, PullPolicy, PullProgress, PullRequest};
+
+use crate::client::AgentClient;
 
 /// The pull a debug request needs first, if any (none with policy `Never`: the agent checks
 /// the image is present when the session starts).
@@ -25,69 +18,12 @@ pub fn wanted(request: &DebugRequest) -> Option<PullRequest> {
     })
 }
 
-/// One line of the agent's pull stream.
-#[derive(Debug, Deserialize)]
-struct Line {
-    id: Option<String>,
-    status: Option<String>,
-    current: Option<u64>,
-    total: Option<u64>,
-    done: Option<bool>,
-    error: Option<String>,
-}
-
-/// Asks the agent at the other end of `stream` (reached as `host`) to make sure the image is
-/// present, showing progress until it is.
-pub async fn run<S>(stream: S, host: &str, request: &PullRequest) -> anyhow::Result<()>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .with_context(|| format!("talking HTTP to the agent at {host}"))?;
-    tokio::spawn(connection);
-    let uri = format!("{PULL_PATH}?{}", request.to_query());
-    let req = Request::get(uri)
-        .header(hyper::header::HOST, host)
-        .body(Empty::<bytes::Bytes>::new())?;
-    let response = sender
-        .send_request(req)
-        .await
-        .with_context(|| format!("asking the agent at {host} for the image"))?;
-    let status = response.status();
-    let mut body = response.into_body();
-    if !status.is_success() {
-        let bytes = body.collect().await?.to_bytes();
-        bail!(crate::attach::refusal_message(
-            status.as_u16(),
-            Some(&bytes)
-        ));
-    }
+/// Has the agent make sure the image is present, showing progress on stderr until it is.
+pub async fn run(client: &AgentClient, request: &PullRequest) -> anyhow::Result<()> {
     let mut shown = Display::new(std::io::stderr().is_terminal());
-    let mut pending = BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.with_context(|| format!("reading pull progress from {host}"))?;
-        let Some(data) = frame.data_ref() else {
-            continue;
-        };
-        pending.extend_from_slice(data);
-        while let Some(end) = pending.iter().position(|&b| b == b'\n') {
-            let line: Line = serde_json::from_slice(&pending[..end])
-                .context("reading pull progress: the agent sent something else")?;
-            pending.advance(end + 1);
-            if let Some(error) = line.error {
-                shown.finish();
-                bail!(error);
-            }
-            if line.done == Some(true) {
-                shown.finish();
-                return Ok(());
-            }
-            shown.update(&line);
-        }
-    }
+    let result = client.pull(request, |line| shown.update(line)).await;
     shown.finish();
-    bail!("the agent at {host} ended the pull without saying how it went")
+    result
 }
 
 /// What the user sees.
@@ -106,8 +42,8 @@ impl Display {
         }
     }
 
-    fn update(&mut self, line: &Line) {
-        let status = line.status.clone().unwrap_or_default();
+    fn update(&mut self, line: &PullProgress) {
+        let status = line.status.clone();
         let prefix = line
             .id
             .as_deref()

@@ -341,7 +341,10 @@ async fn sigterm_removes_containers_whose_clients_ignore_the_close() {
     }
     let deadline = Instant::now() + Duration::from_secs(20);
     while target.leftovers().len() < 3 {
-        assert!(Instant::now() < deadline, "three debug containers never ran");
+        assert!(
+            Instant::now() < deadline,
+            "three debug containers never ran"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let code = agent.terminate(Duration::from_secs(15));

@@ -75,3 +75,51 @@ impl Error {
         }
     }
 }
+
+/// An error and its causes on one line, `outer: inner: innermost`, each said once: a cause
+/// whose text the line already holds (libraries often repeat their source in their own
+/// message) is left out.
+pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        let said = e.to_string();
+        if !said.is_empty() && !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        source = e.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("{text}")]
+    struct E {
+        text: &'static str,
+        source: Option<Box<E>>,
+    }
+
+    fn e(text: &'static str, source: Option<E>) -> E {
+        E {
+            text,
+            source: source.map(Box::new),
+        }
+    }
+
+    #[test]
+    fn a_chain_says_each_cause_once() {
+        let inner = e("connection refused", None);
+        let repeated = e("client error (Connect)", Some(inner));
+        let wrapped = e("client error (Connect)", Some(repeated));
+        let top = e("reaching the agent", Some(wrapped));
+        assert_eq!(
+            chain(&top),
+            "reaching the agent: client error (Connect): connection refused"
+        );
+    }
+}

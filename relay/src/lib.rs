@@ -21,7 +21,7 @@ pub mod session;
 pub mod status;
 
 pub use codec::{Frame, Protocol};
-pub use error::{Error, ProtocolError};
+pub use error::{Error, ProtocolError, chain as error_chain};
 pub use observer::{Event, EventKind, Tap};
 pub use resize::TerminalSize;
 pub use session::{ClientIo, Config, Finished, ServerEnd, ServerIo, Stats, attach, serve};

@@ -25,8 +25,8 @@ use tokio::sync::mpsc;
 use tracing::debug;
 
 use crate::{
-    Created, DEBUG_CAPABILITIES, DebugContainer, DebugSpec, Error, PullPolicy, PullProgress,
-    Runtime, RuntimeKind, Stdio, TargetRef, label,
+    Created, DEBUG_CAPABILITIES, DebugContainer, DebugSpec, Error, PullError, PullPolicy,
+    PullProgress, Reference, Runtime, RuntimeKind, Stdio, TargetRef, label,
 };
 
 /// Seconds bollard waits for one API call.
@@ -97,22 +97,26 @@ impl DockerRuntime {
         image: &str,
         progress: Option<mpsc::Sender<PullProgress>>,
     ) -> Result<(), Error> {
-        let (repo, tag) = split_reference(image);
-        let options = CreateImageOptionsBuilder::new()
-            .from_image(repo)
-            .tag(tag)
-            .build();
+        let fail = |source| Error::Pull {
+            image: image.to_owned(),
+            source,
+        };
+        let reference = Reference::parse(image).map_err(|e| fail(e.into()))?;
+        let options = match &reference.digest {
+            Some(digest) => CreateImageOptionsBuilder::new()
+                .from_image(&format!("{}@{digest}", reference.name()))
+                .build(),
+            None => CreateImageOptionsBuilder::new()
+                .from_image(&reference.name())
+                .tag(reference.object())
+                .build(),
+        };
         let mut stream = self.docker.create_image(Some(options), None, None);
         while let Some(item) = stream.next().await {
-            let info = item.map_err(|e| Error::Pull {
-                image: image.to_owned(),
-                message: pull_message(&e),
-            })?;
+            let info = item.map_err(|e| fail(PullError::Engine(engine_message(&e))))?;
             if let Some(detail) = info.error_detail {
-                return Err(Error::Pull {
-                    image: image.to_owned(),
-                    message: detail.message.unwrap_or_else(|| "unknown error".into()),
-                });
+                let message = detail.message.unwrap_or_else(|| "unknown error".into());
+                return Err(fail(PullError::Engine(message)));
             }
             if let Some(tx) = &progress {
                 let detail = info.progress_detail.unwrap_or_default();
@@ -130,24 +134,11 @@ impl DockerRuntime {
     }
 }
 
-/// What the engine said about a failed pull, without bollard's wrapping.
-fn pull_message(e: &BollardError) -> String {
+/// What the engine said about a failed call, without bollard's wrapping.
+fn engine_message(e: &BollardError) -> String {
     match e {
         BollardError::DockerResponseServerError { message, .. } => message.clone(),
         other => other.to_string(),
-    }
-}
-
-/// Splits `name[:tag]` (a registry port is not a tag) into name and tag, `latest` by default.
-/// Digests (`name@sha256:...`) are passed whole.
-fn split_reference(image: &str) -> (&str, &str) {
-    if image.contains('@') {
-        return (image, "");
-    }
-    let last_slash = image.rfind('/').map_or(0, |i| i + 1);
-    match image[last_slash..].rfind(':') {
-        Some(i) => (&image[..last_slash + i], &image[last_slash + i + 1..]),
-        None => (image, "latest"),
     }
 }
 
@@ -187,20 +178,7 @@ impl Runtime for DockerRuntime {
         policy: PullPolicy,
         progress: Option<mpsc::Sender<PullProgress>>,
     ) -> Result<(), Error> {
-        let pull = match policy {
-            PullPolicy::Always => true,
-            PullPolicy::IfNotPresent => !self.image_present(image).await?,
-            PullPolicy::Never => {
-                if self.image_present(image).await? {
-                    false
-                } else {
-                    return Err(Error::ImageAbsent {
-                        image: image.to_owned(),
-                    });
-                }
-            }
-        };
-        if pull {
+        if policy.needs_pull(image, self.image_present(image).await?)? {
             self.pull(image, progress).await?;
         }
         Ok(())
@@ -403,28 +381,5 @@ fn status_name(status: ContainerStateStatusEnum) -> &'static str {
         ContainerStateStatusEnum::DEAD => "dead",
         ContainerStateStatusEnum::STOPPING => "stopping",
         ContainerStateStatusEnum::EMPTY => "in an unknown state",
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::split_reference;
-
-    #[test]
-    fn references_split_into_name_and_tag() {
-        assert_eq!(split_reference("busybox"), ("busybox", "latest"));
-        assert_eq!(
-            split_reference("nicolaka/netshoot:v0.13"),
-            ("nicolaka/netshoot", "v0.13")
-        );
-        assert_eq!(
-            split_reference("127.0.0.1:5000/tools"),
-            ("127.0.0.1:5000/tools", "latest")
-        );
-        assert_eq!(
-            split_reference("127.0.0.1:5000/tools:1"),
-            ("127.0.0.1:5000/tools", "1")
-        );
-        assert_eq!(split_reference("a@sha256:00"), ("a@sha256:00", ""));
     }
 }

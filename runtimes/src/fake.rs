@@ -148,25 +148,18 @@ impl Runtime for FakeRuntime {
     ) -> Result<(), Error> {
         self.record(Call::EnsureImage(image.to_owned(), policy));
         let present = self.lock().images.iter().any(|i| i == image);
-        match policy {
-            PullPolicy::Never if !present => Err(Error::ImageAbsent {
-                image: image.to_owned(),
-            }),
-            PullPolicy::IfNotPresent if present => Ok(()),
-            PullPolicy::Never => Ok(()),
-            _ => {
-                if let Some(tx) = progress {
-                    let _ = tx.try_send(PullProgress {
-                        id: None,
-                        status: format!("Pulled {image}"),
-                        current: None,
-                        total: None,
-                    });
-                }
-                self.lock().images.push(image.to_owned());
-                Ok(())
+        if policy.needs_pull(image, present)? {
+            if let Some(tx) = progress {
+                let _ = tx.try_send(PullProgress {
+                    id: None,
+                    status: format!("Pulled {image}"),
+                    current: None,
+                    total: None,
+                });
             }
+            self.lock().images.push(image.to_owned());
         }
+        Ok(())
     }
 
     async fn create(&self, spec: &DebugSpec) -> Result<Created, Error> {

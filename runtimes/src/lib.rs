@@ -2,9 +2,11 @@
 //!
 //! The agent creates debug containers through [`Runtime`]: resolve the target, make sure the
 //! image is there, create a container joining the target's namespaces, attach its stdio, start
-//! it, follow it, and remove it. [`AnyRuntime`] is the enum the agent holds; [`docker`] talks to
-//! a Docker engine through bollard, and [`fake`] records calls and scripts output for the
-//! agent's unit tests. Nothing here knows Kubernetes: pod names arrive as labels.
+//! it, follow it, and remove it. [`AnyRuntime`] is the enum the agent holds: [`docker`] talks
+//! to a Docker engine through bollard (and a raw attach), [`containerd`] to containerd through
+//! containerd-client (pulling images on the client side), and, with the `fake` feature, the
+//! in-tree fake records calls and scripts output for the agent's tests. [`reference`] parses
+//! image references for both. Nothing here knows Kubernetes: pod names arrive as labels.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -18,24 +20,16 @@ use tokio::sync::mpsc;
 pub mod containerd;
 pub mod docker;
 mod docker_attach;
+#[cfg(feature = "fake")]
 pub mod fake;
-pub mod oci;
-pub mod registry;
+pub mod reference;
 
 pub use containerd::ContainerdRuntime;
+pub use containerd::registry::RegistryError;
 pub use docker::DockerRuntime;
+pub use reference::{InvalidReference, Reference};
 
-/// An error and its causes on one line, `outer: inner: innermost`.
-pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        source = e.source();
-    }
-    text
-}
+#[cfg(feature = "fake")]
 pub use fake::FakeRuntime;
 
 /// Spells a label key: the one prefix, defined here only, plus a name.
@@ -209,6 +203,21 @@ impl FromStr for PullPolicy {
     }
 }
 
+impl PullPolicy {
+    /// Whether `image` must be pulled, given whether it is `present`; with `Never`, an absent
+    /// image is an error. Both backends decide here.
+    pub fn needs_pull(self, image: &str, present: bool) -> Result<bool, Error> {
+        match self {
+            PullPolicy::Always => Ok(true),
+            PullPolicy::IfNotPresent => Ok(!present),
+            PullPolicy::Never if present => Ok(false),
+            PullPolicy::Never => Err(Error::ImageAbsent {
+                image: image.to_owned(),
+            }),
+        }
+    }
+}
+
 impl fmt::Display for PullPolicy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -243,7 +252,7 @@ pub struct DebugSpec {
 }
 
 /// One line of image pull progress.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PullProgress {
     /// The layer or object concerned, if any.
     pub id: Option<String>,
@@ -295,9 +304,7 @@ pub struct DebugContainer {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The runtime's endpoint could not be reached.
-    #[error(
-        "connecting to the {runtime} runtime at {endpoint}; is it running, and may the agent use its socket?"
-    )]
+    #[error("connecting to the {runtime} runtime at {endpoint}")]
     Connect {
         /// `docker` or `containerd`.
         runtime: &'static str,
@@ -339,12 +346,12 @@ pub enum Error {
         image: String,
     },
     /// Pulling the image failed.
-    #[error("pulling image {image}: {message}")]
+    #[error("pulling image {image}")]
     Pull {
         /// The image.
         image: String,
-        /// What the runtime said.
-        message: String,
+        /// What went wrong.
+        source: PullError,
     },
     /// Another runtime call failed.
     #[error("{operation} {object}")]
@@ -356,6 +363,101 @@ pub enum Error {
         /// What the runtime answered.
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+}
+
+/// Why pulling an image failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PullError {
+    /// The reference cannot be parsed.
+    #[error(transparent)]
+    Reference(#[from] InvalidReference),
+    /// The registry could not be talked to, or refused.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// The Docker engine's pull failed; its message.
+    #[error("{0}")]
+    Engine(String),
+    /// The image has no variant for this node.
+    #[error(
+        "the image has no linux/{arch} variant (it has: {offered}); use an image built for this node"
+    )]
+    NoPlatform {
+        /// This node's architecture.
+        arch: &'static str,
+        /// The platforms the image has.
+        offered: String,
+    },
+    /// A document does not match the digest it was asked by.
+    #[error("the registry's document has digest {got}, not the {expected} asked for")]
+    DigestMismatch {
+        /// The digest asked for.
+        expected: String,
+        /// The digest of what came.
+        got: String,
+    },
+    /// The manifest is of a kind we do not read.
+    #[error(
+        "the registry answered a manifest of type {0:?}; only OCI and Docker schema 2 images are supported"
+    )]
+    MediaType(String),
+    /// A document is not what the OCI image spec describes.
+    #[error("the image's {what} is not what OCI describes")]
+    Malformed {
+        /// Which document.
+        what: &'static str,
+        /// What the parser said.
+        source: serde_json::Error,
+    },
+    /// The config and the manifest disagree on the layers.
+    #[error("the image config lists {config} layers, its manifest {manifest}")]
+    LayerCount {
+        /// Layers in the config.
+        config: usize,
+        /// Layers in the manifest.
+        manifest: usize,
+    },
+    /// A blob came larger than its descriptor says.
+    #[error("blob {digest} is larger than the {size} bytes its descriptor says")]
+    Oversized {
+        /// The blob.
+        digest: String,
+        /// Its descriptor's size.
+        size: i64,
+    },
+    /// A blob came shorter than its descriptor says.
+    #[error("blob {digest} is {got} bytes, its descriptor says {size}")]
+    Size {
+        /// The blob.
+        digest: String,
+        /// Bytes that came.
+        got: i64,
+        /// Its descriptor's size.
+        size: i64,
+    },
+    /// A blob of a present image is gone from the content store.
+    #[error(
+        "blob {digest} of the image is missing from containerd's content store; pull it again with --pull-policy Always"
+    )]
+    MissingBlob {
+        /// The blob.
+        digest: String,
+    },
+    /// The image has no layers.
+    #[error("the image has no layers")]
+    NoLayers,
+    /// A layer unpacked to another content than the config says.
+    #[error("layer {layer} unpacked to {applied}, but the image config says {expected}")]
+    DiffId {
+        /// The layer.
+        layer: String,
+        /// What it unpacked to.
+        applied: String,
+        /// What the config says.
+        expected: String,
+    },
+    /// The image config cannot be run.
+    #[error("{0}")]
+    ImageConfig(String),
 }
 
 /// A container runtime.
@@ -417,7 +519,8 @@ pub enum AnyRuntime {
     Docker(DockerRuntime),
     /// containerd.
     Containerd(ContainerdRuntime),
-    /// The in-tree fake, for tests.
+    /// The in-tree fake, for tests (cargo feature `fake`).
+    #[cfg(feature = "fake")]
     Fake(FakeRuntime),
 }
 
@@ -426,6 +529,7 @@ macro_rules! delegate {
         match $self {
             AnyRuntime::Docker($r) => $call.await,
             AnyRuntime::Containerd($r) => $call.await,
+            #[cfg(feature = "fake")]
             AnyRuntime::Fake($r) => $call.await,
         }
     };
@@ -486,24 +590,19 @@ mod tests {
     }
 
     #[test]
-    fn labels_share_the_prefix() {
-        for key in [
-            label::SESSION,
-            label::TARGET,
-            label::POD_NAMESPACE,
-            label::POD_NAME,
-            label::USER,
-            label::CREATED_AT,
-            label::RETAIN,
-        ] {
-            assert!(key.starts_with(LABEL_PREFIX), "{key}");
-        }
-    }
-
-    #[test]
-    fn pull_policies_parse() {
+    fn pull_policies_parse_and_decide() {
         assert_eq!("Never".parse::<PullPolicy>().unwrap(), PullPolicy::Never);
         assert!("never".parse::<PullPolicy>().is_err());
         assert_eq!(PullPolicy::default(), PullPolicy::IfNotPresent);
+        let decide = |policy: PullPolicy, present| policy.needs_pull("tools:1", present);
+        assert!(decide(PullPolicy::Always, true).unwrap());
+        assert!(decide(PullPolicy::IfNotPresent, false).unwrap());
+        assert!(!decide(PullPolicy::IfNotPresent, true).unwrap());
+        assert!(!decide(PullPolicy::Never, true).unwrap());
+        let absent = decide(PullPolicy::Never, false).unwrap_err().to_string();
+        assert!(
+            absent.contains("tools:1") && absent.contains("Never"),
+            "{absent}"
+        );
     }
 }

@@ -5,15 +5,22 @@
 //! joins. Debug containers live in [`DEBUG_NAMESPACE`] and never touch the pods' containers.
 //!
 //! containerd 1.x has no server-side pull, so images are pulled here ([`image`]): manifests and
-//! blobs from the registry into containerd's content store, layers unpacked into the
-//! snapshotter by containerd's diff service. A container is a snapshot prepared on the image's
-//! top layer plus an OCI spec ([`crate::oci`]); its task's stdio goes through FIFOs
-//! ([`stdio`]). Everything created under a lease, so an agent dying half-way leaves nothing
-//! containerd keeps for long.
+//! blobs from the registry ([`registry`], with [`credentials`] and the OCI image model of
+//! [`oci_image`]) into containerd's content store, layers unpacked into the snapshotter by
+//! containerd's diff service. A container is a snapshot prepared on the image's top layer plus
+//! an OCI runtime spec ([`runtime_spec`]); its task's stdio goes through FIFOs ([`stdio`]).
+//! Everything is created under a lease, so an agent dying half-way leaves nothing containerd
+//! keeps for long.
 
+pub mod credentials;
 mod image;
+mod oci_image;
+pub mod registry;
+pub mod runtime_spec;
 mod stdio;
 mod target_files;
+
+pub use credentials::{Auths, Credentials, CredentialsError};
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -44,7 +51,7 @@ use containerd_client::types::v1::Status as TaskStatus;
 use kdbg_relay::TerminalSize;
 use tokio::sync::{Mutex, mpsc};
 
-use crate::registry::{Auths, Registry};
+use self::registry::Registry;
 use crate::{
     Created, DebugContainer, DebugSpec, Error, PullPolicy, PullProgress, Runtime, RuntimeKind,
     Stdio, TargetRef, label,
@@ -297,8 +304,8 @@ impl ContainerdRuntime {
         Ok(id)
     }
 
-    /// Deletes a lease; what it held stays if something else references it.
-    async fn release(&self, lease: &str) {
+    /// Ends a lease; what it held stays if something else references it.
+    async fn end_lease(&self, lease: &str) {
         let request = DeleteLeaseRequest {
             id: lease.to_owned(),
             sync: false,
@@ -390,10 +397,12 @@ impl ContainerdRuntime {
         let pid = self.target_pid(&spec.target).await?;
         let local = self.local_image(&spec.image).await?;
         let mut runtime_spec =
-            crate::oci::runtime_spec(spec, &local.config, pid).map_err(|message| Error::Call {
-                operation: "building the debug container's spec for",
-                object: spec.target.to_string(),
-                source: message.into(),
+            runtime_spec::runtime_spec(spec, &local.config, pid).map_err(|message| {
+                Error::Call {
+                    operation: "building the debug container's spec for",
+                    object: spec.target.to_string(),
+                    source: message.into(),
+                }
             })?;
         runtime_spec["linux"]["cgroupsPath"] = format!("/{DEBUG_NAMESPACE}/{id}").into();
         let prepared = SnapshotsClient::new(self.channel.clone())
@@ -567,7 +576,7 @@ impl Runtime for ContainerdRuntime {
         policy: PullPolicy,
         progress: Option<mpsc::Sender<PullProgress>>,
     ) -> Result<(), Error> {
-        let key = crate::registry::Reference::parse(image)
+        let key = crate::Reference::parse(image)
             .map(|r| r.to_string())
             .unwrap_or_else(|_| image.to_owned());
         let lock = self.pulls.lock().await.entry(key).or_default().clone();
@@ -576,7 +585,7 @@ impl Runtime for ContainerdRuntime {
         let result = self
             .ensure_image_under(image, policy, progress, &lease)
             .await;
-        self.release(&lease).await;
+        self.end_lease(&lease).await;
         result
     }
 
@@ -596,7 +605,7 @@ impl Runtime for ContainerdRuntime {
         let lease = self.lease("create").await?;
         let result = self.create_under(spec, &id, &lease).await;
         // The container now holds its snapshot; the lease only covered the making.
-        self.release(&lease).await;
+        self.end_lease(&lease).await;
         let pid = result?;
         self.joined.lock().await.insert(id.clone(), pid);
         Ok(Created {

@@ -1,0 +1,239 @@
+//! The one client of an agent: everything the plugin asks of an agent goes through
+//! [`AgentClient`], over one connect strategy ([`Transport`]) chosen in one place, so the
+//! verbs never build a request, a URL or a connection themselves.
+//!
+//! Transports: a TCP connection to `host:port` (a node's agent, or `local --agent`), or an
+//! agent inside this process reached over an in-memory pipe (`local`). Headers every request
+//! carries are added in [`AgentClient::request`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow, bail};
+use bytes::{Buf, Bytes, BytesMut};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use kdbg_api::{
+    ContainerItem, ContainerList, DebugRequest, PullLine, PullProgress, PullRequest, Status,
+    header, path,
+};
+use kdbg_relay::{Error as RelayError, Protocol, WebSocketStream, handshake, tungstenite};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// How long to try reaching an agent over TCP.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A connection to an agent.
+pub trait Connection: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Connection for T {}
+
+/// A connection of any transport.
+pub type Conn = Box<dyn Connection>;
+
+/// How the plugin reaches an agent.
+pub enum Transport {
+    /// TCP to `address` (`host:port`); `node` names the agent's node in errors.
+    Tcp {
+        /// `host:port`.
+        address: String,
+        /// The node, when the agent is a node's.
+        node: Option<String>,
+    },
+    /// An agent in this process (`local`), over an in-memory pipe: no port is opened.
+    InProcess(Arc<kdbg_agent::Agent>),
+}
+
+/// A debug session opened on an agent: the WebSocket and what the agent said with it.
+pub struct Session {
+    /// The session's WebSocket.
+    pub ws: WebSocketStream<Conn>,
+    /// The subprotocol the agent chose.
+    pub protocol: Protocol,
+    /// Warnings for the user.
+    pub warnings: Vec<String>,
+    /// The debug container's ID, if the agent said it.
+    pub container: Option<String>,
+}
+
+/// The client of one agent.
+pub struct AgentClient {
+    transport: Transport,
+}
+
+impl AgentClient {
+    /// A client of the agent that `transport` reaches.
+    pub fn new(transport: Transport) -> AgentClient {
+        AgentClient { transport }
+    }
+
+    /// The authority requests name (the `Host` header and the URL's host).
+    fn authority(&self) -> &str {
+        match &self.transport {
+            Transport::Tcp { address, .. } => address,
+            Transport::InProcess(_) => "local",
+        }
+    }
+
+    /// The agent as errors name it.
+    fn describe(&self) -> String {
+        match &self.transport {
+            Transport::Tcp {
+                address,
+                node: Some(node),
+            } => format!("the kubectl-debug agent of node {node} at {address}"),
+            Transport::Tcp {
+                address,
+                node: None,
+            } => format!("the kubectl-debug agent at {address}"),
+            Transport::InProcess(_) => "the kubectl-debug agent in this process".into(),
+        }
+    }
+
+    /// A new connection to the agent.
+    async fn connect(&self) -> anyhow::Result<Conn> {
+        match &self.transport {
+            Transport::Tcp { address, node } => {
+                let stream = tokio::time::timeout(
+                    CONNECT_TIMEOUT,
+                    tokio::net::TcpStream::connect(address),
+                )
+                .await
+                .map_err(|_| anyhow!("timed out after {CONNECT_TIMEOUT:?}"))
+                .and_then(|r| r.map_err(anyhow::Error::from))
+                .with_context(|| match node {
+                    Some(_) => format!(
+                        "reaching {}; check that the agent DaemonSet runs on that node and that its port is open to you (or set --agent-port)",
+                        self.describe()
+                    ),
+                    None => format!(
+                        "reaching {}: is it running there, and is the port open?",
+                        self.describe()
+                    ),
+                })?;
+                stream.set_nodelay(true)?;
+                Ok(Box::new(stream))
+            }
+            Transport::InProcess(agent) => {
+                let (ours, theirs) = tokio::io::duplex(256 * 1024);
+                tokio::spawn(agent.clone().serve_connection(theirs, "local".into()));
+                Ok(Box::new(ours))
+            }
+        }
+    }
+
+    /// A request for `path_and_query`, with the headers every request carries.
+    fn request(&self, path_and_query: &str) -> hyper::http::request::Builder {
+        Request::get(path_and_query).header(hyper::header::HOST, self.authority())
+    }
+
+    /// GETs `path_and_query`; a refusal is an error saying what the agent said.
+    async fn get(&self, path_and_query: &str) -> anyhow::Result<Response<Incoming>> {
+        let stream = self.connect().await?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .with_context(|| format!("talking HTTP to {}", self.describe()))?;
+        tokio::spawn(connection);
+        let request = self.request(path_and_query).body(Empty::<Bytes>::new())?;
+        let response = sender
+            .send_request(request)
+            .await
+            .with_context(|| format!("asking {}", self.describe()))?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let code = response.status().as_u16();
+        let body = response.into_body().collect().await?.to_bytes();
+        bail!(refusal_message(code, Some(&body)))
+    }
+
+    /// Asks the agent to make sure an image is present, handing each progress line to `show`.
+    pub async fn pull(
+        &self,
+        request: &PullRequest,
+        mut show: impl FnMut(&PullProgress),
+    ) -> anyhow::Result<()> {
+        let response = self
+            .get(&format!("{}?{}", path::PULL, request.to_query()))
+            .await?;
+        let mut body = response.into_body();
+        let mut pending = BytesMut::new();
+        while let Some(frame) = body.frame().await {
+            let frame =
+                frame.with_context(|| format!("reading pull progress from {}", self.describe()))?;
+            let Some(data) = frame.data_ref() else {
+                continue;
+            };
+            pending.extend_from_slice(data);
+            while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+                let line: PullLine = serde_json::from_slice(&pending[..end])
+                    .context("reading pull progress: the agent sent something else")?;
+                pending.advance(end + 1);
+                match line {
+                    PullLine::Error { error } => bail!(error),
+                    PullLine::Done { .. } => return Ok(()),
+                    PullLine::Progress(progress) => show(&progress),
+                }
+            }
+        }
+        bail!(
+            "{} ended the pull without saying how it went",
+            self.describe()
+        )
+    }
+
+    /// Opens a debug session.
+    pub async fn open_session(&self, request: &DebugRequest) -> anyhow::Result<Session> {
+        let stream = self.connect().await?;
+        let url = format!(
+            "ws://{}{}?{}",
+            self.authority(),
+            path::DEBUG,
+            request.to_query()
+        );
+        let (ws, protocol, headers) = match handshake::connect(url, stream).await {
+            Ok(connected) => connected,
+            Err(RelayError::Handshake(tungstenite::Error::Http(response))) => {
+                bail!(refusal_message(
+                    response.status().as_u16(),
+                    response.body().as_deref()
+                ));
+            }
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("opening a debug session on {}", self.describe()));
+            }
+        };
+        let text =
+            |v: &tungstenite::http::HeaderValue| String::from_utf8_lossy(v.as_bytes()).into_owned();
+        Ok(Session {
+            ws,
+            protocol,
+            warnings: headers.get_all(header::WARNING).iter().map(text).collect(),
+            container: headers.get(header::CONTAINER).map(text),
+        })
+    }
+
+    /// The debug containers on the agent's node.
+    pub async fn list(&self) -> anyhow::Result<Vec<ContainerItem>> {
+        let response = self.get(path::CONTAINERS).await?;
+        let body = response.into_body().collect().await?.to_bytes();
+        let list: ContainerList = serde_json::from_slice(&body)
+            .with_context(|| format!("reading the container list of {}", self.describe()))?;
+        Ok(list.items)
+    }
+}
+
+/// What a refused request means, from its `metav1.Status` body when there is one.
+pub fn refusal_message(code: u16, body: Option<&[u8]>) -> String {
+    let status = body.and_then(|b| serde_json::from_slice::<Status>(b).ok());
+    match status.and_then(|s| s.message) {
+        Some(message) => message,
+        None => format!(
+            "the agent refused the request with HTTP {code}{}",
+            body.map(|b| format!(": {}", String::from_utf8_lossy(b)))
+                .unwrap_or_default()
+        ),
+    }
+}

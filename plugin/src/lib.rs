@@ -1,0 +1,85 @@
+//! `kubectl-debug`: a shell in a debug container that shares a pod's (or a local container's)
+//! namespaces. The remote command's exit code is ours; our own errors exit 1.
+//!
+//! - [`cli`]: the command line;
+//! - [`client`]: the one client of an agent, over one connect strategy;
+//! - [`pod`]: `kubectl-debug POD`, through the Kubernetes API;
+//! - [`local`]: `kubectl-debug local`, with no cluster;
+//! - [`attach`]: a session's terminal, shared by every verb that opens one;
+//! - [`pull`], [`output`], [`terminal`]: pull progress, the user's stdout and stderr, and the
+//!   user's terminal.
+
+pub mod attach;
+pub mod cli;
+pub mod client;
+pub mod local;
+pub mod output;
+pub mod pod;
+pub mod pull;
+pub mod terminal;
+
+use std::io::ErrorKind;
+use std::process::ExitCode;
+
+use cli::{Cli, Verb};
+use kdbg_relay::ExitStatus;
+
+/// Sends logs to stderr: none but our own messages unless `-v`/`--v=N` asks (like kubectl's
+/// `-v`) or `KUBECTL_DEBUG_LOG` names a filter; colour only on a terminal.
+pub fn init_logging(verbosity: u8) {
+    use std::io::IsTerminal;
+    let level = match verbosity {
+        0 => "off",
+        1..=3 => "info",
+        4..=5 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KUBECTL_DEBUG_LOG")
+        .unwrap_or_else(|_| level.into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Runs the verb `cli` names and maps the outcome to the process's exit code.
+pub fn run(cli: Cli) -> ExitCode {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let result = runtime.block_on(async move {
+        match cli.verb {
+            Some(Verb::Local(local)) => local.run().await,
+            None => {
+                let pod = cli.pod.expect("clap requires POD without a verb");
+                pod::run(&cli.global, &pod, cli.container.as_deref(), cli.debug).await
+            }
+        }
+    });
+    // A blocked read of stdin must not keep the process alive after the session.
+    runtime.shutdown_background();
+    match result {
+        Ok(ExitStatus::Code(code)) => ExitCode::from(code),
+        Ok(ExitStatus::Failure { reason, message }) => {
+            eprintln!("error: {message} ({reason})");
+            ExitCode::from(1)
+        }
+        Err(e) if broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", kdbg_api::error_chain(e.as_ref()));
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Whether the error is our stdout having gone away (`kubectl-debug ... | head`): not an error.
+fn broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<kdbg_relay::Error>()
+            .and_then(kdbg_relay::Error::local_io)
+            .is_some_and(|io| io.kind() == ErrorKind::BrokenPipe)
+    })
+}

@@ -1,0 +1,442 @@
+//! Just enough of the OCI distribution protocol to pull an image on the client side, which
+//! containerd 1.x needs (it has no server-side pull): manifests and blobs over HTTPS (plain
+//! HTTP for registries the configuration calls insecure), redirects, and the auth protocol
+//! ([`auth`]), with every wait bounded.
+
+mod auth;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
+use hyper::header::{ACCEPT, AUTHORIZATION, LOCATION, WWW_AUTHENTICATE};
+use hyper::{Request, Response, StatusCode};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde::Deserialize;
+
+use super::credentials::Auths;
+use super::oci_image::media;
+use crate::reference::Reference;
+
+/// Redirects followed for one request (blob downloads redirect to a CDN).
+const MAX_REDIRECTS: usize = 5;
+/// How long connecting, an answer's headers, or any wait for more of a body may take: a
+/// registry that stalls fails the pull instead of holding it forever.
+pub(super) const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// The largest manifest, index or token answer read.
+pub(super) const MAX_DOCUMENT: usize = 4 << 20;
+
+/// Why talking to a registry failed. Each variant names the URL it was about.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// The URL could not be built.
+    #[error("{url} is not a valid URL")]
+    Url {
+        /// The URL.
+        url: String,
+        /// Why.
+        source: hyper::http::Error,
+    },
+    /// The request could not be sent or answered.
+    #[error("{url}")]
+    Request {
+        /// What was asked.
+        url: String,
+        /// What failed.
+        source: hyper_util::client::legacy::Error,
+    },
+    /// No answer came in time.
+    #[error("{url}: no answer within {IDLE_TIMEOUT:?}")]
+    Timeout {
+        /// What was asked.
+        url: String,
+    },
+    /// The answer's body stopped coming.
+    #[error("{url}: the answer stalled for {IDLE_TIMEOUT:?}")]
+    Stalled {
+        /// What was asked.
+        url: String,
+    },
+    /// The answer's body could not be read.
+    #[error("{url}: reading the answer")]
+    Body {
+        /// What was asked.
+        url: String,
+        /// What failed.
+        source: hyper::Error,
+    },
+    /// The answer is larger than we accept.
+    #[error("{url}: the answer is larger than {limit} bytes")]
+    TooLarge {
+        /// What was asked.
+        url: String,
+        /// The limit.
+        limit: usize,
+    },
+    /// The registry answered with an error status.
+    #[error("{url}: the registry answered {status}{detail}")]
+    Status {
+        /// What was asked.
+        url: String,
+        /// The status.
+        status: StatusCode,
+        /// The registry's own message, if any, with a hint.
+        detail: String,
+    },
+    /// The registry wants credentials we do not have.
+    #[error(
+        "{url}: the registry wants a user name and password; add {registry} to the registry credentials (the agent's runtime.registryAuth, or --registry-auth with local)"
+    )]
+    NeedsCredentials {
+        /// What was asked.
+        url: String,
+        /// The registry.
+        registry: String,
+    },
+    /// The token realm is not HTTPS.
+    #[error(
+        "{url}: the registry sends us for a token to {realm:?}, which is not HTTPS; credentials are not sent there (declare the registry insecure only if it is a lab's)"
+    )]
+    InsecureRealm {
+        /// What was asked.
+        url: String,
+        /// The realm.
+        realm: String,
+    },
+    /// The token answer is not JSON.
+    #[error("{url}: the token answer is not JSON")]
+    TokenJson {
+        /// The token URL.
+        url: String,
+        /// What the parser said.
+        source: serde_json::Error,
+    },
+    /// The token answer holds no token.
+    #[error("{url}: the token answer holds no token")]
+    NoToken {
+        /// The token URL.
+        url: String,
+    },
+}
+
+type Https = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
+
+/// A registry client, shared by pulls.
+#[derive(Clone)]
+pub struct Registry {
+    client: Https,
+    insecure: Vec<String>,
+    auths: Auths,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("insecure", &self.insecure)
+            .field("auths", &self.auths)
+            .finish()
+    }
+}
+
+impl Registry {
+    /// A client trusting the system's CA certificates, speaking plain HTTP to the `insecure`
+    /// registries (`host[:port]`) only.
+    pub fn new(insecure: Vec<String>, auths: Auths) -> Registry {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(IDLE_TIMEOUT));
+        let builder = hyper_rustls::HttpsConnectorBuilder::new();
+        let connector = match builder.with_native_roots() {
+            Ok(b) => b.https_or_http().enable_http1().wrap_connector(http),
+            Err(e) => {
+                // Without CA certificates only plain-HTTP registries can work; HTTPS requests
+                // then fail their certificate check, and say so.
+                tracing::warn!(error = %e, "no CA certificates found; HTTPS registries will fail (install ca-certificates)");
+                let config = rustls::ClientConfig::builder()
+                    .with_root_certificates(rustls::RootCertStore::empty())
+                    .with_no_client_auth();
+                hyper_rustls::HttpsConnectorBuilder::new()
+                    .with_tls_config(config)
+                    .https_or_http()
+                    .enable_http1()
+                    .wrap_connector(http)
+            }
+        };
+        Registry {
+            client: Client::builder(TokioExecutor::new()).build(connector),
+            insecure,
+            auths,
+        }
+    }
+
+    /// A session for pulling from `reference`'s repository; it keeps the token it earns.
+    pub fn session<'a>(&'a self, reference: &'a Reference) -> Session<'a> {
+        Session {
+            registry: self,
+            reference,
+            authorization: None,
+        }
+    }
+}
+
+/// Requests to one repository, with the authorization earned so far.
+pub struct Session<'a> {
+    registry: &'a Registry,
+    reference: &'a Reference,
+    authorization: Option<String>,
+}
+
+impl Session<'_> {
+    /// Whether the registry may be spoken to over plain HTTP.
+    fn insecure(&self) -> bool {
+        let host = self.reference.api_host();
+        self.registry.insecure.iter().any(|i| i == host)
+    }
+
+    fn base(&self) -> String {
+        let scheme = if self.insecure() { "http" } else { "https" };
+        format!(
+            "{scheme}://{}/v2/{}",
+            self.reference.api_host(),
+            self.reference.repository
+        )
+    }
+
+    /// Fetches the manifest (or index) `object` (a tag or digest); returns its media type and
+    /// bytes.
+    pub async fn manifest(&mut self, object: &str) -> Result<(String, Bytes), RegistryError> {
+        let url = format!("{}/manifests/{object}", self.base());
+        let accept = [
+            media::OCI_INDEX,
+            media::DOCKER_LIST,
+            media::OCI_MANIFEST,
+            media::DOCKER_MANIFEST,
+        ]
+        .join(", ");
+        let response = self.get(&url, Some(&accept)).await?;
+        let media_type = response
+            .headers()
+            .get(hyper::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_owned();
+        let body = read_all(&url, response, MAX_DOCUMENT).await?;
+        Ok((media_type, body))
+    }
+
+    /// Starts downloading the blob `digest`; the response's body is the blob.
+    pub async fn blob(&mut self, digest: &str) -> Result<Response<Incoming>, RegistryError> {
+        let url = format!("{}/blobs/{digest}", self.base());
+        self.get(&url, None).await
+    }
+
+    /// GETs `url`, answering one auth challenge and following redirects (without our
+    /// authorization when they leave the registry's host).
+    async fn get(
+        &mut self,
+        url: &str,
+        accept: Option<&str>,
+    ) -> Result<Response<Incoming>, RegistryError> {
+        let mut target = url.to_owned();
+        let mut challenged = false;
+        let mut redirects = 0;
+        loop {
+            // Our authorization goes only where it was earned, over the same scheme: never to
+            // a CDN a redirect names, never downgraded to plain HTTP.
+            let same_host = origin(&target) == origin(url);
+            let authorization = self.authorization.as_deref().filter(|_| same_host);
+            let response = self.send(&target, accept, authorization).await?;
+            let status = response.status();
+            if status == StatusCode::UNAUTHORIZED && same_host && !challenged {
+                challenged = true;
+                let challenge = response
+                    .headers()
+                    .get(WWW_AUTHENTICATE)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(auth::parse_challenge);
+                if let Some(challenge) = challenge {
+                    self.authorization = Some(self.answer(url, challenge).await?);
+                    continue;
+                }
+            }
+            if status.is_redirection() {
+                let location = response
+                    .headers()
+                    .get(LOCATION)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                if let Some(location) = location
+                    && redirects < MAX_REDIRECTS
+                {
+                    redirects += 1;
+                    target = resolve(&target, &location);
+                    continue;
+                }
+            }
+            if status.is_success() {
+                return Ok(response);
+            }
+            return Err(status_error(url, response).await);
+        }
+    }
+
+    async fn send(
+        &self,
+        url: &str,
+        accept: Option<&str>,
+        authorization: Option<&str>,
+    ) -> Result<Response<Incoming>, RegistryError> {
+        let mut request = Request::get(url);
+        if let Some(accept) = accept {
+            request = request.header(ACCEPT, accept);
+        }
+        if let Some(authorization) = authorization {
+            request = request.header(AUTHORIZATION, authorization);
+        }
+        let request = request
+            .header(hyper::header::USER_AGENT, "kubectl-debug-agent")
+            .body(Empty::new())
+            .map_err(|source| RegistryError::Url {
+                url: url.to_owned(),
+                source,
+            })?;
+        match tokio::time::timeout(IDLE_TIMEOUT, self.registry.client.request(request)).await {
+            Ok(answer) => answer.map_err(|source| RegistryError::Request {
+                url: url.to_owned(),
+                source,
+            }),
+            Err(_) => Err(RegistryError::Timeout {
+                url: url.to_owned(),
+            }),
+        }
+    }
+}
+
+/// `scheme://host[:port]` of a URL.
+fn origin(url: &str) -> &str {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let end = url[start..].find('/').map_or(url.len(), |i| start + i);
+    &url[..end]
+}
+
+fn host_of(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    rest.split('/').next().unwrap_or(rest)
+}
+
+/// `location` relative to `base`.
+fn resolve(base: &str, location: &str) -> String {
+    if location.contains("://") {
+        location.to_owned()
+    } else if location.starts_with('/') {
+        let scheme = base.split_once("://").map_or("https", |(s, _)| s);
+        format!("{scheme}://{}{location}", host_of(base))
+    } else {
+        let dir = base.rfind('/').map_or(base, |i| &base[..=i]);
+        format!("{dir}{location}")
+    }
+}
+
+/// Waits, bounded, for the next frame of a body.
+pub(super) async fn next_frame(
+    url: &str,
+    body: &mut Incoming,
+) -> Result<Option<hyper::body::Frame<Bytes>>, RegistryError> {
+    tokio::time::timeout(IDLE_TIMEOUT, body.frame())
+        .await
+        .map_err(|_| RegistryError::Stalled {
+            url: url.to_owned(),
+        })?
+        .transpose()
+        .map_err(|source| RegistryError::Body {
+            url: url.to_owned(),
+            source,
+        })
+}
+
+/// The whole body of `response`, at most `limit` bytes, each wait for more bounded.
+pub(super) async fn read_all(
+    url: &str,
+    response: Response<Incoming>,
+    limit: usize,
+) -> Result<Bytes, RegistryError> {
+    let mut body = response.into_body();
+    let mut data = bytes::BytesMut::new();
+    while let Some(frame) = next_frame(url, &mut body).await? {
+        if let Some(chunk) = frame.data_ref() {
+            if data.len() + chunk.len() > limit {
+                return Err(RegistryError::TooLarge {
+                    url: url.to_owned(),
+                    limit,
+                });
+            }
+            data.extend_from_slice(chunk);
+        }
+    }
+    Ok(data.freeze())
+}
+
+/// An error for a non-success answer, with the registry's own message and a hint.
+async fn status_error(url: &str, response: Response<Incoming>) -> RegistryError {
+    let status = response.status();
+    #[derive(Deserialize)]
+    struct Errors {
+        #[serde(default)]
+        errors: Vec<ErrorEntry>,
+    }
+    #[derive(Deserialize)]
+    struct ErrorEntry {
+        #[serde(default)]
+        message: String,
+    }
+    let body = read_all(url, response, 64 * 1024).await.unwrap_or_default();
+    let said = serde_json::from_slice::<Errors>(&body)
+        .ok()
+        .and_then(|e| e.errors.into_iter().next())
+        .map(|e| e.message)
+        .filter(|m| !m.is_empty());
+    let hint = match status {
+        StatusCode::NOT_FOUND => "; check the image name and tag",
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+            "; the image may be private: give credentials for it (the agent's runtime.registryAuth, or --registry-auth with local)"
+        }
+        _ => "",
+    };
+    let detail = match said {
+        Some(said) => format!(" ({said}){hint}"),
+        None => hint.to_owned(),
+    };
+    RegistryError::Status {
+        url: url.to_owned(),
+        status,
+        detail,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirects_resolve() {
+        assert_eq!(
+            resolve("https://r.io/v2/x/blobs/d", "https://cdn.io/a?b"),
+            "https://cdn.io/a?b"
+        );
+        assert_eq!(
+            resolve("http://r:5000/v2/x/blobs/d", "/v2/y"),
+            "http://r:5000/v2/y"
+        );
+        assert_eq!(host_of("https://cdn.io/a"), "cdn.io");
+        assert_eq!(origin("https://r.io:443/v2/x"), "https://r.io:443");
+        assert_ne!(origin("http://r.io/v2/x"), origin("https://r.io/v2/x"));
+    }
+}
