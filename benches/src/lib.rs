@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use kdbg_relay::session::ExitFuture;
 use kdbg_relay::{
-    ClientIo, Config, ExitStatus, Protocol, ServerIo, Tap, WebSocketStream, attach, handshake,
-    serve,
+    ClientIo, Config, ExitStatus, ObserverOptions, Protocol, ServerIo, Tap, WebSocketStream,
+    attach, handshake, serve,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -146,7 +146,8 @@ pub async fn raw_tcp(total: u64, chunk: usize) -> Duration {
 pub async fn relay_stdout(total: u64, chunk: usize, with_tap: bool) -> Duration {
     let (server, ws, protocol) = server_session_on_own_thread(move || {
         let tap = with_tap.then(|| {
-            let (tap, mut events) = Tap::new(1024);
+            let tap = Tap::new(None);
+            let mut events = tap.subscribe(ObserverOptions::default());
             tokio::spawn(async move { while events.recv().await.is_some() {} });
             tap
         });

@@ -8,7 +8,7 @@
 //! - [`codec`]: the channel framing as pure functions;
 //! - [`resize`] and [`status`]: the JSON carried on the resize and status channels;
 //! - [`session`]: the pump, [`serve`] on the server side and [`attach`] on the client side;
-//! - [`observer`]: the tap through which a recorder sees a session;
+//! - [`observer`]: the tap through which recorders and live viewers see a session;
 //! - [`handshake`]: opening the WebSocket with subprotocol negotiation.
 
 pub mod codec;
@@ -22,7 +22,7 @@ pub mod status;
 
 pub use codec::{Frame, Protocol};
 pub use error::{Error, ProtocolError, chain as error_chain};
-pub use observer::{Event, EventKind, Tap};
+pub use observer::{Event, EventKind, Observer, ObserverOptions, Tap};
 pub use resize::TerminalSize;
 pub use session::{ClientIo, Config, Finished, ServerEnd, ServerIo, Stats, attach, serve};
 pub use status::ExitStatus;

@@ -1,31 +1,53 @@
-//! The observer tap: a recorder or a metrics collector sees what a session carries without ever
-//! slowing it down.
+//! The observer tap: recorders and live viewers see what a session carries without ever slowing
+//! it down.
 //!
-//! Output chunks are handed over as `Bytes` clones (a reference count, never a copy). The tap is a
-//! bounded channel filled with `try_send`: if the observer falls behind and the channel is full,
-//! the session drops the tap with a warning and goes on. An observer that went away is dropped
-//! quietly.
+//! A [`Tap`] fans every event out to any number of [`Observer`]s, which may join at any time
+//! (a viewer joining a running session). The session never waits for an observer: events are
+//! queued, and each observer may hold at most its byte budget of events it has not taken yet
+//! ([`ObserverOptions::max_bytes`]; output data counts, and every event at least
+//! [`EVENT_OVERHEAD`]). An observer past its budget is dropped, and its last event says so
+//! ([`EventKind::Dropped`]), so a recording can mark itself incomplete instead of silently
+//! stopping. Output chunks are shared with the session as `Bytes` (a reference count, never a
+//! copy).
+//!
+//! Every observer's first event is [`EventKind::Start`] with the terminal size as the session
+//! knows it at that moment (the size the client asked for at the start, or the latest resize),
+//! so a recorder can write its header before any output. Keystrokes ([`EventKind::Input`]) go
+//! only to observers that ask for them ([`ObserverOptions::input`]): they may hold passwords.
+//!
+//! Times come from tokio's clock, so tests can pause and advance it.
 
-use std::time::Instant;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::{debug, warn};
 
 use crate::resize::TerminalSize;
 use crate::status::ExitStatus;
 
+/// What every event counts against an observer's budget, beyond its data.
+pub const EVENT_OVERHEAD: usize = 64;
+
 /// Something a session carried, with the moment it did.
 #[derive(Debug, Clone)]
 pub struct Event {
-    /// When the session saw it.
+    /// When the session saw it (tokio's clock).
     pub at: Instant,
     /// What it was.
     pub kind: EventKind,
 }
 
 /// The kinds of [`Event`].
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventKind {
+    /// The first event of every observer: the terminal size at this moment, if known.
+    Start {
+        /// The terminal size.
+        size: Option<TerminalSize>,
+    },
     /// Process output; `channel` is [`crate::codec::STDOUT`] or [`crate::codec::STDERR`].
     Output {
         /// Which stream.
@@ -33,43 +55,279 @@ pub enum EventKind {
         /// The bytes, shared with the session.
         data: Bytes,
     },
+    /// The user's input (only for observers that asked for it).
+    Input(Bytes),
     /// The terminal was resized.
     Resize(TerminalSize),
     /// The process ended.
     Exit(ExitStatus),
+    /// The last event of an observer that fell behind by more than its budget: it was
+    /// dropped, and sees nothing more of the session.
+    Dropped,
 }
 
-/// The session's end of an observer channel.
-#[derive(Debug)]
-pub struct Tap {
-    tx: mpsc::Sender<Event>,
+impl EventKind {
+    /// What the event counts against a budget.
+    fn cost(&self) -> usize {
+        EVENT_OVERHEAD
+            + match self {
+                EventKind::Output { data, .. } | EventKind::Input(data) => data.len(),
+                _ => 0,
+            }
+    }
 }
 
-/// Why a tap was dropped.
+/// What an observer wants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TapDropped {
-    /// The observer fell `capacity` events behind.
-    TooSlow,
-    /// The observer's receiver was dropped.
-    Gone,
+pub struct ObserverOptions {
+    /// The most it may fall behind, in bytes of events not taken yet.
+    pub max_bytes: usize,
+    /// Whether it sees the user's input.
+    pub input: bool,
+}
+
+impl Default for ObserverOptions {
+    fn default() -> Self {
+        ObserverOptions {
+            max_bytes: 4 << 20,
+            input: false,
+        }
+    }
+}
+
+/// The session's end: fans events out to its observers. Clones share the observers, so
+/// observers can be added while the session runs.
+#[derive(Debug, Clone, Default)]
+pub struct Tap {
+    shared: Arc<Mutex<Shared>>,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    observers: Vec<Subscriber>,
+    size: Option<TerminalSize>,
+    /// The session ended: no observer joins any more.
+    ended: bool,
+}
+
+#[derive(Debug)]
+struct Subscriber {
+    tx: mpsc::UnboundedSender<Event>,
+    /// Bytes queued and not yet taken.
+    queued: Arc<AtomicUsize>,
+    options: ObserverOptions,
+}
+
+/// An observer's end.
+#[derive(Debug)]
+pub struct Observer {
+    rx: mpsc::UnboundedReceiver<Event>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl Observer {
+    /// The next event; `None` once the session has ended (or after [`EventKind::Dropped`]).
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: an event is taken only when this resolves.
+    pub async fn recv(&mut self) -> Option<Event> {
+        let event = self.rx.recv().await?;
+        self.queued.fetch_sub(event.kind.cost(), Ordering::Relaxed);
+        Some(event)
+    }
 }
 
 impl Tap {
-    /// A tap and the observer's receiver; the observer may fall at most `capacity` events behind.
-    pub fn new(capacity: usize) -> (Tap, mpsc::Receiver<Event>) {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
-        (Tap { tx }, rx)
+    /// A tap with no observers yet; `size` is the terminal size at the start, if known.
+    pub fn new(size: Option<TerminalSize>) -> Tap {
+        let tap = Tap::default();
+        tap.lock().size = size;
+        tap
     }
 
-    /// Offers an event without waiting. An error means the tap must be dropped.
-    pub fn offer(&self, kind: EventKind) -> Result<(), TapDropped> {
-        let event = Event {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
+        self.shared
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Adds an observer; its first event is [`EventKind::Start`]. An observer added after the
+    /// session ended gets only that event.
+    pub fn subscribe(&self, options: ObserverOptions) -> Observer {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let mut shared = self.lock();
+        let start = EventKind::Start { size: shared.size };
+        queued.fetch_add(start.cost(), Ordering::Relaxed);
+        let _ = tx.send(Event {
             at: Instant::now(),
-            kind,
+            kind: start,
+        });
+        if !shared.ended {
+            shared.observers.push(Subscriber {
+                tx,
+                queued: queued.clone(),
+                options,
+            });
+        }
+        Observer { rx, queued }
+    }
+
+    /// How many observers there are.
+    pub fn observers(&self) -> usize {
+        self.lock().observers.len()
+    }
+
+    /// Hands `kind` to every observer that wants it, without waiting; drops those past their
+    /// budget (telling them) and those that went away.
+    pub fn offer(&self, kind: EventKind) {
+        let mut shared = self.lock();
+        if let EventKind::Resize(size) = kind {
+            shared.size = Some(size);
+        }
+        if shared.observers.is_empty() {
+            return;
+        }
+        let at = Instant::now();
+        let cost = kind.cost();
+        let input = matches!(kind, EventKind::Input(_));
+        shared.observers.retain(|o| {
+            if input && !o.options.input {
+                return true;
+            }
+            let queued = o.queued.fetch_add(cost, Ordering::Relaxed) + cost;
+            if queued > o.options.max_bytes {
+                warn!(
+                    limit = o.options.max_bytes,
+                    "session observer fell behind and was dropped; the session goes on"
+                );
+                let _ = o.tx.send(Event {
+                    at,
+                    kind: EventKind::Dropped,
+                });
+                return false;
+            }
+            let kept =
+                o.tx.send(Event {
+                    at,
+                    kind: kind.clone(),
+                })
+                .is_ok();
+            if !kept {
+                debug!("session observer went away");
+            }
+            kept
+        });
+    }
+
+    /// Whether any observer wants the user's input (so the session need not offer it).
+    pub fn wants_input(&self) -> bool {
+        self.lock().observers.iter().any(|o| o.options.input)
+    }
+
+    /// The session is over: observers see the end of their stream once they have taken what
+    /// is queued.
+    pub fn end(&self) {
+        let mut shared = self.lock();
+        shared.ended = true;
+        shared.observers.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn output(text: &'static str) -> EventKind {
+        EventKind::Output {
+            channel: crate::codec::STDOUT,
+            data: Bytes::from_static(text.as_bytes()),
+        }
+    }
+
+    #[tokio::test]
+    async fn every_observer_starts_with_the_current_size_and_sees_what_follows() {
+        let size = TerminalSize { cols: 80, rows: 24 };
+        let tap = Tap::new(Some(size));
+        let early = tap.subscribe(ObserverOptions::default());
+        tap.offer(output("a"));
+        let bigger = TerminalSize {
+            cols: 120,
+            rows: 40,
         };
-        self.tx.try_send(event).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => TapDropped::TooSlow,
-            mpsc::error::TrySendError::Closed(_) => TapDropped::Gone,
-        })
+        tap.offer(EventKind::Resize(bigger));
+        let late = tap.subscribe(ObserverOptions::default());
+        tap.offer(output("b"));
+        tap.end();
+        let kinds = |mut o: Observer| async move {
+            let mut kinds = Vec::new();
+            while let Some(e) = o.recv().await {
+                kinds.push(e.kind);
+            }
+            kinds
+        };
+        assert_eq!(
+            kinds(early).await,
+            [
+                EventKind::Start { size: Some(size) },
+                output("a"),
+                EventKind::Resize(bigger),
+                output("b")
+            ]
+        );
+        assert_eq!(
+            kinds(late).await,
+            [EventKind::Start { size: Some(bigger) }, output("b")]
+        );
+    }
+
+    #[tokio::test]
+    async fn input_goes_only_to_observers_that_ask() {
+        let tap = Tap::new(None);
+        let mut quiet = tap.subscribe(ObserverOptions::default());
+        let mut keen = tap.subscribe(ObserverOptions {
+            input: true,
+            ..ObserverOptions::default()
+        });
+        assert!(tap.wants_input());
+        tap.offer(EventKind::Input(Bytes::from_static(b"secret")));
+        tap.end();
+        quiet.recv().await.unwrap();
+        assert!(quiet.recv().await.is_none());
+        keen.recv().await.unwrap();
+        assert_eq!(
+            keen.recv().await.unwrap().kind,
+            EventKind::Input(Bytes::from_static(b"secret"))
+        );
+    }
+
+    #[tokio::test]
+    async fn an_observer_past_its_budget_is_dropped_and_told() {
+        let tap = Tap::new(None);
+        let mut slow = tap.subscribe(ObserverOptions {
+            max_bytes: 1000,
+            input: false,
+        });
+        let mut fast = tap.subscribe(ObserverOptions {
+            max_bytes: 1000,
+            input: false,
+        });
+        let chunk = Bytes::from(vec![b'x'; 300]);
+        for _ in 0..10 {
+            tap.offer(EventKind::Output {
+                channel: 1,
+                data: chunk.clone(),
+            });
+            // The fast one keeps up.
+            while fast.queued.load(Ordering::Relaxed) > 0 {
+                fast.recv().await.unwrap();
+            }
+        }
+        assert_eq!(tap.observers(), 1);
+        let mut last = None;
+        while let Some(e) = slow.recv().await {
+            last = Some(e.kind);
+        }
+        assert_eq!(last, Some(EventKind::Dropped));
     }
 }

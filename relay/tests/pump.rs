@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use common::{Checksum, HashingWriter, RandomReader, loopback_pair};
 use futures_util::{SinkExt, StreamExt};
+use kdbg_relay::observer::{EVENT_OVERHEAD, ObserverOptions};
 use kdbg_relay::session::{BoxRead, BoxWrite, ExitFuture};
 use kdbg_relay::{
     ClientIo, Config, Error, EventKind, ExitStatus, Protocol, ProtocolError, ServerEnd, ServerIo,
@@ -266,7 +267,8 @@ async fn resizes_reach_the_server_in_order() {
         },
         TerminalSize { cols: 10, rows: 5 },
     ];
-    let (tap, mut events) = Tap::new(16);
+    let tap = Tap::new(None);
+    let mut events = tap.subscribe(ObserverOptions::default());
     let io = ClientIo {
         resize: Some(Box::pin(
             futures_util::stream::iter(sizes.clone()).chain(futures_util::stream::pending()),
@@ -280,7 +282,7 @@ async fn resizes_reach_the_server_in_order() {
     server.await.unwrap().unwrap();
     assert_eq!(*seen.lock().unwrap(), sizes);
     let mut tapped = Vec::new();
-    while let Ok(event) = events.try_recv() {
+    while let Some(event) = events.recv().await {
         if let EventKind::Resize(size) = event.kind {
             tapped.push(size);
         }
@@ -469,9 +471,15 @@ async fn slow_consumer_keeps_buffering_bounded() {
 
 #[tokio::test]
 async fn observer_sees_output_and_a_slow_one_is_dropped_without_harm() {
-    for capacity in [1024, 1] {
+    // Room for everything, and room for the start and the first read (4 KiB) only.
+    let first_read = EVENT_OVERHEAD + EVENT_OVERHEAD + 4 * 1024;
+    for budget in [64 << 20, first_read] {
         let pair = loopback_pair().await;
-        let (tap, mut events) = Tap::new(capacity);
+        let tap = Tap::new(None);
+        let mut events = tap.subscribe(ObserverOptions {
+            max_bytes: budget,
+            input: false,
+        });
         let len = 4 * MIB;
         let server = tokio::spawn(async move {
             let io = ServerIo {
@@ -495,23 +503,74 @@ async fn observer_sees_output_and_a_slow_one_is_dropped_without_harm() {
         // Nobody read the tap during the session.
         let mut tapped = Checksum::default();
         let mut exit = None;
-        while let Ok(event) = events.try_recv() {
-            match event.kind {
-                EventKind::Output { data, .. } => tapped.update(&data),
-                EventKind::Exit(status) => exit = Some(status),
-                EventKind::Resize(_) => {}
+        let mut last = None;
+        while let Some(event) = events.recv().await {
+            match &event.kind {
+                EventKind::Output { data, .. } => tapped.update(data),
+                EventKind::Exit(status) => exit = Some(status.clone()),
+                _ => {}
             }
+            last = Some(event.kind);
         }
-        if capacity == 1 {
-            // Too slow: dropped after its first event (the first read, 4 KiB), the session
-            // unharmed.
+        if budget == first_read {
+            // Too slow: dropped after the first read, told so, the session unharmed.
             assert_eq!(tapped.len, 4 * 1024);
             assert_eq!(exit, None);
+            assert_eq!(last, Some(EventKind::Dropped));
         } else {
             assert_eq!(tapped, RandomReader::expected(9, len));
             assert_eq!(exit, Some(ExitStatus::Code(4)));
         }
     }
+}
+
+#[tokio::test]
+async fn observers_see_input_only_when_they_ask() {
+    let pair = loopback_pair().await;
+    let tap = Tap::new(Some(TerminalSize { cols: 80, rows: 24 }));
+    let keen = tap.subscribe(ObserverOptions {
+        input: true,
+        ..ObserverOptions::default()
+    });
+    let quiet = tap.subscribe(ObserverOptions::default());
+    let (stdin_w, mut stdin_r) = tokio::io::duplex(1024);
+    let server = tokio::spawn(async move {
+        let io = ServerIo {
+            stdin: boxed_write(stdin_w),
+            exit: Box::pin(async move {
+                let mut typed = Vec::new();
+                stdin_r.read_to_end(&mut typed).await.unwrap();
+                ExitStatus::Code(0)
+            }),
+            tap: Some(tap),
+            ..server_io(exits_with(0))
+        };
+        serve(pair.server, pair.protocol, io, &Config::default()).await
+    });
+    let io = ClientIo {
+        stdin: boxed_read(&b"password\n"[..]),
+        ..ClientIo::default()
+    };
+    attach(pair.client, pair.protocol, io, &Config::default())
+        .await
+        .unwrap();
+    server.await.unwrap().unwrap();
+    let kinds = |mut o: kdbg_relay::observer::Observer| async move {
+        let mut kinds = Vec::new();
+        while let Some(e) = o.recv().await {
+            kinds.push(e.kind);
+        }
+        kinds
+    };
+    let start = EventKind::Start {
+        size: Some(TerminalSize { cols: 80, rows: 24 }),
+    };
+    let keen = kinds(keen).await;
+    assert_eq!(keen[0], start);
+    assert!(keen.contains(&EventKind::Input(bytes::Bytes::from_static(b"password\n"))));
+    let quiet = kinds(quiet).await;
+    assert_eq!(quiet[0], start);
+    assert!(!quiet.iter().any(|k| matches!(k, EventKind::Input(_))));
 }
 
 #[tokio::test]
