@@ -164,28 +164,33 @@ impl Agent {
         let runtime = self.runtime.clone();
         let image = request.image.unwrap_or_else(|| self.defaults.image.clone());
         let policy = request.policy;
+        let shutdown = self.shutdown.clone();
+        // The pull and its progress run in one tracked task (shutdown waits for it, or cuts it
+        // short: what it wrote is under a lease that expires). A client that leaves does not
+        // stop the pull: the session it was for will want the image.
         self.tracker.spawn(async move {
-            let pulling = {
-                let image = image.clone();
-                tokio::spawn(async move {
-                    runtime
-                        .ensure_image(&image, policy, Some(progress_tx))
-                        .await
-                })
-            };
-            while let Some(p) = progress.recv().await {
-                let line = PullLine::Progress(p).to_line();
-                if lines_tx.send(Bytes::from(line)).await.is_err() {
-                    break;
+            let forward = async {
+                while let Some(p) = progress.recv().await {
+                    let line = PullLine::Progress(p).to_line();
+                    if lines_tx.send(Bytes::from(line)).await.is_err() {
+                        break;
+                    }
                 }
-            }
-            let last = match pulling.await {
-                Ok(Ok(())) => PullLine::done(),
-                Ok(Err(e)) => PullLine::Error {
-                    error: crate::chain(&e),
+            };
+            let pulling = async {
+                let (pulled, ()) =
+                    tokio::join!(runtime.ensure_image(&image, policy, Some(progress_tx)), forward);
+                pulled
+            };
+            let last = tokio::select! {
+                pulled = pulling => match pulled {
+                    Ok(()) => PullLine::done(),
+                    Err(e) => PullLine::Error {
+                        error: crate::chain(&e),
+                    },
                 },
-                Err(e) => PullLine::Error {
-                    error: format!("pulling {image}: {e}"),
+                () = shutdown.cancelled() => PullLine::Error {
+                    error: format!("pulling {image}: the kubectl-debug agent on this node is shutting down; try again when it is back"),
                 },
             };
             let _ = lines_tx.send(Bytes::from(last.to_line())).await;

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use kdbg_relay::session::{ExitFuture, ServerIo};
 use kdbg_relay::{Config as RelayConfig, ExitStatus, Protocol, ServerEnd, WebSocketStream};
@@ -16,6 +16,10 @@ use tracing::{debug, info, warn};
 
 use crate::config::Defaults;
 use kdbg_api::DebugRequest;
+
+/// How long a retained container's process gets between SIGTERM and SIGKILL when its session
+/// ends before it does.
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// A new session ID: unique on this node for the agent's life, and unlikely to repeat across
 /// restarts (it starts from the clock).
@@ -124,9 +128,11 @@ impl Prepared {
         self.armed = false;
         self.live.remove(&self.id);
         if self.retain {
+            // The session's process stops, whether it ended or its client left; the container
+            // and its filesystem stay, the same on every runtime.
             info!(container = %self.id, "session over; container retained as asked");
-            if let Err(e) = self.runtime.release(&self.id).await {
-                warn!(container = %self.id, error = %crate::chain(&e), "freeing what the retained container held");
+            if let Err(e) = self.runtime.stop(&self.id, STOP_GRACE).await {
+                warn!(container = %self.id, error = %crate::chain(&e), "stopping the retained container's process");
             }
             return;
         }

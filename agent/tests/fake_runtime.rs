@@ -67,7 +67,7 @@ fn kind(call: &Call) -> &'static str {
         Call::Start(_) => "start",
         Call::Wait(_) => "wait",
         Call::Remove(_) => "remove",
-        Call::Release(_) => "release",
+        Call::Stop(_) => "stop",
         Call::Resize(..) => "resize",
         Call::List => "list",
     }
@@ -170,8 +170,8 @@ async fn resizes_reach_the_runtime_and_retained_containers_stay() {
     assert_eq!(running.fake.containers().len(), 1, "retained");
     assert!(!running.fake.calls().iter().any(|c| kind(c) == "remove"));
     assert!(
-        running.fake.calls().iter().any(|c| kind(c) == "release"),
-        "what the retained container held is freed"
+        running.fake.calls().iter().any(|c| kind(c) == "stop"),
+        "the retained container's process is stopped"
     );
 }
 

@@ -520,3 +520,43 @@ fn registry_token_auth_anonymous_and_with_credentials() {
     }
     assert!(target.leftovers().is_empty());
 }
+
+#[test]
+fn a_retained_container_outlives_a_client_that_vanished_without_its_process() {
+    let target = CtdTarget::start("exec sleep 3600");
+    let fifos = scratch("fifo-retain-vanish");
+    let agent = support::Agent::containerd(&fifos, "");
+    let mut session = via_agent(
+        &target,
+        &agent.address(),
+        &[
+            "--retain",
+            "--",
+            "sh",
+            "-c",
+            "echo kept > /kept; exec sleep 300",
+        ],
+    )
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    let id = support::wait_for_debug_container(|| target.leftovers());
+    std::thread::sleep(Duration::from_millis(500));
+    session.kill().unwrap(); // SIGKILL: the client vanishes
+    session.wait().unwrap();
+    // Its process gets SIGTERM (sleep dies of it at once), its task goes; the container and
+    // its filesystem stay, as on Docker.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while text(&ctr(DEBUG_NAMESPACE, &["tasks", "ls", "-q"]).stdout).contains(&id) {
+        assert!(
+            Instant::now() < deadline,
+            "task of {id} still there after 5 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(target.leftovers(), std::slice::from_ref(&id));
+    assert!(snapshot_of(&id), "its filesystem stays");
+    let _ = ctr(DEBUG_NAMESPACE, &["containers", "delete", &id]);
+}

@@ -356,3 +356,64 @@ async fn sigterm_removes_containers_whose_clients_ignore_the_close() {
     );
     drop(clients);
 }
+
+#[test]
+fn the_agent_logs_json_lines_when_asked_and_no_colour_into_a_file() {
+    let target = Target::start("exec sleep 3600");
+    for (extra, json) in [("log:\n  format: json\n", true), ("", false)] {
+        let agent = support::Agent::docker_with(extra);
+        let out = run(
+            &mut local(&target, &["--agent", &agent.address(), "--", "true"]),
+            b"",
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let log = agent.log();
+        assert!(log.contains("agent ready"), "{log}");
+        assert!(!log.contains('\u{1b}'), "no colour in a file: {log}");
+        for line in log.lines() {
+            let parsed = serde_json::from_str::<serde_json::Value>(line);
+            assert_eq!(parsed.is_ok(), json, "{line}");
+        }
+    }
+}
+
+#[test]
+fn a_retained_container_outlives_a_client_that_vanished_without_its_process() {
+    let target = Target::start("exec sleep 3600");
+    let agent = support::Agent::start();
+    let mut session = local(
+        &target,
+        &[
+            "--agent",
+            &agent.address(),
+            "--retain",
+            "--",
+            "sh",
+            "-c",
+            "echo kept > /kept; exec sleep 300",
+        ],
+    )
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    let id = support::wait_for_debug_container(|| target.leftovers());
+    std::thread::sleep(Duration::from_millis(500));
+    session.kill().unwrap(); // SIGKILL: the client vanishes
+    session.wait().unwrap();
+    // Its process gets SIGTERM (sleep dies of it at once); the container and its filesystem
+    // stay.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let state = text(&docker(&["inspect", "-f", "{{.State.Status}}", &id]).stdout);
+        if state.trim() == "exited" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still {state} after 5 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let kept = docker(&["cp", &format!("{id}:/kept"), "-"]);
+    assert!(!kept.stdout.is_empty(), "its filesystem stays");
+    docker(&["rm", "-f", &id]);
+}

@@ -219,3 +219,54 @@ fn a_pod_on_a_containerd_node_is_debugged_through_its_agent() {
     assert!(text(&out.stderr).contains("err\n"));
     support::assert_removed_soon(|| target.leftovers());
 }
+
+#[test]
+fn an_unreachable_api_server_is_one_error_line_without_logs() {
+    let dir = std::env::temp_dir().join(format!("kdbg-noapi-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kubeconfig = dir.join("kubeconfig");
+    let port = free_port();
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: gone\n  cluster:\n    server: http://127.0.0.1:{port}\n\
+             users:\n- name: u\n  user:\n    token: t\ncontexts:\n- name: gone\n  context:\n    cluster: gone\n    user: u\n\
+             current-context: gone\n"
+        ),
+    )
+    .unwrap();
+    let mut cmd = plugin();
+    cmd.arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args(["web-1", "--", "true"]);
+    let out = run(&mut cmd, b"");
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "one line, ours: {err}");
+    assert!(
+        lines[0].starts_with("error: getting pod \"web-1\""),
+        "{err}"
+    );
+    assert!(
+        !err.contains("kube_client") && !err.contains('\u{1b}'),
+        "{err}"
+    );
+    // Each cause is said once.
+    let causes: Vec<&str> = lines[0].split(": ").collect();
+    let mut unique = causes.clone();
+    unique.dedup();
+    assert_eq!(causes, unique, "{err}");
+    // -v shows the logs.
+    let mut cmd = plugin();
+    cmd.arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args(["web-1", "-v=6", "--", "true"]);
+    let out = run(&mut cmd, b"");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).lines().count() > 1,
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -9,6 +9,7 @@
 //! [`crate::docker_attach`] for why that part does not go through bollard).
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use bollard::Docker;
 use bollard::errors::Error as BollardError;
@@ -17,7 +18,7 @@ use bollard::models::{
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
-    RemoveContainerOptionsBuilder, ResizeContainerTTYOptionsBuilder,
+    RemoveContainerOptionsBuilder, ResizeContainerTTYOptionsBuilder, StopContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
 use kdbg_relay::TerminalSize;
@@ -337,9 +338,19 @@ impl Runtime for DockerRuntime {
         }
     }
 
-    async fn release(&self, _id: &str) -> Result<(), Error> {
-        // An exited Docker container holds no process: nothing to free.
-        Ok(())
+    async fn stop(&self, id: &str, grace: Duration) -> Result<(), Error> {
+        let options = StopContainerOptionsBuilder::new()
+            .t(i32::try_from(grace.as_secs()).unwrap_or(i32::MAX))
+            .build();
+        match self.docker.stop_container(id, Some(options)).await {
+            Ok(()) => Ok(()),
+            // Stopped already (304), or gone.
+            Err(BollardError::DockerResponseServerError {
+                status_code: 304, ..
+            }) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(call("stopping debug container", id)(e)),
+        }
     }
 
     async fn list(&self) -> Result<Vec<DebugContainer>, Error> {

@@ -47,8 +47,8 @@ pub enum Call {
     Wait(String),
     /// [`Runtime::remove`].
     Remove(String),
-    /// [`Runtime::release`].
-    Release(String),
+    /// [`Runtime::stop`].
+    Stop(String),
     /// [`Runtime::list`].
     List,
 }
@@ -278,8 +278,20 @@ impl Runtime for FakeRuntime {
         Ok(())
     }
 
-    async fn release(&self, id: &str) -> Result<(), Error> {
-        self.record(Call::Release(id.to_owned()));
+    async fn stop(&self, id: &str, _grace: std::time::Duration) -> Result<(), Error> {
+        self.record(Call::Stop(id.to_owned()));
+        if let Some(container) = self.lock().containers.get_mut(id) {
+            if let Some(process) = container.process.take() {
+                process.abort();
+            }
+            container.exit.send_if_modified(|code| {
+                let unset = code.is_none();
+                if unset {
+                    *code = Some(143);
+                }
+                unset
+            });
+        }
         Ok(())
     }
 

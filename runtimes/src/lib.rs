@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::str::FromStr;
+use std::time::Duration;
 
 use kdbg_relay::TerminalSize;
 use kdbg_relay::session::{BoxRead, BoxWrite};
@@ -504,9 +505,11 @@ pub trait Runtime: Send + Sync {
     /// Stops and removes the container. Removing one that is already gone is not an error.
     fn remove(&self, id: &str) -> impl Future<Output = Result<(), Error>> + Send;
 
-    /// Frees what a retained container still holds once its session is over, keeping the
-    /// container and its filesystem (containerd: the exited task and its shim; Docker: nothing).
-    fn release(&self, id: &str) -> impl Future<Output = Result<(), Error>> + Send;
+    /// Stops the container's process, keeping the container and its filesystem (for a
+    /// retained container whose session is over): SIGTERM, then SIGKILL after `grace`; then
+    /// frees what the stopped process held (containerd: its task and shim). A process that
+    /// has exited already is not an error.
+    fn stop(&self, id: &str, grace: Duration) -> impl Future<Output = Result<(), Error>> + Send;
 
     /// The debug containers on this node (those carrying [`label::SESSION`]).
     fn list(&self) -> impl Future<Output = Result<Vec<DebugContainer>, Error>> + Send;
@@ -565,8 +568,8 @@ impl Runtime for AnyRuntime {
     async fn remove(&self, id: &str) -> Result<(), Error> {
         delegate!(self, r => r.remove(id))
     }
-    async fn release(&self, id: &str) -> Result<(), Error> {
-        delegate!(self, r => r.release(id))
+    async fn stop(&self, id: &str, grace: Duration) -> Result<(), Error> {
+        delegate!(self, r => r.stop(id, grace))
     }
     async fn list(&self) -> Result<Vec<DebugContainer>, Error> {
         delegate!(self, r => r.list())

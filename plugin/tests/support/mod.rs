@@ -145,25 +145,32 @@ pub fn agent_binary() -> PathBuf {
     agent
 }
 
-/// A real `kubectl-debug-agent` on 127.0.0.1, stopped when dropped.
+/// A real `kubectl-debug-agent` on 127.0.0.1, stopped when dropped; its log goes to a file.
 pub struct Agent {
     pub port: u16,
     child: std::process::Child,
+    log: PathBuf,
 }
 
 impl Agent {
     /// An agent on the test Docker engine.
     pub fn start() -> Agent {
-        Agent::with_runtime(
+        Agent::docker_with("")
+    }
+
+    /// An agent on the test Docker engine with `extra` top-level YAML in its configuration.
+    pub fn docker_with(extra: &str) -> Agent {
+        Agent::with_config(
             &format!("  kind: docker\n  endpoint: \"{}\"\n", docker_host()),
             &image(),
+            extra,
         )
     }
 
     /// An agent on the test containerd; its FIFOs go to `fifo_dir`; `extra` are more
     /// `runtime:` lines.
     pub fn containerd(fifo_dir: &std::path::Path, extra: &str) -> Agent {
-        Agent::with_runtime(
+        Agent::with_config(
             &format!(
                 "  kind: containerd\n  endpoint: \"unix://{}\"\n  insecureRegistries: [\"{}\", \"{}\"]\n  fifoDir: \"{}\"\n{extra}",
                 containerd_socket(),
@@ -172,11 +179,13 @@ impl Agent {
                 fifo_dir.display()
             ),
             &ctd_image(),
+            "",
         )
     }
 
-    /// An agent whose config has `runtime` (indented YAML lines) and `image` by default.
-    fn with_runtime(runtime: &str, image: &str) -> Agent {
+    /// An agent whose config has `runtime` (indented YAML lines), `image` by default, and
+    /// `extra` top-level YAML.
+    fn with_config(runtime: &str, image: &str, extra: &str) -> Agent {
         static N: AtomicUsize = AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!(
             "kdbg-agent-{}-{}",
@@ -189,14 +198,15 @@ impl Agent {
         std::fs::write(
             &config,
             format!(
-                "listen: \"127.0.0.1:{port}\"\nruntime:\n{runtime}defaults:\n  image: \"{image}\"\n  command: [\"sh\"]\n"
+                "listen: \"127.0.0.1:{port}\"\nruntime:\n{runtime}defaults:\n  image: \"{image}\"\n  command: [\"sh\"]\n{extra}"
             ),
         )
         .unwrap();
+        let log = dir.join("agent.log");
         let child = Command::new(agent_binary())
             .arg("--config")
             .arg(&config)
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("starting kubectl-debug-agent");
         let address = format!("127.0.0.1:{port}");
@@ -208,7 +218,12 @@ impl Agent {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        Agent { port, child }
+        Agent { port, child, log }
+    }
+
+    /// What the agent has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     pub fn address(&self) -> String {

@@ -70,7 +70,7 @@ pub const DEFAULT_FIFO_DIR: &str = "/run/kubectl-debug/fifo";
 const RUNC_SHIM: &str = "io.containerd.runc.v2";
 /// How long a lease outlives an agent that died holding it.
 const LEASE_TTL: Duration = Duration::from_secs(3600);
-/// How long `remove` waits for a killed task to stop.
+/// How long to wait for a task to stop after SIGKILL.
 const KILL_WAIT: Duration = Duration::from_secs(10);
 
 /// How to reach containerd and where things go.
@@ -521,38 +521,21 @@ impl ContainerdRuntime {
         }
     }
 
-    /// Kills the task (if any) and waits, bounded, for it to stop; then deletes it.
-    async fn delete_task(&self, id: &str) -> Result<(), Error> {
-        let mut tasks = TasksClient::new(self.channel.clone());
-        let killed = tasks
-            .kill(self.request(
-                KillRequest {
-                    container_id: id.to_owned(),
-                    exec_id: String::new(),
-                    signal: 9,
-                    all: true,
-                },
-                None,
-            ))
-            .await;
-        match killed {
-            Ok(_) => {
-                let mut waiter = tasks.clone();
-                let wait = waiter.wait(self.request(
-                    WaitRequest {
-                        container_id: id.to_owned(),
-                        exec_id: String::new(),
-                    },
-                    None,
-                ));
-                let _ = tokio::time::timeout(KILL_WAIT, wait).await;
+    /// Stops the task (if any): SIGTERM, then SIGKILL if it has not stopped after `grace`
+    /// (no SIGTERM with no grace); waits, bounded, for it to stop; then deletes it.
+    async fn delete_task(&self, id: &str, grace: Duration) -> Result<(), Error> {
+        let mut signals = Vec::with_capacity(2);
+        if !grace.is_zero() {
+            signals.push((15, grace));
+        }
+        signals.push((9, KILL_WAIT));
+        for (signal, wait_for) in signals {
+            if self.kill_and_wait(id, signal, wait_for).await? {
+                break;
             }
-            // No task, or one that is not running (created, or stopped already).
-            Err(e) if matches!(e.code(), Code::NotFound | Code::FailedPrecondition) => {}
-            Err(e) => return Err(call("killing the task of debug container", id)(e)),
         }
         gone_ok(
-            tasks
+            TasksClient::new(self.channel.clone())
                 .delete(self.request(
                     DeleteTaskRequest {
                         container_id: id.to_owned(),
@@ -562,6 +545,44 @@ impl ContainerdRuntime {
                 .await,
         )
         .map_err(call("deleting the task of debug container", id))
+    }
+
+    /// Sends `signal` to every process of the task and waits at most `wait_for` for it to
+    /// stop. Returns whether it has (or there is no running task).
+    async fn kill_and_wait(
+        &self,
+        id: &str,
+        signal: u32,
+        wait_for: Duration,
+    ) -> Result<bool, Error> {
+        let mut tasks = TasksClient::new(self.channel.clone());
+        let killed = tasks
+            .kill(self.request(
+                KillRequest {
+                    container_id: id.to_owned(),
+                    exec_id: String::new(),
+                    signal,
+                    all: true,
+                },
+                None,
+            ))
+            .await;
+        match killed {
+            Ok(_) => {}
+            // No task, or one that is not running (created, or stopped already).
+            Err(e) if matches!(e.code(), Code::NotFound | Code::FailedPrecondition) => {
+                return Ok(true);
+            }
+            Err(e) => return Err(call("killing the task of debug container", id)(e)),
+        }
+        let wait = tasks.wait(self.request(
+            WaitRequest {
+                container_id: id.to_owned(),
+                exec_id: String::new(),
+            },
+            None,
+        ));
+        Ok(tokio::time::timeout(wait_for, wait).await.is_ok())
     }
 }
 
@@ -679,7 +700,7 @@ impl Runtime for ContainerdRuntime {
         let expected = self.joined.lock().await.get(id).copied();
         let now = self.target_pid(&spec.target).await;
         if expected.is_none() || now.as_ref().ok() != expected.as_ref() {
-            let _ = self.delete_task(id).await;
+            let _ = self.delete_task(id, Duration::ZERO).await;
             return Err(match now {
                 Err(e) => e,
                 Ok(_) => Error::TargetNotRunning {
@@ -738,18 +759,17 @@ impl Runtime for ContainerdRuntime {
         Ok(i64::from(exit))
     }
 
-    async fn release(&self, id: &str) -> Result<(), Error> {
-        // The session has read the output to its end: the exited task and its shim can go,
-        // and the container's directory (FIFOs, copied files) with them, since no process of
-        // it runs again; the container and its snapshot stay.
-        self.delete_task(id).await?;
+    async fn stop(&self, id: &str, grace: Duration) -> Result<(), Error> {
+        // The task and its shim go, and the container's directory (FIFOs, copied files) with
+        // them, since no process of it runs again; the container and its snapshot stay.
+        self.delete_task(id, grace).await?;
         let _ = std::fs::remove_dir_all(self.options.fifo_dir.join(id));
         self.joined.lock().await.remove(id);
         Ok(())
     }
 
     async fn remove(&self, id: &str) -> Result<(), Error> {
-        self.delete_task(id).await?;
+        self.delete_task(id, Duration::ZERO).await?;
         gone_ok(
             ContainersClient::new(self.channel.clone())
                 .delete(self.request(DeleteContainerRequest { id: id.to_owned() }, None))
