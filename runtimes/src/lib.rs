@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 pub mod containerd;
 pub mod docker;
 mod docker_attach;
+mod error;
 #[cfg(feature = "fake")]
 pub mod fake;
 pub mod reference;
@@ -28,6 +29,7 @@ pub mod reference;
 pub use containerd::ContainerdRuntime;
 pub use containerd::registry::RegistryError;
 pub use docker::DockerRuntime;
+pub use error::{Error, PullError};
 pub use reference::{InvalidReference, Reference};
 
 #[cfg(feature = "fake")]
@@ -298,167 +300,6 @@ pub struct DebugContainer {
     pub state: String,
     /// Its labels.
     pub labels: BTreeMap<String, String>,
-}
-
-/// Why a runtime operation failed. Variants name the operation; the source says what the
-/// runtime answered.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The runtime's endpoint could not be reached.
-    #[error("connecting to the {runtime} runtime at {endpoint}")]
-    Connect {
-        /// `docker` or `containerd`.
-        runtime: &'static str,
-        /// The endpoint tried.
-        endpoint: String,
-        /// What failed.
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
-    /// The target does not exist.
-    #[error("target container {target} not found on this node")]
-    TargetNotFound {
-        /// The target.
-        target: TargetRef,
-    },
-    /// The target exists but is not running.
-    #[error(
-        "target container {target} is {state}, not running: a debug container can only join a running container"
-    )]
-    TargetNotRunning {
-        /// The target.
-        target: TargetRef,
-        /// Its state.
-        state: String,
-    },
-    /// The target belongs to another runtime.
-    #[error("target {target} belongs to another runtime than this agent's ({runtime})")]
-    WrongRuntime {
-        /// The target.
-        target: TargetRef,
-        /// This runtime.
-        runtime: &'static str,
-    },
-    /// The image is absent and the pull policy forbids pulling.
-    #[error(
-        "image {image} is not present on this node and the pull policy is Never; pull it on the node or use another pull policy"
-    )]
-    ImageAbsent {
-        /// The image.
-        image: String,
-    },
-    /// Pulling the image failed.
-    #[error("pulling image {image}")]
-    Pull {
-        /// The image.
-        image: String,
-        /// What went wrong.
-        source: PullError,
-    },
-    /// Another runtime call failed.
-    #[error("{operation} {object}")]
-    Call {
-        /// What was being done, e.g. `creating debug container for`.
-        operation: &'static str,
-        /// The object, e.g. a container ID.
-        object: String,
-        /// What the runtime answered.
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
-}
-
-/// Why pulling an image failed.
-#[derive(Debug, thiserror::Error)]
-pub enum PullError {
-    /// The reference cannot be parsed.
-    #[error(transparent)]
-    Reference(#[from] InvalidReference),
-    /// The registry could not be talked to, or refused.
-    #[error(transparent)]
-    Registry(#[from] RegistryError),
-    /// The Docker engine's pull failed; its message.
-    #[error("{0}")]
-    Engine(String),
-    /// The image has no variant for this node.
-    #[error(
-        "the image has no linux/{arch} variant (it has: {offered}); use an image built for this node"
-    )]
-    NoPlatform {
-        /// This node's architecture.
-        arch: &'static str,
-        /// The platforms the image has.
-        offered: String,
-    },
-    /// A document does not match the digest it was asked by.
-    #[error("the registry's document has digest {got}, not the {expected} asked for")]
-    DigestMismatch {
-        /// The digest asked for.
-        expected: String,
-        /// The digest of what came.
-        got: String,
-    },
-    /// The manifest is of a kind we do not read.
-    #[error(
-        "the registry answered a manifest of type {0:?}; only OCI and Docker schema 2 images are supported"
-    )]
-    MediaType(String),
-    /// A document is not what the OCI image spec describes.
-    #[error("the image's {what} is not what OCI describes")]
-    Malformed {
-        /// Which document.
-        what: &'static str,
-        /// What the parser said.
-        source: serde_json::Error,
-    },
-    /// The config and the manifest disagree on the layers.
-    #[error("the image config lists {config} layers, its manifest {manifest}")]
-    LayerCount {
-        /// Layers in the config.
-        config: usize,
-        /// Layers in the manifest.
-        manifest: usize,
-    },
-    /// A blob came larger than its descriptor says.
-    #[error("blob {digest} is larger than the {size} bytes its descriptor says")]
-    Oversized {
-        /// The blob.
-        digest: String,
-        /// Its descriptor's size.
-        size: i64,
-    },
-    /// A blob came shorter than its descriptor says.
-    #[error("blob {digest} is {got} bytes, its descriptor says {size}")]
-    Size {
-        /// The blob.
-        digest: String,
-        /// Bytes that came.
-        got: i64,
-        /// Its descriptor's size.
-        size: i64,
-    },
-    /// A blob of a present image is gone from the content store.
-    #[error(
-        "blob {digest} of the image is missing from containerd's content store; pull it again with --pull-policy Always"
-    )]
-    MissingBlob {
-        /// The blob.
-        digest: String,
-    },
-    /// The image has no layers.
-    #[error("the image has no layers")]
-    NoLayers,
-    /// A layer unpacked to another content than the config says.
-    #[error("layer {layer} unpacked to {applied}, but the image config says {expected}")]
-    DiffId {
-        /// The layer.
-        layer: String,
-        /// What it unpacked to.
-        applied: String,
-        /// What the config says.
-        expected: String,
-    },
-    /// The image config cannot be run.
-    #[error("{0}")]
-    ImageConfig(String),
 }
 
 /// A container runtime.

@@ -12,13 +12,16 @@
 //! Everything is created under a lease, so an agent dying half-way leaves nothing containerd
 //! keeps for long.
 
+mod container;
 pub mod credentials;
 mod image;
+mod lease;
 mod oci_image;
 pub mod registry;
 pub mod runtime_spec;
 mod stdio;
 mod target_files;
+mod task;
 
 pub use credentials::{Auths, Credentials, CredentialsError};
 
@@ -28,33 +31,26 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use containerd_client::services::v1::GetNamespaceRequest;
-use containerd_client::services::v1::container::Runtime as ContainerRuntime;
 use containerd_client::services::v1::containers_client::ContainersClient;
-use containerd_client::services::v1::leases_client::LeasesClient;
 use containerd_client::services::v1::namespaces_client::NamespacesClient;
+use containerd_client::services::v1::snapshots::MountsRequest;
 use containerd_client::services::v1::snapshots::snapshots_client::SnapshotsClient;
-use containerd_client::services::v1::snapshots::{
-    MountsRequest, PrepareSnapshotRequest, RemoveSnapshotRequest,
-};
 use containerd_client::services::v1::tasks_client::TasksClient;
 use containerd_client::services::v1::version_client::VersionClient;
 use containerd_client::services::v1::{
-    CloseIoRequest, Container, CreateContainerRequest, CreateRequest as CreateLeaseRequest,
-    CreateTaskRequest, DeleteContainerRequest, DeleteRequest as DeleteLeaseRequest,
-    DeleteTaskRequest, GetContainerRequest, GetRequest, KillRequest, ListContainersRequest,
+    CloseIoRequest, CreateTaskRequest, DeleteContainerRequest, ListContainersRequest,
     ResizePtyRequest, StartRequest, WaitRequest,
 };
 use containerd_client::tonic::metadata::MetadataValue;
 use containerd_client::tonic::transport::Channel;
 use containerd_client::tonic::{Code, Request};
-use containerd_client::types::v1::Status as TaskStatus;
 use kdbg_relay::TerminalSize;
 use tokio::sync::{Mutex, mpsc};
 
 use self::registry::Registry;
 use crate::{
-    Created, DebugContainer, DebugSpec, Error, PullPolicy, PullProgress, Runtime, RuntimeKind,
-    Stdio, TargetRef, label,
+    Created, DebugContainer, DebugSpec, Error, PullPolicy, PullProgress, Runtime, Stdio, TargetRef,
+    label,
 };
 
 /// The containerd namespace debug containers (and their images) live in, apart from the pods'.
@@ -68,10 +64,6 @@ pub const DEFAULT_SNAPSHOTTER: &str = "overlayfs";
 pub const DEFAULT_FIFO_DIR: &str = "/run/kubectl-debug/fifo";
 /// The shim that runs debug containers.
 const RUNC_SHIM: &str = "io.containerd.runc.v2";
-/// How long a lease outlives an agent that died holding it.
-const LEASE_TTL: Duration = Duration::from_secs(3600);
-/// How long to wait for a task to stop after SIGKILL.
-const KILL_WAIT: Duration = Duration::from_secs(10);
 
 /// How to reach containerd and where things go.
 #[derive(Debug, Clone)]
@@ -185,28 +177,6 @@ fn valid_id(id: &str) -> bool {
             .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_alphanumeric()))
 }
 
-/// `t` as RFC 3339 UTC, e.g. `2026-11-27T09:18:04Z`.
-fn rfc3339(t: SystemTime) -> String {
-    let secs = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
 impl ContainerdRuntime {
     /// Connects to containerd at `endpoint` (a path, `unix://` accepted), with targets in
     /// `namespace` and defaults for the rest, and asks its version to prove it answers.
@@ -286,303 +256,6 @@ impl ContainerdRuntime {
             request.metadata_mut().insert("containerd-namespace", ns);
         }
         request
-    }
-
-    /// Creates a lease that keeps what is made under it from containerd's garbage collector,
-    /// and expires on its own should we die before deleting it.
-    async fn lease(&self, purpose: &'static str) -> Result<String, Error> {
-        let id = format!("kubectl-debug-{purpose}-{}", unique());
-        let expire = rfc3339(SystemTime::now() + LEASE_TTL);
-        let request = CreateLeaseRequest {
-            id: id.clone(),
-            labels: HashMap::from([("containerd.io/gc.expire".to_owned(), expire)]),
-        };
-        LeasesClient::new(self.channel.clone())
-            .create(self.request(request, None))
-            .await
-            .map_err(call("creating a containerd lease for", purpose))?;
-        Ok(id)
-    }
-
-    /// Ends a lease; what it held stays if something else references it.
-    async fn end_lease(&self, lease: &str) {
-        let request = DeleteLeaseRequest {
-            id: lease.to_owned(),
-            sync: false,
-        };
-        if let Err(e) = LeasesClient::new(self.channel.clone())
-            .delete(self.request(request, None))
-            .await
-        {
-            tracing::warn!(lease, error = %StatusMessage(e), "deleting containerd lease; it expires on its own");
-        }
-    }
-
-    /// The PID of `target`'s running task, after checking it can be joined.
-    pub async fn target_pid(&self, target: &TargetRef) -> Result<u32, Error> {
-        if target.kind != RuntimeKind::Containerd {
-            return Err(Error::WrongRuntime {
-                target: target.clone(),
-                runtime: "containerd",
-            });
-        }
-        let found = ContainersClient::new(self.channel.clone())
-            .get(self.target_request(GetContainerRequest {
-                id: target.id.clone(),
-            }))
-            .await;
-        match found {
-            Ok(_) => {}
-            Err(e) if e.code() == Code::NotFound => {
-                return Err(Error::TargetNotFound {
-                    target: target.clone(),
-                });
-            }
-            Err(e) => return Err(call("looking up target container", target.to_string())(e)),
-        }
-        let task = TasksClient::new(self.channel.clone())
-            .get(self.target_request(GetRequest {
-                container_id: target.id.clone(),
-                exec_id: String::new(),
-            }))
-            .await;
-        let process = match task {
-            Ok(response) => response.into_inner().process,
-            // A container without a task was never started, or its task is gone.
-            Err(e) if e.code() == Code::NotFound => None,
-            Err(e) => return Err(call("looking up the task of", target.to_string())(e)),
-        };
-        let Some(process) = process else {
-            return Err(Error::TargetNotRunning {
-                target: target.clone(),
-                state: "created, with no task".into(),
-            });
-        };
-        let status = TaskStatus::try_from(process.status).unwrap_or(TaskStatus::Unknown);
-        if status != TaskStatus::Running {
-            return Err(Error::TargetNotRunning {
-                target: target.clone(),
-                state: status.as_str_name().to_lowercase(),
-            });
-        }
-        Ok(process.pid)
-    }
-
-    /// The state of a debug container's task: `running`, `stopped`, ..., or `created` when
-    /// it has none.
-    async fn task_state(&self, id: &str) -> String {
-        let task = TasksClient::new(self.channel.clone())
-            .get(self.request(
-                GetRequest {
-                    container_id: id.to_owned(),
-                    exec_id: String::new(),
-                },
-                None,
-            ))
-            .await;
-        match task.map(|r| r.into_inner().process) {
-            Ok(Some(p)) => TaskStatus::try_from(p.status)
-                .unwrap_or(TaskStatus::Unknown)
-                .as_str_name()
-                .to_lowercase(),
-            Ok(None) | Err(_) => "created".into(),
-        }
-    }
-
-    /// Prepares the container's snapshot and creates the container, under `lease`; returns
-    /// the target's PID the container will join. The snapshot is the name's reservation:
-    /// nothing of the container's is written before it succeeds, so a taken name never
-    /// touches the container that has it.
-    async fn create_under(&self, spec: &DebugSpec, id: &str, lease: &str) -> Result<u32, Error> {
-        let pid = self.target_pid(&spec.target).await?;
-        let local = self.local_image(&spec.image).await?;
-        let mut runtime_spec =
-            runtime_spec::runtime_spec(spec, &local.config, pid).map_err(|message| {
-                Error::Call {
-                    operation: "building the debug container's spec for",
-                    object: spec.target.to_string(),
-                    source: message.into(),
-                }
-            })?;
-        runtime_spec["linux"]["cgroupsPath"] = format!("/{DEBUG_NAMESPACE}/{id}").into();
-        let prepared = SnapshotsClient::new(self.channel.clone())
-            .prepare(self.request(
-                PrepareSnapshotRequest {
-                    snapshotter: self.options.snapshotter.clone(),
-                    key: id.to_owned(),
-                    parent: local.chain_id.clone(),
-                    labels: HashMap::new(),
-                },
-                Some(lease),
-            ))
-            .await;
-        match prepared {
-            Ok(_) => {}
-            Err(e) if e.code() == Code::AlreadyExists => return Err(name_taken(id, e)),
-            Err(e) => return Err(call("preparing the filesystem of debug container", id)(e)),
-        }
-        let made = self
-            .make_container(spec, id, lease, pid, &local.name, runtime_spec)
-            .await;
-        if made.is_err() {
-            self.remove_filesystem(id).await;
-        }
-        made.map(|()| pid)
-    }
-
-    /// The container's directory (FIFOs, copied files) and the container itself, once its
-    /// snapshot is prepared.
-    async fn make_container(
-        &self,
-        spec: &DebugSpec,
-        id: &str,
-        lease: &str,
-        pid: u32,
-        image: &str,
-        mut runtime_spec: serde_json::Value,
-    ) -> Result<(), Error> {
-        // No container of ours has this name (its snapshot would exist): a directory left by
-        // an agent that died is stale.
-        let dir = self.options.fifo_dir.join(id);
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&self.options.fifo_dir)
-            .and_then(|()| std::fs::create_dir(&dir))
-            .and_then(|()| {
-                std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
-            })
-            .map_err(|e| Error::Call {
-                operation: "making the directory of debug container",
-                object: format!("{id} in {}", dir.display()),
-                source: Box::new(e),
-            })?;
-        // Copies of the target's name-resolution files, so names resolve as it resolves them.
-        if let Some(mounts) = runtime_spec["mounts"].as_array_mut() {
-            for (copy, destination) in target_files::copy_name_resolution(pid, &dir) {
-                mounts.push(serde_json::json!({
-                    "destination": destination, "type": "bind",
-                    "source": copy, "options": ["rbind", "ro"]
-                }));
-            }
-        }
-        let container = Container {
-            id: id.to_owned(),
-            labels: spec.labels.clone().into_iter().collect(),
-            image: image.to_owned(),
-            runtime: Some(ContainerRuntime {
-                name: RUNC_SHIM.to_owned(),
-                options: None,
-            }),
-            spec: Some(prost_types::Any {
-                type_url: "types.containerd.io/opencontainers/runtime-spec/1/Spec".into(),
-                value: serde_json::to_vec(&runtime_spec).unwrap_or_default(),
-            }),
-            snapshotter: self.options.snapshotter.clone(),
-            snapshot_key: id.to_owned(),
-            ..Container::default()
-        };
-        ContainersClient::new(self.channel.clone())
-            .create(self.request(
-                CreateContainerRequest {
-                    container: Some(container),
-                },
-                Some(lease),
-            ))
-            .await
-            .map(|_| ())
-            .map_err(|e| {
-                if e.code() == Code::AlreadyExists {
-                    name_taken(id, e)
-                } else {
-                    call("creating debug container", id)(e)
-                }
-            })
-    }
-
-    /// Removes a container's snapshot and directory (what exists of them).
-    async fn remove_filesystem(&self, id: &str) {
-        let removed = SnapshotsClient::new(self.channel.clone())
-            .remove(self.request(
-                RemoveSnapshotRequest {
-                    snapshotter: self.options.snapshotter.clone(),
-                    key: id.to_owned(),
-                },
-                None,
-            ))
-            .await;
-        if let Err(e) = gone_ok(removed) {
-            tracing::warn!(container = id, error = %StatusMessage(e), "removing the snapshot of a debug container");
-        }
-        let dir = self.options.fifo_dir.join(id);
-        match std::fs::remove_dir_all(&dir) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                tracing::warn!(dir = %dir.display(), error = %e, "removing the directory of a debug container");
-            }
-            _ => {}
-        }
-    }
-
-    /// Stops the task (if any): SIGTERM, then SIGKILL if it has not stopped after `grace`
-    /// (no SIGTERM with no grace); waits, bounded, for it to stop; then deletes it.
-    async fn delete_task(&self, id: &str, grace: Duration) -> Result<(), Error> {
-        let mut signals = Vec::with_capacity(2);
-        if !grace.is_zero() {
-            signals.push((15, grace));
-        }
-        signals.push((9, KILL_WAIT));
-        for (signal, wait_for) in signals {
-            if self.kill_and_wait(id, signal, wait_for).await? {
-                break;
-            }
-        }
-        gone_ok(
-            TasksClient::new(self.channel.clone())
-                .delete(self.request(
-                    DeleteTaskRequest {
-                        container_id: id.to_owned(),
-                    },
-                    None,
-                ))
-                .await,
-        )
-        .map_err(call("deleting the task of debug container", id))
-    }
-
-    /// Sends `signal` to every process of the task and waits at most `wait_for` for it to
-    /// stop. Returns whether it has (or there is no running task).
-    async fn kill_and_wait(
-        &self,
-        id: &str,
-        signal: u32,
-        wait_for: Duration,
-    ) -> Result<bool, Error> {
-        let mut tasks = TasksClient::new(self.channel.clone());
-        let killed = tasks
-            .kill(self.request(
-                KillRequest {
-                    container_id: id.to_owned(),
-                    exec_id: String::new(),
-                    signal,
-                    all: true,
-                },
-                None,
-            ))
-            .await;
-        match killed {
-            Ok(_) => {}
-            // No task, or one that is not running (created, or stopped already).
-            Err(e) if matches!(e.code(), Code::NotFound | Code::FailedPrecondition) => {
-                return Ok(true);
-            }
-            Err(e) => return Err(call("killing the task of debug container", id)(e)),
-        }
-        let wait = tasks.wait(self.request(
-            WaitRequest {
-                container_id: id.to_owned(),
-                exec_id: String::new(),
-            },
-            None,
-        ));
-        Ok(tokio::time::timeout(wait_for, wait).await.is_ok())
     }
 }
 
@@ -829,14 +502,5 @@ mod tests {
         ] {
             assert!(!valid_id(bad), "{bad}");
         }
-    }
-
-    #[test]
-    fn lease_expiry_is_rfc3339() {
-        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
-        let t = UNIX_EPOCH + Duration::from_secs(1_795_771_084);
-        assert_eq!(rfc3339(t), "2026-11-27T09:18:04Z");
-        let leap = UNIX_EPOCH + Duration::from_secs(951_825_600);
-        assert_eq!(rfc3339(leap), "2000-02-29T12:00:00Z");
     }
 }

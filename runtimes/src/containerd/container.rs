@@ -1,0 +1,157 @@
+//! A debug container: its snapshot prepared on the image's top layer (which reserves its
+//! name), its directory for FIFOs and copied files, and the container record with its OCI
+//! runtime spec.
+
+use containerd_client::services::v1::container::Runtime as ContainerRuntime;
+use containerd_client::services::v1::containers_client::ContainersClient;
+use containerd_client::services::v1::snapshots::snapshots_client::SnapshotsClient;
+use containerd_client::services::v1::snapshots::{PrepareSnapshotRequest, RemoveSnapshotRequest};
+use containerd_client::services::v1::{Container, CreateContainerRequest};
+use containerd_client::tonic::Code;
+
+use std::collections::HashMap;
+
+use super::{
+    ContainerdRuntime, DEBUG_NAMESPACE, RUNC_SHIM, StatusMessage, call, gone_ok, name_taken,
+    runtime_spec, target_files,
+};
+use crate::{DebugSpec, Error};
+
+impl ContainerdRuntime {
+    /// Prepares the container's snapshot and creates the container, under `lease`; returns
+    /// the target's PID the container will join. The snapshot is the name's reservation:
+    /// nothing of the container's is written before it succeeds, so a taken name never
+    /// touches the container that has it.
+    pub(super) async fn create_under(
+        &self,
+        spec: &DebugSpec,
+        id: &str,
+        lease: &str,
+    ) -> Result<u32, Error> {
+        let pid = self.target_pid(&spec.target).await?;
+        let local = self.local_image(&spec.image).await?;
+        let mut runtime_spec =
+            runtime_spec::runtime_spec(spec, &local.config, pid).map_err(|message| {
+                Error::Call {
+                    operation: "building the debug container's spec for",
+                    object: spec.target.to_string(),
+                    source: message.into(),
+                }
+            })?;
+        runtime_spec["linux"]["cgroupsPath"] = format!("/{DEBUG_NAMESPACE}/{id}").into();
+        let prepared = SnapshotsClient::new(self.channel.clone())
+            .prepare(self.request(
+                PrepareSnapshotRequest {
+                    snapshotter: self.options.snapshotter.clone(),
+                    key: id.to_owned(),
+                    parent: local.chain_id.clone(),
+                    labels: HashMap::new(),
+                },
+                Some(lease),
+            ))
+            .await;
+        match prepared {
+            Ok(_) => {}
+            Err(e) if e.code() == Code::AlreadyExists => return Err(name_taken(id, e)),
+            Err(e) => return Err(call("preparing the filesystem of debug container", id)(e)),
+        }
+        let made = self
+            .make_container(spec, id, lease, pid, &local.name, runtime_spec)
+            .await;
+        if made.is_err() {
+            self.remove_filesystem(id).await;
+        }
+        made.map(|()| pid)
+    }
+
+    /// The container's directory (FIFOs, copied files) and the container itself, once its
+    /// snapshot is prepared.
+    pub(super) async fn make_container(
+        &self,
+        spec: &DebugSpec,
+        id: &str,
+        lease: &str,
+        pid: u32,
+        image: &str,
+        mut runtime_spec: serde_json::Value,
+    ) -> Result<(), Error> {
+        // No container of ours has this name (its snapshot would exist): a directory left by
+        // an agent that died is stale.
+        let dir = self.options.fifo_dir.join(id);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&self.options.fifo_dir)
+            .and_then(|()| std::fs::create_dir(&dir))
+            .and_then(|()| {
+                std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            })
+            .map_err(|e| Error::Call {
+                operation: "making the directory of debug container",
+                object: format!("{id} in {}", dir.display()),
+                source: Box::new(e),
+            })?;
+        // Copies of the target's name-resolution files, so names resolve as it resolves them.
+        if let Some(mounts) = runtime_spec["mounts"].as_array_mut() {
+            for (copy, destination) in target_files::copy_name_resolution(pid, &dir) {
+                mounts.push(serde_json::json!({
+                    "destination": destination, "type": "bind",
+                    "source": copy, "options": ["rbind", "ro"]
+                }));
+            }
+        }
+        let container = Container {
+            id: id.to_owned(),
+            labels: spec.labels.clone().into_iter().collect(),
+            image: image.to_owned(),
+            runtime: Some(ContainerRuntime {
+                name: RUNC_SHIM.to_owned(),
+                options: None,
+            }),
+            spec: Some(prost_types::Any {
+                type_url: "types.containerd.io/opencontainers/runtime-spec/1/Spec".into(),
+                value: serde_json::to_vec(&runtime_spec).unwrap_or_default(),
+            }),
+            snapshotter: self.options.snapshotter.clone(),
+            snapshot_key: id.to_owned(),
+            ..Container::default()
+        };
+        ContainersClient::new(self.channel.clone())
+            .create(self.request(
+                CreateContainerRequest {
+                    container: Some(container),
+                },
+                Some(lease),
+            ))
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                if e.code() == Code::AlreadyExists {
+                    name_taken(id, e)
+                } else {
+                    call("creating debug container", id)(e)
+                }
+            })
+    }
+
+    /// Removes a container's snapshot and directory (what exists of them).
+    pub(super) async fn remove_filesystem(&self, id: &str) {
+        let removed = SnapshotsClient::new(self.channel.clone())
+            .remove(self.request(
+                RemoveSnapshotRequest {
+                    snapshotter: self.options.snapshotter.clone(),
+                    key: id.to_owned(),
+                },
+                None,
+            ))
+            .await;
+        if let Err(e) = gone_ok(removed) {
+            tracing::warn!(container = id, error = %StatusMessage(e), "removing the snapshot of a debug container");
+        }
+        let dir = self.options.fifo_dir.join(id);
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                tracing::warn!(dir = %dir.display(), error = %e, "removing the directory of a debug container");
+            }
+            _ => {}
+        }
+    }
+}
