@@ -3,9 +3,12 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use kdbg_runtimes::containerd::{Auths, CredentialsError};
 use serde::Deserialize;
+
+use crate::duration::GoDuration;
 
 pub use kdbg_api::DEFAULT_PORT;
 /// The debug image when neither the request nor the configuration names one.
@@ -27,6 +30,44 @@ pub struct Config {
     /// How the agent logs.
     #[serde(default)]
     pub log: LogConfig,
+    /// When sessions and debug containers end.
+    #[serde(default)]
+    pub lifecycle: Lifecycle,
+}
+
+/// `lifecycle:`: when sessions end and debug containers are removed. Durations are written
+/// like Kubernetes' (`10s`, `4h`, `1h30m`); `0` turns a limit off where it says so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct Lifecycle {
+    /// How long a session's processes get between SIGTERM and SIGKILL when the session is
+    /// stopped (its client left or vanished, or it was idle too long).
+    pub stop_grace: GoDuration,
+    /// Sessions with no input and no output this long end (a warning reaches the terminal
+    /// a minute before); `0`: never.
+    pub idle_timeout: GoDuration,
+    /// A client silent this long (pongs count; clients are pinged every 5 s) is gone.
+    pub peer_timeout: GoDuration,
+    /// A retained container whose target is gone is removed after this long.
+    pub orphan_max_age: GoDuration,
+    /// Retained containers older than this are removed; `0`: never.
+    pub retained_max_age: GoDuration,
+    /// How often the reaper looks for debug containers to remove.
+    pub reap_interval: GoDuration,
+}
+
+impl Default for Lifecycle {
+    fn default() -> Self {
+        let secs = |s| GoDuration(Duration::from_secs(s));
+        Lifecycle {
+            stop_grace: secs(10),
+            idle_timeout: secs(4 * 3600),
+            peer_timeout: secs(61),
+            orphan_max_age: secs(3600),
+            retained_max_age: secs(168 * 3600),
+            reap_interval: secs(60),
+        }
+    }
 }
 
 /// `log:`.
@@ -93,6 +134,10 @@ pub struct RuntimeConfig {
     /// same path.
     #[serde(default)]
     pub fifo_dir: Option<PathBuf>,
+    /// Where the agent puts `kdbg-init`, which every debug container runs (bind-mounted from
+    /// here); the node must see the same path.
+    #[serde(default = "default_init_dir")]
+    pub init_dir: PathBuf,
     /// The credentials read from [`RuntimeConfig::registry_auth`] by
     /// [`RuntimeConfig::load_credentials`].
     #[serde(skip)]
@@ -110,6 +155,7 @@ impl RuntimeConfig {
             insecure_registries: Vec::new(),
             registry_auth: None,
             fifo_dir: None,
+            init_dir: default_init_dir(),
             credentials: Auths::default(),
         }
     }
@@ -121,6 +167,13 @@ impl RuntimeConfig {
         }
         Ok(())
     }
+}
+
+/// Where `kdbg-init` goes unless `runtime.initDir` says otherwise.
+pub const DEFAULT_INIT_DIR: &str = "/run/kubectl-debug/init";
+
+fn default_init_dir() -> PathBuf {
+    PathBuf::from(DEFAULT_INIT_DIR)
 }
 
 /// `runtime.kind`.
@@ -370,6 +423,30 @@ defaults:
         )
         .unwrap_err();
         assert!(err.contains("xml") && err.contains("line 5"), "{err}");
+    }
+
+    #[test]
+    fn lifecycle_defaults_and_overrides() {
+        let base = "listen: \"127.0.0.1:10027\"\nruntime:\n  kind: docker\n";
+        let config = Config::parse(base).unwrap();
+        assert_eq!(config.lifecycle, Lifecycle::default());
+        assert_eq!(
+            config.lifecycle.idle_timeout.0,
+            Duration::from_secs(4 * 3600)
+        );
+        let config = Config::parse(&format!(
+            "{base}lifecycle:\n  stopGrace: 2s\n  idleTimeout: 0\n  retainedMaxAge: 1h30m\n"
+        ))
+        .unwrap();
+        assert_eq!(config.lifecycle.stop_grace.0, Duration::from_secs(2));
+        assert_eq!(config.lifecycle.idle_timeout.0, Duration::ZERO);
+        assert_eq!(
+            config.lifecycle.retained_max_age.0,
+            Duration::from_secs(5400)
+        );
+        assert_eq!(config.lifecycle.orphan_max_age.0, Duration::from_secs(3600));
+        let err = Config::parse(&format!("{base}lifecycle:\n  stopGrace: soon\n")).unwrap_err();
+        assert!(err.contains("soon") && err.contains("line 5"), "{err}");
     }
 
     #[test]

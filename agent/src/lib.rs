@@ -1,11 +1,18 @@
 //! The node agent: creates debug containers through the node's runtime and relays their
 //! terminals over the relay's WebSocket.
 //!
-//! - [`config`]: the YAML configuration;
-//! - [`session`]: one debug session, from container creation to cleanup;
+//! - [`config`] (with [`duration`]): the YAML configuration;
+//! - [`session`]: one debug session, from its container's creation to its cleanup;
+//! - [`containers`]: the node's debug containers, listed, removed, and reaped;
+//! - [`owner`]: which process owns a debug container;
+//! - [`init`]: `kdbg-init`, which every debug container runs;
 //! - [`server`]: the HTTP endpoints.
 
 pub mod config;
+pub mod containers;
+pub mod duration;
+pub mod init;
+pub mod owner;
 pub mod server;
 pub mod session;
 
@@ -140,24 +147,53 @@ async fn connect_one(
     ))
 }
 
-/// A new agent over `runtime`.
-pub fn agent(runtime: AnyRuntime, defaults: config::Defaults) -> Arc<Agent> {
-    Arc::new(Agent {
+/// What an agent needs besides its runtime.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    /// What sessions run by default.
+    pub defaults: config::Defaults,
+    /// When sessions and containers end.
+    pub lifecycle: config::Lifecycle,
+    /// Where to put `kdbg-init`.
+    pub init_dir: std::path::PathBuf,
+}
+
+impl Settings {
+    /// The settings a configuration file gives.
+    pub fn from_config(config: &config::Config) -> Settings {
+        Settings {
+            defaults: config.defaults.clone(),
+            lifecycle: config.lifecycle,
+            init_dir: config.runtime.init_dir.clone(),
+        }
+    }
+}
+
+/// A new agent over `runtime`, with `kdbg-init` put in place.
+pub fn agent(runtime: AnyRuntime, settings: Settings) -> Result<Arc<Agent>, init::InstallError> {
+    let init = init::install(&settings.init_dir)?;
+    Ok(Arc::new(Agent {
         runtime,
-        defaults,
+        defaults: settings.defaults,
+        lifecycle: settings.lifecycle,
+        init,
+        owner: owner::this_process(),
         shutdown: CancellationToken::new(),
         tracker: TaskTracker::new(),
         live: session::Live::default(),
-    })
+        orphans: containers::Orphans::default(),
+    }))
 }
 
-/// Starts an agent on `listener` in the background; returns it (for shutdown) and the task.
+/// Starts an agent on `listener` in the background, with its reaper; returns it (for
+/// shutdown) and the task that accepts connections.
 pub fn spawn(
     runtime: AnyRuntime,
-    defaults: config::Defaults,
+    settings: Settings,
     listener: TcpListener,
-) -> (Arc<Agent>, tokio::task::JoinHandle<()>) {
-    let agent = agent(runtime, defaults);
+) -> Result<(Arc<Agent>, tokio::task::JoinHandle<()>), init::InstallError> {
+    let agent = agent(runtime, settings)?;
+    agent.tracker.spawn(agent.clone().reap_periodically());
     let task = tokio::spawn(agent.clone().serve(listener));
-    (agent, task)
+    Ok((agent, task))
 }

@@ -73,8 +73,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
+    let settings = kdbg_agent::Settings::from_config(&config);
+    let (agent, serving) = kdbg_agent::spawn(runtime, settings, listener)
+        .map_err(|e| anyhow::anyhow!(kdbg_agent::chain(&e)))?;
     info!(listen = %config.listen, runtime = ?config.runtime.kind, endpoint = ?config.runtime.endpoint, "agent ready");
-    let (agent, serving) = kdbg_agent::spawn(runtime, config.defaults, listener);
     shutdown_signal().await;
     info!("shutting down: telling sessions, removing their containers");
     agent.stop(SHUTDOWN_GRACE).await;

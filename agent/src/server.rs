@@ -13,8 +13,8 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use kdbg_api::{
-    ContainerItem, ContainerList, DebugRequest, PullLine, PullRequest, Status,
-    header as api_header, path,
+    ContainerList, DebugRequest, PodScope, PullLine, PullRequest, Status, header as api_header,
+    path,
 };
 use kdbg_relay::{Protocol, WebSocketStream};
 use kdbg_runtimes::{AnyRuntime, Runtime};
@@ -25,8 +25,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::config::Defaults;
-use crate::session;
+use crate::config::{Defaults, Lifecycle};
+use crate::{containers, session};
 
 /// Everything the endpoints share.
 pub struct Agent {
@@ -34,12 +34,20 @@ pub struct Agent {
     pub runtime: AnyRuntime,
     /// What sessions run by default.
     pub defaults: Defaults,
+    /// When sessions and containers end.
+    pub lifecycle: Lifecycle,
+    /// Where `kdbg-init` is on the node.
+    pub init: std::path::PathBuf,
+    /// This process as the owner of the containers it creates.
+    pub owner: String,
     /// Cancelled when the agent stops.
     pub shutdown: CancellationToken,
     /// Every connection and session, so shutdown can wait for them.
     pub tracker: TaskTracker,
-    /// The containers of sessions that have not finished.
+    /// The containers with sessions of this agent, and those sessions.
     pub live: session::Live,
+    /// When the reaper first saw each orphaned container.
+    pub orphans: containers::Orphans,
 }
 
 impl Agent {
@@ -77,6 +85,18 @@ impl Agent {
             .is_err()
         {
             warn!(containers = ?ids, "removing debug containers took longer than {limit:?}");
+        }
+    }
+
+    /// Runs the reaper now, then every `lifecycle.reapInterval` until shutdown.
+    pub async fn reap_periodically(self: Arc<Self>) {
+        let every = self.lifecycle.reap_interval.0.max(Duration::from_secs(1));
+        loop {
+            containers::reap(&self).await;
+            tokio::select! {
+                () = tokio::time::sleep(every) => {}
+                () = self.shutdown.cancelled() => return,
+            }
         }
     }
 
@@ -122,19 +142,22 @@ impl Agent {
     }
 
     async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: &str) -> Response<Body> {
-        let query = req.uri().query().unwrap_or("");
-        match (req.method(), req.uri().path()) {
-            (&Method::GET, path::HEALTHZ) => text(StatusCode::OK, "ok\n"),
-            (&Method::GET, path::DEBUG) => self.debug(req, peer).await,
-            (&Method::GET, path::CONTAINERS) => self.containers().await,
-            (&Method::GET, path::PULL) => self.pull(query).await,
-            (method, wanted) => {
+        let query = req.uri().query().unwrap_or("").to_owned();
+        let name = path::container_name(req.uri().path()).map(str::to_owned);
+        match (req.method(), req.uri().path(), name) {
+            (&Method::GET, path::HEALTHZ, _) => text(StatusCode::OK, "ok\n"),
+            (&Method::GET, path::DEBUG, _) => self.debug(req, peer).await,
+            (&Method::GET, path::CONTAINERS, _) => self.containers(&query).await,
+            (&Method::DELETE, _, Some(name)) => self.remove(&name, &query).await,
+            (&Method::GET, path::PULL, _) => self.pull(&query).await,
+            (method, wanted, name) => {
                 let known = path::ENDPOINTS
                     .iter()
                     .map(|(m, p)| format!("{m} {p}"))
                     .collect::<Vec<_>>()
                     .join(", ");
-                let code = if path::ENDPOINTS.iter().any(|(_, p)| *p == wanted) {
+                let exists = name.is_some() || path::ENDPOINTS.iter().any(|(_, p)| *p == wanted);
+                let code = if exists {
                     StatusCode::METHOD_NOT_ALLOWED
                 } else {
                     StatusCode::NOT_FOUND
@@ -157,7 +180,7 @@ impl Agent {
         if let Some(target) = &request.target
             && let Err(e) = self.runtime.check_target(target).await
         {
-            return refuse(status_for(&e), &crate::chain(&e));
+            return refuse_with(session::Refusal::from(e));
         }
         let (progress_tx, mut progress) = tokio::sync::mpsc::channel(64);
         let (lines_tx, lines) = tokio::sync::mpsc::channel::<Bytes>(64);
@@ -207,22 +230,25 @@ impl Agent {
         response
     }
 
-    async fn containers(&self) -> Response<Body> {
-        match self.runtime.list().await {
-            Ok(list) => {
-                let items = list
-                    .into_iter()
-                    .map(|c| ContainerItem {
-                        id: c.id,
-                        name: c.name,
-                        image: c.image,
-                        state: c.state,
-                        labels: c.labels,
-                    })
-                    .collect();
-                json(StatusCode::OK, &ContainerList { items })
-            }
-            Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, &crate::chain(&e)),
+    async fn containers(&self, query: &str) -> Response<Body> {
+        let scope = match PodScope::from_query(query) {
+            Ok(scope) => scope,
+            Err(message) => return refuse(StatusCode::BAD_REQUEST, &message),
+        };
+        match containers::list(self, &scope).await {
+            Ok(items) => json(StatusCode::OK, &ContainerList { items }),
+            Err(e) => refuse_with(session::Refusal::from(e)),
+        }
+    }
+
+    async fn remove(&self, name: &str, query: &str) -> Response<Body> {
+        let scope = match PodScope::from_query(query) {
+            Ok(scope) => scope,
+            Err(message) => return refuse(StatusCode::BAD_REQUEST, &message),
+        };
+        match containers::remove(self, name, &scope).await {
+            Ok(item) => json(StatusCode::OK, &item),
+            Err(e) => refuse_with(session::Refusal::from(e)),
         }
     }
 
@@ -236,15 +262,18 @@ impl Agent {
             Err(message) => return refuse(StatusCode::BAD_REQUEST, &message),
         };
         let id = session::new_session_id();
-        let spec = session::spec_for(&request, &self.defaults, &id);
-        let span = info_span!("session", session.id = %id, target = %request.target, user = request.user.as_deref().unwrap_or("unknown"), %peer);
+        let target = request
+            .target
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        let span = info_span!("session", session.id = %id, %target, container = request.container.as_deref().unwrap_or(""), user = request.user.as_deref().unwrap_or("unknown"), %peer);
         // Prepared in a task of its own: if the client goes away meanwhile, hyper drops this
-        // future, but the preparation finishes and its guard removes what it made.
+        // future, but the preparation finishes and its guard cleans up what it made.
         let preparing = {
-            let (runtime, spec, request) = (self.runtime.clone(), spec.clone(), request.clone());
-            let live = self.live.clone();
+            let (agent, request, id) = (self.clone(), request.clone(), id.clone());
             self.tracker.spawn(
-                async move { session::prepare(&runtime, &live, &spec, &request).await }
+                async move { session::prepare(&agent, &request, &id).await }
                     .instrument(span.clone()),
             )
         };
@@ -256,15 +285,12 @@ impl Agent {
                     &format!("preparing the debug container failed: {e}"),
                 );
             }
-            Ok(Err(e)) => {
-                let code = status_for(&e);
-                span.in_scope(|| info!(error = %crate::chain(&e), "debug request refused"));
-                return refuse(code, &crate::chain(&e));
+            Ok(Err(refusal)) => {
+                span.in_scope(|| info!(error = %refusal.message, "debug request refused"));
+                return refuse_with(refusal);
             }
         };
-        span.in_scope(
-            || info!(container = prepared.id(), image = %spec.image, "debug container created"),
-        );
+        span.in_scope(|| info!(container = prepared.name(), "debug session started"));
         let mut response = Response::new(full(Bytes::new()));
         *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
         let headers = response.headers_mut();
@@ -278,7 +304,7 @@ impl Agent {
             header::SEC_WEBSOCKET_PROTOCOL,
             HeaderValue::from_static(protocol.name()),
         );
-        if let Ok(value) = HeaderValue::from_str(prepared.id()) {
+        if let Ok(value) = HeaderValue::from_str(prepared.name()) {
             headers.insert(api_header::CONTAINER, value);
         }
         for warning in &prepared.warnings {
@@ -286,7 +312,6 @@ impl Agent {
                 headers.append(api_header::WARNING, value);
             }
         }
-        let shutdown = self.shutdown.clone();
         self.tracker.spawn(
             async move {
                 match hyper::upgrade::on(req).await {
@@ -297,9 +322,9 @@ impl Agent {
                             Some(kdbg_relay::session::websocket_config()),
                         )
                         .await;
-                        session::run(prepared, ws, protocol, shutdown).await;
+                        session::run(prepared, ws, protocol, None).await;
                     }
-                    // Dropping `prepared` removes the container.
+                    // Dropping `prepared` ends the session.
                     Err(e) => warn!(error = %e, "WebSocket upgrade failed"),
                 }
             }
@@ -355,16 +380,10 @@ fn websocket_handshake(req: &Request<Incoming>) -> Result<(String, Protocol), St
     Ok((key, protocol))
 }
 
-fn status_for(e: &kdbg_runtimes::Error) -> StatusCode {
-    use kdbg_runtimes::Error as E;
-    match e {
-        E::TargetNotFound { .. } => StatusCode::NOT_FOUND,
-        E::TargetNotRunning { .. } => StatusCode::CONFLICT,
-        E::WrongRuntime { .. } | E::ImageAbsent { .. } => StatusCode::BAD_REQUEST,
-        E::Pull { .. } => StatusCode::BAD_GATEWAY,
-        E::Connect { .. } => StatusCode::SERVICE_UNAVAILABLE,
-        E::Call { .. } => StatusCode::INTERNAL_SERVER_ERROR,
-    }
+/// A refusal with its status and a `metav1.Status` body.
+fn refuse_with(refusal: session::Refusal) -> Response<Body> {
+    let code = StatusCode::from_u16(refusal.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    refuse(code, &refusal.message)
 }
 
 fn text(code: StatusCode, body: &'static str) -> Response<Body> {

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use kdbg_agent::Settings;
 use kdbg_agent::config::Defaults;
 use kdbg_api::DebugRequest;
 use kdbg_relay::status::Status;
@@ -24,11 +25,15 @@ async fn agent(script: Script) -> Running {
     fake.add_image("tools:1");
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap().to_string();
-    let defaults = Defaults {
-        image: "tools:1".into(),
-        command: vec!["bash".into()],
+    let settings = Settings {
+        defaults: Defaults {
+            image: "tools:1".into(),
+            command: vec!["bash".into()],
+        },
+        init_dir: std::env::temp_dir().join(format!("kdbg-fake-init-{}", std::process::id())),
+        ..Settings::default()
     };
-    kdbg_agent::spawn(AnyRuntime::Fake(fake.clone()), defaults, listener);
+    kdbg_agent::spawn(AnyRuntime::Fake(fake.clone()), settings, listener).unwrap();
     Running { fake, address }
 }
 
@@ -63,8 +68,10 @@ fn kind(call: &Call) -> &'static str {
         Call::CheckTarget(_) => "check",
         Call::EnsureImage(..) => "image",
         Call::Create(_) => "create",
-        Call::Attach(_) => "attach",
         Call::Start(_) => "start",
+        Call::Exec(..) => "exec",
+        Call::Signal(..) => "signal",
+        Call::Inspect(_) => "inspect",
         Call::Wait(_) => "wait",
         Call::Remove(_) => "remove",
         Call::Stop(_) => "stop",
@@ -107,7 +114,10 @@ async fn a_session_creates_joins_relays_and_removes() {
         panic!("no create in {calls:?}");
     };
     assert_eq!(spec.image, "tools:1", "the agent's default image");
-    assert_eq!(spec.command, ["bash"], "the agent's default command");
+    let Some(Call::Exec(_, process)) = calls.iter().find(|c| matches!(c, Call::Exec(..))) else {
+        panic!("no exec in {calls:?}");
+    };
+    assert_eq!(process.command, ["bash"], "the agent's default command");
     assert_eq!(spec.labels[label::TARGET], "docker://t1");
     assert_eq!(spec.labels[label::POD_NAMESPACE], "prod");
     assert_eq!(spec.labels[label::POD_NAME], "web-1");
@@ -115,12 +125,14 @@ async fn a_session_creates_joins_relays_and_removes() {
     assert_eq!(spec.labels[label::RETAIN], "false");
     assert!(spec.labels.contains_key(label::SESSION));
     assert!(spec.labels.contains_key(label::CREATED_AT));
-    // Checked, image ensured, created, attached before start, waited, removed.
-    let kinds: Vec<&str> = calls.iter().map(kind).collect();
+    assert!(spec.labels.contains_key(label::OWNER));
+    // Checked, image ensured, created, started (its holder), the session's process exec'd
+    // with its stdio attached, waited for, removed. (The reaper's listings aside.)
+    let kinds: Vec<&str> = calls.iter().map(kind).filter(|k| *k != "list").collect();
     assert_eq!(
         kinds,
         [
-            "check", "image", "create", "attach", "start", "wait", "remove"
+            "check", "image", "create", "start", "exec", "wait", "remove"
         ]
     );
 }
@@ -168,10 +180,11 @@ async fn resizes_reach_the_runtime_and_retained_containers_stay() {
     .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(running.fake.containers().len(), 1, "retained");
-    assert!(!running.fake.calls().iter().any(|c| kind(c) == "remove"));
+    let calls = running.fake.calls();
+    assert!(!calls.iter().any(|c| kind(c) == "remove"));
     assert!(
-        running.fake.calls().iter().any(|c| kind(c) == "stop"),
-        "the retained container's process is stopped"
+        !calls.iter().any(|c| kind(c) == "stop"),
+        "the retained container holds, between sessions"
     );
 }
 
@@ -184,10 +197,18 @@ async fn a_client_that_vanishes_gets_its_container_removed() {
     .await;
     let (ws, _, _) = open(&running.address, &request("t1")).await.unwrap();
     let fake = running.fake.clone();
-    wait_until(|| fake.calls().iter().any(|c| kind(c) == "start")).await;
+    wait_until(|| fake.calls().iter().any(|c| kind(c) == "exec")).await;
     drop(ws);
     let fake = running.fake.clone();
     wait_until(|| fake.containers().is_empty()).await;
+    // Its process was told to stop (SIGTERM) before the container went.
+    assert!(
+        running
+            .fake
+            .calls()
+            .iter()
+            .any(|c| matches!(c, Call::Signal(_, _, 15)))
+    );
 }
 
 /// A refused request: its status code and `metav1.Status` body.

@@ -15,8 +15,8 @@ pub mod response;
 pub use kdbg_relay::error_chain;
 pub use kdbg_relay::status::Status;
 pub use kdbg_runtimes::{PullPolicy, PullProgress, RuntimeKind, TargetRef};
-pub use request::{DebugRequest, PullRequest};
-pub use response::{ContainerItem, ContainerList, PullLine};
+pub use request::{DebugRequest, PodScope, PullRequest};
+pub use response::{ContainerItem, ContainerList, ContainerStatus, PullLine};
 
 /// The port agents listen on, and the plugin's `--agent-port` default.
 pub const DEFAULT_PORT: u16 = 10027;
@@ -31,15 +31,31 @@ pub mod path {
     /// `GET`: makes sure an image is present; answers [`crate::PullLine`]s, one JSON object a
     /// line. Query: [`crate::PullRequest`].
     pub const PULL: &str = "/api/v1/pull";
-    /// `GET`: the debug containers on the node, a [`crate::ContainerList`].
+    /// `GET`: the debug containers on the node, a [`crate::ContainerList`]. Query:
+    /// [`crate::PodScope`].
     pub const CONTAINERS: &str = "/api/v1/containers";
+    /// `DELETE` `CONTAINERS/{name}`: removes that debug container (ours only; one of the pod
+    /// the query names, [`crate::PodScope`]). Answers the removed [`crate::ContainerItem`].
+    pub const CONTAINER: &str = "/api/v1/containers/{name}";
+
+    /// The path of one container.
+    pub fn container(name: &str) -> String {
+        CONTAINER.replace("{name}", name)
+    }
+
+    /// The name in a path of [`CONTAINER`]'s form.
+    pub fn container_name(path: &str) -> Option<&str> {
+        let name = path.strip_prefix(CONTAINERS)?.strip_prefix('/')?;
+        (!name.is_empty() && !name.contains('/')).then_some(name)
+    }
 
     /// Every endpoint with its method, for the agent's router and its 404 message.
-    pub const ENDPOINTS: [(&str, &str); 4] = [
+    pub const ENDPOINTS: [(&str, &str); 5] = [
         ("GET", HEALTHZ),
         ("GET", DEBUG),
         ("GET", PULL),
         ("GET", CONTAINERS),
+        ("DELETE", CONTAINER),
     ];
 }
 

@@ -1,17 +1,22 @@
-//! The query of a debug request, parsed and checked before anything is created.
+//! The queries the agent reads, parsed and checked before anything is created.
 //!
-//! Parameters follow `kubectl exec`: `command` repeated, `stdin`/`stdout`/`stderr`/`tty` as
-//! `true`/`1` (and the kubelet's spellings `input`/`output`/`error`), plus ours: `target`,
-//! `image`, `name`, `retain`, `pullPolicy`, and the informational `podNamespace`, `podName`,
-//! `user` that end up in labels.
+//! A debug request's parameters follow `kubectl exec`: `command` repeated,
+//! `stdin`/`stdout`/`stderr`/`tty` as `true`/`1` (and the kubelet's spellings
+//! `input`/`output`/`error`), plus ours: `target` (the container to join), or `container` (an
+//! existing retained debug container to open a new session in: `attach`), `image`, `name`,
+//! `retain`, `pullPolicy`, and `podNamespace`, `podName`, `user` that end up in labels and
+//! are checked against them.
 
 use kdbg_runtimes::{PullPolicy, TargetRef};
 
 /// A checked debug request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DebugRequest {
-    /// The container to join.
-    pub target: TargetRef,
+    /// The container to join; required unless `container` names an existing debug container
+    /// (then it must be that container's target, if given).
+    pub target: Option<TargetRef>,
+    /// An existing retained debug container to open the session in (`attach`).
+    pub container: Option<String>,
     /// The tools image; the agent's default when absent.
     pub image: Option<String>,
     /// The command; the agent's default when empty.
@@ -51,12 +56,9 @@ fn flag(key: &str, value: &str) -> Result<bool, String> {
 impl DebugRequest {
     /// Parses a URL query string.
     pub fn from_query(query: &str) -> Result<DebugRequest, String> {
-        let mut target = None;
         let mut request = DebugRequest {
-            target: TargetRef {
-                kind: kdbg_runtimes::RuntimeKind::Docker,
-                id: String::new(),
-            },
+            target: None,
+            container: None,
             image: None,
             command: Vec::new(),
             stdin: false,
@@ -79,7 +81,8 @@ impl DebugRequest {
                 }
             };
             match &*key {
-                "target" => target = Some(value.parse::<TargetRef>()?),
+                "target" => request.target = Some(value.parse::<TargetRef>()?),
+                "container" => request.container = Some(valid_name(&value)?),
                 "image" => request.image = Some(non_empty("image")?),
                 "command" => request.command.push(value.to_string()),
                 "stdin" | "input" => request.stdin = flag(&key, &value)?,
@@ -94,16 +97,20 @@ impl DebugRequest {
                 "user" => request.user = Some(non_empty("user")?),
                 other => {
                     return Err(format!(
-                        "unknown query parameter {other:?}; known: target, image, command, \
-                         stdin, stdout, stderr, tty, name, retain, pullPolicy, podNamespace, \
-                         podName, user"
+                        "unknown query parameter {other:?}; known: target, container, image, \
+                         command, stdin, stdout, stderr, tty, name, retain, pullPolicy, \
+                         podNamespace, podName, user"
                     ));
                 }
             }
         }
-        request.target = target.ok_or(
-            "query parameter target is required: the container to join, as <runtime>://<id>",
-        )?;
+        if request.target.is_none() && request.container.is_none() {
+            return Err(
+                "query parameter target is required: the container to join, as <runtime>://<id> \
+                 (or container: an existing retained debug container)"
+                    .into(),
+            );
+        }
         // The kubelet's rules.
         if request.tty && request.stderr {
             return Err("tty and stderr cannot both be true (a terminal merges them)".into());
@@ -119,7 +126,12 @@ impl DebugRequest {
     /// The query string that [`DebugRequest::from_query`] reads back as this request.
     pub fn to_query(&self) -> String {
         let mut q = form_urlencoded::Serializer::new(String::new());
-        q.append_pair("target", &self.target.to_string());
+        if let Some(target) = &self.target {
+            q.append_pair("target", &target.to_string());
+        }
+        if let Some(container) = &self.container {
+            q.append_pair("container", container);
+        }
         if let Some(image) = &self.image {
             q.append_pair("image", image);
         }
@@ -204,7 +216,7 @@ impl PullRequest {
 }
 
 /// Container names as Docker accepts them: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
-fn valid_name(name: &str) -> Result<String, String> {
+pub fn valid_name(name: &str) -> Result<String, String> {
     let mut chars = name.chars();
     let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
     if first_ok
@@ -233,13 +245,14 @@ mod tests {
         assert!(a.stdin && a.stdout && a.tty && !a.stderr);
         let b = DebugRequest::from_query("target=docker://abc&input=1&output=1&error=1").unwrap();
         assert!(b.stdin && b.stdout && b.stderr && !b.tty);
-        assert_eq!(b.target.id, "abc");
+        assert_eq!(b.target.unwrap().id, "abc");
     }
 
     #[test]
     fn a_request_survives_its_query() {
         let request = DebugRequest {
-            target: "docker://abc".parse().unwrap(),
+            target: Some("docker://abc".parse().unwrap()),
+            container: None,
             image: Some("127.0.0.1:5000/tools:1".into()),
             command: vec!["sh".into(), "-c".into(), "echo a&b=c".into()],
             stdin: true,
@@ -256,6 +269,15 @@ mod tests {
         assert_eq!(
             DebugRequest::from_query(&request.to_query()).unwrap(),
             request
+        );
+        let attach = DebugRequest {
+            target: None,
+            container: Some("web-1-dbg-x7k2q".into()),
+            ..request
+        };
+        assert_eq!(
+            DebugRequest::from_query(&attach.to_query()).unwrap(),
+            attach
         );
     }
 
@@ -281,5 +303,56 @@ mod tests {
             let err = DebugRequest::from_query(query).unwrap_err();
             assert!(err.contains(expected), "{query}: {err}");
         }
+    }
+}
+
+/// The scope of a container list or removal: the debug containers of one pod, or all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PodScope {
+    /// The pod's namespace.
+    pub namespace: Option<String>,
+    /// The pod's name (with a namespace).
+    pub pod: Option<String>,
+}
+
+impl PodScope {
+    /// Parses `podNamespace` and `podName`.
+    pub fn from_query(query: &str) -> Result<PodScope, String> {
+        let mut scope = PodScope::default();
+        for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+            match &*key {
+                "podNamespace" if !value.is_empty() => scope.namespace = Some(value.into()),
+                "podName" if !value.is_empty() => scope.pod = Some(value.into()),
+                other => {
+                    return Err(format!(
+                        "unknown or empty query parameter {other:?}; known: podNamespace, podName"
+                    ));
+                }
+            }
+        }
+        if scope.pod.is_some() && scope.namespace.is_none() {
+            return Err("query parameter podName needs podNamespace".into());
+        }
+        Ok(scope)
+    }
+
+    /// The query string [`PodScope::from_query`] reads back as this scope.
+    pub fn to_query(&self) -> String {
+        let mut q = form_urlencoded::Serializer::new(String::new());
+        if let Some(ns) = &self.namespace {
+            q.append_pair("podNamespace", ns);
+        }
+        if let Some(pod) = &self.pod {
+            q.append_pair("podName", pod);
+        }
+        q.finish()
+    }
+
+    /// Whether a container with these pod labels is in scope.
+    pub fn contains(&self, namespace: Option<&str>, pod: Option<&str>) -> bool {
+        self.namespace
+            .as_deref()
+            .is_none_or(|ns| Some(ns) == namespace)
+            && self.pod.as_deref().is_none_or(|p| Some(p) == pod)
     }
 }

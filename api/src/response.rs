@@ -1,7 +1,5 @@
 //! The JSON bodies the agent answers with (refusals aside, which are [`crate::Status`]).
 
-use std::collections::BTreeMap;
-
 use kdbg_runtimes::PullProgress;
 use serde::{Deserialize, Serialize};
 
@@ -46,17 +44,71 @@ pub struct ContainerList {
 
 /// A debug container on the node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ContainerItem {
-    /// Its ID.
-    pub id: String,
-    /// Its name.
+    /// Its name: what `attach` and `rm` take.
     pub name: String,
-    /// Its image.
+    /// Its runtime ID.
+    pub id: String,
+    /// Its image, as the user named it.
     pub image: String,
-    /// The runtime's word for its state, e.g. `running`, `exited`.
-    pub state: String,
-    /// Its labels (keys from `kdbg_runtimes::label`).
-    pub labels: BTreeMap<String, String>,
+    /// Where it is in its life.
+    pub status: ContainerStatus,
+    /// When it was created, in seconds since the Unix epoch.
+    pub created: u64,
+    /// Whether it is kept after its sessions.
+    pub retained: bool,
+    /// The container it joins, `<runtime>://<id>`.
+    pub target: String,
+    /// The target pod's namespace (none for `local`).
+    pub namespace: Option<String>,
+    /// The target pod's name (none for `local`).
+    pub pod: Option<String>,
+    /// Who created it.
+    pub user: Option<String>,
+    /// The session that created it.
+    pub session: String,
+    /// The sessions attached now.
+    pub sessions: Vec<String>,
+}
+
+/// Where a debug container is in its life.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "camelCase")]
+pub enum ContainerStatus {
+    /// A session is attached.
+    Running,
+    /// It runs, with no session attached (a retained container between sessions).
+    Idle,
+    /// Its main process ended (stopped, killed, or its target went away and came back).
+    Exited {
+        /// The exit code.
+        code: i64,
+        /// Killed for want of memory.
+        #[serde(default)]
+        oom_killed: bool,
+    },
+    /// Its target container is gone: the pod was deleted, or the container restarted.
+    Orphaned,
+    /// Created, never started.
+    Created,
+}
+
+impl std::fmt::Display for ContainerStatus {
+    /// As `list` shows it: `Running`, `Idle`, `Exited (137)`, `Orphaned`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ContainerStatus::Running => f.write_str("Running"),
+            ContainerStatus::Idle => f.write_str("Idle"),
+            ContainerStatus::Exited {
+                code,
+                oom_killed: true,
+            } => write!(f, "Exited ({code}, OOMKilled)"),
+            ContainerStatus::Exited { code, .. } => write!(f, "Exited ({code})"),
+            ContainerStatus::Orphaned => f.write_str("Orphaned"),
+            ContainerStatus::Created => f.write_str("Created"),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use anyhow::Context as _;
 use kdbg_api::{DebugRequest, PullPolicy, TargetRef};
 use kdbg_relay::{ClientIo, Config, ExitStatus};
 
-use crate::cli::DebugOpts;
+use crate::cli::{DebugOpts, SessionOpts};
 use crate::client::{AgentClient, Session};
 use crate::output::ThreadWriter;
 use crate::{pull, terminal};
@@ -26,16 +26,31 @@ pub fn interactive(stdin: bool, tty: bool) -> (bool, bool) {
 }
 
 /// Runs a debug session for `request` on the agent `client` reaches: makes sure the image is
-/// there (showing the pull), then opens the session and carries the terminal until the remote
-/// command ends. Returns its exit status.
-pub async fn debug(client: &AgentClient, mut request: DebugRequest) -> anyhow::Result<ExitStatus> {
-    if let Some(wanted) = pull::wanted(&request) {
+/// there (showing the pull) unless the session is in an existing container, then opens the
+/// session and carries the terminal until the remote command ends. Returns its exit status.
+/// When the container is kept after the session, `kept` says (on stderr) how to come back to
+/// it and how to remove it, given its name.
+pub async fn debug(
+    client: &AgentClient,
+    mut request: DebugRequest,
+    kept: &dyn Fn(&str) -> String,
+) -> anyhow::Result<ExitStatus> {
+    if request.container.is_none()
+        && let Some(wanted) = pull::wanted(&request)
+    {
         pull::run(client, &wanted).await?;
         // Present now: the session must not pull it again.
         request.pull_policy = PullPolicy::IfNotPresent;
     }
     let session = client.open_session(&request).await?;
-    carry(session, &request).await
+    let name = session.container.clone();
+    let status = carry(session, &request).await?;
+    if (request.retain || request.container.is_some())
+        && let Some(name) = name
+    {
+        eprintln!("{}", kept(&name));
+    }
+    Ok(status)
 }
 
 /// Carries the user's terminal (or pipes) over an opened session.
@@ -72,7 +87,8 @@ impl DebugOpts {
     pub fn request(self, target: TargetRef) -> DebugRequest {
         let (stdin, tty) = interactive(self.stdin, self.tty);
         DebugRequest {
-            target,
+            target: Some(target),
+            container: None,
             image: self.image,
             command: self.command,
             stdin,
@@ -86,5 +102,37 @@ impl DebugOpts {
             pod_name: None,
             user: std::env::var("USER").ok().filter(|u| !u.is_empty()),
         }
+    }
+}
+
+impl SessionOpts {
+    /// The request of a new session in existing debug container `name`.
+    pub fn request(self, name: &str) -> DebugRequest {
+        let (stdin, tty) = interactive(self.stdin, self.tty);
+        DebugRequest {
+            target: None,
+            container: Some(name.to_owned()),
+            image: None,
+            command: self.command,
+            stdin,
+            stdout: true,
+            stderr: !tty,
+            tty,
+            name: None,
+            retain: false,
+            pull_policy: PullPolicy::Never,
+            pod_namespace: None,
+            pod_name: None,
+            user: std::env::var("USER").ok().filter(|u| !u.is_empty()),
+        }
+    }
+}
+
+/// What `kept` of [`debug`] says for a container of a pod.
+pub fn kept_in_pod(pod: &str) -> impl Fn(&str) -> String + '_ {
+    move |name| {
+        format!(
+            "Debug container {name} is kept, with its files. Come back with: kubectl-debug attach {pod} {name}\nRemove it with: kubectl-debug rm {pod} {name}"
+        )
     }
 }

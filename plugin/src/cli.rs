@@ -13,7 +13,7 @@ use kdbg_api::DEFAULT_PORT;
     version,
     args_conflicts_with_subcommands = true,
     subcommand_negates_reqs = true,
-    after_help = "Examples:\n  kubectl-debug web-1 --image nicolaka/netshoot\n  kubectl-debug -n prod web-1 -c app -- ss -tlnp\n  kubectl-debug local docker://my-container --image busybox -- sh"
+    after_help = "Examples:\n  kubectl-debug web-1 --image nicolaka/netshoot\n  kubectl-debug -n prod web-1 -c app -- ss -tlnp\n  kubectl-debug web-1 --retain -- sh      # keep the debug container\n  kubectl-debug list -A\n  kubectl-debug attach web-1 web-1-dbg-x7k2q\n  kubectl-debug rm web-1 --all\n  kubectl-debug local docker://my-container --image busybox -- sh\n\nA pod named like a verb (list, attach, rm, local) is written pod/NAME."
 )]
 pub struct Cli {
     /// Options that choose the cluster and the agent.
@@ -92,17 +92,177 @@ pub struct DebugOpts {
 /// Verbs other than debugging a pod.
 #[derive(Debug, Subcommand)]
 pub enum Verb {
+    /// List debug containers (Kubernetes does not see them): of a pod, of a namespace, or
+    /// with -A of every namespace.
+    List(ListArgs),
+    /// Open a new session in a retained debug container (running or exited).
+    Attach(AttachArgs),
+    /// Remove debug containers of a pod.
+    Rm(RmArgs),
     /// Debug a container on this machine, with no cluster: `local docker://NAME_OR_ID` or
-    /// `local containerd://ID`.
-    Local(Local),
+    /// `local containerd://ID`; `local list`, `local attach`, `local rm` as above.
+    Local(Box<Local>),
+}
+
+/// `-o`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    /// More columns: TARGET, USER, SESSION.
+    Wide,
+    /// `{"items": [...]}`.
+    Json,
+    /// The same as YAML.
+    Yaml,
+}
+
+/// `list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only this pod's debug containers.
+    #[arg(value_name = "POD")]
+    pub pod: Option<String>,
+    /// Every namespace.
+    #[arg(short = 'A', long, conflicts_with = "pod")]
+    pub all_namespaces: bool,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum)]
+    pub output: Option<Output>,
+}
+
+/// `attach`.
+#[derive(Debug, Args)]
+pub struct AttachArgs {
+    /// The pod the debug container belongs to.
+    #[arg(value_name = "POD")]
+    pub pod: String,
+    /// The debug container (NAME from `list`).
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// How to run.
+    #[command(flatten)]
+    pub session: SessionOpts,
+}
+
+/// `-i`, `-t` and the command of a session in an existing debug container.
+#[derive(Debug, Args, Clone)]
+pub struct SessionOpts {
+    /// Pass stdin to the command (default with -t on a terminal).
+    #[arg(short = 'i', long)]
+    pub stdin: bool,
+    /// Allocate a terminal (default when stdin is a terminal).
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// The command and its arguments (default: the agent's, bash).
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+/// `rm`.
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// The pod the debug containers belong to.
+    #[arg(value_name = "POD")]
+    pub pod: String,
+    /// The debug containers (NAMEs from `list`).
+    #[arg(value_name = "NAME", required_unless_present = "all")]
+    pub names: Vec<String>,
+    /// Every debug container of the pod.
+    #[arg(long, conflicts_with = "names")]
+    pub all: bool,
+    /// A name that is not there is not an error (like kubectl's).
+    #[arg(long)]
+    pub ignore_not_found: bool,
 }
 
 /// `kubectl-debug local`.
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct Local {
+    /// Another verb than debugging a container.
+    #[command(subcommand)]
+    pub verb: Option<LocalVerb>,
     /// The container, as docker://NAME_OR_ID or containerd://ID.
+    #[arg(value_name = "TARGET", required = true)]
+    pub target: Option<String>,
+    /// Where the runtime is.
+    #[command(flatten)]
+    pub runtime: LocalRuntime,
+    /// What to run.
+    #[command(flatten)]
+    pub debug: DebugOpts,
+}
+
+/// `local list`, `local attach`, `local rm`.
+#[derive(Debug, Subcommand)]
+pub enum LocalVerb {
+    /// List the debug containers of this machine's runtimes (or of the agent at --agent).
+    List(LocalList),
+    /// Open a new session in a retained debug container of TARGET.
+    Attach(LocalAttach),
+    /// Remove debug containers.
+    Rm(LocalRm),
+}
+
+/// `local list`.
+#[derive(Debug, Args)]
+pub struct LocalList {
+    /// Only this runtime's (default: every runtime that answers).
+    #[arg(long, value_enum)]
+    pub runtime_kind: Option<LocalRuntimeKind>,
+    /// Where the runtime is.
+    #[command(flatten)]
+    pub runtime: LocalRuntime,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum)]
+    pub output: Option<Output>,
+}
+
+/// A runtime of this machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LocalRuntimeKind {
+    /// Docker Engine.
+    Docker,
+    /// containerd.
+    Containerd,
+}
+
+/// `local attach`.
+#[derive(Debug, Args)]
+pub struct LocalAttach {
+    /// The container the debug container joins, as docker://NAME_OR_ID or containerd://ID.
     #[arg(value_name = "TARGET")]
     pub target: String,
+    /// The debug container (NAME from `local list`).
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// Where the runtime is.
+    #[command(flatten)]
+    pub runtime: LocalRuntime,
+    /// How to run.
+    #[command(flatten)]
+    pub session: SessionOpts,
+}
+
+/// `local rm`.
+#[derive(Debug, Args)]
+pub struct LocalRm {
+    /// The debug containers (NAMEs from `local list`).
+    #[arg(value_name = "NAME", required = true)]
+    pub names: Vec<String>,
+    /// Only this runtime's (default: every runtime that answers).
+    #[arg(long, value_enum)]
+    pub runtime_kind: Option<LocalRuntimeKind>,
+    /// Where the runtime is.
+    #[command(flatten)]
+    pub runtime: LocalRuntime,
+    /// A name that is not there is not an error.
+    #[arg(long)]
+    pub ignore_not_found: bool,
+}
+
+/// Where `local` finds the runtime (or an agent).
+#[derive(Debug, Args, Clone)]
+pub struct LocalRuntime {
     /// The runtime's socket (default for Docker: $DOCKER_HOST, else
     /// unix:///var/run/docker.sock; for containerd: $CONTAINERD_ADDRESS, else
     /// /run/containerd/containerd.sock).
@@ -126,7 +286,4 @@ pub struct Local {
     /// container is then on that agent's machine).
     #[arg(long, value_name = "HOST:PORT")]
     pub agent: Option<String>,
-    /// What to run.
-    #[command(flatten)]
-    pub debug: DebugOpts,
 }

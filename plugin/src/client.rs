@@ -13,11 +13,11 @@ use anyhow::{Context as _, anyhow, bail};
 use bytes::{Buf, Bytes, BytesMut};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
-use hyper::{Request, Response};
+use hyper::{Method, Request, Response};
 use hyper_util::rt::TokioIo;
 use kdbg_api::{
-    ContainerItem, ContainerList, DebugRequest, PullLine, PullProgress, PullRequest, Status,
-    header, path,
+    ContainerItem, ContainerList, DebugRequest, PodScope, PullLine, PullProgress, PullRequest,
+    Status, header, path,
 };
 use kdbg_relay::{Error as RelayError, Protocol, WebSocketStream, handshake, tungstenite};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -124,18 +124,33 @@ impl AgentClient {
     }
 
     /// A request for `path_and_query`, with the headers every request carries.
-    fn request(&self, path_and_query: &str) -> hyper::http::request::Builder {
-        Request::get(path_and_query).header(hyper::header::HOST, self.authority())
+    fn request(&self, method: Method, path_and_query: &str) -> hyper::http::request::Builder {
+        Request::builder()
+            .method(method)
+            .uri(path_and_query)
+            .header(hyper::header::HOST, self.authority())
     }
 
     /// GETs `path_and_query`; a refusal is an error saying what the agent said.
     async fn get(&self, path_and_query: &str) -> anyhow::Result<Response<Incoming>> {
+        self.send(Method::GET, path_and_query).await
+    }
+
+    /// Sends `method` to `path_and_query`; a refusal is an error saying what the agent said
+    /// ([`Refused`], with the status code).
+    async fn send(
+        &self,
+        method: Method,
+        path_and_query: &str,
+    ) -> anyhow::Result<Response<Incoming>> {
         let stream = self.connect().await?;
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .with_context(|| format!("talking HTTP to {}", self.describe()))?;
         tokio::spawn(connection);
-        let request = self.request(path_and_query).body(Empty::<Bytes>::new())?;
+        let request = self
+            .request(method, path_and_query)
+            .body(Empty::<Bytes>::new())?;
         let response = sender
             .send_request(request)
             .await
@@ -145,7 +160,11 @@ impl AgentClient {
         }
         let code = response.status().as_u16();
         let body = response.into_body().collect().await?.to_bytes();
-        bail!(refusal_message(code, Some(&body)))
+        Err(Refused {
+            code,
+            message: refusal_message(code, Some(&body)),
+        }
+        .into())
     }
 
     /// Asks the agent to make sure an image is present, handing each progress line to `show`.
@@ -215,14 +234,39 @@ impl AgentClient {
         })
     }
 
-    /// The debug containers on the agent's node.
-    pub async fn list(&self) -> anyhow::Result<Vec<ContainerItem>> {
-        let response = self.get(path::CONTAINERS).await?;
+    /// The debug containers on the agent's node, in `scope`.
+    pub async fn list(&self, scope: &PodScope) -> anyhow::Result<Vec<ContainerItem>> {
+        let response = self
+            .get(&format!("{}?{}", path::CONTAINERS, scope.to_query()))
+            .await?;
         let body = response.into_body().collect().await?.to_bytes();
         let list: ContainerList = serde_json::from_slice(&body)
             .with_context(|| format!("reading the container list of {}", self.describe()))?;
         Ok(list.items)
     }
+
+    /// Removes debug container `name`, which must be in `scope`; a refusal is a [`Refused`].
+    pub async fn remove(&self, name: &str, scope: &PodScope) -> anyhow::Result<ContainerItem> {
+        let response = self
+            .send(
+                Method::DELETE,
+                &format!("{}?{}", path::container(name), scope.to_query()),
+            )
+            .await?;
+        let body = response.into_body().collect().await?.to_bytes();
+        serde_json::from_slice(&body)
+            .with_context(|| format!("reading what {} removed", self.describe()))
+    }
+}
+
+/// The agent refused a request: its status code and what it said.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Refused {
+    /// The HTTP status code.
+    pub code: u16,
+    /// The agent's message.
+    pub message: String,
 }
 
 /// What a refused request means, from its `metav1.Status` body when there is one.

@@ -3,8 +3,9 @@
 //!
 //! - [`cli`]: the command line;
 //! - [`client`]: the one client of an agent, over one connect strategy;
-//! - [`pod`]: `kubectl-debug POD`, through the Kubernetes API;
-//! - [`local`]: `kubectl-debug local`, with no cluster;
+//! - [`pod`]: `kubectl-debug POD` and `attach`, through the Kubernetes API;
+//! - [`list`] and [`rm`]: the debug containers, listed and removed;
+//! - [`local`]: `kubectl-debug local` and its verbs, with no cluster;
 //! - [`attach`]: a session's terminal, shared by every verb that opens one;
 //! - [`pull`], [`output`], [`terminal`]: pull progress, the user's stdout and stderr, and the
 //!   user's terminal.
@@ -12,10 +13,12 @@
 pub mod attach;
 pub mod cli;
 pub mod client;
+pub mod list;
 pub mod local;
 pub mod output;
 pub mod pod;
 pub mod pull;
+pub mod rm;
 pub mod terminal;
 
 use std::io::ErrorKind;
@@ -50,8 +53,12 @@ pub fn run(cli: Cli) -> ExitCode {
         .build()
         .expect("tokio runtime");
     let result = runtime.block_on(async move {
+        let done = |()| ExitStatus::Code(0);
         match cli.verb {
             Some(Verb::Local(local)) => local.run().await,
+            Some(Verb::List(args)) => list::run(&cli.global, args).await.map(done),
+            Some(Verb::Attach(args)) => pod::attach(&cli.global, args).await,
+            Some(Verb::Rm(args)) => rm::run(&cli.global, args).await.map(done),
             None => {
                 let pod = cli.pod.expect("clap requires POD without a verb");
                 pod::run(&cli.global, &pod, cli.container.as_deref(), cli.debug).await
@@ -62,6 +69,10 @@ pub fn run(cli: Cli) -> ExitCode {
     runtime.shutdown_background();
     match result {
         Ok(ExitStatus::Code(code)) => ExitCode::from(code),
+        Ok(ExitStatus::Ended { code, message, .. }) => {
+            eprintln!("error: {message}");
+            ExitCode::from(code)
+        }
         Ok(ExitStatus::Failure { reason, message }) => {
             eprintln!("error: {message} ({reason})");
             ExitCode::from(1)

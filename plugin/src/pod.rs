@@ -9,7 +9,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client};
 
 use crate::attach;
-use crate::cli::{DebugOpts, Global};
+use crate::cli::{AttachArgs, DebugOpts, Global};
 use crate::client::{AgentClient, Transport};
 /// The annotation kubectl reads for the default container of a pod.
 const DEFAULT_CONTAINER_ANNOTATION: &str = "kubectl.kubernetes.io/default-container";
@@ -196,6 +196,21 @@ fn describe(state: Option<&ContainerState>) -> String {
     "in an unknown state".into()
 }
 
+/// The client of the agent on a pod's node.
+pub fn agent_of(global: &Global, node: &str, host_ip: &str) -> AgentClient {
+    AgentClient::new(Transport::Tcp {
+        address: format!("{host_ip}:{}", global.agent_port),
+        node: Some(node.to_owned()),
+    })
+}
+
+/// A pod name as the user wrote it: `NAME` or `pod/NAME` (for pods named like a verb).
+pub fn pod_name(arg: &str) -> &str {
+    arg.strip_prefix("pod/")
+        .or_else(|| arg.strip_prefix("pods/"))
+        .unwrap_or(arg)
+}
+
 /// Runs `kubectl-debug POD`.
 pub async fn run(
     global: &Global,
@@ -203,16 +218,52 @@ pub async fn run(
     container: Option<&str>,
     opts: DebugOpts,
 ) -> anyhow::Result<ExitStatus> {
+    let pod = pod_name(pod);
     let (client, namespace) = client(global).await?;
     let found = resolve(client, &namespace, pod, container).await?;
     let mut request = opts.request(found.target.clone());
     request.pod_namespace = Some(found.namespace.clone());
     request.pod_name = Some(found.pod.clone());
-    let agent = AgentClient::new(Transport::Tcp {
-        address: format!("{}:{}", found.host_ip, global.agent_port),
-        node: Some(found.node.clone()),
-    });
-    attach::debug(&agent, request).await
+    let agent = agent_of(global, &found.node, &found.host_ip);
+    attach::debug(&agent, request, &attach::kept_in_pod(pod)).await
+}
+
+/// The node of pod `name` (which may not be running, and whose containers may be gone: a
+/// retained debug container outlives them): its name and IP.
+pub async fn node_of(
+    client: Client,
+    namespace: &str,
+    name: &str,
+) -> anyhow::Result<(String, String)> {
+    let pods: Api<Pod> = Api::namespaced(client, namespace);
+    let pod = pods
+        .get_opt(name)
+        .await
+        .with_context(|| format!("getting pod \"{name}\" in namespace \"{namespace}\""))?
+        .ok_or_else(|| anyhow!("pods \"{name}\" not found in namespace \"{namespace}\""))?;
+    let host_ip = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.host_ip.clone())
+        .ok_or_else(|| anyhow!("pod \"{name}\" has no hostIP: it is not on a node"))?;
+    let node = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.clone())
+        .unwrap_or_else(|| host_ip.clone());
+    Ok((node, host_ip))
+}
+
+/// Runs `kubectl-debug attach POD NAME`.
+pub async fn attach(global: &Global, args: AttachArgs) -> anyhow::Result<ExitStatus> {
+    let pod = pod_name(&args.pod);
+    let (client, namespace) = client(global).await?;
+    let (node, host_ip) = node_of(client, &namespace, pod).await?;
+    let mut request = args.session.request(&args.name);
+    request.pod_namespace = Some(namespace);
+    request.pod_name = Some(pod.to_owned());
+    let agent = agent_of(global, &node, &host_ip);
+    attach::debug(&agent, request, &attach::kept_in_pod(pod)).await
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use crate::client::AgentClient;
 /// the image is present when the session starts).
 pub fn wanted(request: &DebugRequest) -> Option<PullRequest> {
     (request.pull_policy != PullPolicy::Never).then(|| PullRequest {
-        target: Some(request.target.clone()),
+        target: request.target.clone(),
         image: request.image.clone(),
         policy: request.pull_policy,
     })

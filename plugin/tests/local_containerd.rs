@@ -212,18 +212,18 @@ fn errors_name_the_object_and_exit_1() {
         text(&out.stderr)
     );
 
-    // A command the image lacks: runc's refusal, and what was made for it is gone.
+    // A command the image lacks: 127, as a shell says, with why; what was made for it is gone.
     let out = run(
         &mut local(&running, &ctd_image(), &["--", "/no/such/cmd"]),
         b"",
     );
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(127));
     let err = text(&out.stderr);
     assert!(
-        err.contains("\"/no/such/cmd\"") && err.contains("no such file"),
+        err.contains("\"/no/such/cmd\"") && err.contains("No such file"),
         "{err}"
     );
-    assert!(running.leftovers().is_empty(), "a failed start cleans up");
+    support::assert_removed_soon(|| running.leftovers());
 
     // Pull policy Never with an image containerd does not have.
     let absent = format!("{}/kdbg-absent:1", registry());
@@ -324,7 +324,7 @@ fn the_debug_image_is_pulled_from_a_registry_with_progress() {
 }
 
 #[test]
-fn a_retained_container_stays_without_its_process() {
+fn a_retained_container_stays_and_holds_between_sessions() {
     let target = CtdTarget::start("exec sleep 3600");
     let out = run(
         &mut local(
@@ -337,14 +337,28 @@ fn a_retained_container_stays_without_its_process() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let kept = target.leftovers();
     assert_eq!(kept.len(), 1, "{kept:?}");
-    let tasks = text(&ctr(DEBUG_NAMESPACE, &["tasks", "ls", "-q"]).stdout);
     assert!(
-        !tasks.contains(&kept[0]),
-        "the exited task is gone: {tasks}"
+        text(&out.stderr).contains(&format!(
+            "kubectl-debug local attach {} {}",
+            target.reference(),
+            kept[0]
+        )),
+        "how to come back: {}",
+        text(&out.stderr)
     );
+    // Its main process holds it, idle; the session's process is gone with its FIFOs.
+    let tasks = text(&ctr(DEBUG_NAMESPACE, &["tasks", "ls"]).stdout);
+    let line = tasks
+        .lines()
+        .find(|l| l.starts_with(&kept[0]))
+        .unwrap_or_default();
+    assert!(line.contains("RUNNING"), "{tasks}");
+    let ps = text(&ctr(DEBUG_NAMESPACE, &["tasks", "ps", &kept[0]]).stdout);
+    assert_eq!(ps.lines().count(), 2, "only the holder runs: {ps}");
     assert!(snapshot_of(&kept[0]), "its filesystem stays");
-    let dir = std::path::Path::new(kdbg_runtimes::containerd::DEFAULT_FIFO_DIR).join(&kept[0]);
-    assert!(!dir.exists(), "its FIFOs go: {}", dir.display());
+    let _ = ctr(DEBUG_NAMESPACE, &["tasks", "kill", "-s", "KILL", &kept[0]]);
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = ctr(DEBUG_NAMESPACE, &["tasks", "delete", &kept[0]]);
     let _ = ctr(DEBUG_NAMESPACE, &["containers", "delete", &kept[0]]);
     assert!(!snapshot_of(&kept[0]));
 }
@@ -546,17 +560,24 @@ fn a_retained_container_outlives_a_client_that_vanished_without_its_process() {
     std::thread::sleep(Duration::from_millis(500));
     session.kill().unwrap(); // SIGKILL: the client vanishes
     session.wait().unwrap();
-    // Its process gets SIGTERM (sleep dies of it at once), its task goes; the container and
-    // its filesystem stay, as on Docker.
+    // The session's process gets SIGTERM (sleep dies of it at once); the container stays,
+    // held by its main process (idle between sessions), with its filesystem, as on Docker.
     let deadline = Instant::now() + Duration::from_secs(5);
-    while text(&ctr(DEBUG_NAMESPACE, &["tasks", "ls", "-q"]).stdout).contains(&id) {
+    loop {
+        let ps = text(&ctr(DEBUG_NAMESPACE, &["tasks", "ps", &id]).stdout);
+        if ps.lines().count() == 2 {
+            break;
+        }
         assert!(
             Instant::now() < deadline,
-            "task of {id} still there after 5 s"
+            "session of {id} still running after 5 s: {ps}"
         );
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(target.leftovers(), std::slice::from_ref(&id));
     assert!(snapshot_of(&id), "its filesystem stays");
+    let _ = ctr(DEBUG_NAMESPACE, &["tasks", "kill", "-s", "KILL", &id]);
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = ctr(DEBUG_NAMESPACE, &["tasks", "delete", &id]);
     let _ = ctr(DEBUG_NAMESPACE, &["containers", "delete", &id]);
 }

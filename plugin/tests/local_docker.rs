@@ -402,17 +402,19 @@ fn a_retained_container_outlives_a_client_that_vanished_without_its_process() {
     std::thread::sleep(Duration::from_millis(500));
     session.kill().unwrap(); // SIGKILL: the client vanishes
     session.wait().unwrap();
-    // Its process gets SIGTERM (sleep dies of it at once); the container and its filesystem
-    // stay.
+    // The session's process gets SIGTERM (sleep dies of it at once); the container stays,
+    // running (idle between sessions), with its filesystem.
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let state = text(&docker(&["inspect", "-f", "{{.State.Status}}", &id]).stdout);
-        if state.trim() == "exited" {
+        let top = text(&docker(&["top", &id]).stdout);
+        if !top.contains("sleep 300") {
             break;
         }
-        assert!(Instant::now() < deadline, "still {state} after 5 s");
+        assert!(Instant::now() < deadline, "still running after 5 s:\n{top}");
         std::thread::sleep(Duration::from_millis(100));
     }
+    let state = text(&docker(&["inspect", "-f", "{{.State.Status}}", &id]).stdout);
+    assert_eq!(state.trim(), "running");
     let kept = docker(&["cp", &format!("{id}:/kept"), "-"]);
     assert!(!kept.stdout.is_empty(), "its filesystem stays");
     docker(&["rm", "-f", &id]);

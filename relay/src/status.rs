@@ -18,6 +18,17 @@ pub const CAUSE_EXIT_CODE: &str = "ExitCode";
 pub enum ExitStatus {
     /// The process exited with this code (0 is success).
     Code(u8),
+    /// The process ended with this (non-zero) code because of something the user should be
+    /// told: its container was killed, its target went away, the session was idle too long.
+    /// Sent as a non-zero exit (kubectl sees the code) with `reason` as a second cause.
+    Ended {
+        /// The exit code.
+        code: u8,
+        /// Machine-readable, e.g. `TargetGone`, `Killed`.
+        reason: String,
+        /// What happened, for a human.
+        message: String,
+    },
     /// The server could not run or follow the process.
     Failure {
         /// Machine-readable reason, e.g. `InternalError`.
@@ -43,6 +54,30 @@ impl ExitStatus {
                         message: Some(code.to_string()),
                         field: None,
                     }],
+                    ..StatusDetails::default()
+                }),
+                ..Status::failure()
+            },
+            ExitStatus::Ended {
+                code,
+                reason,
+                message,
+            } => Status {
+                message: Some(message.clone()),
+                reason: Some(REASON_NON_ZERO_EXIT.into()),
+                details: Some(StatusDetails {
+                    causes: vec![
+                        StatusCause {
+                            reason: Some(CAUSE_EXIT_CODE.into()),
+                            message: Some(code.to_string()),
+                            field: None,
+                        },
+                        StatusCause {
+                            reason: Some(reason.clone()),
+                            message: Some(message.clone()),
+                            field: None,
+                        },
+                    ],
                     ..StatusDetails::default()
                 }),
                 ..Status::failure()
@@ -83,8 +118,21 @@ impl ExitStatus {
                 )));
             };
             let text = cause.message.as_deref().unwrap_or_default();
-            return text.parse::<u8>().map(ExitStatus::Code).map_err(|_| {
+            let code = text.parse::<u8>().map_err(|_| {
                 ProtocolError::Status(format!("exit code {text:?} is not a number in 0..=255"))
+            })?;
+            let why = doc
+                .details
+                .iter()
+                .flat_map(|d| &d.causes)
+                .find(|c| c.reason.as_deref() != Some(CAUSE_EXIT_CODE));
+            return Ok(match why {
+                Some(why) => ExitStatus::Ended {
+                    code,
+                    reason: why.reason.clone().unwrap_or_default(),
+                    message,
+                },
+                None => ExitStatus::Code(code),
             });
         }
         Ok(ExitStatus::Failure { reason, message })

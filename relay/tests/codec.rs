@@ -185,6 +185,22 @@ fn status_parses_what_the_kubelet_sends() {
 }
 
 #[test]
+fn an_ended_process_keeps_its_code_for_kubectl_and_its_reason_for_us() {
+    let ended = ExitStatus::Ended {
+        code: 137,
+        reason: "TargetGone".into(),
+        message: "target container docker://t is gone".into(),
+    };
+    let wire = ended.to_json();
+    let json: serde_json::Value = serde_json::from_slice(&wire).unwrap();
+    // What kubectl reads: a non-zero exit with its ExitCode cause first.
+    assert_eq!(json["reason"], "NonZeroExitCode");
+    assert_eq!(json["details"]["causes"][0]["reason"], "ExitCode");
+    assert_eq!(json["details"]["causes"][0]["message"], "137");
+    assert_eq!(ExitStatus::from_json(&wire).unwrap(), ended);
+}
+
+#[test]
 fn http_error_status_is_the_apiserver_shape() {
     let json =
         serde_json::to_value(Status::http_error(404, "NotFound", "pods \"x\" not found")).unwrap();

@@ -5,41 +5,53 @@
 //! `docker run` container is not, and then the session goes on without it and says so). It gets
 //! SYS_PTRACE and SYS_ADMIN, like the peers, so `strace`, `gdb` and `nsenter` work.
 //!
-//! Stdio is attached before the container starts, so no output is lost (see
-//! [`crate::docker_attach`] for why that part does not go through bollard).
+//! The container's main process is `kdbg-init hold`; each session is a process exec'd into
+//! it, its stdio attached as it starts, so no output is lost (see [`crate::docker_attach`]
+//! for why that part does not go through bollard).
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bollard::Docker;
 use bollard::errors::Error as BollardError;
+use bollard::exec::{CreateExecOptions, StartExecOptions};
 use bollard::models::{
     ContainerCreateBody, ContainerStateStatusEnum, HostConfig, HostConfigLogConfig,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
-    RemoveContainerOptionsBuilder, ResizeContainerTTYOptionsBuilder, StopContainerOptionsBuilder,
+    RemoveContainerOptionsBuilder, ResizeExecOptionsBuilder, StopContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
 use kdbg_relay::TerminalSize;
 use tokio::sync::mpsc;
 use tracing::debug;
 
+use crate::docker_attach::Ended;
 use crate::{
-    Created, DEBUG_CAPABILITIES, DebugContainer, DebugSpec, Error, PullError, PullPolicy,
-    PullProgress, Reference, Runtime, RuntimeKind, Stdio, TargetRef, label,
+    ContainerState, Created, DEBUG_CAPABILITIES, DebugContainer, DebugSpec, Error, Process,
+    ProcessSpec, PullError, PullPolicy, PullProgress, Reference, Runtime, RuntimeKind, Stdio,
+    TargetRef, init, label,
 };
 
 /// Seconds bollard waits for one API call.
 const CALL_TIMEOUT_SECS: u64 = 120;
+
+/// How often an exec whose output has ended is asked again whether it has exited.
+const EXEC_POLL: Duration = Duration::from_millis(20);
+
+/// The exec'd processes whose end is awaited, by exec ID.
+type Execs = Arc<Mutex<HashMap<String, Ended>>>;
 
 /// A Docker Engine reached over its unix socket.
 #[derive(Debug, Clone)]
 pub struct DockerRuntime {
     docker: Docker,
     endpoint: String,
-    /// The socket's path, for the raw attach connection.
+    /// The socket's path, for the raw exec connections.
     socket: String,
+    execs: Execs,
 }
 
 fn call(operation: &'static str, object: impl Into<String>) -> impl FnOnce(BollardError) -> Error {
@@ -82,6 +94,7 @@ impl DockerRuntime {
             docker,
             endpoint: endpoint.to_owned(),
             socket: path.to_owned(),
+            execs: Execs::default(),
         })
     }
 
@@ -210,26 +223,20 @@ impl Runtime for DockerRuntime {
         let labels: HashMap<String, String> = spec.labels.clone().into_iter().collect();
         let body = ContainerCreateBody {
             image: Some(spec.image.clone()),
-            // The user's command replaces the image's entrypoint and cmd (the daemon then
-            // takes neither from the image), as on containerd.
-            entrypoint: (!spec.command.is_empty()).then(|| spec.command.clone()),
-            tty: Some(spec.tty),
-            open_stdin: Some(spec.stdin),
-            stdin_once: Some(spec.stdin),
-            attach_stdin: Some(spec.stdin),
-            attach_stdout: Some(spec.stdout),
-            attach_stderr: Some(spec.stderr && !spec.tty),
+            // The main process holds the container; sessions are processes exec'd into it.
+            entrypoint: Some(init::hold_args()),
             labels: Some(labels),
             host_config: Some(HostConfig {
                 pid_mode: Some(join.clone()),
                 network_mode: Some(join.clone()),
                 ipc_mode: ipc_shareable.then_some(join),
+                binds: Some(vec![format!("{}:{}:ro", spec.init.display(), init::PATH)]),
                 cap_add: Some(DEBUG_CAPABILITIES.map(String::from).to_vec()),
                 // Docker's own profile allows mounts once SYS_ADMIN is added; ours does not.
                 security_opt: Some(vec![format!("seccomp={}", crate::seccomp_profile())]),
                 // No logging driver: a debug session's output is the user's, not the node's
-                // logs (recording is a separate, opt-in feature), and json-file logging
-                // slowed attach output to a third of `docker exec`'s.
+                // logs (recording is a separate feature), and json-file logging slowed output
+                // to a third of `docker exec`'s.
                 log_config: Some(HostConfigLogConfig {
                     typ: Some("none".into()),
                     config: None,
@@ -238,104 +245,182 @@ impl Runtime for DockerRuntime {
             }),
             ..ContainerCreateBody::default()
         };
-        let mut options = CreateContainerOptionsBuilder::new();
-        if let Some(name) = &spec.name {
-            options = options.name(name);
-        }
+        let options = CreateContainerOptionsBuilder::new()
+            .name(&spec.name)
+            .build();
         let created = self
             .docker
-            .create_container(Some(options.build()), body)
+            .create_container(Some(options), body)
             .await
             .map_err(|e| match &e {
                 BollardError::DockerResponseServerError {
                     status_code: 409, ..
-                } => Error::Call {
-                    operation: "creating debug container (the name is taken; choose another with --name, or remove the old one)",
-                    object: spec.name.clone().unwrap_or_default(),
+                } => Error::NameTaken {
+                    name: spec.name.clone(),
                     source: Box::new(e),
                 },
                 _ => call("creating debug container for", spec.target.to_string())(e),
             })?;
-        for w in created.warnings {
-            warnings.push(w);
-        }
+        warnings.extend(created.warnings);
         Ok(Created {
             id: created.id,
             warnings,
         })
     }
 
-    async fn attach(&self, id: &str, spec: &DebugSpec) -> Result<Stdio, Error> {
+    async fn start(&self, id: &str) -> Result<(), Error> {
+        match self.docker.start_container(id, None).await {
+            Ok(()) => Ok(()),
+            // Running already.
+            Err(BollardError::DockerResponseServerError {
+                status_code: 304, ..
+            }) => Ok(()),
+            Err(e) => Err(call("starting debug container", id)(e)),
+        }
+    }
+
+    async fn exec(&self, id: &str, process: &ProcessSpec) -> Result<Process, Error> {
+        let mut env = Vec::new();
+        if process.tty {
+            env.push("TERM=xterm".to_owned());
+        }
+        let options = CreateExecOptions {
+            attach_stdin: Some(process.stdin),
+            attach_stdout: Some(process.stdout),
+            attach_stderr: Some(process.stderr && !process.tty),
+            tty: Some(process.tty),
+            env: Some(env),
+            cmd: Some(init::run_args(
+                &process.session,
+                process.grace,
+                &process.command,
+            )),
+            ..CreateExecOptions::default()
+        };
+        let exec = self
+            .docker
+            .create_exec(id, options)
+            .await
+            .map_err(call("starting a process in debug container", id))?
+            .id;
         let version = self.docker.client_version();
         let streams = crate::docker_attach::Streams {
-            stdin: spec.stdin,
-            stdout: spec.stdout,
-            stderr: spec.stderr,
-            tty: spec.tty,
+            stdin: process.stdin,
+            stdout: process.stdout,
+            stderr: process.stderr,
+            tty: process.tty,
         };
-        let attached = crate::docker_attach::attach(
+        let ended = crate::docker_attach::Ended::default();
+        let attached = crate::docker_attach::start_exec(
             &self.socket,
             &format!("{}.{}", version.major_version, version.minor_version),
-            id,
+            &exec,
             streams,
+            ended.clone(),
         )
         .await
         .map_err(|e| Error::Call {
-            operation: "attaching to debug container",
+            operation: "attaching to a process of debug container",
             object: id.to_owned(),
             source: Box::new(e),
         })?;
-        Ok(Stdio {
-            stdin: attached.stdin,
-            stdout: attached.stdout,
-            stderr: attached.stderr,
+        lock(&self.execs).insert(exec.clone(), ended);
+        Ok(Process {
+            id: exec,
+            stdio: Stdio {
+                stdin: attached.stdin,
+                stdout: attached.stdout,
+                stderr: attached.stderr,
+            },
         })
     }
 
-    async fn start(&self, id: &str) -> Result<(), Error> {
-        self.docker
-            .start_container(id, None)
-            .await
-            .map_err(call("starting debug container", id))
-    }
-
-    async fn resize(&self, id: &str, size: TerminalSize) -> Result<(), Error> {
-        let options = ResizeContainerTTYOptionsBuilder::new()
+    async fn resize(&self, id: &str, exec: &str, size: TerminalSize) -> Result<(), Error> {
+        let options = ResizeExecOptionsBuilder::new()
             .h(i32::from(size.rows))
             .w(i32::from(size.cols))
             .build();
         self.docker
-            .resize_container_tty(id, options)
+            .resize_exec(exec, options)
             .await
             .map_err(call("resizing the terminal of debug container", id))
     }
 
-    async fn wait(&self, id: &str) -> Result<i64, Error> {
-        let mut stream = self.docker.wait_container(id, None);
-        match stream.next().await {
-            Some(Ok(response)) => Ok(response.status_code),
-            // bollard reports a non-zero exit as an error carrying the code.
-            Some(Err(BollardError::DockerContainerWaitError { code, .. })) => Ok(code),
-            Some(Err(e)) => Err(call("waiting for debug container", id)(e)),
-            None => Err(Error::Call {
-                operation: "waiting for debug container",
-                object: id.to_owned(),
-                source: "the engine ended the wait without an exit code".into(),
-            }),
+    async fn wait(&self, id: &str, exec: &str) -> Result<i64, Error> {
+        // Docker cannot wait for an exec: its output ends when it does, then it is asked.
+        let ended = lock(&self.execs).get(exec).cloned();
+        if let Some(ended) = &ended {
+            ended.wait().await;
         }
+        let code = loop {
+            let inspected = self
+                .docker
+                .inspect_exec(exec)
+                .await
+                .map_err(call("waiting for a process of debug container", id))?;
+            if inspected.running != Some(true) {
+                break inspected.exit_code.unwrap_or(-1);
+            }
+            tokio::time::sleep(EXEC_POLL).await;
+        };
+        lock(&self.execs).remove(exec);
+        Ok(code)
     }
 
-    async fn remove(&self, id: &str) -> Result<(), Error> {
-        let options = RemoveContainerOptionsBuilder::new().force(true).build();
-        match self.docker.remove_container(id, Some(options)).await {
-            Ok(()) => Ok(()),
-            Err(e) if is_not_found(&e) => Ok(()),
-            // Already being removed by an earlier call.
+    async fn signal(&self, id: &str, session: &str, signal: i32) -> Result<(), Error> {
+        // Docker has no call to signal an exec'd process: kdbg-init finds it and does.
+        let options = CreateExecOptions {
+            cmd: Some(init::signal_args(session, signal)),
+            ..CreateExecOptions::default()
+        };
+        let exec = match self.docker.create_exec(id, options).await {
+            Ok(created) => created.id,
+            // Not running: its processes are gone already.
             Err(BollardError::DockerResponseServerError {
                 status_code: 409, ..
-            }) => Ok(()),
-            Err(e) => Err(call("removing debug container", id)(e)),
-        }
+            }) => return Ok(()),
+            Err(e) if is_not_found(&e) => return Ok(()),
+            Err(e) => return Err(call("signalling a process of debug container", id)(e)),
+        };
+        self.docker
+            .start_exec(
+                &exec,
+                Some(StartExecOptions {
+                    detach: true,
+                    ..StartExecOptions::default()
+                }),
+            )
+            .await
+            .map(|_| ())
+            .map_err(call("signalling a process of debug container", id))
+    }
+
+    async fn inspect(&self, id: &str) -> Result<DebugContainer, Error> {
+        let info = match self.docker.inspect_container(id, None).await {
+            Ok(info) => info,
+            Err(e) if is_not_found(&e) => {
+                return Err(Error::ContainerNotFound {
+                    name: id.to_owned(),
+                });
+            }
+            Err(e) => return Err(call("inspecting debug container", id)(e)),
+        };
+        let state = info.state.unwrap_or_default();
+        let config = info.config.unwrap_or_default();
+        Ok(DebugContainer {
+            id: info.id.unwrap_or_else(|| id.to_owned()),
+            name: info
+                .name
+                .map(|n| n.trim_start_matches('/').to_owned())
+                .unwrap_or_default(),
+            image: config.image.unwrap_or_default(),
+            state: container_state(
+                state.status,
+                state.exit_code.unwrap_or_default(),
+                state.oom_killed == Some(true),
+            ),
+            labels: config.labels.unwrap_or_default().into_iter().collect(),
+        })
     }
 
     async fn stop(&self, id: &str, grace: Duration) -> Result<(), Error> {
@@ -353,6 +438,19 @@ impl Runtime for DockerRuntime {
         }
     }
 
+    async fn remove(&self, id: &str) -> Result<(), Error> {
+        let options = RemoveContainerOptionsBuilder::new().force(true).build();
+        match self.docker.remove_container(id, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            // Already being removed by an earlier call.
+            Err(BollardError::DockerResponseServerError {
+                status_code: 409, ..
+            }) => Ok(()),
+            Err(e) => Err(call("removing debug container", id)(e)),
+        }
+    }
+
     async fn list(&self) -> Result<Vec<DebugContainer>, Error> {
         let filters = HashMap::from([("label", vec![label::SESSION])]);
         let options = ListContainersOptionsBuilder::new()
@@ -364,20 +462,58 @@ impl Runtime for DockerRuntime {
             .list_containers(Some(options))
             .await
             .map_err(call("listing debug containers on", self.endpoint.clone()))?;
-        Ok(found
-            .into_iter()
-            .map(|c| DebugContainer {
-                id: c.id.unwrap_or_default(),
+        let mut list = Vec::with_capacity(found.len());
+        for c in found {
+            // The summary has no exit code: running ones need no more, others are inspected.
+            let running = c.state.as_ref().is_some_and(|s| s.to_string() == "running");
+            let id = c.id.unwrap_or_default();
+            if !running {
+                match self.inspect(&id).await {
+                    Ok(inspected) => list.push(inspected),
+                    Err(Error::ContainerNotFound { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+                continue;
+            }
+            list.push(DebugContainer {
+                id,
                 name: c
                     .names
                     .and_then(|n| n.into_iter().next())
                     .map(|n| n.trim_start_matches('/').to_owned())
                     .unwrap_or_default(),
                 image: c.image.unwrap_or_default(),
-                state: c.state.map(|s| s.to_string()).unwrap_or_default(),
+                state: ContainerState::Running,
                 labels: c.labels.unwrap_or_default().into_iter().collect(),
-            })
-            .collect())
+            });
+        }
+        Ok(list)
+    }
+}
+
+fn lock(execs: &Execs) -> std::sync::MutexGuard<'_, HashMap<String, Ended>> {
+    execs
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Our state from the engine's.
+fn container_state(
+    status: Option<ContainerStateStatusEnum>,
+    exit_code: i64,
+    oom_killed: bool,
+) -> ContainerState {
+    match status {
+        Some(ContainerStateStatusEnum::CREATED) => ContainerState::Created,
+        Some(ContainerStateStatusEnum::RUNNING) => ContainerState::Running,
+        Some(ContainerStateStatusEnum::EXITED | ContainerStateStatusEnum::DEAD) => {
+            ContainerState::Exited {
+                code: exit_code,
+                oom_killed,
+            }
+        }
+        Some(other) => ContainerState::Other(status_name(other).to_owned()),
+        None => ContainerState::Other("unknown".into()),
     }
 }
 

@@ -1,11 +1,10 @@
-//! Attaching to a Docker container over a raw connection to the engine's socket.
+//! Starting a Docker exec with its stdio over a raw connection to the engine's socket.
 //!
-//! bollard's attach stream does not end when the container exits (bollard issue #251), which
-//! would leave every session waiting for output that never comes. The attach protocol is
-//! simple, so we speak it ourselves, as the Docker CLI does: `POST /containers/{id}/attach`
-//! with `Upgrade: tcp`, then the connection is the container's stdio. The engine closes it
-//! when the container's output ends; closing our write half is the container's stdin EOF
-//! (with `StdinOnce`).
+//! bollard's hijacked streams do not end when the process exits (bollard issue #251), which
+//! would leave every session waiting for output that never comes. The protocol is simple, so
+//! we speak it ourselves, as the Docker CLI does: `POST /exec/{id}/start` with `Upgrade: tcp`,
+//! then the connection is the process's stdio. The engine closes it when the process's output
+//! ends; closing our write half is the process's stdin EOF.
 //!
 //! Without a tty, stdout and stderr arrive multiplexed in frames of an 8-byte header (stream
 //! type, three zero bytes, big-endian length) and a payload; with a tty, as one raw stream.
@@ -74,21 +73,19 @@ pub(crate) struct Streams {
     pub tty: bool,
 }
 
-/// Attaches to container `id` through the engine at `socket`, speaking API `version`.
-pub(crate) async fn attach(
+/// Starts exec `exec` through the engine at `socket`, speaking API `version`, with its stdio
+/// attached (the engine hijacks the connection); `ended` is set once its output has ended.
+pub(crate) async fn start_exec(
     socket: &str,
     version: &str,
-    id: &str,
+    exec: &str,
     streams: Streams,
+    ended: Ended,
 ) -> Result<Attached, AttachError> {
-    let path = format!(
-        "/v{version}/containers/{id}/attach?stream=1&stdin={}&stdout={}&stderr={}",
-        u8::from(streams.stdin),
-        u8::from(streams.stdout),
-        u8::from(streams.stderr && !streams.tty),
-    );
-    let (conn, early) = upgrade(socket, &path, "").await?;
-    Ok(split(conn, early, streams))
+    let path = format!("/v{version}/exec/{exec}/start");
+    let body = format!("{{\"Detach\":false,\"Tty\":{}}}", streams.tty);
+    let (conn, early) = upgrade(socket, &path, &body).await?;
+    Ok(split(conn, early, streams, ended))
 }
 
 /// Sends `POST path` with `body` (JSON, may be empty) asking for `Upgrade: tcp`, and returns the
@@ -137,21 +134,74 @@ pub(crate) async fn upgrade(
     Ok((conn, buf))
 }
 
+/// Set once a process's output has ended (or nobody reads it any more): the moment to ask the
+/// engine for its exit code, which Docker has no call to wait for.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Ended(Arc<(std::sync::atomic::AtomicBool, tokio::sync::Notify)>);
+
+impl Ended {
+    fn set(&self) {
+        self.0.0.store(true, std::sync::atomic::Ordering::Release);
+        self.0.1.notify_waiters();
+    }
+
+    /// Resolves once set.
+    pub(crate) async fn wait(&self) {
+        loop {
+            let notified = self.0.1.notified();
+            if self.0.0.load(std::sync::atomic::Ordering::Acquire) {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// A raw (terminal) output stream that says when it ends.
+struct RawOutput {
+    inner: BoxRead,
+    ended: Ended,
+}
+
+impl AsyncRead for RawOutput {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = out.filled().len();
+        let polled = self.inner.as_mut().poll_read(cx, out);
+        match &polled {
+            Poll::Ready(Ok(())) if out.filled().len() == before => self.ended.set(),
+            Poll::Ready(Err(_)) => self.ended.set(),
+            _ => {}
+        }
+        polled
+    }
+}
+
+impl Drop for RawOutput {
+    fn drop(&mut self) {
+        self.ended.set();
+    }
+}
+
 /// Splits an upgraded connection into the streams asked for.
-pub(crate) fn split(conn: UnixStream, early: BytesMut, streams: Streams) -> Attached {
+pub(crate) fn split(conn: UnixStream, early: BytesMut, streams: Streams, ended: Ended) -> Attached {
     let (read, write) = conn.into_split();
     let stdin: Option<BoxWrite> = streams.stdin.then(|| Box::pin(write) as BoxWrite);
     let read: BoxRead = Box::pin(read);
     if streams.tty {
         // Bytes that came with the answer belong to the stream.
-        let raw = Box::pin(AsyncReadExt::chain(io::Cursor::new(early.freeze()), read));
+        let raw: BoxRead = Box::pin(AsyncReadExt::chain(io::Cursor::new(early.freeze()), read));
+        let output = Box::pin(RawOutput { inner: raw, ended });
         return Attached {
             stdin,
-            stdout: streams.stdout.then_some(raw as BoxRead),
+            stdout: streams.stdout.then_some(output as BoxRead),
             stderr: None,
         };
     }
-    let [stdout, stderr] = Demux::readers(read, early, [streams.stdout, streams.stderr]);
+    let [stdout, stderr] = Demux::readers(read, early, [streams.stdout, streams.stderr], ended);
     Attached {
         stdin,
         stdout: stdout.map(|r| Box::pin(r) as BoxRead),
@@ -176,6 +226,14 @@ struct Demux {
     /// The engine's stream ended (or failed: then the error, given to the first reader).
     ended: bool,
     error: Option<io::Error>,
+    /// Told when the stream ends, or when nobody reads it any more.
+    output_ended: Ended,
+}
+
+impl Drop for Demux {
+    fn drop(&mut self) {
+        self.output_ended.set();
+    }
 }
 
 /// One stream of a [`Demux`].
@@ -186,7 +244,12 @@ struct DemuxReader {
 
 impl Demux {
     /// Readers for stdout and stderr, as `wanted`.
-    fn readers(source: BoxRead, early: BytesMut, wanted: [bool; 2]) -> [Option<DemuxReader>; 2] {
+    fn readers(
+        source: BoxRead,
+        early: BytesMut,
+        wanted: [bool; 2],
+        output_ended: Ended,
+    ) -> [Option<DemuxReader>; 2] {
         let shared = Arc::new(Mutex::new(Demux {
             source: Some(source),
             buf: early,
@@ -196,6 +259,7 @@ impl Demux {
             wakers: [None, None],
             ended: false,
             error: None,
+            output_ended,
         }));
         [0, 1].map(|stream| {
             wanted[stream].then(|| DemuxReader {
@@ -280,6 +344,7 @@ impl Demux {
                 }
                 Poll::Ready(Ok(0)) => {
                     self.ended = true;
+                    self.output_ended.set();
                     self.wake(other);
                 }
                 Poll::Ready(Ok(n)) => {
@@ -292,6 +357,7 @@ impl Demux {
                 }
                 Poll::Ready(Err(e)) => {
                     self.ended = true;
+                    self.output_ended.set();
                     self.wake(other);
                     return Poll::Ready(Err(e));
                 }
@@ -378,7 +444,12 @@ mod tests {
                 engine.write_all(chunk).await.unwrap();
             }
         });
-        let [out, err] = Demux::readers(Box::pin(ours), BytesMut::new(), [true, true]);
+        let [out, err] = Demux::readers(
+            Box::pin(ours),
+            BytesMut::new(),
+            [true, true],
+            Ended::default(),
+        );
         let (out, err) = tokio::join!(read_all(out.unwrap()), read_all(err.unwrap()));
         writer.await.unwrap();
         let mut expected = b"out-1 ".to_vec();
@@ -395,6 +466,7 @@ mod tests {
             Box::pin(io::Cursor::new(wire)),
             BytesMut::new(),
             [true, true],
+            Ended::default(),
         );
         drop(err);
         assert_eq!(read_all(out.unwrap()).await, b"kept");
@@ -403,7 +475,12 @@ mod tests {
     #[tokio::test]
     async fn dropping_both_readers_closes_the_engines_stream() {
         let (mut engine, ours) = tokio::io::duplex(64);
-        let [out, err] = Demux::readers(Box::pin(ours), BytesMut::new(), [true, true]);
+        let [out, err] = Demux::readers(
+            Box::pin(ours),
+            BytesMut::new(),
+            [true, true],
+            Ended::default(),
+        );
         drop(out);
         drop(err);
         // The engine's writes fail at once instead of waiting for a reader that is gone.
@@ -418,6 +495,7 @@ mod tests {
             Box::pin(io::Cursor::new(frame(1, b"late"))),
             early,
             [true, false],
+            Ended::default(),
         );
         assert_eq!(read_all(out.unwrap()).await, b"early late");
     }

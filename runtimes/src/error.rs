@@ -40,6 +40,22 @@ pub enum Error {
         /// This runtime.
         runtime: &'static str,
     },
+    /// A debug container of that name exists.
+    #[error(
+        "a container named {name:?} exists; choose another name with --name, or remove the old one"
+    )]
+    NameTaken {
+        /// The name.
+        name: String,
+        /// What the runtime answered.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// No debug container has that name or ID.
+    #[error("debug container {name:?} not found on this node")]
+    ContainerNotFound {
+        /// The name or ID asked for.
+        name: String,
+    },
     /// The image is absent and the pull policy forbids pulling.
     #[error(
         "image {image} is not present on this node and the pull policy is Never; pull it on the node or use another pull policy"

@@ -1,8 +1,10 @@
-//! An in-tree fake runtime for the agent's unit tests: it records every call and plays a
-//! scripted process (output, optional echo of stdin, exit code) in place of a container.
+//! An in-tree fake runtime for the agent's tests (cargo feature `fake`): it records every call
+//! and plays a scripted process (output, optional echo of stdin, exit code) for every session
+//! in place of a real one, in containers that hold as real debug containers do.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use kdbg_relay::TerminalSize;
@@ -10,10 +12,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 
 use crate::{
-    Created, DebugContainer, DebugSpec, Error, PullPolicy, PullProgress, Runtime, Stdio, TargetRef,
+    ContainerState, Created, DebugContainer, DebugSpec, Error, Process, ProcessSpec, PullPolicy,
+    PullProgress, Runtime, Stdio, TargetRef,
 };
 
-/// What the fake's containers do.
+/// What the fake's session processes do.
 #[derive(Debug, Clone, Default)]
 pub struct Script {
     /// Written to stdout at start.
@@ -22,7 +25,7 @@ pub struct Script {
     pub stderr: Bytes,
     /// Copy stdin to stdout until stdin ends (then exit); otherwise exit after the output.
     pub echo_stdin: bool,
-    /// Stay running after the output until removed (like a shell nobody types into).
+    /// Stay running after the output until signalled (like a shell nobody types into).
     pub linger: bool,
     /// The exit code.
     pub exit_code: i64,
@@ -37,18 +40,22 @@ pub enum Call {
     EnsureImage(String, PullPolicy),
     /// [`Runtime::create`], with the spec.
     Create(Box<DebugSpec>),
-    /// [`Runtime::attach`].
-    Attach(String),
     /// [`Runtime::start`].
     Start(String),
+    /// [`Runtime::exec`], with the process.
+    Exec(String, Box<ProcessSpec>),
     /// [`Runtime::resize`].
     Resize(String, TerminalSize),
     /// [`Runtime::wait`].
     Wait(String),
-    /// [`Runtime::remove`].
-    Remove(String),
+    /// [`Runtime::signal`]: container, session, signal.
+    Signal(String, String, i32),
+    /// [`Runtime::inspect`].
+    Inspect(String),
     /// [`Runtime::stop`].
     Stop(String),
+    /// [`Runtime::remove`].
+    Remove(String),
     /// [`Runtime::list`].
     List,
 }
@@ -66,11 +73,29 @@ struct State {
 #[derive(Debug)]
 struct FakeContainer {
     spec: DebugSpec,
-    stdin: Option<tokio::io::DuplexStream>,
-    stdout: Option<tokio::io::DuplexStream>,
-    stderr: Option<tokio::io::DuplexStream>,
+    state: ContainerState,
+    /// Session processes by exec ID.
+    execs: HashMap<String, FakeExec>,
+}
+
+#[derive(Debug)]
+struct FakeExec {
+    session: String,
     exit: watch::Sender<Option<i64>>,
-    process: Option<tokio::task::JoinHandle<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FakeExec {
+    fn kill(&self, code: i64) {
+        self.task.abort();
+        self.exit.send_if_modified(|exit| {
+            let unset = exit.is_none();
+            if unset {
+                *exit = Some(code);
+            }
+            unset
+        });
+    }
 }
 
 /// The fake runtime. Clones share state.
@@ -81,16 +106,21 @@ pub struct FakeRuntime {
 }
 
 impl FakeRuntime {
-    /// A fake whose containers run `script`; add targets and images before use.
+    /// A fake whose session processes run `script`; add targets and images before use.
     pub fn new(script: Script) -> FakeRuntime {
         let fake = FakeRuntime::default();
         *fake.script.lock().unwrap() = script;
         fake
     }
 
-    /// Adds a target container in `state` (`running`, `exited`, ...).
+    /// Adds (or changes) a target container in `state` (`running`, `exited`, ...).
     pub fn add_target(&self, id: &str, state: &str) {
         self.lock().targets.insert(id.to_owned(), state.to_owned());
+    }
+
+    /// Removes a target container, as a deleted pod's.
+    pub fn remove_target(&self, id: &str) {
+        self.lock().targets.remove(id);
     }
 
     /// Marks `image` as present.
@@ -108,6 +138,16 @@ impl FakeRuntime {
         self.lock().containers.keys().cloned().collect()
     }
 
+    /// How many session processes run now.
+    pub fn running_processes(&self) -> usize {
+        self.lock()
+            .containers
+            .values()
+            .flat_map(|c| c.execs.values())
+            .filter(|e| e.exit.borrow().is_none())
+            .count()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().expect("fake runtime state poisoned")
     }
@@ -117,10 +157,18 @@ impl FakeRuntime {
     }
 
     fn unknown(id: &str) -> Error {
-        Error::Call {
-            operation: "using debug container",
-            object: id.to_owned(),
-            source: "no such container".into(),
+        Error::ContainerNotFound {
+            name: id.to_owned(),
+        }
+    }
+
+    fn snapshot(id: &str, c: &FakeContainer) -> DebugContainer {
+        DebugContainer {
+            id: id.to_owned(),
+            name: c.spec.name.clone(),
+            image: c.spec.image.clone(),
+            state: c.state.clone(),
+            labels: c.spec.labels.clone(),
         }
     }
 }
@@ -165,17 +213,20 @@ impl Runtime for FakeRuntime {
     async fn create(&self, spec: &DebugSpec) -> Result<Created, Error> {
         self.record(Call::Create(Box::new(spec.clone())));
         let mut state = self.lock();
+        if state.containers.values().any(|c| c.spec.name == spec.name) {
+            return Err(Error::NameTaken {
+                name: spec.name.clone(),
+                source: "a fake container has it".into(),
+            });
+        }
         state.next_id += 1;
         let id = format!("fake{:04}", state.next_id);
         state.containers.insert(
             id.clone(),
             FakeContainer {
                 spec: spec.clone(),
-                stdin: None,
-                stdout: None,
-                stderr: None,
-                exit: watch::channel(None).0,
-                process: None,
+                state: ContainerState::Created,
+                execs: HashMap::new(),
             },
         );
         Ok(Created {
@@ -184,113 +235,143 @@ impl Runtime for FakeRuntime {
         })
     }
 
-    async fn attach(&self, id: &str, spec: &DebugSpec) -> Result<Stdio, Error> {
-        self.record(Call::Attach(id.to_owned()));
-        let mut state = self.lock();
-        let container = state
-            .containers
-            .get_mut(id)
-            .ok_or_else(|| Self::unknown(id))?;
-        let (stdin_w, stdin_r) = tokio::io::duplex(64 * 1024);
-        let (stdout_w, stdout_r) = tokio::io::duplex(64 * 1024);
-        let (stderr_w, stderr_r) = tokio::io::duplex(64 * 1024);
-        container.stdin = Some(stdin_r);
-        container.stdout = Some(stdout_w);
-        container.stderr = Some(stderr_w);
-        Ok(Stdio {
-            stdin: spec.stdin.then(|| Box::pin(stdin_w) as _),
-            stdout: spec.stdout.then(|| Box::pin(stdout_r) as _),
-            stderr: (spec.stderr && !spec.tty).then(|| Box::pin(stderr_r) as _),
-        })
-    }
-
     async fn start(&self, id: &str) -> Result<(), Error> {
         self.record(Call::Start(id.to_owned()));
-        let script = self.script.lock().unwrap().clone();
         let mut state = self.lock();
         let container = state
             .containers
             .get_mut(id)
             .ok_or_else(|| Self::unknown(id))?;
-        let mut stdin = container.stdin.take();
-        let mut stdout = container.stdout.take();
-        let mut stderr = container.stderr.take();
-        let exit = container.exit.clone();
-        container.process = Some(tokio::spawn(async move {
-            if let Some(out) = &mut stdout {
-                let _ = out.write_all(&script.stdout).await;
-            }
-            if let Some(err) = &mut stderr {
-                let _ = err.write_all(&script.stderr).await;
-            }
+        container.state = ContainerState::Running;
+        Ok(())
+    }
+
+    async fn exec(&self, id: &str, process: &ProcessSpec) -> Result<Process, Error> {
+        self.record(Call::Exec(id.to_owned(), Box::new(process.clone())));
+        let script = self.script.lock().unwrap().clone();
+        let mut state = self.lock();
+        let next = state.next_id + 1;
+        state.next_id = next;
+        let container = state
+            .containers
+            .get_mut(id)
+            .ok_or_else(|| Self::unknown(id))?;
+        if container.state != ContainerState::Running {
+            return Err(Error::Call {
+                operation: "starting a process in debug container",
+                object: id.to_owned(),
+                source: "it is not running".into(),
+            });
+        }
+        let (stdin_w, mut stdin) = tokio::io::duplex(64 * 1024);
+        let (mut stdout, stdout_r) = tokio::io::duplex(64 * 1024);
+        let (mut stderr, stderr_r) = tokio::io::duplex(64 * 1024);
+        let (exit, _) = watch::channel(None);
+        let done = exit.clone();
+        let task = tokio::spawn(async move {
+            let _ = stdout.write_all(&script.stdout).await;
+            let _ = stderr.write_all(&script.stderr).await;
             drop(stderr);
             if script.echo_stdin {
-                if let (Some(input), Some(out)) = (&mut stdin, &mut stdout) {
-                    let mut buf = vec![0u8; 4096];
-                    while let Ok(n) = input.read(&mut buf).await {
-                        if n == 0 || out.write_all(&buf[..n]).await.is_err() {
-                            break;
-                        }
+                let mut buf = vec![0u8; 16 * 1024];
+                while let Ok(n) = stdin.read(&mut buf).await {
+                    if n == 0 || stdout.write_all(&buf[..n]).await.is_err() {
+                        break;
                     }
                 }
             } else if script.linger {
                 std::future::pending::<()>().await;
             }
             drop(stdout);
-            exit.send_replace(Some(script.exit_code));
-        }));
-        Ok(())
+            done.send_replace(Some(script.exit_code));
+        });
+        let exec_id = format!("exec{next:04}");
+        container.execs.insert(
+            exec_id.clone(),
+            FakeExec {
+                session: process.session.clone(),
+                exit,
+                task,
+            },
+        );
+        Ok(Process {
+            id: exec_id,
+            stdio: Stdio {
+                stdin: process.stdin.then(|| Box::pin(stdin_w) as _),
+                stdout: process.stdout.then(|| Box::pin(stdout_r) as _),
+                stderr: (process.stderr && !process.tty).then(|| Box::pin(stderr_r) as _),
+            },
+        })
     }
 
-    async fn resize(&self, id: &str, size: TerminalSize) -> Result<(), Error> {
+    async fn resize(&self, id: &str, _exec: &str, size: TerminalSize) -> Result<(), Error> {
         self.record(Call::Resize(id.to_owned(), size));
         Ok(())
     }
 
-    async fn wait(&self, id: &str) -> Result<i64, Error> {
-        self.record(Call::Wait(id.to_owned()));
+    async fn wait(&self, id: &str, exec: &str) -> Result<i64, Error> {
+        self.record(Call::Wait(exec.to_owned()));
         let mut exit = self
             .lock()
             .containers
             .get(id)
+            .and_then(|c| c.execs.get(exec))
             .ok_or_else(|| Self::unknown(id))?
             .exit
             .subscribe();
-        loop {
+        let code = loop {
             if let Some(code) = *exit.borrow_and_update() {
-                return Ok(code);
+                break code;
             }
             if exit.changed().await.is_err() {
-                // Removed while running: killed.
-                return Ok(137);
+                break 137;
+            }
+        };
+        if let Some(container) = self.lock().containers.get_mut(id) {
+            container.execs.remove(exec);
+        }
+        Ok(code)
+    }
+
+    async fn signal(&self, id: &str, session: &str, signal: i32) -> Result<(), Error> {
+        self.record(Call::Signal(id.to_owned(), session.to_owned(), signal));
+        if let Some(container) = self.lock().containers.get(id) {
+            for exec in container.execs.values().filter(|e| e.session == session) {
+                exec.kill(128 + i64::from(signal));
             }
         }
+        Ok(())
+    }
+
+    async fn inspect(&self, id: &str) -> Result<DebugContainer, Error> {
+        self.record(Call::Inspect(id.to_owned()));
+        let state = self.lock();
+        let container = state.containers.get(id).ok_or_else(|| Self::unknown(id))?;
+        Ok(Self::snapshot(id, container))
+    }
+
+    async fn stop(&self, id: &str, _grace: Duration) -> Result<(), Error> {
+        self.record(Call::Stop(id.to_owned()));
+        if let Some(container) = self.lock().containers.get_mut(id) {
+            for exec in container.execs.values() {
+                exec.kill(143);
+            }
+            if container.state == ContainerState::Running {
+                container.state = ContainerState::Exited {
+                    code: 0,
+                    oom_killed: false,
+                };
+            }
+        }
+        Ok(())
     }
 
     async fn remove(&self, id: &str) -> Result<(), Error> {
         self.record(Call::Remove(id.to_owned()));
         if let Some(container) = self.lock().containers.remove(id) {
-            if let Some(process) = container.process {
-                process.abort();
+            for exec in container.execs.values() {
+                exec.kill(137);
             }
-            container.exit.send_replace(Some(137));
-        }
-        Ok(())
-    }
-
-    async fn stop(&self, id: &str, _grace: std::time::Duration) -> Result<(), Error> {
-        self.record(Call::Stop(id.to_owned()));
-        if let Some(container) = self.lock().containers.get_mut(id) {
-            if let Some(process) = container.process.take() {
-                process.abort();
-            }
-            container.exit.send_if_modified(|code| {
-                let unset = code.is_none();
-                if unset {
-                    *code = Some(143);
-                }
-                unset
-            });
         }
         Ok(())
     }
@@ -301,13 +382,7 @@ impl Runtime for FakeRuntime {
             .lock()
             .containers
             .iter()
-            .map(|(id, c)| DebugContainer {
-                id: id.clone(),
-                name: c.spec.name.clone().unwrap_or_else(|| id.clone()),
-                image: c.spec.image.clone(),
-                state: "running".into(),
-                labels: c.spec.labels.clone(),
-            })
+            .map(|(id, c)| Self::snapshot(id, c))
             .collect())
     }
 }

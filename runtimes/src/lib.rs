@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -61,6 +62,14 @@ pub mod label {
     pub const CREATED_AT: &str = label_key!("created-at");
     /// `true` when the container is kept after the session.
     pub const RETAIN: &str = label_key!("retain");
+    /// The process that created the container, `<boot id>/<pid>/<start time>`: while it
+    /// lives, the container is its to clean up; once it is gone, any agent's reaper may.
+    pub const OWNER: &str = label_key!("owner");
+    /// The image as the user named it (runtimes may normalise the container's own).
+    pub const IMAGE: &str = label_key!("image");
+    /// containerd: the exit code of the container's main process, kept once its task is
+    /// deleted.
+    pub const EXIT_CODE: &str = label_key!("exit-code");
 }
 
 /// Capabilities a debug container gets beyond the runtime's defaults, on every backend:
@@ -231,14 +240,28 @@ impl fmt::Display for PullPolicy {
     }
 }
 
-/// What to create.
+/// What to create: a debug container that joins `target` and holds it with
+/// [`init::hold_args`] as its main process, so that it outlives its sessions' processes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DebugSpec {
     /// The container whose namespaces the debug container joins.
     pub target: TargetRef,
     /// The tools image.
     pub image: String,
-    /// The command; the image's default when empty.
+    /// The container's name: unique among the runtime's containers.
+    pub name: String,
+    /// Labels, keys from [`label`].
+    pub labels: BTreeMap<String, String>,
+    /// Where `kdbg-init` is on the node; mounted read-only at [`init::PATH`].
+    pub init: PathBuf,
+}
+
+/// A session's process in a debug container: `command` run by [`init::run_args`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessSpec {
+    /// The session's ID: how [`Runtime::signal`] finds the process.
+    pub session: String,
+    /// The command and its arguments; not empty.
     pub command: Vec<String>,
     /// Allocate a terminal (stdout and stderr then merge).
     pub tty: bool,
@@ -248,10 +271,48 @@ pub struct DebugSpec {
     pub stdout: bool,
     /// Attach stderr (ignored with a tty).
     pub stderr: bool,
-    /// The container's name, if the user chose one.
-    pub name: Option<String>,
-    /// Labels, keys from [`label`].
-    pub labels: BTreeMap<String, String>,
+    /// How long the process gets between SIGTERM and SIGKILL when the session is stopped.
+    pub grace: Duration,
+}
+
+/// The contract with `kdbg-init`, the small init every debug container runs (the agent
+/// provides the binary; see `agent/init/kdbg-init.rs`).
+pub mod init {
+    use std::time::Duration;
+
+    /// Where it is in every debug container.
+    pub const PATH: &str = "/.kubectl-debug/init";
+
+    /// The main process of a debug container: holds it until SIGTERM.
+    pub fn hold_args() -> Vec<String> {
+        vec![PATH.into(), "hold".into()]
+    }
+
+    /// A session's process: `command` under a subreaper that reaps and kills what the session
+    /// leaves, and stops it with SIGTERM then SIGKILL after `grace`.
+    pub fn run_args(session: &str, grace: Duration, command: &[String]) -> Vec<String> {
+        let mut args = vec![
+            PATH.into(),
+            "run".into(),
+            "--session".into(),
+            session.into(),
+            "--grace".into(),
+            grace.as_secs().to_string(),
+            "--".into(),
+        ];
+        args.extend_from_slice(command);
+        args
+    }
+
+    /// Sends `signal` to session `session`'s process.
+    pub fn signal_args(session: &str, signal: i32) -> Vec<String> {
+        vec![
+            PATH.into(),
+            "signal".into(),
+            session.into(),
+            signal.to_string(),
+        ]
+    }
 }
 
 /// One line of image pull progress.
@@ -276,10 +337,10 @@ pub struct Created {
     pub warnings: Vec<String>,
 }
 
-/// The attached stdio of a debug container.
+/// The attached stdio of a process.
 #[derive(Default)]
 pub struct Stdio {
-    /// The container's stdin.
+    /// Its stdin.
     pub stdin: Option<BoxWrite>,
     /// Its stdout (with a tty: the terminal).
     pub stdout: Option<BoxRead>,
@@ -287,7 +348,33 @@ pub struct Stdio {
     pub stderr: Option<BoxRead>,
 }
 
-/// A debug container found by [`Runtime::list`].
+/// A started session process.
+pub struct Process {
+    /// The runtime's ID of it (an exec ID), for [`Runtime::resize`] and [`Runtime::wait`].
+    pub id: String,
+    /// Its stdio.
+    pub stdio: Stdio,
+}
+
+/// Where a debug container is in its life.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContainerState {
+    /// Created, never started.
+    Created,
+    /// Its main process runs.
+    Running,
+    /// Its main process has ended.
+    Exited {
+        /// Its exit code.
+        code: i64,
+        /// The kernel killed it for want of memory.
+        oom_killed: bool,
+    },
+    /// Something else the runtime says (paused, being removed...).
+    Other(String),
+}
+
+/// A debug container as the runtime sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DebugContainer {
     /// Its ID.
@@ -296,8 +383,8 @@ pub struct DebugContainer {
     pub name: String,
     /// Its image.
     pub image: String,
-    /// Its state, e.g. `running`, `exited`.
-    pub state: String,
+    /// Its state.
+    pub state: ContainerState,
     /// Its labels.
     pub labels: BTreeMap<String, String>,
 }
@@ -322,37 +409,49 @@ pub trait Runtime: Send + Sync {
     /// Creates (does not start) a debug container.
     fn create(&self, spec: &DebugSpec) -> impl Future<Output = Result<Created, Error>> + Send;
 
-    /// Attaches the container's stdio as `spec` asks; call before [`Runtime::start`] so no
-    /// output is lost.
-    fn attach(
-        &self,
-        id: &str,
-        spec: &DebugSpec,
-    ) -> impl Future<Output = Result<Stdio, Error>> + Send;
-
-    /// Starts the container.
+    /// Starts the container's main process, or starts it again (a retained container whose
+    /// main process ended), joining its target as it is now.
     fn start(&self, id: &str) -> impl Future<Output = Result<(), Error>> + Send;
 
-    /// Resizes the container's terminal.
+    /// Starts a session's process in a running container, its stdio attached before it runs.
+    fn exec(
+        &self,
+        id: &str,
+        process: &ProcessSpec,
+    ) -> impl Future<Output = Result<Process, Error>> + Send;
+
+    /// Resizes the terminal of process `exec` of container `id`.
     fn resize(
         &self,
         id: &str,
+        exec: &str,
         size: TerminalSize,
     ) -> impl Future<Output = Result<(), Error>> + Send;
 
-    /// Waits for the container to exit and returns its exit code.
-    fn wait(&self, id: &str) -> impl Future<Output = Result<i64, Error>> + Send;
+    /// Waits for process `exec` of container `id` to end and returns its exit code, then frees
+    /// what the runtime held for it.
+    fn wait(&self, id: &str, exec: &str) -> impl Future<Output = Result<i64, Error>> + Send;
+
+    /// Sends `signal` to the process of session `session` in container `id`.
+    fn signal(
+        &self,
+        id: &str,
+        session: &str,
+        signal: i32,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// The container as the runtime sees it now.
+    fn inspect(&self, id: &str) -> impl Future<Output = Result<DebugContainer, Error>> + Send;
+
+    /// Stops the container's main process (and so every process of it), keeping the container
+    /// and its filesystem: SIGTERM, then SIGKILL after `grace`. A container stopped already is
+    /// not an error.
+    fn stop(&self, id: &str, grace: Duration) -> impl Future<Output = Result<(), Error>> + Send;
 
     /// Stops and removes the container. Removing one that is already gone is not an error.
     fn remove(&self, id: &str) -> impl Future<Output = Result<(), Error>> + Send;
 
-    /// Stops the container's process, keeping the container and its filesystem (for a
-    /// retained container whose session is over): SIGTERM, then SIGKILL after `grace`; then
-    /// frees what the stopped process held (containerd: its task and shim). A process that
-    /// has exited already is not an error.
-    fn stop(&self, id: &str, grace: Duration) -> impl Future<Output = Result<(), Error>> + Send;
-
-    /// The debug containers on this node (those carrying [`label::SESSION`]).
+    /// The debug containers of this runtime (those carrying [`label::SESSION`]).
     fn list(&self) -> impl Future<Output = Result<Vec<DebugContainer>, Error>> + Send;
 }
 
@@ -394,23 +493,29 @@ impl Runtime for AnyRuntime {
     async fn create(&self, spec: &DebugSpec) -> Result<Created, Error> {
         delegate!(self, r => r.create(spec))
     }
-    async fn attach(&self, id: &str, spec: &DebugSpec) -> Result<Stdio, Error> {
-        delegate!(self, r => r.attach(id, spec))
-    }
     async fn start(&self, id: &str) -> Result<(), Error> {
         delegate!(self, r => r.start(id))
     }
-    async fn resize(&self, id: &str, size: TerminalSize) -> Result<(), Error> {
-        delegate!(self, r => r.resize(id, size))
+    async fn exec(&self, id: &str, process: &ProcessSpec) -> Result<Process, Error> {
+        delegate!(self, r => r.exec(id, process))
     }
-    async fn wait(&self, id: &str) -> Result<i64, Error> {
-        delegate!(self, r => r.wait(id))
+    async fn resize(&self, id: &str, exec: &str, size: TerminalSize) -> Result<(), Error> {
+        delegate!(self, r => r.resize(id, exec, size))
     }
-    async fn remove(&self, id: &str) -> Result<(), Error> {
-        delegate!(self, r => r.remove(id))
+    async fn wait(&self, id: &str, exec: &str) -> Result<i64, Error> {
+        delegate!(self, r => r.wait(id, exec))
+    }
+    async fn signal(&self, id: &str, session: &str, signal: i32) -> Result<(), Error> {
+        delegate!(self, r => r.signal(id, session, signal))
+    }
+    async fn inspect(&self, id: &str) -> Result<DebugContainer, Error> {
+        delegate!(self, r => r.inspect(id))
     }
     async fn stop(&self, id: &str, grace: Duration) -> Result<(), Error> {
         delegate!(self, r => r.stop(id, grace))
+    }
+    async fn remove(&self, id: &str) -> Result<(), Error> {
+        delegate!(self, r => r.remove(id))
     }
     async fn list(&self) -> Result<Vec<DebugContainer>, Error> {
         delegate!(self, r => r.list())

@@ -175,6 +175,10 @@ async fn listing_finds_labelled_containers_in_our_namespace_only() {
         mine.labels.get(label::SESSION).map(String::as_str),
         Some(format!("s-{}", std::process::id()).as_str())
     );
-    assert_eq!(mine.state, "created", "no task yet");
+    assert_eq!(
+        mine.state,
+        kdbg_runtimes::ContainerState::Created,
+        "no task yet"
+    );
     assert!(listed.iter().all(|c| c.id != theirs.0));
 }

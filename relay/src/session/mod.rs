@@ -45,7 +45,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use self::client::Client;
 use self::core::{Core, Pump};
-use self::server::Server;
+use self::server::{Idle, Server};
 use self::stream::{Sink, Source};
 use crate::codec::{self, Protocol};
 use crate::error::Error;
@@ -93,6 +93,11 @@ pub struct Config {
     /// How long to wait for the peer's close reply, and for output to drain after the process
     /// ended, before ending anyway.
     pub close_timeout: Duration,
+    /// Server: a session with no input and no output this long ends ([`ServerEnd::Idle`]);
+    /// `None`: never. The kubelet's streaming idle timeout is 4 h.
+    pub idle_timeout: Option<Duration>,
+    /// Server: how long before the idle timeout the user is warned, on the terminal.
+    pub idle_warning: Duration,
 }
 
 impl Default for Config {
@@ -101,6 +106,8 @@ impl Default for Config {
             keepalive_interval: Duration::from_secs(5),
             peer_timeout: Duration::from_secs(61),
             close_timeout: Duration::from_secs(5),
+            idle_timeout: None,
+            idle_warning: Duration::from_secs(60),
         }
     }
 }
@@ -168,6 +175,9 @@ pub enum ServerEnd {
     Completed(ExitStatus),
     /// The client closed the session before the process ended; the process is still running.
     ClientLeft,
+    /// Nothing went either way for [`Config::idle_timeout`]: the client was told and the
+    /// session closed; the process is still running.
+    Idle,
 }
 
 /// A finished session: how it ended and what it carried.
@@ -190,6 +200,12 @@ pub async fn serve<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    // The idle warning goes to the terminal: stdout with one, stderr without.
+    let warn_on = if io.stderr.is_some() {
+        codec::STDERR
+    } else {
+        codec::STDOUT
+    };
     let mut sources = Vec::new();
     for (channel, reader) in [(codec::STDOUT, io.stdout), (codec::STDERR, io.stderr)] {
         if let Some(reader) = reader {
@@ -208,6 +224,9 @@ where
         on_resize: io.on_resize,
         resize: ResizeDecoder::default(),
         drain_deadline: None,
+        idle: config
+            .idle_timeout
+            .map(|timeout| Idle::new(timeout, config.idle_warning, warn_on)),
     };
     Pump::new(core, server).run().await
 }

@@ -5,9 +5,10 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
-use tokio::time::Sleep;
+use tokio::time::{Instant, Interval, MissedTickBehavior, Sleep};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
@@ -33,6 +34,67 @@ pub(super) struct Server {
     pub resize: ResizeDecoder,
     /// Set when the process ended: output gets this long to drain.
     pub drain_deadline: Option<Pin<Box<Sleep>>>,
+    /// The idle timeout, if the session has one.
+    pub idle: Option<Idle>,
+}
+
+/// The idle timeout: how long nothing went either way, looked at every tick.
+pub(super) struct Idle {
+    timeout: Duration,
+    warning: Duration,
+    /// The channel the warning goes out on: the terminal's (stdout), or stderr without one.
+    warn_on: u8,
+    tick: Interval,
+    /// Bytes moved either way when last looked at, and when that count last changed.
+    moved: u64,
+    active_at: Instant,
+    warned: bool,
+}
+
+impl Idle {
+    pub fn new(timeout: Duration, warning: Duration, warn_on: u8) -> Idle {
+        // Looked at often enough to be within a tenth of the timeout, at most once a minute.
+        let every = (timeout / 10).clamp(Duration::from_millis(50), Duration::from_secs(60));
+        let mut tick = tokio::time::interval_at(Instant::now() + every, every);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        Idle {
+            timeout,
+            warning: warning.min(timeout),
+            warn_on,
+            tick,
+            moved: 0,
+            active_at: Instant::now(),
+            warned: false,
+        }
+    }
+
+    /// Looks at the session's counters; returns the message to send, if one is due, and
+    /// whether the session is over.
+    fn poll(&mut self, moved: u64, cx: &mut Context<'_>) -> (Option<String>, bool) {
+        let mut due = (None, false);
+        while self.tick.poll_tick(cx).is_ready() {
+            let now = Instant::now();
+            if moved != self.moved {
+                self.moved = moved;
+                self.active_at = now;
+                self.warned = false;
+            }
+            let idle = now.duration_since(self.active_at);
+            if idle >= self.timeout {
+                return (None, true);
+            }
+            if !self.warned && idle >= self.timeout - self.warning {
+                self.warned = true;
+                let left = self.timeout - idle;
+                due.0 = Some(format!(
+                    "\r\nkubectl-debug: no input or output for {}s; this session ends in {}s unless something happens\r\n",
+                    idle.as_secs(),
+                    left.as_secs().max(1)
+                ));
+            }
+        }
+        due
+    }
 }
 
 impl Role for Server {
@@ -72,6 +134,23 @@ impl Role for Server {
         if !matches!(core.phase, Phase::Running) {
             return Ok((false, None));
         }
+        if let Some(idle) = &mut self.idle {
+            let moved = core.stats.bytes_sent + core.stats.bytes_received;
+            let (warning, over) = idle.poll(moved, cx);
+            if let Some(text) = warning {
+                let mut message = BytesMut::new();
+                codec::begin_frame(&mut message, idle.warn_on, text.len());
+                message.put_slice(text.as_bytes());
+                core.outbox.push_back(Message::Binary(message.freeze()));
+            }
+            if over {
+                let timeout = idle.timeout;
+                return Ok((
+                    true,
+                    Some(close(core, idle_status(timeout), ServerEnd::Idle)),
+                ));
+            }
+        }
         let mut busy = false;
         if let Some(fut) = &mut self.exit {
             let Poll::Ready(ended) = fut.as_mut().poll(cx) else {
@@ -100,16 +179,10 @@ impl Role for Server {
         }
         let ended = self.status.take().expect("set above");
         core.observe(EventKind::Exit(ended.clone()));
-        let mut message = BytesMut::new();
-        codec::begin_frame(&mut message, codec::STATUS, 128);
-        message.put_slice(&ended.to_json());
-        core.outbox.push_back(Message::Binary(message.freeze()));
-        core.outbox.push_back(Message::Close(Some(CloseFrame {
-            code: CloseCode::Normal,
-            reason: "".into(),
-        })));
-        core.phase = core.closing();
-        Ok((true, Some(ServerEnd::Completed(ended))))
+        Ok((
+            true,
+            Some(close(core, ended.clone(), ServerEnd::Completed(ended))),
+        ))
     }
 
     fn ended(
@@ -122,5 +195,30 @@ impl Role for Server {
         } else {
             Err(vanished(error))
         }
+    }
+}
+
+/// Sends `status` and a normal close; the session ends as `end`.
+fn close<S: Socket>(core: &mut Core<'_, S>, status: ExitStatus, end: ServerEnd) -> ServerEnd {
+    let mut message = BytesMut::new();
+    codec::begin_frame(&mut message, codec::STATUS, 128);
+    message.put_slice(&status.to_json());
+    core.outbox.push_back(Message::Binary(message.freeze()));
+    core.outbox.push_back(Message::Close(Some(CloseFrame {
+        code: CloseCode::Normal,
+        reason: "".into(),
+    })));
+    core.phase = core.closing();
+    end
+}
+
+/// The status of a session ended for idleness.
+fn idle_status(timeout: Duration) -> ExitStatus {
+    ExitStatus::Failure {
+        reason: "IdleTimeout".into(),
+        message: format!(
+            "the session had no input or output for {}s, so it ended (the agent's lifecycle.idleTimeout)",
+            timeout.as_secs()
+        ),
     }
 }

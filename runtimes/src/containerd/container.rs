@@ -2,20 +2,31 @@
 //! name), its directory for FIFOs and copied files, and the container record with its OCI
 //! runtime spec.
 
+use std::collections::HashMap;
+use std::time::Duration;
+
 use containerd_client::services::v1::container::Runtime as ContainerRuntime;
 use containerd_client::services::v1::containers_client::ContainersClient;
 use containerd_client::services::v1::snapshots::snapshots_client::SnapshotsClient;
-use containerd_client::services::v1::snapshots::{PrepareSnapshotRequest, RemoveSnapshotRequest};
-use containerd_client::services::v1::{Container, CreateContainerRequest};
+use containerd_client::services::v1::snapshots::{
+    MountsRequest, PrepareSnapshotRequest, RemoveSnapshotRequest,
+};
+use containerd_client::services::v1::tasks_client::TasksClient;
+use containerd_client::services::v1::{
+    Container, CreateContainerRequest, CreateTaskRequest, GetContainerRequest, StartRequest,
+    UpdateContainerRequest,
+};
 use containerd_client::tonic::Code;
+use containerd_client::types::v1::Status as TaskStatus;
 
-use std::collections::HashMap;
+/// The type URL of an OCI runtime spec in containerd's API.
+const SPEC_TYPE: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
 
 use super::{
     ContainerdRuntime, DEBUG_NAMESPACE, RUNC_SHIM, StatusMessage, call, gone_ok, name_taken,
-    runtime_spec, target_files,
+    not_found_or, runtime_spec, target_files,
 };
-use crate::{DebugSpec, Error};
+use crate::{DebugSpec, Error, TargetRef, label};
 
 impl ContainerdRuntime {
     /// Prepares the container's snapshot and creates the container, under `lease`; returns
@@ -31,7 +42,7 @@ impl ContainerdRuntime {
         let pid = self.target_pid(&spec.target).await?;
         let local = self.local_image(&spec.image).await?;
         let mut runtime_spec =
-            runtime_spec::runtime_spec(spec, &local.config, pid).map_err(|message| {
+            runtime_spec::runtime_spec(&spec.init, &local.config, pid).map_err(|message| {
                 Error::Call {
                     operation: "building the debug container's spec for",
                     object: spec.target.to_string(),
@@ -89,7 +100,8 @@ impl ContainerdRuntime {
                 object: format!("{id} in {}", dir.display()),
                 source: Box::new(e),
             })?;
-        // Copies of the target's name-resolution files, so names resolve as it resolves them.
+        // Copies of the target's name-resolution files, so names resolve as it resolves them
+        // (copied again whenever the container starts, see `start_holder`).
         if let Some(mounts) = runtime_spec["mounts"].as_array_mut() {
             for (copy, destination) in target_files::copy_name_resolution(pid, &dir) {
                 mounts.push(serde_json::json!({
@@ -107,7 +119,7 @@ impl ContainerdRuntime {
                 options: None,
             }),
             spec: Some(prost_types::Any {
-                type_url: "types.containerd.io/opencontainers/runtime-spec/1/Spec".into(),
+                type_url: SPEC_TYPE.into(),
                 value: serde_json::to_vec(&runtime_spec).unwrap_or_default(),
             }),
             snapshotter: self.options.snapshotter.clone(),
@@ -130,6 +142,131 @@ impl ContainerdRuntime {
                     call("creating debug container", id)(e)
                 }
             })
+    }
+
+    /// Starts the container's main process (`kdbg-init hold`) in a new task, joining its
+    /// target as it is now: a target that restarted since has another PID, so the spec is
+    /// pointed at it, and the target's name-resolution files are copied again.
+    pub(super) async fn start_holder(&self, id: &str) -> Result<(), Error> {
+        match self.task_status(id).await? {
+            Some((TaskStatus::Running, _)) => return Ok(()),
+            // An ended task (or one never started) goes; a new one is made.
+            Some(_) => self.delete_task(id, Duration::ZERO).await?,
+            None => {}
+        }
+        let mut containers = ContainersClient::new(self.channel.clone());
+        let container = containers
+            .get(self.request(GetContainerRequest { id: id.to_owned() }, None))
+            .await
+            .map_err(|e| not_found_or(id, e, "looking up debug container"))?
+            .into_inner()
+            .container
+            .ok_or_else(|| Error::ContainerNotFound {
+                name: id.to_owned(),
+            })?;
+        let target: TargetRef = container
+            .labels
+            .get(label::TARGET)
+            .and_then(|t| t.parse().ok())
+            .ok_or_else(|| Error::Call {
+                operation: "starting debug container",
+                object: id.to_owned(),
+                source: "it has no target label".into(),
+            })?;
+        let pid = self.target_pid(&target).await?;
+        let mut spec: serde_json::Value = container
+            .spec
+            .as_ref()
+            .and_then(|s| serde_json::from_slice(&s.value).ok())
+            .ok_or_else(|| Error::Call {
+                operation: "starting debug container",
+                object: id.to_owned(),
+                source: "its OCI spec cannot be read".into(),
+            })?;
+        let dir = self.options.fifo_dir.join(id);
+        std::fs::create_dir_all(&dir)
+            .and_then(|()| {
+                std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            })
+            .map_err(|e| Error::Call {
+                operation: "making the directory of debug container",
+                object: format!("{id} in {}", dir.display()),
+                source: Box::new(e),
+            })?;
+        target_files::copy_name_resolution(pid, &dir);
+        if runtime_spec::joined_pid(&spec) != Some(pid) {
+            runtime_spec::join(&mut spec, pid);
+            let mut updated = container.clone();
+            updated.spec = Some(prost_types::Any {
+                type_url: SPEC_TYPE.into(),
+                value: serde_json::to_vec(&spec).unwrap_or_default(),
+            });
+            containers
+                .update(self.request(
+                    UpdateContainerRequest {
+                        container: Some(updated),
+                        update_mask: Some(prost_types::FieldMask {
+                            paths: vec!["spec".into()],
+                        }),
+                    },
+                    None,
+                ))
+                .await
+                .map_err(call(
+                    "pointing debug container at its target's namespaces",
+                    id,
+                ))?;
+        }
+        let mounts = SnapshotsClient::new(self.channel.clone())
+            .mounts(self.request(
+                MountsRequest {
+                    snapshotter: self.options.snapshotter.clone(),
+                    key: id.to_owned(),
+                },
+                None,
+            ))
+            .await
+            .map_err(call("reading the filesystem mounts of debug container", id))?
+            .into_inner()
+            .mounts;
+        let mut tasks = TasksClient::new(self.channel.clone());
+        tasks
+            .create(self.request(
+                CreateTaskRequest {
+                    container_id: id.to_owned(),
+                    rootfs: mounts,
+                    ..CreateTaskRequest::default()
+                },
+                None,
+            ))
+            .await
+            .map_err(call("creating the task of debug container", id))?;
+        // runc joined /proc/<pid>/ns/* just now: if the target exited meanwhile and its PID
+        // went to another process, those were not the target's namespaces.
+        match self.target_pid(&target).await {
+            Ok(now) if now == pid => {}
+            now => {
+                let _ = self.delete_task(id, Duration::ZERO).await;
+                return Err(match now {
+                    Err(e) => e,
+                    Ok(_) => Error::TargetNotRunning {
+                        target,
+                        state: "restarted while the debug container was starting".into(),
+                    },
+                });
+            }
+        }
+        tasks
+            .start(self.request(
+                StartRequest {
+                    container_id: id.to_owned(),
+                    exec_id: String::new(),
+                },
+                None,
+            ))
+            .await
+            .map(|_| ())
+            .map_err(call("starting debug container", id))
     }
 
     /// Removes a container's snapshot and directory (what exists of them).

@@ -17,6 +17,7 @@ pub mod credentials;
 mod image;
 mod lease;
 mod oci_image;
+mod process;
 pub mod registry;
 pub mod runtime_spec;
 mod stdio;
@@ -33,13 +34,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use containerd_client::services::v1::GetNamespaceRequest;
 use containerd_client::services::v1::containers_client::ContainersClient;
 use containerd_client::services::v1::namespaces_client::NamespacesClient;
-use containerd_client::services::v1::snapshots::MountsRequest;
-use containerd_client::services::v1::snapshots::snapshots_client::SnapshotsClient;
-use containerd_client::services::v1::tasks_client::TasksClient;
 use containerd_client::services::v1::version_client::VersionClient;
 use containerd_client::services::v1::{
-    CloseIoRequest, CreateTaskRequest, DeleteContainerRequest, ListContainersRequest,
-    ResizePtyRequest, StartRequest, WaitRequest,
+    Container, DeleteContainerRequest, GetContainerRequest, ListContainersRequest,
 };
 use containerd_client::tonic::metadata::MetadataValue;
 use containerd_client::tonic::transport::Channel;
@@ -49,8 +46,8 @@ use tokio::sync::{Mutex, mpsc};
 
 use self::registry::Registry;
 use crate::{
-    Created, DebugContainer, DebugSpec, Error, PullPolicy, PullProgress, Runtime, Stdio, TargetRef,
-    label,
+    Created, DebugContainer, DebugSpec, Error, Process, ProcessSpec, PullPolicy, PullProgress,
+    Runtime, TargetRef, label,
 };
 
 /// The containerd namespace debug containers (and their images) live in, apart from the pods'.
@@ -107,8 +104,6 @@ pub struct ContainerdRuntime {
     /// One pull at a time per image: two sessions wanting the same image share the download,
     /// and content writes never contend for the same ref; other images are not held up.
     pulls: Arc<Mutex<HashMap<String, Arc<Mutex<()>>>>>,
-    /// The target PID each created container is to join, checked again once it has joined.
-    joined: Arc<Mutex<HashMap<String, u32>>>,
 }
 
 /// Maps a gRPC error to ours, naming the operation and the object.
@@ -138,10 +133,20 @@ impl std::error::Error for StatusMessage {}
 
 /// The error for a debug container name that is in use.
 fn name_taken(id: &str, e: containerd_client::tonic::Status) -> Error {
-    Error::Call {
-        operation: "creating debug container (the name is taken; choose another with --name, or remove the old one)",
-        object: id.to_owned(),
+    Error::NameTaken {
+        name: id.to_owned(),
         source: Box::new(StatusMessage(e)),
+    }
+}
+
+/// "Not found" as [`Error::ContainerNotFound`], anything else as a failed `operation`.
+fn not_found_or(id: &str, e: containerd_client::tonic::Status, operation: &'static str) -> Error {
+    if e.code() == Code::NotFound {
+        Error::ContainerNotFound {
+            name: id.to_owned(),
+        }
+    } else {
+        call(operation, id)(e)
     }
 }
 
@@ -211,7 +216,6 @@ impl ContainerdRuntime {
             registry,
             version,
             pulls: Arc::default(),
-            joined: Arc::default(),
         })
     }
 
@@ -284,10 +288,7 @@ impl Runtime for ContainerdRuntime {
     }
 
     async fn create(&self, spec: &DebugSpec) -> Result<Created, Error> {
-        let id = spec
-            .name
-            .clone()
-            .unwrap_or_else(|| format!("kdbg-{}", unique()));
+        let id = spec.name.clone();
         // The ID names a directory on the node too: only containerd's identifiers pass.
         if !valid_id(&id) {
             return Err(Error::Call {
@@ -300,144 +301,52 @@ impl Runtime for ContainerdRuntime {
         let result = self.create_under(spec, &id, &lease).await;
         // The container now holds its snapshot; the lease only covered the making.
         self.end_lease(&lease).await;
-        let pid = result?;
-        self.joined.lock().await.insert(id.clone(), pid);
+        result?;
         Ok(Created {
             id,
             warnings: Vec::new(),
         })
     }
 
-    async fn attach(&self, id: &str, spec: &DebugSpec) -> Result<Stdio, Error> {
-        let dir = self.options.fifo_dir.join(id);
-        let close_stdin: stdio::CloseStdin = {
-            let runtime = self.clone();
-            let id = id.to_owned();
-            Box::new(move || {
-                let Ok(handle) = tokio::runtime::Handle::try_current() else {
-                    return;
-                };
-                handle.spawn(async move {
-                    let request = runtime.request(
-                        CloseIoRequest {
-                            container_id: id.clone(),
-                            exec_id: String::new(),
-                            stdin: true,
-                        },
-                        None,
-                    );
-                    if let Err(e) = TasksClient::new(runtime.channel.clone())
-                        .close_io(request)
-                        .await
-                    {
-                        tracing::debug!(container = id, error = %StatusMessage(e), "closing stdin");
-                    }
-                });
-            })
-        };
-        let fifos = stdio::Fifos::open(&dir, spec, close_stdin).map_err(|e| Error::Call {
-            operation: "making the stdio FIFOs of debug container",
-            object: format!("{id} in {}", dir.display()),
-            source: Box::new(e),
-        })?;
-        let mounts = SnapshotsClient::new(self.channel.clone())
-            .mounts(self.request(
-                MountsRequest {
-                    snapshotter: self.options.snapshotter.clone(),
-                    key: id.to_owned(),
-                },
-                None,
-            ))
-            .await
-            .map_err(call("reading the filesystem mounts of debug container", id))?
-            .into_inner()
-            .mounts;
-        let (paths, opened) = fifos.into_parts();
-        TasksClient::new(self.channel.clone())
-            .create(self.request(
-                CreateTaskRequest {
-                    container_id: id.to_owned(),
-                    rootfs: mounts,
-                    stdin: paths.stdin,
-                    stdout: paths.stdout,
-                    stderr: paths.stderr,
-                    terminal: spec.tty,
-                    ..CreateTaskRequest::default()
-                },
-                None,
-            ))
-            .await
-            .map_err(call("creating the task of debug container", id))?;
-        // runc joined /proc/<pid>/ns/* just now: if the target exited since `create` and its
-        // PID went to another process, those were not the target's namespaces.
-        let expected = self.joined.lock().await.get(id).copied();
-        let now = self.target_pid(&spec.target).await;
-        if expected.is_none() || now.as_ref().ok() != expected.as_ref() {
-            let _ = self.delete_task(id, Duration::ZERO).await;
-            return Err(match now {
-                Err(e) => e,
-                Ok(_) => Error::TargetNotRunning {
-                    target: spec.target.clone(),
-                    state: "restarted while the debug container was being created".into(),
-                },
-            });
-        }
-        // The shim holds its ends now; ours alone decide when a stream ends.
-        Ok(opened.release_keepalives())
-    }
-
     async fn start(&self, id: &str) -> Result<(), Error> {
-        TasksClient::new(self.channel.clone())
-            .start(self.request(
-                StartRequest {
-                    container_id: id.to_owned(),
-                    exec_id: String::new(),
-                },
-                None,
-            ))
-            .await
-            .map(|_| ())
-            .map_err(call("starting debug container", id))
+        self.start_holder(id).await
     }
 
-    async fn resize(&self, id: &str, size: TerminalSize) -> Result<(), Error> {
-        TasksClient::new(self.channel.clone())
-            .resize_pty(self.request(
-                ResizePtyRequest {
-                    container_id: id.to_owned(),
-                    exec_id: String::new(),
-                    width: u32::from(size.cols),
-                    height: u32::from(size.rows),
-                },
-                None,
-            ))
-            .await
-            .map(|_| ())
-            .map_err(call("resizing the terminal of debug container", id))
+    async fn exec(&self, id: &str, process: &ProcessSpec) -> Result<Process, Error> {
+        self.exec_process(id, process).await
     }
 
-    async fn wait(&self, id: &str) -> Result<i64, Error> {
-        let exit = TasksClient::new(self.channel.clone())
-            .wait(self.request(
-                WaitRequest {
-                    container_id: id.to_owned(),
-                    exec_id: String::new(),
-                },
-                None,
-            ))
+    async fn resize(&self, id: &str, exec: &str, size: TerminalSize) -> Result<(), Error> {
+        self.resize_process(id, exec, size).await
+    }
+
+    async fn wait(&self, id: &str, exec: &str) -> Result<i64, Error> {
+        self.wait_process(id, exec).await
+    }
+
+    async fn signal(&self, id: &str, session: &str, signal: i32) -> Result<(), Error> {
+        // A session's exec ID is its ID.
+        self.signal_process(id, session, signal).await
+    }
+
+    async fn inspect(&self, id: &str) -> Result<DebugContainer, Error> {
+        let container = ContainersClient::new(self.channel.clone())
+            .get(self.request(GetContainerRequest { id: id.to_owned() }, None))
             .await
-            .map_err(call("waiting for debug container", id))?
+            .map_err(|e| not_found_or(id, e, "looking up debug container"))?
             .into_inner()
-            .exit_status;
-        Ok(i64::from(exit))
+            .container
+            .ok_or_else(|| Error::ContainerNotFound {
+                name: id.to_owned(),
+            })?;
+        self.described(container).await
     }
 
     async fn stop(&self, id: &str, grace: Duration) -> Result<(), Error> {
         // The task and its shim go, and the container's directory (FIFOs, copied files) with
-        // them, since no process of it runs again; the container and its snapshot stay.
+        // them; the container and its snapshot stay, and the exit code in a label.
         self.delete_task(id, grace).await?;
         let _ = std::fs::remove_dir_all(self.options.fifo_dir.join(id));
-        self.joined.lock().await.remove(id);
         Ok(())
     }
 
@@ -450,7 +359,6 @@ impl Runtime for ContainerdRuntime {
         )
         .map_err(call("removing debug container", id))?;
         self.remove_filesystem(id).await;
-        self.joined.lock().await.remove(id);
         Ok(())
     }
 
@@ -469,15 +377,23 @@ impl Runtime for ContainerdRuntime {
             .containers;
         let mut list = Vec::with_capacity(found.len());
         for c in found {
-            list.push(DebugContainer {
-                name: c.id.clone(),
-                state: self.task_state(&c.id).await,
-                id: c.id,
-                image: c.image,
-                labels: c.labels.into_iter().collect::<BTreeMap<_, _>>(),
-            });
+            list.push(self.described(c).await?);
         }
         Ok(list)
+    }
+}
+
+impl ContainerdRuntime {
+    /// A container record as [`DebugContainer`], with its task's state.
+    async fn described(&self, c: Container) -> Result<DebugContainer, Error> {
+        let state = self.state(&c.id, &c.labels).await?;
+        Ok(DebugContainer {
+            name: c.id.clone(),
+            state,
+            id: c.id,
+            image: c.image,
+            labels: c.labels.into_iter().collect::<BTreeMap<_, _>>(),
+        })
     }
 }
 

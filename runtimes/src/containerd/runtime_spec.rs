@@ -1,15 +1,19 @@
 //! The OCI runtime spec of a debug container, built from its image's config and the target's
-//! namespaces. Pure: no runtime is asked anything here.
+//! namespaces, and the process spec of a session exec'd into it. Pure: no runtime is asked
+//! anything here.
 //!
-//! The process runs the user's command (replacing the image's entrypoint and cmd), or the
-//! image's entrypoint + cmd; it has the image's environment, working directory and numeric
-//! user, the default capabilities plus SYS_PTRACE and SYS_ADMIN, and it lives in the target's
-//! pid, network, ipc and uts namespaces, given as `/proc/<pid>/ns/*` paths.
+//! The container's process is `kdbg-init hold` (bind-mounted read-only from the node); a
+//! session's process is `kdbg-init run` around the user's command. Both have the image's
+//! environment, working directory and numeric user, the default capabilities plus SYS_PTRACE
+//! and SYS_ADMIN, and live in the target's pid, network, ipc and uts namespaces, given as
+//! `/proc/<pid>/ns/*` paths.
+
+use std::path::Path;
 
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::{DEBUG_CAPABILITIES, DebugSpec};
+use crate::{DEBUG_CAPABILITIES, ProcessSpec, init};
 
 /// The `config` part of an OCI image config: what the image says to run, and how.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -64,22 +68,6 @@ const DEFAULT_CAPABILITIES: [&str; 14] = [
     "CAP_AUDIT_WRITE",
 ];
 
-/// The argv the debug container runs.
-pub fn argv(spec: &DebugSpec, image: &ImageConfig) -> Result<Vec<String>, String> {
-    if !spec.command.is_empty() {
-        return Ok(spec.command.clone());
-    }
-    let mut argv = image.entrypoint.clone().unwrap_or_default();
-    argv.extend(image.cmd.clone().unwrap_or_default());
-    if argv.is_empty() {
-        return Err(format!(
-            "image {} names no command (no Entrypoint or Cmd); give one after --",
-            spec.image
-        ));
-    }
-    Ok(argv)
-}
-
 /// `uid[:gid]` of the image's user. Names would need the image's /etc/passwd; they are
 /// refused with a way out rather than guessed.
 fn user(image: &ImageConfig) -> Result<(u32, u32), String> {
@@ -96,34 +84,25 @@ fn user(image: &ImageConfig) -> Result<(u32, u32), String> {
     }
 }
 
-/// The OCI runtime spec (JSON) of the debug container for `spec`, joining the namespaces of
-/// the process `target_pid`.
-pub fn runtime_spec(
-    spec: &DebugSpec,
-    image: &ImageConfig,
-    target_pid: u32,
-) -> Result<Value, String> {
-    let args = argv(spec, image)?;
+/// The OCI runtime spec (JSON) of a debug container from `image`, held by the `kdbg-init` at
+/// `init` on the node, joining the namespaces of the process `target_pid`.
+pub fn runtime_spec(init: &Path, image: &ImageConfig, target_pid: u32) -> Result<Value, String> {
     let (uid, gid) = user(image)?;
     let mut env = image.env.clone().unwrap_or_default();
     if !env.iter().any(|e| e.starts_with("PATH=")) {
         env.push("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
-    }
-    if spec.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
-        env.push("TERM=xterm".into());
     }
     let caps: Vec<String> = DEFAULT_CAPABILITIES
         .iter()
         .map(|c| (*c).to_owned())
         .chain(DEBUG_CAPABILITIES.iter().map(|c| format!("CAP_{c}")))
         .collect();
-    let ns = |kind: &str, name: &str| json!({"type": kind, "path": format!("/proc/{target_pid}/ns/{name}")});
-    Ok(json!({
+    let mut spec = json!({
         "ociVersion": "1.0.2",
         "process": {
-            "terminal": spec.tty,
+            "terminal": false,
             "user": {"uid": uid, "gid": gid},
-            "args": args,
+            "args": init::hold_args(),
             "env": env,
             "cwd": image.working_dir.clone().filter(|d| !d.is_empty()).unwrap_or_else(|| "/".into()),
             "capabilities": {
@@ -140,13 +119,11 @@ pub fn runtime_spec(
             {"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
             {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
             {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
-            {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}
+            {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]},
+            {"destination": init::PATH, "type": "bind", "source": init.display().to_string(), "options": ["rbind", "ro"]}
         ],
         "linux": {
-            "namespaces": [
-                ns("pid", "pid"), ns("network", "net"), ns("ipc", "ipc"), ns("uts", "uts"),
-                {"type": "mount"}, {"type": "cgroup"}
-            ],
+            "namespaces": [{"type": "mount"}, {"type": "cgroup"}],
             "seccomp": crate::seccomp_profile(),
             "maskedPaths": [
                 "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
@@ -157,27 +134,69 @@ pub fn runtime_spec(
                 "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"
             ]
         }
-    }))
+    });
+    join(&mut spec, target_pid);
+    Ok(spec)
+}
+
+/// The namespaces of the target the spec joins: the PID in its `/proc/<pid>/ns/*` paths.
+const JOINED: [(&str, &str); 4] = [
+    ("pid", "pid"),
+    ("network", "net"),
+    ("ipc", "ipc"),
+    ("uts", "uts"),
+];
+
+/// Points `spec` at the namespaces of process `target_pid` (again, for a target that
+/// restarted since the container was made).
+pub fn join(spec: &mut Value, target_pid: u32) {
+    let Some(namespaces) = spec["linux"]["namespaces"].as_array_mut() else {
+        return;
+    };
+    namespaces.retain(|n| !JOINED.iter().any(|(kind, _)| n["type"] == *kind));
+    for (kind, name) in JOINED {
+        namespaces.push(json!({"type": kind, "path": format!("/proc/{target_pid}/ns/{name}")}));
+    }
+}
+
+/// The PID whose namespaces `spec` joins.
+pub fn joined_pid(spec: &Value) -> Option<u32> {
+    spec["linux"]["namespaces"]
+        .as_array()?
+        .iter()
+        .find(|n| n["type"] == "pid")?["path"]
+        .as_str()?
+        .strip_prefix("/proc/")?
+        .split('/')
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The process spec of a session exec'd into a container with `spec`: the container's
+/// process (user, environment, capabilities), running `kdbg-init run` around the command.
+pub fn exec_process(spec: &Value, process: &ProcessSpec) -> Value {
+    let mut exec = spec["process"].clone();
+    exec["args"] = json!(init::run_args(
+        &process.session,
+        process.grace,
+        &process.command
+    ));
+    exec["terminal"] = json!(process.tty);
+    if process.tty
+        && let Some(env) = exec["env"].as_array_mut()
+        && !env
+            .iter()
+            .any(|e| e.as_str().is_some_and(|e| e.starts_with("TERM=")))
+    {
+        env.push(json!("TERM=xterm"));
+    }
+    exec
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::TargetRef;
-
-    fn spec(command: &[&str], tty: bool) -> DebugSpec {
-        DebugSpec {
-            target: "containerd://t".parse::<TargetRef>().unwrap(),
-            image: "tools:1".into(),
-            command: command.iter().map(|s| (*s).to_owned()).collect(),
-            tty,
-            stdin: tty,
-            stdout: true,
-            stderr: !tty,
-            name: None,
-            labels: Default::default(),
-        }
-    }
 
     fn image() -> ImageConfig {
         ImageConfig::from_image_config(
@@ -188,23 +207,72 @@ mod tests {
         .unwrap()
     }
 
+    fn process(command: &[&str], tty: bool) -> ProcessSpec {
+        ProcessSpec {
+            session: "s1".into(),
+            command: command.iter().map(|s| (*s).to_owned()).collect(),
+            tty,
+            stdin: tty,
+            stdout: true,
+            stderr: !tty,
+            grace: std::time::Duration::from_secs(3),
+        }
+    }
+
     #[test]
-    fn the_users_command_replaces_entrypoint_and_cmd() {
+    fn the_container_holds_and_a_session_runs_the_users_command_under_init() {
+        let spec = runtime_spec(Path::new("/run/kdbg/kdbg-init"), &image(), 4242).unwrap();
         assert_eq!(
-            argv(&spec(&["ps", "aux"], false), &image()).unwrap(),
-            ["ps", "aux"]
+            spec["process"]["args"],
+            json!(["/.kubectl-debug/init", "hold"])
         );
+        assert_eq!(spec["process"]["terminal"], false);
+        let mount = spec["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["destination"] == init::PATH)
+            .unwrap();
+        assert_eq!(mount["source"], "/run/kdbg/kdbg-init");
+        assert_eq!(mount["options"], json!(["rbind", "ro"]));
+        let exec = exec_process(&spec, &process(&["ps", "aux"], true));
         assert_eq!(
-            argv(&spec(&[], false), &image()).unwrap(),
-            ["/bin/sh", "-c", "echo hi"]
+            exec["args"],
+            json!([
+                "/.kubectl-debug/init",
+                "run",
+                "--session",
+                "s1",
+                "--grace",
+                "3",
+                "--",
+                "ps",
+                "aux"
+            ])
         );
-        let err = argv(&spec(&[], false), &ImageConfig::default()).unwrap_err();
-        assert!(err.contains("tools:1") && err.contains("--"), "{err}");
+        assert_eq!(exec["terminal"], true);
+        assert_eq!(exec["cwd"], "/work");
+        assert!(
+            exec["env"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("TERM=xterm"))
+        );
+    }
+
+    #[test]
+    fn a_restarted_target_is_joined_anew() {
+        let mut spec = runtime_spec(Path::new("/i"), &image(), 4242).unwrap();
+        assert_eq!(joined_pid(&spec), Some(4242));
+        join(&mut spec, 777);
+        assert_eq!(joined_pid(&spec), Some(777));
+        let namespaces = spec["linux"]["namespaces"].as_array().unwrap();
+        assert_eq!(namespaces.len(), 6, "{namespaces:?}");
     }
 
     #[test]
     fn the_spec_joins_the_targets_namespaces_with_the_image_settings() {
-        let value = runtime_spec(&spec(&["sh"], true), &image(), 4242).unwrap();
+        let value = runtime_spec(Path::new("/i"), &image(), 4242).unwrap();
         let namespaces = value["linux"]["namespaces"].as_array().unwrap();
         for (kind, name) in [
             ("pid", "pid"),
@@ -226,7 +294,6 @@ mod tests {
                 .any(|n| n["type"] == "mount" && n.get("path").is_none())
         );
         let process = &value["process"];
-        assert_eq!(process["terminal"], true);
         assert_eq!(process["cwd"], "/work");
         assert_eq!(process["user"], json!({"uid": 1000, "gid": 1000}));
         let env: Vec<&str> = process["env"]
@@ -235,7 +302,7 @@ mod tests {
             .iter()
             .map(|e| e.as_str().unwrap())
             .collect();
-        assert_eq!(env, ["PATH=/bin", "A=1", "TERM=xterm"]);
+        assert_eq!(env, ["PATH=/bin", "A=1"]);
         let caps = process["capabilities"]["effective"].as_array().unwrap();
         assert!(caps.contains(&json!("CAP_SYS_PTRACE")) && caps.contains(&json!("CAP_SYS_ADMIN")));
         // SYS_ADMIN, but no mounts: seccomp refuses them.
@@ -253,7 +320,7 @@ mod tests {
     fn named_users_are_refused_with_a_way_out() {
         let mut img = image();
         img.user = Some("nobody".into());
-        let err = runtime_spec(&spec(&["sh"], false), &img, 1).unwrap_err();
+        let err = runtime_spec(Path::new("/i"), &img, 1).unwrap_err();
         assert!(err.contains("nobody") && err.contains("numeric"), "{err}");
     }
 }

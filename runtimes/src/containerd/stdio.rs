@@ -17,7 +17,7 @@ use rustix::fs::{CWD, FileType, Mode, mknodat};
 use tokio::io::AsyncWrite;
 use tokio::net::unix::pipe::{OpenOptions, Receiver, Sender};
 
-use crate::{DebugSpec, Stdio};
+use crate::{ProcessSpec, Stdio};
 
 /// The FIFO paths given to containerd; empty when a stream is not attached.
 #[derive(Debug, Default)]
@@ -99,7 +99,7 @@ pub(super) struct Fifos {
 impl Fifos {
     /// Makes the FIFOs `spec` needs in `dir` (created, mode 0700) and opens our ends;
     /// `close_stdin` runs once our stdin is closed.
-    pub fn open(dir: &Path, spec: &DebugSpec, close_stdin: CloseStdin) -> io::Result<Fifos> {
+    pub fn open(dir: &Path, spec: &ProcessSpec, close_stdin: CloseStdin) -> io::Result<Fifos> {
         std::fs::create_dir_all(dir)?;
         std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
         let mut paths = Paths::default();
@@ -170,17 +170,15 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    fn spec(tty: bool) -> DebugSpec {
-        DebugSpec {
-            target: "containerd://t".parse().unwrap(),
-            image: "i".into(),
-            command: vec![],
+    fn spec(tty: bool) -> ProcessSpec {
+        ProcessSpec {
+            session: "s".into(),
+            command: vec!["sh".into()],
             tty,
             stdin: true,
             stdout: true,
             stderr: true,
-            name: None,
-            labels: Default::default(),
+            grace: std::time::Duration::from_secs(1),
         }
     }
 

@@ -12,7 +12,7 @@ use containerd_client::tonic::Code;
 use containerd_client::types::v1::Status as TaskStatus;
 
 use super::{ContainerdRuntime, call, gone_ok};
-use crate::{Error, RuntimeKind, TargetRef};
+use crate::{ContainerState, Error, RuntimeKind, TargetRef, label};
 
 /// How long to wait for a task to stop after SIGKILL.
 const KILL_WAIT: Duration = Duration::from_secs(10);
@@ -68,9 +68,8 @@ impl ContainerdRuntime {
         Ok(process.pid)
     }
 
-    /// The state of a debug container's task: `running`, `stopped`, ..., or `created` when
-    /// it has none.
-    pub(super) async fn task_state(&self, id: &str) -> String {
+    /// The status of a container's task and its exit code, or `None` when it has no task.
+    pub(super) async fn task_status(&self, id: &str) -> Result<Option<(TaskStatus, u32)>, Error> {
         let task = TasksClient::new(self.channel.clone())
             .get(self.request(
                 GetRequest {
@@ -81,12 +80,39 @@ impl ContainerdRuntime {
             ))
             .await;
         match task.map(|r| r.into_inner().process) {
-            Ok(Some(p)) => TaskStatus::try_from(p.status)
-                .unwrap_or(TaskStatus::Unknown)
-                .as_str_name()
-                .to_lowercase(),
-            Ok(None) | Err(_) => "created".into(),
+            Ok(Some(p)) => Ok(Some((
+                TaskStatus::try_from(p.status).unwrap_or(TaskStatus::Unknown),
+                p.exit_status,
+            ))),
+            Ok(None) => Ok(None),
+            Err(e) if e.code() == Code::NotFound => Ok(None),
+            Err(e) => Err(call("looking up the task of debug container", id)(e)),
         }
+    }
+
+    /// The state of a debug container with these labels: its task's, or, once a stopped
+    /// task is deleted, what it recorded ([`label::EXIT_CODE`]).
+    pub(super) async fn state(
+        &self,
+        id: &str,
+        labels: &std::collections::HashMap<String, String>,
+    ) -> Result<ContainerState, Error> {
+        Ok(match self.task_status(id).await? {
+            Some((TaskStatus::Running, _)) => ContainerState::Running,
+            Some((TaskStatus::Created, _)) => ContainerState::Created,
+            Some((TaskStatus::Stopped, code)) => ContainerState::Exited {
+                code: i64::from(code),
+                oom_killed: false,
+            },
+            Some((other, _)) => ContainerState::Other(other.as_str_name().to_lowercase()),
+            None => match labels.get(label::EXIT_CODE).and_then(|c| c.parse().ok()) {
+                Some(code) => ContainerState::Exited {
+                    code,
+                    oom_killed: false,
+                },
+                None => ContainerState::Created,
+            },
+        })
     }
 
     /// Stops the task (if any): SIGTERM, then SIGKILL if it has not stopped after `grace`
@@ -101,6 +127,10 @@ impl ContainerdRuntime {
             if self.kill_and_wait(id, signal, wait_for).await? {
                 break;
             }
+        }
+        // The exit code goes with the task: the container keeps it in a label.
+        if let Ok(Some((TaskStatus::Stopped, code))) = self.task_status(id).await {
+            self.record_exit(id, code).await;
         }
         gone_ok(
             TasksClient::new(self.channel.clone())
@@ -151,5 +181,31 @@ impl ContainerdRuntime {
             None,
         ));
         Ok(tokio::time::timeout(wait_for, wait).await.is_ok())
+    }
+
+    /// Records a stopped task's exit code on its container.
+    async fn record_exit(&self, id: &str, code: u32) {
+        let container = containerd_client::services::v1::Container {
+            id: id.to_owned(),
+            labels: std::collections::HashMap::from([(
+                label::EXIT_CODE.to_owned(),
+                code.to_string(),
+            )]),
+            ..Default::default()
+        };
+        let updated = ContainersClient::new(self.channel.clone())
+            .update(self.request(
+                containerd_client::services::v1::UpdateContainerRequest {
+                    container: Some(container),
+                    update_mask: Some(prost_types::FieldMask {
+                        paths: vec![format!("labels.{}", label::EXIT_CODE)],
+                    }),
+                },
+                None,
+            ))
+            .await;
+        if let Err(e) = updated {
+            tracing::debug!(container = id, error = %super::StatusMessage(e), "recording the exit code");
+        }
     }
 }

@@ -1,0 +1,100 @@
+//! `kdbg-init`, built by the build script from `init/kdbg-init.rs` and embedded here: the
+//! agent writes it where the node's runtime can bind-mount it into every debug container
+//! (`runtime.initDir`), as its main process (`hold`) and around every session's command
+//! (`run`).
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+/// The binary.
+pub const BINARY: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/kdbg-init"));
+
+/// Why `kdbg-init` could not be put in place.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "writing kdbg-init into {dir} (runtime.initDir; the node's runtime must see the same path)"
+)]
+pub struct InstallError {
+    /// The directory.
+    pub dir: String,
+    /// Why.
+    pub source: std::io::Error,
+}
+
+/// Writes `kdbg-init` into `dir` (made, mode 0755, if need be), unless the same binary is
+/// there already; returns its path. The file is replaced atomically (written aside, then
+/// renamed), so containers that bind-mounted an older one keep theirs.
+pub fn install(dir: &Path) -> Result<PathBuf, InstallError> {
+    let failed = |source| InstallError {
+        dir: dir.display().to_string(),
+        source,
+    };
+    let path = dir.join("kdbg-init");
+    if std::fs::read(&path).is_ok_and(|current| current == BINARY) {
+        return Ok(path);
+    }
+    std::fs::create_dir_all(dir).map_err(failed)?;
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let aside = dir.join(format!(".kdbg-init.{}.{n}", std::process::id()));
+    let written = (|| {
+        let mut file = std::fs::File::create(&aside)?;
+        file.write_all(BINARY)?;
+        file.set_permissions(std::fs::Permissions::from_mode(0o755))?;
+        file.sync_all()?;
+        std::fs::rename(&aside, &path)
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&aside);
+        return Err(failed(e));
+    }
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_embedded_init_is_a_static_executable_that_installs_once() {
+        assert_eq!(&BINARY[..4], b"\x7fELF");
+        let dir = std::env::temp_dir().join(format!("kdbg-init-test-{}", std::process::id()));
+        let path = install(&dir).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o755);
+        // Another test forking meanwhile may hold our write descriptor for a moment (until its
+        // child execs): "text file busy" then, so a few tries.
+        let out = (0..50)
+            .find_map(|_| {
+                match std::process::Command::new(&path)
+                    .args([
+                        "run",
+                        "--session",
+                        "t",
+                        "--grace",
+                        "1",
+                        "--",
+                        "sh",
+                        "-c",
+                        "exit 7",
+                    ])
+                    .status()
+                {
+                    Err(e) if e.raw_os_error() == Some(26) => {
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                        None
+                    }
+                    other => Some(other.unwrap()),
+                }
+            })
+            .expect("kdbg-init stayed busy");
+        assert_eq!(out.code(), Some(7));
+        // A second install of the same binary leaves the file alone.
+        let inode = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&path).unwrap());
+        install(&dir).unwrap();
+        let again = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&path).unwrap());
+        assert_eq!(inode, again);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

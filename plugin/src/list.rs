@@ -1,0 +1,315 @@
+//! `kubectl-debug list [POD] [-n NS | -A] [-o wide|json|yaml]`: the debug containers, which
+//! Kubernetes does not see, asked of the agents of the nodes concerned in parallel.
+//!
+//! With a pod, its node's agent is asked for the pod's; otherwise every node that runs pods in
+//! scope (the namespace, or with `-A` every namespace) is asked, at most [`PARALLEL`] at once.
+//! An agent that cannot be reached is a warning naming its node, not a failure of the list:
+//! the list fails only when no agent answered.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, anyhow, bail};
+use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kdbg_api::{ContainerItem, PodScope};
+use kube::Api;
+use kube::api::ListParams;
+use serde::Serialize;
+
+use crate::cli::{Global, ListArgs, Output};
+use crate::client::AgentClient;
+use crate::pod;
+
+/// Agents asked at once.
+pub const PARALLEL: usize = 32;
+
+/// A debug container as `list` shows it: the fields of the table, in camelCase for `-o
+/// json|yaml`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Row {
+    /// The target pod's namespace.
+    pub namespace: String,
+    /// The target pod.
+    pub pod: String,
+    /// The debug container's name.
+    pub name: String,
+    /// Its image.
+    pub image: String,
+    /// `Running`, `Idle`, `Exited (CODE)` or `Orphaned`.
+    pub status: String,
+    /// How long ago it was created, like kubectl's AGE.
+    pub age: String,
+    /// Whether it is kept after its sessions.
+    pub retained: bool,
+    /// Its node.
+    pub node: String,
+    /// The container it joins.
+    pub target: String,
+    /// Who created it.
+    pub user: String,
+    /// The sessions attached now, comma-separated.
+    pub session: String,
+}
+
+impl Row {
+    /// The row of `item` on `node`.
+    pub fn new(item: ContainerItem, node: &str) -> Row {
+        let none = || "<none>".to_owned();
+        Row {
+            namespace: item.namespace.unwrap_or_else(none),
+            pod: item.pod.unwrap_or_else(none),
+            name: item.name,
+            image: item.image,
+            status: item.status.to_string(),
+            age: age(item.created),
+            retained: item.retained,
+            node: node.to_owned(),
+            target: item.target,
+            user: item.user.unwrap_or_else(none),
+            session: item.sessions.join(","),
+        }
+    }
+}
+
+/// `created` (seconds since the epoch) as kubectl shows ages: `45s`, `12m`, `3h`, `5d`.
+pub fn age(created: u64) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let secs = now.saturating_sub(created);
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 2 * 3600 => format!("{}m", s / 60),
+        s if s < 2 * 86_400 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
+}
+
+/// Runs `kubectl-debug list`.
+pub async fn run(global: &Global, args: ListArgs) -> anyhow::Result<()> {
+    let (client, namespace) = pod::client(global).await?;
+    // The nodes to ask, by name, with their IPs; and what to ask them.
+    let (nodes, scope) = match &args.pod {
+        Some(name) => {
+            let name = pod::pod_name(name);
+            let (node, ip) = pod::node_of(client, &namespace, name).await?;
+            let scope = PodScope {
+                namespace: Some(namespace.clone()),
+                pod: Some(name.to_owned()),
+            };
+            (BTreeMap::from([(node, ip)]), scope)
+        }
+        None => {
+            let pods: Api<Pod> = if args.all_namespaces {
+                Api::all(client)
+            } else {
+                Api::namespaced(client, &namespace)
+            };
+            let listed = pods.list(&ListParams::default()).await.with_context(|| {
+                match args.all_namespaces {
+                    true => "listing the pods of every namespace".to_owned(),
+                    false => format!("listing the pods of namespace \"{namespace}\""),
+                }
+            })?;
+            let nodes = listed
+                .items
+                .iter()
+                .filter_map(|p| {
+                    let status = p.status.as_ref()?;
+                    let ip = status.host_ip.clone()?;
+                    let node = p.spec.as_ref()?.node_name.clone().unwrap_or(ip.clone());
+                    Some((node, ip))
+                })
+                .collect();
+            let scope = PodScope {
+                namespace: (!args.all_namespaces).then(|| namespace.clone()),
+                pod: None,
+            };
+            (nodes, scope)
+        }
+    };
+    let rows = ask(global, &nodes, &scope).await?;
+    if rows.is_empty() && args.output.is_none_or(|o| o == Output::Wide) {
+        match (&args.pod, args.all_namespaces) {
+            (Some(pod), _) => {
+                eprintln!("No debug containers found for pod {pod} in namespace {namespace}.")
+            }
+            (None, true) => eprintln!("No debug containers found."),
+            (None, false) => eprintln!("No debug containers found in namespace {namespace}."),
+        }
+        return Ok(());
+    }
+    print(&rows, args.output, args.all_namespaces)
+}
+
+/// Asks each node's agent for the debug containers in `scope`, in parallel.
+async fn ask(
+    global: &Global,
+    nodes: &BTreeMap<String, String>,
+    scope: &PodScope,
+) -> anyhow::Result<Vec<Row>> {
+    let asked = futures_util::stream::iter(nodes.iter().map(|(node, ip)| async move {
+        let agent = pod::agent_of(global, node, ip);
+        (node, agent.list(scope).await)
+    }))
+    .buffer_unordered(PARALLEL)
+    .collect::<Vec<_>>()
+    .await;
+    let mut rows = Vec::new();
+    let mut answered = 0;
+    let mut failures = Vec::new();
+    for (node, listed) in asked {
+        match listed {
+            Ok(items) => {
+                answered += 1;
+                rows.extend(items.into_iter().map(|item| Row::new(item, node)));
+            }
+            Err(e) => {
+                let reason = kdbg_api::error_chain(e.as_ref());
+                eprintln!("warning: node {node}: its debug containers are not listed: {reason}");
+                failures.push(reason);
+            }
+        }
+    }
+    if answered == 0 && !failures.is_empty() {
+        bail!(
+            "no kubectl-debug agent answered ({} nodes asked); check that the agent DaemonSet runs",
+            failures.len()
+        );
+    }
+    rows.sort_by(|a, b| (&a.namespace, &a.pod, &a.name).cmp(&(&b.namespace, &b.pod, &b.name)));
+    Ok(rows)
+}
+
+/// Lists the debug containers of one agent (`local list`), as `list` shows them.
+pub async fn one_agent(agent: &AgentClient, node: &str) -> anyhow::Result<Vec<Row>> {
+    Ok(agent
+        .list(&PodScope::default())
+        .await?
+        .into_iter()
+        .map(|item| Row::new(item, node))
+        .collect())
+}
+
+/// Prints `rows` as `output` says; `namespaces` adds the NAMESPACE column.
+pub fn print(rows: &[Row], output: Option<Output>, namespaces: bool) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match output {
+        Some(Output::Json) => {
+            serde_json::to_writer_pretty(&mut out, &serde_json::json!({ "items": rows }))?;
+            writeln!(out)?;
+        }
+        Some(Output::Yaml) => {
+            #[derive(Serialize)]
+            struct Items<'a> {
+                items: &'a [Row],
+            }
+            let text = serde_saphyr::to_string(&Items { items: rows })
+                .map_err(|e| anyhow!("writing YAML: {e}"))?;
+            out.write_all(text.as_bytes())?;
+        }
+        table => {
+            let wide = table == Some(Output::Wide);
+            let mut header = Vec::new();
+            if namespaces {
+                header.push("NAMESPACE");
+            }
+            header.extend(["POD", "NAME", "IMAGE", "STATUS", "AGE", "RETAINED", "NODE"]);
+            if wide {
+                header.extend(["TARGET", "USER", "SESSION"]);
+            }
+            let mut lines = vec![header.iter().map(|h| (*h).to_owned()).collect::<Vec<_>>()];
+            for row in rows {
+                let mut cells = Vec::new();
+                if namespaces {
+                    cells.push(row.namespace.clone());
+                }
+                cells.extend([
+                    row.pod.clone(),
+                    row.name.clone(),
+                    row.image.clone(),
+                    row.status.clone(),
+                    row.age.clone(),
+                    row.retained.to_string(),
+                    row.node.clone(),
+                ]);
+                if wide {
+                    let session = if row.session.is_empty() {
+                        "<none>".to_owned()
+                    } else {
+                        row.session.clone()
+                    };
+                    cells.extend([row.target.clone(), row.user.clone(), session]);
+                }
+                lines.push(cells);
+            }
+            write_table(&mut out, &lines)?;
+        }
+    }
+    Ok(())
+}
+
+/// Columns aligned like kubectl's: each as wide as its widest cell, three spaces apart.
+fn write_table(out: &mut impl Write, lines: &[Vec<String>]) -> std::io::Result<()> {
+    let columns = lines.first().map_or(0, Vec::len);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| {
+            lines
+                .iter()
+                .map(|l| l[c].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    for line in lines {
+        let mut text = String::new();
+        for (c, cell) in line.iter().enumerate() {
+            if c + 1 == columns {
+                text.push_str(cell);
+            } else {
+                text.push_str(&format!("{cell:<width$}   ", width = widths[c]));
+            }
+        }
+        writeln!(out, "{}", text.trim_end())?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_read_like_kubectls() {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        assert_eq!(age(now - 5), "5s");
+        assert_eq!(age(now - 600), "10m");
+        assert_eq!(age(now - 3 * 3600), "3h");
+        assert_eq!(age(now - 5 * 86_400), "5d");
+    }
+
+    #[test]
+    fn tables_align_their_columns() {
+        let lines = vec![
+            vec!["POD".to_owned(), "NAME".to_owned(), "STATUS".to_owned()],
+            vec![
+                "web-1".to_owned(),
+                "web-1-dbg-abcde".to_owned(),
+                "Running".to_owned(),
+            ],
+        ];
+        let mut out = Vec::new();
+        write_table(&mut out, &lines).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "POD     NAME              STATUS\nweb-1   web-1-dbg-abcde   Running\n"
+        );
+    }
+}

@@ -1,0 +1,72 @@
+//! `kubectl-debug rm POD NAME... | --all [--ignore-not-found]` and `local rm NAME...`:
+//! remove debug containers. The agent removes only its own kind (our labels), and only the
+//! named pod's; an unknown name is an error naming it (exit 1), unless `--ignore-not-found`.
+
+use anyhow::bail;
+use kdbg_api::PodScope;
+
+use crate::cli::{Global, RmArgs};
+use crate::client::{AgentClient, Refused};
+use crate::pod;
+
+/// Runs `kubectl-debug rm`.
+pub async fn run(global: &Global, args: RmArgs) -> anyhow::Result<()> {
+    let name = pod::pod_name(&args.pod);
+    let (client, namespace) = pod::client(global).await?;
+    let (node, ip) = pod::node_of(client, &namespace, name).await?;
+    let agent = pod::agent_of(global, &node, &ip);
+    let scope = PodScope {
+        namespace: Some(namespace.clone()),
+        pod: Some(name.to_owned()),
+    };
+    let names = if args.all {
+        let listed: Vec<String> = agent
+            .list(&scope)
+            .await?
+            .into_iter()
+            .map(|i| i.name)
+            .collect();
+        if listed.is_empty() {
+            eprintln!("No debug containers found for pod {name} in namespace {namespace}.");
+        }
+        listed
+    } else {
+        args.names
+    };
+    remove(
+        &agent,
+        &names,
+        &scope,
+        args.ignore_not_found,
+        &format!("pod {name}"),
+    )
+    .await
+}
+
+/// Removes `names` through `agent`, printing `NAME removed` for each; the names that are not
+/// there are one error at the end (unless `ignore_not_found`), after the others are removed.
+pub async fn remove(
+    agent: &AgentClient,
+    names: &[String],
+    scope: &PodScope,
+    ignore_not_found: bool,
+    whose: &str,
+) -> anyhow::Result<()> {
+    let mut missing = Vec::new();
+    for name in names {
+        match agent.remove(name, scope).await {
+            Ok(_) => println!("debug container {name} removed"),
+            Err(e) if e.downcast_ref::<Refused>().is_some_and(|r| r.code == 404) => {
+                missing.push(name.as_str());
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if !missing.is_empty() && !ignore_not_found {
+        bail!(
+            "debug container(s) {} not found for {whose}; `list` shows what exists (--ignore-not-found ignores this)",
+            missing.join(", ")
+        );
+    }
+    Ok(())
+}
