@@ -284,14 +284,20 @@ fn generated_name(request: &DebugRequest, target: &TargetRef) -> String {
             char::from(if c < 10 { b'0' + c } else { b'a' + c - 10 })
         })
         .collect();
-    let stem: String = match &request.pod_name {
+    let stem = match &request.pod_name {
         Some(pod) => format!("{}-dbg", pod.chars().take(50).collect::<String>()),
         None => format!("dbg-{}", target.id.chars().take(12).collect::<String>()),
     };
-    let stem: String = stem
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .collect();
+    // Letters and digits, single dashes between them: what every runtime accepts.
+    let mut clean = String::with_capacity(stem.len());
+    for c in stem.chars() {
+        if c.is_ascii_alphanumeric() {
+            clean.push(c.to_ascii_lowercase());
+        } else if !clean.ends_with('-') {
+            clean.push('-');
+        }
+    }
+    let stem = clean;
     format!("{}-{suffix}", stem.trim_matches('-'))
 }
 
@@ -587,45 +593,84 @@ async fn exit_status(
         reason: reason.into(),
         message,
     };
-    match agent.runtime.inspect(id).await {
-        Ok(c) if c.state == ContainerState::Running => ExitStatus::Code(byte),
-        Ok(c)
-            if matches!(
-                c.state,
-                ContainerState::Exited {
-                    oom_killed: true,
-                    ..
-                }
-            ) =>
-        {
-            ended(
-                "Killed",
-                format!("debug container {name} was killed (OOMKilled): it ran out of memory"),
-            )
+    // The runtime may not have seen the container's end yet when its process's end is known.
+    let mut inspected = agent.runtime.inspect(id).await;
+    for _ in 0..5 {
+        if !matches!(&inspected, Ok(c) if c.state == ContainerState::Running) {
+            break;
         }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        inspected = agent.runtime.inspect(id).await;
+    }
+    if let Ok(c) = &inspected
+        && let ContainerState::Exited {
+            oom_killed: true, ..
+        } = c.state
+    {
+        return ended(
+            "Killed",
+            format!("debug container {name} was killed (OOMKilled): it ran out of memory"),
+        );
+    }
+    match agent.runtime.check_target(target).await {
+        Err(Error::TargetNotFound { .. }) => {
+            return ended(
+                "TargetGone",
+                format!(
+                    "target container {target} is gone (its pod was deleted, or the container restarted): the debug session ended"
+                ),
+            );
+        }
+        Err(Error::TargetNotRunning { state, .. }) => {
+            return ended(
+                "TargetGone",
+                format!(
+                    "target container {target} is {state} (it crashed or was stopped): the debug session ended"
+                ),
+            );
+        }
+        _ => {}
+    }
+    match inspected {
+        Ok(c) if c.state == ContainerState::Running => ExitStatus::Code(byte),
         Err(Error::ContainerNotFound { .. }) => ended(
             "Removed",
             format!(
                 "debug container {name} was removed (kubectl-debug rm, or its retention ran out)"
             ),
         ),
-        _ => match agent.runtime.check_target(target).await {
-            Err(Error::TargetNotFound { .. }) => ended(
-                "TargetGone",
-                format!(
-                    "target container {target} is gone (its pod was deleted, or the container restarted): the debug session ended"
-                ),
-            ),
-            Err(Error::TargetNotRunning { state, .. }) => ended(
-                "TargetGone",
-                format!(
-                    "target container {target} is {state} (it crashed or was stopped): the debug session ended"
-                ),
-            ),
-            _ => ended(
-                "Killed",
-                format!("debug container {name} was killed (exit code {code})"),
-            ),
-        },
+        _ => ended(
+            "Killed",
+            format!("debug container {name} was killed (exit code {code})"),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_names_suit_every_runtime_and_differ() {
+        let mut request = DebugRequest::from_query("target=docker://abc&stdout=1").unwrap();
+        request.pod_name = Some("web.v2--x_".repeat(10));
+        let target = request.target.clone().unwrap();
+        let names: Vec<String> = (0..50).map(|_| generated_name(&request, &target)).collect();
+        for name in &names {
+            assert!(name.len() <= 63, "{name}");
+            let parts: Vec<&str> = name.split('-').collect();
+            assert!(
+                parts
+                    .iter()
+                    .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric())),
+                "{name}"
+            );
+        }
+        let mut unique = names.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), names.len());
+        request.pod_name = None;
+        assert!(generated_name(&request, &target).starts_with("dbg-abc-"));
     }
 }

@@ -33,6 +33,47 @@ pub struct Cli {
     pub debug: DebugOpts,
 }
 
+/// The verbs, by name.
+pub const VERBS: [&str; 5] = ["list", "attach", "rm", "local", "help"];
+
+/// Global flags that take a value in the next argument.
+const GLOBAL_WITH_VALUE: [&str; 5] = [
+    "-n",
+    "--namespace",
+    "--kubeconfig",
+    "--context",
+    "--agent-port",
+];
+
+/// Moves a verb given after global flags to the front (`-n prod list` is `list -n prod`),
+/// so global flags may come before the verb, as kubectl's do; clap reads global flags after
+/// a verb already.
+pub fn verb_first(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let mut i = 1;
+    while i < args.len() {
+        let arg = args[i].to_string_lossy();
+        if arg == "--" {
+            return args;
+        }
+        if GLOBAL_WITH_VALUE.contains(&arg.as_ref()) {
+            i += 2;
+            continue;
+        }
+        if arg.starts_with('-') {
+            i += 1;
+            continue;
+        }
+        if VERBS.contains(&arg.as_ref()) && i > 1 {
+            let mut moved = args;
+            let verb = moved.remove(i);
+            moved.insert(1, verb);
+            return moved;
+        }
+        return args;
+    }
+    args
+}
+
 /// Flags accepted before or after any verb, like kubectl's global flags.
 #[derive(Debug, Args)]
 pub struct Global {
@@ -286,4 +327,47 @@ pub struct LocalRuntime {
     /// container is then on that agent's machine).
     #[arg(long, value_name = "HOST:PORT")]
     pub agent: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(line: &str) -> Vec<std::ffi::OsString> {
+        line.split(' ').map(Into::into).collect()
+    }
+
+    #[test]
+    fn a_verb_after_global_flags_comes_first() {
+        assert_eq!(
+            verb_first(args("kubectl-debug --kubeconfig k -n ns list web-1")),
+            args("kubectl-debug list --kubeconfig k -n ns web-1")
+        );
+        assert_eq!(
+            verb_first(args("kubectl-debug -v=6 --agent-port 1 rm web-1 x")),
+            args("kubectl-debug rm -v=6 --agent-port 1 web-1 x")
+        );
+        // A pod is not a verb; a verb-looking pod name after the pod is the command's.
+        for line in [
+            "kubectl-debug -n ns web-1 -- list",
+            "kubectl-debug web-1 list",
+            "kubectl-debug list -A",
+        ] {
+            assert_eq!(verb_first(args(line)), args(line), "{line}");
+        }
+    }
+
+    #[test]
+    fn every_verb_parses_after_global_flags() {
+        use clap::Parser;
+        for line in [
+            "kubectl-debug --kubeconfig k list -A",
+            "kubectl-debug --context c attach web-1 dbg -- sh",
+            "kubectl-debug -n ns rm web-1 --all",
+            "kubectl-debug -n ns web-1 --retain -- sh",
+        ] {
+            let parsed = Cli::try_parse_from(verb_first(args(line)));
+            assert!(parsed.is_ok(), "{line}: {}", parsed.unwrap_err());
+        }
+    }
 }

@@ -92,7 +92,8 @@ pub fn age(created: u64) -> String {
 /// Runs `kubectl-debug list`.
 pub async fn run(global: &Global, args: ListArgs) -> anyhow::Result<()> {
     let (client, namespace) = pod::client(global).await?;
-    // The nodes to ask, by name, with their IPs; and what to ask them.
+    // The nodes to ask, by name, with their IPs; where each pod runs; and what to ask.
+    let mut homes = BTreeMap::new();
     let (nodes, scope) = match &args.pod {
         Some(name) => {
             let name = pod::pod_name(name);
@@ -115,16 +116,23 @@ pub async fn run(global: &Global, args: ListArgs) -> anyhow::Result<()> {
                     false => format!("listing the pods of namespace \"{namespace}\""),
                 }
             })?;
-            let nodes = listed
-                .items
-                .iter()
-                .filter_map(|p| {
-                    let status = p.status.as_ref()?;
-                    let ip = status.host_ip.clone()?;
-                    let node = p.spec.as_ref()?.node_name.clone().unwrap_or(ip.clone());
-                    Some((node, ip))
-                })
-                .collect();
+            let mut nodes = BTreeMap::new();
+            for p in &listed.items {
+                let Some(ip) = p.status.as_ref().and_then(|s| s.host_ip.clone()) else {
+                    continue;
+                };
+                let node = p
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.node_name.clone())
+                    .unwrap_or(ip.clone());
+                let key = (
+                    p.metadata.namespace.clone().unwrap_or_default(),
+                    p.metadata.name.clone().unwrap_or_default(),
+                );
+                homes.insert(key, node.clone());
+                nodes.insert(node, ip);
+            }
             let scope = PodScope {
                 namespace: (!args.all_namespaces).then(|| namespace.clone()),
                 pod: None,
@@ -132,7 +140,7 @@ pub async fn run(global: &Global, args: ListArgs) -> anyhow::Result<()> {
             (nodes, scope)
         }
     };
-    let rows = ask(global, &nodes, &scope).await?;
+    let rows = ask(global, &nodes, &scope, &homes).await?;
     if rows.is_empty() && args.output.is_none_or(|o| o == Output::Wide) {
         match (&args.pod, args.all_namespaces) {
             (Some(pod), _) => {
@@ -146,11 +154,14 @@ pub async fn run(global: &Global, args: ListArgs) -> anyhow::Result<()> {
     print(&rows, args.output, args.all_namespaces)
 }
 
-/// Asks each node's agent for the debug containers in `scope`, in parallel.
+/// Asks each node's agent for the debug containers in `scope`, in parallel. A container two
+/// agents report (nodes sharing one runtime, as in a lab) is shown once, on its pod's node
+/// (`homes`: (namespace, pod) -> node) when known.
 async fn ask(
     global: &Global,
     nodes: &BTreeMap<String, String>,
     scope: &PodScope,
+    homes: &BTreeMap<(String, String), String>,
 ) -> anyhow::Result<Vec<Row>> {
     let asked = futures_util::stream::iter(nodes.iter().map(|(node, ip)| async move {
         let agent = pod::agent_of(global, node, ip);
@@ -159,14 +170,27 @@ async fn ask(
     .buffer_unordered(PARALLEL)
     .collect::<Vec<_>>()
     .await;
-    let mut rows = Vec::new();
+    let mut found: BTreeMap<String, (ContainerItem, &String)> = BTreeMap::new();
     let mut answered = 0;
     let mut failures = Vec::new();
     for (node, listed) in asked {
         match listed {
             Ok(items) => {
                 answered += 1;
-                rows.extend(items.into_iter().map(|item| Row::new(item, node)));
+                for item in items {
+                    let home = item
+                        .namespace
+                        .clone()
+                        .zip(item.pod.clone())
+                        .and_then(|key| homes.get(&key));
+                    let keep = match found.get(&item.id) {
+                        None => true,
+                        Some(_) => home == Some(node),
+                    };
+                    if keep {
+                        found.insert(item.id.clone(), (item, node));
+                    }
+                }
             }
             Err(e) => {
                 let reason = kdbg_api::error_chain(e.as_ref());
@@ -181,6 +205,10 @@ async fn ask(
             failures.len()
         );
     }
+    let mut rows: Vec<Row> = found
+        .into_values()
+        .map(|(item, node)| Row::new(item, node))
+        .collect();
     rows.sort_by(|a, b| (&a.namespace, &a.pod, &a.name).cmp(&(&b.namespace, &b.pod, &b.name)));
     Ok(rows)
 }

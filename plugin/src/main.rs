@@ -7,7 +7,8 @@ use clap::Parser;
 use kdbg_plugin::cli::Cli;
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::try_parse_from(kdbg_plugin::cli::verb_first(std::env::args_os().collect()))
+    {
         Ok(cli) => cli,
         // Help and version go to stdout and succeed; usage errors are our errors: exit 1.
         Err(e) if !e.use_stderr() => e.exit(),

@@ -4,48 +4,8 @@
 
 mod support;
 
-use std::path::PathBuf;
-use std::process::Command;
-
-use support::apiserver::{ApiServer, running_pod};
+use support::apiserver::{Cluster, running_pod};
 use support::{Agent, CtdTarget, Target, container_id, free_port, plugin, run, text};
-
-struct Cluster {
-    api: ApiServer,
-    kubeconfig: PathBuf,
-}
-
-impl Cluster {
-    fn new(namespace: &str) -> Cluster {
-        let api = ApiServer::start();
-        let dir = std::env::temp_dir().join(format!(
-            "kdbg-cluster-{}-{}",
-            std::process::id(),
-            api.url.rsplit(':').next().unwrap()
-        ));
-        let kubeconfig = api.kubeconfig(&dir, namespace);
-        Cluster { api, kubeconfig }
-    }
-
-    fn kubectl(&self, args: &[&str]) -> std::process::Output {
-        Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .args(args)
-            .output()
-            .expect("running kubectl")
-    }
-
-    fn debug(&self, agent_port: u16, args: &[&str]) -> Command {
-        let mut cmd = plugin();
-        cmd.arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .arg("--agent-port")
-            .arg(agent_port.to_string())
-            .args(args);
-        cmd
-    }
-}
 
 #[test]
 fn kubectl_reads_pods_from_the_stand_in() {

@@ -38,8 +38,11 @@ use crate::{
 /// Seconds bollard waits for one API call.
 const CALL_TIMEOUT_SECS: u64 = 120;
 
-/// How often an exec whose output has ended is asked again whether it has exited.
+/// How soon an exec whose output has ended is asked again whether it has exited (doubling
+/// each time, up to [`EXEC_POLL_MAX`]).
 const EXEC_POLL: Duration = Duration::from_millis(20);
+/// The longest pause between two such questions.
+const EXEC_POLL_MAX: Duration = Duration::from_secs(1);
 
 /// The exec'd processes whose end is awaited, by exec ID.
 type Execs = Arc<Mutex<HashMap<String, Ended>>>;
@@ -347,23 +350,54 @@ impl Runtime for DockerRuntime {
     }
 
     async fn wait(&self, id: &str, exec: &str) -> Result<i64, Error> {
-        // Docker cannot wait for an exec: its output ends when it does, then it is asked.
+        // Docker cannot wait for an exec: its output ends when it does, then it is asked. A
+        // container that dies (killed, or its target gone) may leave the exec's stream open,
+        // so its end is watched too.
         let ended = lock(&self.execs).get(exec).cloned();
-        if let Some(ended) = &ended {
-            ended.wait().await;
+        let output_end = async {
+            match &ended {
+                Some(ended) => ended.wait().await,
+                None => std::future::pending().await,
+            }
+        };
+        let container_end = async {
+            let mut waiting = self.docker.wait_container(id, None);
+            let _ = waiting.next().await;
+        };
+        tokio::pin!(container_end);
+        let mut container_gone = false;
+        tokio::select! {
+            () = output_end => {}
+            () = &mut container_end => container_gone = true,
         }
+        let mut pause = EXEC_POLL;
         let code = loop {
-            let inspected = self
-                .docker
-                .inspect_exec(exec)
-                .await
-                .map_err(call("waiting for a process of debug container", id))?;
+            let inspected = match self.docker.inspect_exec(exec).await {
+                Ok(inspected) => inspected,
+                // The engine forgets the execs of a container that stopped: it was killed.
+                Err(e) if is_not_found(&e) => break 137,
+                Err(e) => return Err(call("waiting for a process of debug container", id)(e)),
+            };
             if inspected.running != Some(true) {
                 break inspected.exit_code.unwrap_or(-1);
             }
-            tokio::time::sleep(EXEC_POLL).await;
+            if container_gone {
+                // The engine has not caught up with a process that died with its container.
+                if pause >= EXEC_POLL_MAX {
+                    break 137;
+                }
+                tokio::time::sleep(pause).await;
+            } else {
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => {}
+                    () = &mut container_end => container_gone = true,
+                }
+            }
+            pause = (pause * 2).min(EXEC_POLL_MAX);
         };
-        lock(&self.execs).remove(exec);
+        if let Some(ended) = lock(&self.execs).remove(exec) {
+            ended.process_gone();
+        }
         Ok(code)
     }
 

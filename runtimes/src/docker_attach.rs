@@ -135,21 +135,43 @@ pub(crate) async fn upgrade(
 }
 
 /// Set once a process's output has ended (or nobody reads it any more): the moment to ask the
-/// engine for its exit code, which Docker has no call to wait for.
+/// engine for its exit code, which Docker has no call to wait for. And the other way: once
+/// the process is known to have ended (its container was killed, and the engine left the
+/// stream open), [`Ended::process_gone`] ends the readers' stream when nothing more comes.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Ended(Arc<(std::sync::atomic::AtomicBool, tokio::sync::Notify)>);
+pub(crate) struct Ended(Arc<EndedState>);
+
+#[derive(Debug, Default)]
+pub(crate) struct EndedState {
+    output: std::sync::atomic::AtomicBool,
+    notify: tokio::sync::Notify,
+    process: std::sync::atomic::AtomicBool,
+}
 
 impl Ended {
     fn set(&self) {
-        self.0.0.store(true, std::sync::atomic::Ordering::Release);
-        self.0.1.notify_waiters();
+        self.0
+            .output
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.0.notify.notify_waiters();
+    }
+
+    /// The process is gone: a read that would wait for more is the stream's end.
+    pub(crate) fn process_gone(&self) {
+        self.0
+            .process
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    fn gone(&self) -> bool {
+        self.0.process.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Resolves once set.
     pub(crate) async fn wait(&self) {
         loop {
-            let notified = self.0.1.notified();
-            if self.0.0.load(std::sync::atomic::Ordering::Acquire) {
+            let notified = self.0.notify.notified();
+            if self.0.output.load(std::sync::atomic::Ordering::Acquire) {
                 return;
             }
             notified.await;
@@ -171,6 +193,10 @@ impl AsyncRead for RawOutput {
     ) -> Poll<io::Result<()>> {
         let before = out.filled().len();
         let polled = self.inner.as_mut().poll_read(cx, out);
+        if polled.is_pending() && self.ended.gone() {
+            self.ended.set();
+            return Poll::Ready(Ok(()));
+        }
         match &polled {
             Poll::Ready(Ok(())) if out.filled().len() == before => self.ended.set(),
             Poll::Ready(Err(_)) => self.ended.set(),
@@ -338,6 +364,12 @@ impl Demux {
                 &mut (&mut self.buf).limit(self.want),
             );
             match polled {
+                Poll::Pending if self.output_ended.gone() => {
+                    // The process is gone and the engine left the stream open.
+                    self.ended = true;
+                    self.output_ended.set();
+                    self.wake(other);
+                }
                 Poll::Pending => {
                     self.wakers[stream] = Some(cx.waker().clone());
                     return Poll::Pending;

@@ -65,6 +65,14 @@ impl ApiServer {
         ApiServer { url, pods }
     }
 
+    /// Removes a pod, as `kubectl delete pod` would.
+    pub fn remove_pod(&self, namespace: &str, name: &str) {
+        self.pods
+            .lock()
+            .unwrap()
+            .remove(&(namespace.to_owned(), name.to_owned()));
+    }
+
     /// Registers (or replaces) a pod.
     pub fn add_pod(&self, pod: Pod) {
         let meta = &pod.metadata;
@@ -98,6 +106,17 @@ impl ApiServer {
 /// A Running pod on node `stand-in-node` (hostIP 127.0.0.1) whose containers are the given
 /// `(name, runtime ID URL, running)` triples.
 pub fn running_pod(namespace: &str, name: &str, containers: &[(&str, &str, bool)]) -> Pod {
+    pod_on_node(namespace, name, containers, "stand-in-node", "127.0.0.1")
+}
+
+/// The same on node `node` whose IP is `host_ip`.
+pub fn pod_on_node(
+    namespace: &str,
+    name: &str,
+    containers: &[(&str, &str, bool)],
+    node: &str,
+    host_ip: &str,
+) -> Pod {
     let specs: Vec<_> = containers
         .iter()
         .map(|(c, _, _)| serde_json::json!({"name": c, "image": "stand-in"}))
@@ -120,9 +139,9 @@ pub fn running_pod(namespace: &str, name: &str, containers: &[(&str, &str, bool)
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": name, "namespace": namespace, "uid": format!("uid-{namespace}-{name}")},
-        "spec": {"nodeName": "stand-in-node", "containers": specs},
+        "spec": {"nodeName": node, "containers": specs},
         "status": {
-            "phase": "Running", "hostIP": "127.0.0.1", "podIP": "127.0.0.1",
+            "phase": "Running", "hostIP": host_ip, "podIP": host_ip,
             "conditions": [{"type": "Ready", "status": "True"}],
             "containerStatuses": statuses
         }
@@ -268,5 +287,46 @@ fn handle(
                 "the server could not find the requested resource",
             ),
         ),
+    }
+}
+
+/// A stand-in cluster: the API server and a kubeconfig for it.
+pub struct Cluster {
+    pub api: ApiServer,
+    pub kubeconfig: PathBuf,
+}
+
+impl Cluster {
+    /// A cluster whose kubeconfig's context uses `namespace`.
+    pub fn new(namespace: &str) -> Cluster {
+        let api = ApiServer::start();
+        let dir = std::env::temp_dir().join(format!(
+            "kdbg-cluster-{}-{}",
+            std::process::id(),
+            api.url.rsplit(':').next().unwrap()
+        ));
+        let kubeconfig = api.kubeconfig(&dir, namespace);
+        Cluster { api, kubeconfig }
+    }
+
+    /// The real kubectl against it.
+    pub fn kubectl(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .output()
+            .expect("running kubectl")
+    }
+
+    /// `kubectl-debug` against it, reaching agents on `agent_port`.
+    pub fn debug(&self, agent_port: u16, args: &[&str]) -> std::process::Command {
+        let mut cmd = super::plugin();
+        cmd.arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .arg("--agent-port")
+            .arg(agent_port.to_string())
+            .args(args);
+        cmd
     }
 }

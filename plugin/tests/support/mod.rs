@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod apiserver;
+pub mod engine;
 pub mod token;
 
 use std::io::Write;
@@ -70,14 +71,24 @@ impl Target {
         format!("docker://{}", self.name)
     }
 
-    /// Debug containers still present for this target.
+    /// As a pod's status names it: `docker://<full ID>`.
+    pub fn pod_reference(&self) -> String {
+        format!("docker://{}", container_id(&self.name))
+    }
+
+    /// Debug containers still present for this target, named by its name or its ID.
     pub fn leftovers(&self) -> Vec<String> {
-        let filter = format!("label={LABEL_TARGET}={}", self.reference());
-        let out = docker(&["ps", "-aq", "--filter", &filter]);
-        String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .map(str::to_owned)
-            .collect()
+        let mut found = Vec::new();
+        for reference in [self.reference(), self.pod_reference()] {
+            let filter = format!("label={LABEL_TARGET}={reference}");
+            let out = docker(&["ps", "-aq", "--filter", &filter]);
+            found.extend(
+                String::from_utf8_lossy(&out.stdout)
+                    .split_whitespace()
+                    .map(str::to_owned),
+            );
+        }
+        found
     }
 }
 
@@ -148,6 +159,7 @@ pub fn agent_binary() -> PathBuf {
 /// A real `kubectl-debug-agent` on 127.0.0.1, stopped when dropped; its log goes to a file.
 pub struct Agent {
     pub port: u16,
+    pub host: String,
     child: std::process::Child,
     log: PathBuf,
 }
@@ -167,24 +179,19 @@ impl Agent {
         )
     }
 
+    /// An agent on the test containerd with `extra` top-level YAML in its configuration.
+    pub fn containerd_with(fifo_dir: &std::path::Path, extra: &str) -> Agent {
+        Agent::with_config(&containerd_runtime(fifo_dir, ""), &ctd_image(), extra)
+    }
+
     /// An agent on the test containerd; its FIFOs go to `fifo_dir`; `extra` are more
     /// `runtime:` lines.
     pub fn containerd(fifo_dir: &std::path::Path, extra: &str) -> Agent {
-        Agent::with_config(
-            &format!(
-                "  kind: containerd\n  endpoint: \"unix://{}\"\n  insecureRegistries: [\"{}\", \"{}\"]\n  fifoDir: \"{}\"\n{extra}",
-                containerd_socket(),
-                registry(),
-                auth_registry(),
-                fifo_dir.display()
-            ),
-            &ctd_image(),
-            "",
-        )
+        Agent::with_config(&containerd_runtime(fifo_dir, extra), &ctd_image(), "")
     }
 
     /// An agent whose config has `runtime` (indented YAML lines), `image` by default, and
-    /// `extra` top-level YAML.
+    /// `extra` top-level YAML (which may set `listen`).
     fn with_config(runtime: &str, image: &str, extra: &str) -> Agent {
         static N: AtomicUsize = AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!(
@@ -193,12 +200,25 @@ impl Agent {
             N.fetch_add(1, Ordering::Relaxed)
         ));
         std::fs::create_dir_all(&dir).unwrap();
-        let port = free_port();
+        // `extra` may name the address: `listen: "127.0.0.2:PORT"`.
+        let (host, port) = extra
+            .lines()
+            .find_map(|l| l.strip_prefix("listen: "))
+            .map(|a| {
+                let (h, p) = a.trim_matches('"').rsplit_once(':').unwrap();
+                (h.to_owned(), p.parse().unwrap())
+            })
+            .unwrap_or_else(|| ("127.0.0.1".to_owned(), free_port()));
+        let listen = if extra.contains("listen: ") {
+            String::new()
+        } else {
+            format!("listen: \"{host}:{port}\"\n")
+        };
         let config = dir.join("agent.yaml");
         std::fs::write(
             &config,
             format!(
-                "listen: \"127.0.0.1:{port}\"\nruntime:\n{runtime}defaults:\n  image: \"{image}\"\n  command: [\"sh\"]\n{extra}"
+                "{listen}runtime:\n{runtime}defaults:\n  image: \"{image}\"\n  command: [\"sh\"]\n{extra}"
             ),
         )
         .unwrap();
@@ -209,7 +229,7 @@ impl Agent {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("starting kubectl-debug-agent");
-        let address = format!("127.0.0.1:{port}");
+        let address = format!("{host}:{port}");
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(&address).is_err() {
             assert!(
@@ -218,7 +238,12 @@ impl Agent {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        Agent { port, child, log }
+        Agent {
+            port,
+            host,
+            child,
+            log,
+        }
     }
 
     /// What the agent has logged so far.
@@ -227,7 +252,13 @@ impl Agent {
     }
 
     pub fn address(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.host, self.port)
+    }
+
+    /// Kills the agent with SIGKILL, as a node's OOM killer or a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Sends SIGTERM and waits (at most `limit`) for the agent to exit; returns its exit code.
@@ -254,6 +285,17 @@ impl Drop for Agent {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The `runtime:` lines of an agent on the test containerd.
+fn containerd_runtime(fifo_dir: &std::path::Path, extra: &str) -> String {
+    format!(
+        "  kind: containerd\n  endpoint: \"unix://{}\"\n  insecureRegistries: [\"{}\", \"{}\"]\n  fifoDir: \"{}\"\n{extra}",
+        containerd_socket(),
+        registry(),
+        auth_registry(),
+        fifo_dir.display()
+    )
 }
 
 /// A port nothing listens on right now.

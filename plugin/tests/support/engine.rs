@@ -1,0 +1,163 @@
+//! One scenario, both engines: what a lifecycle test needs of the engine under it, for Docker
+//! and for containerd.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use super::{Agent, CtdTarget, DEBUG_NAMESPACE, Target, ctr, docker, docker_host, text};
+
+/// A target container of some engine.
+pub trait Targeted {
+    /// As a pod's status names it (`docker://<ID>`, `containerd://<ID>`).
+    fn pod_reference(&self) -> String;
+    /// The debug containers joined to it that exist.
+    fn leftovers(&self) -> Vec<String>;
+    /// Stops it, as a crash would.
+    fn stop(&self);
+    /// Removes it, as a deleted pod's.
+    fn delete(&self);
+    /// Its main process's PID on this machine.
+    fn pid(&self) -> u32;
+}
+
+/// A real engine.
+pub trait Engine {
+    /// `docker` or `containerd`.
+    fn name(&self) -> &'static str;
+    /// A target running `script`.
+    fn target(&self, script: &str) -> Box<dyn Targeted>;
+    /// An agent on this engine with `extra` top-level YAML in its configuration.
+    fn agent(&self, extra: &str) -> Agent;
+    /// Kills debug container `id`'s main process, as `docker kill` or `ctr task kill` would.
+    fn kill(&self, id: &str);
+    /// Whether debug container `id` exists, and whether its main process runs.
+    fn state(&self, id: &str) -> Option<bool>;
+    /// Removes debug container `id`, if a test left it.
+    fn remove(&self, id: &str);
+}
+
+/// The test Docker engine.
+pub struct DockerEngine;
+
+impl Targeted for Target {
+    fn pod_reference(&self) -> String {
+        Target::pod_reference(self)
+    }
+    fn leftovers(&self) -> Vec<String> {
+        Target::leftovers(self)
+    }
+    fn stop(&self) {
+        docker(&["kill", &self.name]);
+    }
+    fn delete(&self) {
+        docker(&["rm", "-f", &self.name]);
+    }
+    fn pid(&self) -> u32 {
+        let out = docker(&["inspect", "-f", "{{.State.Pid}}", &self.name]);
+        text(&out.stdout).trim().parse().unwrap()
+    }
+}
+
+impl Engine for DockerEngine {
+    fn name(&self) -> &'static str {
+        "docker"
+    }
+    fn target(&self, script: &str) -> Box<dyn Targeted> {
+        Box::new(Target::start(script))
+    }
+    fn agent(&self, extra: &str) -> Agent {
+        Agent::docker_with(extra)
+    }
+    fn kill(&self, id: &str) {
+        docker(&["kill", id]);
+    }
+    fn state(&self, id: &str) -> Option<bool> {
+        let out = Command::new("/usr/bin/docker")
+            .args(["inspect", "-f", "{{.State.Running}}", id])
+            .env("DOCKER_HOST", docker_host())
+            .output()
+            .unwrap();
+        out.status
+            .success()
+            .then(|| text(&out.stdout).trim() == "true")
+    }
+    fn remove(&self, id: &str) {
+        let _ = Command::new("/usr/bin/docker")
+            .args(["rm", "-f", id])
+            .env("DOCKER_HOST", docker_host())
+            .output();
+    }
+}
+
+/// The test containerd.
+pub struct ContainerdEngine;
+
+impl Targeted for CtdTarget {
+    fn pod_reference(&self) -> String {
+        self.reference()
+    }
+    fn leftovers(&self) -> Vec<String> {
+        CtdTarget::leftovers(self)
+    }
+    fn stop(&self) {
+        CtdTarget::stop(self);
+    }
+    fn delete(&self) {
+        let _ = ctr("k8s.io", &["task", "kill", "-s", "KILL", &self.id]);
+        let _ = ctr("k8s.io", &["task", "delete", "-f", &self.id]);
+        let _ = ctr("k8s.io", &["container", "delete", &self.id]);
+    }
+    fn pid(&self) -> u32 {
+        let out = ctr("k8s.io", &["task", "ls"]);
+        text(&out.stdout)
+            .lines()
+            .find(|l| l.starts_with(&format!("{} ", self.id)))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|p| p.parse().ok())
+            .expect("the target's task")
+    }
+}
+
+impl Engine for ContainerdEngine {
+    fn name(&self) -> &'static str {
+        "containerd"
+    }
+    fn target(&self, script: &str) -> Box<dyn Targeted> {
+        Box::new(CtdTarget::start(script))
+    }
+    fn agent(&self, extra: &str) -> Agent {
+        let fifos = std::env::temp_dir().join(format!("kdbg-life-fifo-{}", std::process::id()));
+        Agent::containerd_with(&fifos, extra)
+    }
+    fn kill(&self, id: &str) {
+        let out = ctr(DEBUG_NAMESPACE, &["task", "kill", "-s", "KILL", id]);
+        assert!(out.status.success(), "ctr task kill: {}", text(&out.stderr));
+    }
+    fn state(&self, id: &str) -> Option<bool> {
+        let containers = text(&ctr(DEBUG_NAMESPACE, &["containers", "ls", "-q"]).stdout);
+        if !containers.lines().any(|l| l.trim() == id) {
+            return None;
+        }
+        let tasks = text(&ctr(DEBUG_NAMESPACE, &["tasks", "ls"]).stdout);
+        Some(
+            tasks
+                .lines()
+                .any(|l| l.starts_with(&format!("{id} ")) && l.contains("RUNNING")),
+        )
+    }
+    fn remove(&self, id: &str) {
+        let _ = ctr(DEBUG_NAMESPACE, &["tasks", "kill", "-s", "KILL", id]);
+        std::thread::sleep(Duration::from_millis(200));
+        let _ = ctr(DEBUG_NAMESPACE, &["tasks", "delete", "-f", id]);
+        let _ = ctr(DEBUG_NAMESPACE, &["containers", "delete", id]);
+    }
+}
+
+/// Waits (at most `limit`) until `done` holds.
+pub fn eventually(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
