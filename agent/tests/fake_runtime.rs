@@ -260,3 +260,190 @@ async fn bad_requests_get_a_status_that_says_why_and_create_nothing() {
     assert!(running.fake.containers().is_empty());
     assert!(!running.fake.calls().iter().any(|c| kind(c) == "create"));
 }
+
+/// A debug container made directly in the fake, with these labels.
+async fn made(fake: &FakeRuntime, name: &str, labels: &[(&str, &str)]) -> String {
+    use kdbg_runtimes::Runtime as _;
+    let spec = kdbg_runtimes::DebugSpec {
+        target: "docker://t1".parse().unwrap(),
+        image: "tools:1".into(),
+        name: name.into(),
+        labels: labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+        init: "/x".into(),
+    };
+    let id = fake.create(&spec).await.unwrap().id;
+    fake.start(&id).await.unwrap();
+    id
+}
+
+#[tokio::test]
+async fn the_reaper_removes_what_nobody_owns_and_retained_containers_past_their_age() {
+    let fake = FakeRuntime::new(Script::default());
+    fake.add_target("t1", "running");
+    let mut settings = Settings {
+        init_dir: std::env::temp_dir().join(format!("kdbg-reap-init-{}", std::process::id())),
+        ..Settings::default()
+    };
+    settings.lifecycle.orphan_max_age = kdbg_agent::duration::GoDuration(Duration::ZERO);
+    settings.lifecycle.retained_max_age =
+        kdbg_agent::duration::GoDuration(Duration::from_secs(3600));
+    let agent = kdbg_agent::agent(AnyRuntime::Fake(fake.clone()), settings).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let (fresh, old) = (now.to_string(), (now - 7200).to_string());
+    let dead_owner = "0000/1/1";
+    let me = kdbg_agent::owner::this_process();
+    let s = |k: &'static str, v: &'static str| (k, v);
+    let session = s(label::SESSION, "s");
+    let orphan_target = (label::TARGET, "docker://gone");
+    let live_target = (label::TARGET, "docker://t1");
+    let mine_unretained = made(
+        &fake,
+        "alive-owner",
+        &[
+            session,
+            live_target,
+            (label::RETAIN, "false"),
+            (label::OWNER, me.as_str()),
+            (label::CREATED_AT, fresh.as_str()),
+        ],
+    )
+    .await;
+    let dead_unretained = made(
+        &fake,
+        "dead-owner",
+        &[
+            session,
+            live_target,
+            (label::RETAIN, "false"),
+            (label::OWNER, dead_owner),
+            (label::CREATED_AT, fresh.as_str()),
+        ],
+    )
+    .await;
+    let kept_retained = made(
+        &fake,
+        "kept",
+        &[
+            session,
+            live_target,
+            (label::RETAIN, "true"),
+            (label::OWNER, dead_owner),
+            (label::CREATED_AT, fresh.as_str()),
+        ],
+    )
+    .await;
+    let too_old = made(
+        &fake,
+        "too-old",
+        &[
+            session,
+            live_target,
+            (label::RETAIN, "true"),
+            (label::OWNER, dead_owner),
+            (label::CREATED_AT, old.as_str()),
+        ],
+    )
+    .await;
+    let orphan = made(
+        &fake,
+        "orphan",
+        &[
+            session,
+            orphan_target,
+            (label::RETAIN, "true"),
+            (label::OWNER, dead_owner),
+            (label::CREATED_AT, fresh.as_str()),
+        ],
+    )
+    .await;
+    kdbg_agent::containers::reap(&agent).await;
+    let left = fake.containers();
+    // This agent's own container whose session is over goes too: nobody else will remove it.
+    assert!(!left.contains(&mine_unretained), "{left:?}");
+    assert!(!left.contains(&dead_unretained), "{left:?}");
+    assert!(!left.contains(&too_old), "{left:?}");
+    assert!(!left.contains(&orphan), "{left:?}");
+    assert_eq!(left, [kept_retained]);
+}
+
+#[tokio::test]
+async fn list_says_running_idle_exited_or_orphaned() {
+    let fake = FakeRuntime::new(Script::default());
+    fake.add_target("t1", "running");
+    let settings = Settings {
+        init_dir: std::env::temp_dir().join(format!("kdbg-list-init-{}", std::process::id())),
+        ..Settings::default()
+    };
+    let agent = kdbg_agent::agent(AnyRuntime::Fake(fake.clone()), settings).unwrap();
+    let session = (label::SESSION, "s");
+    made(
+        &fake,
+        "idle",
+        &[
+            session,
+            (label::TARGET, "docker://t1"),
+            (label::POD_NAMESPACE, "shop"),
+            (label::POD_NAME, "web-1"),
+        ],
+    )
+    .await;
+    let stopped = made(
+        &fake,
+        "stopped",
+        &[
+            session,
+            (label::TARGET, "docker://t1"),
+            (label::POD_NAMESPACE, "shop"),
+            (label::POD_NAME, "web-1"),
+        ],
+    )
+    .await;
+    {
+        use kdbg_runtimes::Runtime as _;
+        fake.stop(&stopped, Duration::ZERO).await.unwrap();
+    }
+    made(
+        &fake,
+        "orphan",
+        &[
+            session,
+            (label::TARGET, "docker://gone"),
+            (label::POD_NAMESPACE, "shop"),
+            (label::POD_NAME, "web-2"),
+        ],
+    )
+    .await;
+    let all = kdbg_agent::containers::list(&agent, &kdbg_api::PodScope::default())
+        .await
+        .unwrap();
+    let status = |name: &str| {
+        all.iter()
+            .find(|i| i.name == name)
+            .unwrap()
+            .status
+            .to_string()
+    };
+    assert_eq!(status("idle"), "Idle");
+    assert_eq!(status("stopped"), "Exited (0)");
+    assert_eq!(status("orphan"), "Orphaned");
+    let scope = kdbg_api::PodScope {
+        namespace: Some("shop".into()),
+        pod: Some("web-1".into()),
+    };
+    let pod = kdbg_agent::containers::list(&agent, &scope).await.unwrap();
+    assert_eq!(pod.len(), 2);
+    // Removal checks the pod: another pod's container is not found.
+    let err = kdbg_agent::containers::remove(&agent, "orphan", &scope)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("not found"), "{err}");
+    kdbg_agent::containers::remove(&agent, "idle", &scope)
+        .await
+        .unwrap();
+}

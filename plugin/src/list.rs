@@ -22,8 +22,9 @@ use crate::cli::{Global, ListArgs, Output};
 use crate::client::AgentClient;
 use crate::pod;
 
-/// Agents asked at once.
-pub const PARALLEL: usize = 32;
+/// Agents asked at once: enough for a large cluster's nodes in one round, bounded so that a
+/// very large one does not open thousands of connections at once.
+pub const PARALLEL: usize = 128;
 
 /// A debug container as `list` shows it: the fields of the table, in camelCase for `-o
 /// json|yaml`.

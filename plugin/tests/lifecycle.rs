@@ -615,3 +615,42 @@ fn local_verbs_list_attach_and_rm_without_a_cluster() {
         assert!(target.leftovers().is_empty());
     }
 }
+
+/// The README's retain / list / attach / rm walk-through, on the real engine through the API
+/// stand-in: run with `--ignored --nocapture` to print each command and what it printed.
+#[test]
+#[ignore = "prints the README's walk-through; run by hand"]
+fn readme_walk_through() {
+    let engine = DockerEngine;
+    let target = engine.target("exec sleep 3600");
+    let agent = engine.agent("");
+    let cluster = Cluster::new("shop");
+    cluster.api.add_pod(running_pod(
+        "shop",
+        "web-1",
+        &[("app", &target.pod_reference(), true)],
+    ));
+    let show = |args: &[&str]| {
+        let out = run(&mut cluster.debug(agent.port, args), b"");
+        println!("$ kubectl-debug {}", args.join(" "));
+        print!("{}{}", text(&out.stdout), text(&out.stderr));
+        println!();
+        out
+    };
+    let out = show(&[
+        "web-1",
+        "--retain",
+        "--",
+        "sh",
+        "-c",
+        "echo 'net.core.somaxconn=4096' > /notes; ps",
+    ]);
+    let name = kept_name(&text(&out.stderr), "web-1");
+    show(&["list"]);
+    show(&["list", "-o", "wide"]);
+    show(&["attach", "web-1", &name, "--", "cat", "/notes"]);
+    show(&["list", "web-1", "-o", "json"]);
+    show(&["rm", "web-1", &name]);
+    show(&["rm", "web-1", &name]);
+    show(&["list"]);
+}

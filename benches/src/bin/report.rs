@@ -179,6 +179,8 @@ fn main() -> Result<(), String> {
         },
     );
 
+    scale_section(&mut out, &figures);
+
     writeln!(out, "\n## How the figures are measured\n").unwrap();
     out.push_str(
         "- Keystroke: one byte typed into the client's stdin, echoed by a `cat`-like process \
@@ -298,5 +300,68 @@ fn session_section(out: &mut String, file: &std::path::Path, bench: &SessionBenc
              client to the stdout writer, where `ctr` copies from the FIFO in one thread."
         )
         .unwrap();
+    }
+}
+
+/// Sessions at scale through one agent process, and `list -A` across many agents.
+fn scale_section(out: &mut String, figures: &Path) {
+    writeln!(out, "\n## Sessions at scale, and list across nodes\n").unwrap();
+    match read_json(&figures.join("sessions.json")) {
+        Ok(s) => {
+            let per = s["rss_per_session_kib"].as_f64().unwrap_or(f64::NAN);
+            let lost = s["bytes_lost"].as_u64().unwrap_or(u64::MAX);
+            writeln!(
+                out,
+                "`benches/src/bin/sessions.rs`: the real agent (HTTP, sessions, relay, reaper) over the \
+                 in-tree fake runtime, as its own process (`fake-agent`), so no engine's cost is in \
+                 the figures; its RSS from `/proc/PID/status`.\n"
+            )
+            .unwrap();
+            writeln!(out, "| target | measured | |").unwrap();
+            writeln!(out, "|---|---|---|").unwrap();
+            writeln!(
+                out,
+                "| {} idle sessions: agent RSS growth <= 96 KiB per session | {per:.1} KiB per session ({} KiB with one session, {} KiB with {}) | {} |",
+                s["idle_sessions"], s["rss_before_kib"], s["rss_after_kib"],
+                s["idle_sessions"].as_u64().unwrap_or(0) + 1,
+                verdict(per <= 96.0)
+            )
+            .unwrap();
+            writeln!(
+                out,
+                "| {} sessions streaming at once, no byte lost | {:.0} MiB/s aggregate each way ({} MiB echoed per session), {lost} bytes lost | {} |",
+                s["streaming_sessions"],
+                s["streaming_mib_s"].as_f64().unwrap_or(f64::NAN),
+                s["stream_bytes"].as_u64().unwrap_or(0) >> 20,
+                verdict(lost == 0)
+            )
+            .unwrap();
+        }
+        Err(e) => writeln!(out, "(session scale figures missing: {e})").unwrap(),
+    }
+    match read_json(&figures.join("list.json")) {
+        Ok(l) => {
+            let ratio = l["ratio"].as_f64().unwrap_or(f64::NAN);
+            writeln!(
+                out,
+                "| `list -A` across {} agents answering after {} ms: <= 1.5x the slowest agent | {:.0} ms against {:.0} ms for the slowest agent alone: {ratio:.2}x (median of {}) | {} |",
+                l["nodes"], l["delay_ms"],
+                l["list_ms"].as_f64().unwrap_or(f64::NAN),
+                l["slowest_agent_ms"].as_f64().unwrap_or(f64::NAN),
+                l["runs"],
+                verdict(ratio <= 1.5)
+            )
+            .unwrap();
+            writeln!(
+                out,
+                "\n`benches/src/bin/list-agents.rs`: a Kubernetes API answering the pod list (one pod per \
+                 node) and simulated agents on 127.0.1.1-127.0.1.{}, the real `kubectl-debug list -A` \
+                 timed whole (process start, kubeconfig, the pod list, every agent); the slowest \
+                 agent measured alone in the same run.",
+                l["nodes"]
+            )
+            .unwrap();
+        }
+        Err(e) => writeln!(out, "(list figures missing: {e})").unwrap(),
     }
 }
