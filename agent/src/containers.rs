@@ -67,6 +67,7 @@ pub async fn list(agent: &Agent, scope: &PodScope) -> Result<Vec<ContainerItem>,
         .collect();
     let items = found.iter().map(|c| async move {
         let sessions = agent.live.sessions(&c.id);
+        let watchers = agent.live.watchers(&c.id);
         let status = if orphaned(agent, c).await {
             ContainerStatus::Orphaned
         } else {
@@ -81,7 +82,10 @@ pub async fn list(agent: &Agent, scope: &PodScope) -> Result<Vec<ContainerItem>,
                 ContainerState::Other(_) => ContainerStatus::Idle,
             }
         };
-        item(c, status, sessions)
+        ContainerItem {
+            watchers,
+            ..item(c, status, sessions)
+        }
     });
     Ok(join_all(items).await)
 }
@@ -103,6 +107,7 @@ fn item(c: &DebugContainer, status: ContainerStatus, sessions: Vec<String>) -> C
         user: text(label::USER),
         session: text(label::SESSION).unwrap_or_default(),
         sessions,
+        watchers: 0,
     }
 }
 

@@ -6,6 +6,8 @@
 //! - [`containers`]: the node's debug containers, listed, removed, and reaped;
 //! - [`owner`]: which process owns a debug container;
 //! - [`init`]: `kdbg-init`, which every debug container runs;
+//! - [`recordings`]: sessions recorded on the node, listed, fetched and expired;
+//! - [`watch`]: terminal sessions' screens, for watchers;
 //! - [`server`]: the HTTP endpoints.
 
 pub mod config;
@@ -13,8 +15,10 @@ pub mod containers;
 pub mod duration;
 pub mod init;
 pub mod owner;
+pub mod recordings;
 pub mod server;
 pub mod session;
+pub mod watch;
 
 use std::sync::Arc;
 
@@ -156,6 +160,24 @@ pub struct Settings {
     pub lifecycle: config::Lifecycle,
     /// Where to put `kdbg-init`.
     pub init_dir: std::path::PathBuf,
+    /// Whether and how sessions are recorded.
+    pub recordings: config::Recordings,
+    /// The node's name, for recordings and messages; [`node_name`] when empty.
+    pub node: String,
+}
+
+/// This node's name: `NODE_NAME` (a DaemonSet sets it from `spec.nodeName`), else the host
+/// name.
+pub fn node_name() -> String {
+    std::env::var("NODE_NAME")
+        .ok()
+        .filter(|n| !n.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown".into())
 }
 
 impl Settings {
@@ -165,6 +187,8 @@ impl Settings {
             defaults: config.defaults.clone(),
             lifecycle: config.lifecycle,
             init_dir: config.runtime.init_dir.clone(),
+            recordings: config.recordings.clone(),
+            node: String::new(),
         }
     }
 }
@@ -182,6 +206,12 @@ pub fn agent(runtime: AnyRuntime, settings: Settings) -> Result<Arc<Agent>, init
         tracker: TaskTracker::new(),
         live: session::Live::default(),
         orphans: containers::Orphans::default(),
+        recordings: recordings::Recordings::new(settings.recordings),
+        node: if settings.node.is_empty() {
+            node_name()
+        } else {
+            settings.node
+        },
     }))
 }
 

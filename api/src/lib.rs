@@ -7,16 +7,20 @@
 //! - [`response`]: pull progress lines and the container list;
 //! - [`Status`]: the error body of every refusal (Kubernetes' `metav1.Status`), the same
 //!   document a session's status channel carries;
-//! - [`header`]: the response headers of a debug session.
+//! - [`header`]: the response headers of a debug session;
+//! - [`record`]: recording a session's tap to asciicast, on the agent and in the plugin.
 
+pub mod record;
 pub mod request;
 pub mod response;
 
 pub use kdbg_relay::error_chain;
 pub use kdbg_relay::status::Status;
 pub use kdbg_runtimes::{PullPolicy, PullProgress, RuntimeKind, TargetRef};
-pub use request::{DebugRequest, PodScope, PullRequest};
-pub use response::{ContainerItem, ContainerList, ContainerStatus, PullLine};
+pub use request::{DebugRequest, PodScope, PullRequest, WatchRequest};
+pub use response::{
+    ContainerItem, ContainerList, ContainerStatus, PullLine, RecordingItem, RecordingList,
+};
 
 /// The port agents listen on, and the plugin's `--agent-port` default.
 pub const DEFAULT_PORT: u16 = 10027;
@@ -43,19 +47,50 @@ pub mod path {
         CONTAINER.replace("{name}", name)
     }
 
+    /// `GET`: the recordings on the node, a [`crate::RecordingList`]. Query:
+    /// [`crate::PodScope`].
+    pub const RECORDINGS: &str = "/api/v1/recordings";
+    /// `GET` `RECORDINGS/{session}`: that session's recording, asciicast as written. Query:
+    /// [`crate::PodScope`].
+    pub const RECORDING: &str = "/api/v1/recordings/{session}";
+    /// `GET` upgraded to a WebSocket speaking `v3.asciicast` (one text message per asciicast
+    /// v3 line, the header first, as asciinema's live streams): a running session, read-only,
+    /// from its current screen. Query: `session` (or `container`, its debug container's
+    /// session) and [`crate::PodScope`].
+    pub const WATCH: &str = "/api/v1/watch";
+    /// The WebSocket subprotocol of [`WATCH`].
+    pub const WATCH_PROTOCOL: &str = "v3.asciicast";
+
+    /// The path of one recording.
+    pub fn recording(session: &str) -> String {
+        RECORDING.replace("{session}", session)
+    }
+
     /// The name in a path of [`CONTAINER`]'s form.
     pub fn container_name(path: &str) -> Option<&str> {
-        let name = path.strip_prefix(CONTAINERS)?.strip_prefix('/')?;
+        last_segment(path, CONTAINERS)
+    }
+
+    /// The session in a path of [`RECORDING`]'s form.
+    pub fn recording_session(path: &str) -> Option<&str> {
+        last_segment(path, RECORDINGS)
+    }
+
+    fn last_segment<'a>(path: &'a str, prefix: &str) -> Option<&'a str> {
+        let name = path.strip_prefix(prefix)?.strip_prefix('/')?;
         (!name.is_empty() && !name.contains('/')).then_some(name)
     }
 
     /// Every endpoint with its method, for the agent's router and its 404 message.
-    pub const ENDPOINTS: [(&str, &str); 5] = [
+    pub const ENDPOINTS: [(&str, &str); 8] = [
         ("GET", HEALTHZ),
         ("GET", DEBUG),
         ("GET", PULL),
         ("GET", CONTAINERS),
         ("DELETE", CONTAINER),
+        ("GET", RECORDINGS),
+        ("GET", RECORDING),
+        ("GET", WATCH),
     ];
 }
 
@@ -65,4 +100,8 @@ pub mod header {
     pub const CONTAINER: &str = "x-kubectl-debug-container";
     /// A warning for the user (repeated).
     pub const WARNING: &str = "x-kubectl-debug-warning";
+    /// The session's ID (what `watch` and `recordings get` take).
+    pub const SESSION: &str = "x-kubectl-debug-session";
+    /// The node whose agent records the session, when it does.
+    pub const RECORDING: &str = "x-kubectl-debug-recording";
 }

@@ -41,6 +41,10 @@ pub struct DebugRequest {
     pub pod_name: Option<String>,
     /// Who asks (not authenticated yet), for labels.
     pub user: Option<String>,
+    /// The target's name in its pod (`app`), for labels and recordings' titles.
+    pub pod_container: Option<String>,
+    /// Record the session (when the agent's recording mode is `optional`).
+    pub record: bool,
 }
 
 fn flag(key: &str, value: &str) -> Result<bool, String> {
@@ -71,6 +75,8 @@ impl DebugRequest {
             pod_namespace: None,
             pod_name: None,
             user: None,
+            pod_container: None,
+            record: false,
         };
         for (key, value) in form_urlencoded::parse(query.as_bytes()) {
             let non_empty = |what: &str| {
@@ -95,11 +101,13 @@ impl DebugRequest {
                 "podNamespace" => request.pod_namespace = Some(non_empty("podNamespace")?),
                 "podName" => request.pod_name = Some(non_empty("podName")?),
                 "user" => request.user = Some(non_empty("user")?),
+                "podContainer" => request.pod_container = Some(non_empty("podContainer")?),
+                "record" => request.record = flag(&key, &value)?,
                 other => {
                     return Err(format!(
                         "unknown query parameter {other:?}; known: target, container, image, \
                          command, stdin, stdout, stderr, tty, name, retain, pullPolicy, \
-                         podNamespace, podName, user"
+                         podNamespace, podName, podContainer, user, record"
                     ));
                 }
             }
@@ -144,6 +152,7 @@ impl DebugRequest {
             ("stderr", self.stderr),
             ("tty", self.tty),
             ("retain", self.retain),
+            ("record", self.record),
         ] {
             q.append_pair(key, if on { "true" } else { "false" });
         }
@@ -154,6 +163,7 @@ impl DebugRequest {
         for (key, value) in [
             ("podNamespace", &self.pod_namespace),
             ("podName", &self.pod_name),
+            ("podContainer", &self.pod_container),
             ("user", &self.user),
         ] {
             if let Some(value) = value {
@@ -265,6 +275,8 @@ mod tests {
             pod_namespace: Some("prod".into()),
             pod_name: Some("web-1".into()),
             user: Some("alice".into()),
+            pod_container: Some("app".into()),
+            record: true,
         };
         assert_eq!(
             DebugRequest::from_query(&request.to_query()).unwrap(),
@@ -354,5 +366,84 @@ impl PodScope {
             .as_deref()
             .is_none_or(|ns| Some(ns) == namespace)
             && self.pod.as_deref().is_none_or(|p| Some(p) == pod)
+    }
+}
+
+/// The query of [`crate::path::WATCH`]: which running session, within which pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchRequest {
+    /// The session's ID, or the name of its debug container (which must then have one
+    /// terminal session).
+    pub session: String,
+    /// The pod it must debug.
+    pub scope: PodScope,
+}
+
+impl WatchRequest {
+    /// Parses `session` (or `container`), `podNamespace` and `podName`.
+    pub fn from_query(query: &str) -> Result<WatchRequest, String> {
+        let mut session = None;
+        let mut rest = form_urlencoded::Serializer::new(String::new());
+        for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+            match &*key {
+                "session" | "container" if !value.is_empty() => session = Some(value.into_owned()),
+                _ => {
+                    rest.append_pair(&key, &value);
+                }
+            }
+        }
+        let scope = PodScope::from_query(&rest.finish())
+            .map_err(|e| e.replace("known: ", "known: session, container, "))?;
+        let session = session.ok_or(
+            "query parameter session (a session ID) or container (a debug container's name) is required",
+        )?;
+        Ok(WatchRequest { session, scope })
+    }
+
+    /// The query string [`WatchRequest::from_query`] reads back as this request.
+    pub fn to_query(&self) -> String {
+        let mut q = form_urlencoded::Serializer::new(String::new());
+        q.append_pair("session", &self.session);
+        let scope = self.scope.to_query();
+        let mut query = q.finish();
+        if !scope.is_empty() {
+            query.push('&');
+            query.push_str(&scope);
+        }
+        query
+    }
+}
+
+#[cfg(test)]
+mod watch_tests {
+    use super::*;
+
+    #[test]
+    fn a_watch_request_round_trips_and_needs_a_session() {
+        let request = WatchRequest {
+            session: "web-1-dbg-ab12c".into(),
+            scope: PodScope {
+                namespace: Some("prod".into()),
+                pod: Some("web-1".into()),
+            },
+        };
+        assert_eq!(
+            WatchRequest::from_query(&request.to_query()).unwrap(),
+            request
+        );
+        assert_eq!(
+            WatchRequest::from_query("container=x").unwrap().session,
+            "x"
+        );
+        assert!(
+            WatchRequest::from_query("podNamespace=a")
+                .unwrap_err()
+                .contains("session")
+        );
+        assert!(
+            WatchRequest::from_query("session=a&input=1")
+                .unwrap_err()
+                .contains("input")
+        );
     }
 }

@@ -70,6 +70,44 @@ pub struct ContainerItem {
     pub session: String,
     /// The sessions attached now.
     pub sessions: Vec<String>,
+    /// How many live viewers watch those sessions.
+    #[serde(default)]
+    pub watchers: usize,
+}
+
+/// The answer of [`crate::path::RECORDINGS`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordingList {
+    /// The recordings.
+    pub items: Vec<RecordingItem>,
+}
+
+/// A recorded session on the node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordingItem {
+    /// The session's ID: what `recordings get` and `replay` take.
+    pub session: String,
+    /// The target pod's namespace (none for `local`).
+    pub namespace: Option<String>,
+    /// The target pod (none for `local`).
+    pub pod: Option<String>,
+    /// The target's container in its pod, or its ID.
+    pub container: Option<String>,
+    /// Who ran the session.
+    pub user: Option<String>,
+    /// When it started, in seconds since the Unix epoch.
+    pub started: u64,
+    /// How long it lasted (so far, while it runs), in seconds.
+    pub duration: u64,
+    /// The recording's size in bytes.
+    pub size: u64,
+    /// `v2` or `v3`.
+    pub format: String,
+    /// Whether it stopped before its session ended (a limit, a full disk).
+    pub incomplete: bool,
+    /// Whether the session still runs.
+    pub live: bool,
 }
 
 /// Where a debug container is in its life.

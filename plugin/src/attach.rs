@@ -2,9 +2,13 @@
 //! first, with progress), the terminal's raw mode and size, and the relay's client side over
 //! the user's stdio. Every verb that opens a session (`POD`, `local`) comes through [`debug`].
 
+use std::path::Path;
+
 use anyhow::Context as _;
+use kdbg_api::record::{self, Outcome, RecordOptions};
 use kdbg_api::{DebugRequest, PullPolicy, TargetRef};
-use kdbg_relay::{ClientIo, Config, ExitStatus};
+use kdbg_recordings::{Format, Header, Metadata};
+use kdbg_relay::{ClientIo, Config, ExitStatus, ObserverOptions, Tap};
 
 use crate::cli::{DebugOpts, SessionOpts};
 use crate::client::{AgentClient, Session};
@@ -29,12 +33,30 @@ pub fn interactive(stdin: bool, tty: bool) -> (bool, bool) {
 /// there (showing the pull) unless the session is in an existing container, then opens the
 /// session and carries the terminal until the remote command ends. Returns its exit status.
 /// When the container is kept after the session, `kept` says (on stderr) how to come back to
-/// it and how to remove it, given its name.
+/// it and how to remove it, given its name. With `record_local`, the session is also recorded
+/// in that file (asciicast v2), which must not exist yet.
 pub async fn debug(
     client: &AgentClient,
     mut request: DebugRequest,
+    record_local: Option<&Path>,
     kept: &dyn Fn(&str) -> String,
 ) -> anyhow::Result<ExitStatus> {
+    // The file first: a session is not started for a recording that cannot be written.
+    let recording = record_local
+        .map(|path| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(path)
+                .map(|file| (file, path))
+                .with_context(|| {
+                    format!(
+                        "creating {} for --record-local (it must not exist yet; choose another name)",
+                        path.display()
+                    )
+                })
+        })
+        .transpose()?;
     if request.container.is_none()
         && let Some(wanted) = pull::wanted(&request)
     {
@@ -44,7 +66,53 @@ pub async fn debug(
     }
     let session = client.open_session(&request).await?;
     let name = session.container.clone();
-    let status = carry(session, &request).await?;
+    if let Some(node) = &session.recorded_on {
+        eprintln!(
+            "This session is recorded by the kubectl-debug agent on node {node} (session {}).",
+            session.id.as_deref().unwrap_or("?")
+        );
+    }
+    let recorder = recording.map(|(file, path)| {
+        let tap = Tap::new(None);
+        let observer = tap.subscribe(ObserverOptions::default());
+        let options = RecordOptions {
+            format: Format::V2,
+            max_bytes: None,
+            header: local_header(&request, &session),
+            tty: request.tty,
+            path: path.to_owned(),
+        };
+        (tap, record::spawn(observer, file, options), path)
+    });
+    let (tap, recorder) = match recorder {
+        Some((tap, Ok(thread), path)) => (Some(tap), Some((thread, path))),
+        Some((_, Err(e), path)) => {
+            return Err(e).with_context(|| format!("starting to record into {}", path.display()));
+        }
+        None => (None, None),
+    };
+    let status = carry(session, &request, tap).await;
+    if let Some((thread, path)) = recorder {
+        // The recorder ends with the session; it is on its own thread.
+        let outcome = tokio::task::spawn_blocking(move || thread.join())
+            .await
+            .ok()
+            .and_then(Result::ok);
+        match outcome {
+            Some(Outcome::Complete) => eprintln!("Recording saved to {}.", path.display()),
+            Some(Outcome::Incomplete(why)) => {
+                eprintln!(
+                    "Warning: recording {} is incomplete: {why}.",
+                    path.display()
+                )
+            }
+            None => eprintln!(
+                "Warning: recording {} is incomplete: its recorder failed.",
+                path.display()
+            ),
+        }
+    }
+    let status = status?;
     if (request.retain || request.container.is_some())
         && let Some(name) = name
     {
@@ -53,8 +121,45 @@ pub async fn debug(
     Ok(status)
 }
 
-/// Carries the user's terminal (or pipes) over an opened session.
-pub async fn carry(session: Session, request: &DebugRequest) -> anyhow::Result<ExitStatus> {
+/// The header of a `--record-local` recording.
+fn local_header(request: &DebugRequest, session: &Session) -> Header {
+    let metadata = Metadata {
+        pod: request.pod_name.clone(),
+        namespace: request.pod_namespace.clone(),
+        target: request
+            .pod_container
+            .clone()
+            .or_else(|| request.target.as_ref().map(ToString::to_string))
+            .or_else(|| request.container.clone()),
+        image: request.image.clone(),
+        user: request.user.clone(),
+        session_id: session.id.clone(),
+        node: session.node.clone(),
+    };
+    let mut env = std::collections::BTreeMap::new();
+    if request.tty {
+        env.insert("TERM".to_owned(), "xterm".to_owned());
+    }
+    Header {
+        timestamp: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()
+            .map(|d| d.as_secs()),
+        command: (!request.command.is_empty()).then(|| request.command.join(" ")),
+        title: metadata.title(),
+        env,
+        metadata,
+        ..Header::default()
+    }
+}
+
+/// Carries the user's terminal (or pipes) over an opened session; `tap` shows it to a
+/// recorder.
+pub async fn carry(
+    session: Session,
+    request: &DebugRequest,
+    tap: Option<Tap>,
+) -> anyhow::Result<ExitStatus> {
     for warning in &session.warnings {
         eprintln!("Warning: {warning}");
     }
@@ -75,7 +180,7 @@ pub async fn carry(session: Session, request: &DebugRequest) -> anyhow::Result<E
         } else {
             None
         },
-        tap: None,
+        tap,
     };
     let done = kdbg_relay::attach(session.ws, session.protocol, io, &Config::default()).await?;
     Ok(done.outcome)
@@ -100,7 +205,9 @@ impl DebugOpts {
             pull_policy: self.pull_policy,
             pod_namespace: None,
             pod_name: None,
+            pod_container: None,
             user: std::env::var("USER").ok().filter(|u| !u.is_empty()),
+            record: self.record.record,
         }
     }
 }
@@ -123,7 +230,9 @@ impl SessionOpts {
             pull_policy: PullPolicy::Never,
             pod_namespace: None,
             pod_name: None,
+            pod_container: None,
             user: std::env::var("USER").ok().filter(|u| !u.is_empty()),
+            record: self.record.record,
         }
     }
 }

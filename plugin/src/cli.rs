@@ -13,7 +13,7 @@ use kdbg_api::DEFAULT_PORT;
     version,
     args_conflicts_with_subcommands = true,
     subcommand_negates_reqs = true,
-    after_help = "Examples:\n  kubectl-debug web-1 --image nicolaka/netshoot\n  kubectl-debug -n prod web-1 -c app -- ss -tlnp\n  kubectl-debug web-1 --retain -- sh      # keep the debug container\n  kubectl-debug list -A\n  kubectl-debug attach web-1 web-1-dbg-x7k2q\n  kubectl-debug rm web-1 --all\n  kubectl-debug local docker://my-container --image busybox -- sh\n\nA pod named like a verb (list, attach, rm, local) is written pod/NAME."
+    after_help = "Examples:\n  kubectl-debug web-1 --image nicolaka/netshoot\n  kubectl-debug -n prod web-1 -c app -- ss -tlnp\n  kubectl-debug web-1 --retain -- sh      # keep the debug container\n  kubectl-debug list -A\n  kubectl-debug attach web-1 web-1-dbg-x7k2q\n  kubectl-debug rm web-1 --all\n  kubectl-debug web-1 --record-local web-1.cast   # keep a recording here\n  kubectl-debug recordings list -A\n  kubectl-debug replay SESSION\n  kubectl-debug watch web-1 web-1-dbg-x7k2q\n  kubectl-debug local docker://my-container --image busybox -- sh\n\nA pod named like a verb (list, attach, rm, local, recordings, replay, watch) is written pod/NAME."
 )]
 pub struct Cli {
     /// Options that choose the cluster and the agent.
@@ -34,7 +34,16 @@ pub struct Cli {
 }
 
 /// The verbs, by name.
-pub const VERBS: [&str; 5] = ["list", "attach", "rm", "local", "help"];
+pub const VERBS: [&str; 8] = [
+    "list",
+    "attach",
+    "rm",
+    "local",
+    "recordings",
+    "replay",
+    "watch",
+    "help",
+];
 
 /// Global flags that take a value in the next argument.
 const GLOBAL_WITH_VALUE: [&str; 5] = [
@@ -125,9 +134,25 @@ pub struct DebugOpts {
     /// Allocate a terminal (default when stdin is a terminal).
     #[arg(short = 't', long)]
     pub tty: bool,
+    /// Recording.
+    #[command(flatten)]
+    pub record: RecordOpts,
     /// The command and its arguments (default: the agent's, bash).
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
+}
+
+/// `--record` and `--record-local`.
+#[derive(Debug, Args, Clone, Default)]
+pub struct RecordOpts {
+    /// Ask the agent to record the session (when its recordings.mode is optional; with
+    /// always it records anyway).
+    #[arg(long)]
+    pub record: bool,
+    /// Also record the session here, in asciicast v2 (works in local mode and with agents
+    /// that do not record).
+    #[arg(long, value_name = "FILE")]
+    pub record_local: Option<PathBuf>,
 }
 
 /// Verbs other than debugging a pod.
@@ -143,12 +168,93 @@ pub enum Verb {
     /// Debug a container on this machine, with no cluster: `local docker://NAME_OR_ID` or
     /// `local containerd://ID`; `local list`, `local attach`, `local rm` as above.
     Local(Box<Local>),
+    /// Recorded sessions, kept by the agents: `recordings list`, `recordings get SESSION`.
+    Recordings(RecordingsArgs),
+    /// Play a recording in the terminal with its timing (a file, or a SESSION the agents
+    /// keep); without a terminal, print its output at once.
+    Replay(ReplayArgs),
+    /// Watch another user's running terminal session, read-only, from its current screen.
+    Watch(WatchArgs),
+}
+
+/// `recordings`.
+#[derive(Debug, Args)]
+pub struct RecordingsArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub verb: RecordingsVerb,
+}
+
+/// `recordings list` and `recordings get`.
+#[derive(Debug, Subcommand)]
+pub enum RecordingsVerb {
+    /// List recordings: of a pod, of a namespace, or with -A of every namespace.
+    List(RecordingsList),
+    /// Fetch a recording (asciicast) to stdout, or to a file with -o.
+    Get(RecordingsGet),
+}
+
+/// `recordings list`.
+#[derive(Debug, Args)]
+pub struct RecordingsList {
+    /// Only this pod's recordings.
+    #[arg(value_name = "POD")]
+    pub pod: Option<String>,
+    /// Every namespace.
+    #[arg(short = 'A', long, conflicts_with = "pod")]
+    pub all_namespaces: bool,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum)]
+    pub output: Option<Output>,
+}
+
+/// `recordings get`.
+#[derive(Debug, Args)]
+pub struct RecordingsGet {
+    /// The session (SESSION from `recordings list`).
+    #[arg(value_name = "SESSION")]
+    pub session: String,
+    /// Write it to this file instead of stdout.
+    #[arg(short = 'o', long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Look for it on every namespace's nodes (default: the namespace's).
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
+}
+
+/// `replay`.
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// A recording file (v2 or v3), or a SESSION the agents keep.
+    #[arg(value_name = "FILE|SESSION")]
+    pub recording: String,
+    /// Play this many times faster.
+    #[arg(long, default_value_t = 1.0, value_name = "X")]
+    pub speed: f64,
+    /// Shorten every pause to at most this many seconds (default: the recording's, if any).
+    #[arg(long, value_name = "S")]
+    pub idle_time_limit: Option<f64>,
+    /// With a SESSION: look for it on every namespace's nodes.
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
+}
+
+/// `watch`.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// The pod the session debugs.
+    #[arg(value_name = "POD")]
+    pub pod: String,
+    /// The session (from `list -o wide`), or its debug container's NAME.
+    #[arg(value_name = "SESSION|NAME")]
+    pub session: String,
 }
 
 /// `-o`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Output {
-    /// More columns: TARGET, USER, SESSION.
+    /// More columns (list: TARGET, USER, SESSION, WATCHERS; recordings list: FORMAT,
+    /// STATUS).
     Wide,
     /// `{"items": [...]}`.
     Json,
@@ -193,6 +299,9 @@ pub struct SessionOpts {
     /// Allocate a terminal (default when stdin is a terminal).
     #[arg(short = 't', long)]
     pub tty: bool,
+    /// Recording.
+    #[command(flatten)]
+    pub record: RecordOpts,
     /// The command and its arguments (default: the agent's, bash).
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
@@ -365,6 +474,11 @@ mod tests {
             "kubectl-debug --context c attach web-1 dbg -- sh",
             "kubectl-debug -n ns rm web-1 --all",
             "kubectl-debug -n ns web-1 --retain -- sh",
+            "kubectl-debug -n ns recordings list -A -o wide",
+            "kubectl-debug recordings get abc -o x.cast",
+            "kubectl-debug -n ns watch web-1 web-1-dbg-x",
+            "kubectl-debug replay x.cast --speed 2 --idle-time-limit 1",
+            "kubectl-debug web-1 --record --record-local x.cast -- sh",
         ] {
             let parsed = Cli::try_parse_from(verb_first(args(line)));
             assert!(parsed.is_ok(), "{line}: {}", parsed.unwrap_err());

@@ -17,7 +17,7 @@ use hyper::{Method, Request, Response};
 use hyper_util::rt::TokioIo;
 use kdbg_api::{
     ContainerItem, ContainerList, DebugRequest, PodScope, PullLine, PullProgress, PullRequest,
-    Status, header, path,
+    RecordingItem, RecordingList, Status, WatchRequest, header, path,
 };
 use kdbg_relay::{Error as RelayError, Protocol, WebSocketStream, handshake, tungstenite};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -53,8 +53,14 @@ pub struct Session {
     pub protocol: Protocol,
     /// Warnings for the user.
     pub warnings: Vec<String>,
-    /// The debug container's ID, if the agent said it.
+    /// The debug container's name, if the agent said it.
     pub container: Option<String>,
+    /// The session's ID, if the agent said it.
+    pub id: Option<String>,
+    /// The node whose agent records the session, when it does.
+    pub recorded_on: Option<String>,
+    /// The agent's node, when known.
+    pub node: Option<String>,
 }
 
 /// The client of one agent.
@@ -231,6 +237,12 @@ impl AgentClient {
             protocol,
             warnings: headers.get_all(header::WARNING).iter().map(text).collect(),
             container: headers.get(header::CONTAINER).map(text),
+            id: headers.get(header::SESSION).map(text),
+            recorded_on: headers.get(header::RECORDING).map(text),
+            node: match &self.transport {
+                Transport::Tcp { node, .. } => node.clone(),
+                Transport::InProcess(agent) => Some(agent.node.clone()),
+            },
         })
     }
 
@@ -256,6 +268,72 @@ impl AgentClient {
         let body = response.into_body().collect().await?.to_bytes();
         serde_json::from_slice(&body)
             .with_context(|| format!("reading what {} removed", self.describe()))
+    }
+}
+
+impl AgentClient {
+    /// The recordings on the agent's node, in `scope`.
+    pub async fn recordings(&self, scope: &PodScope) -> anyhow::Result<Vec<RecordingItem>> {
+        let response = self
+            .get(&format!("{}?{}", path::RECORDINGS, scope.to_query()))
+            .await?;
+        let body = response.into_body().collect().await?.to_bytes();
+        let list: RecordingList = serde_json::from_slice(&body)
+            .with_context(|| format!("reading the recording list of {}", self.describe()))?;
+        Ok(list.items)
+    }
+
+    /// Recording `session` (in `scope`), streamed to `out`; returns the bytes written.
+    pub async fn recording(
+        &self,
+        session: &str,
+        scope: &PodScope,
+        out: &mut (dyn std::io::Write + Send),
+    ) -> anyhow::Result<u64> {
+        let response = self
+            .get(&format!(
+                "{}?{}",
+                path::recording(session),
+                scope.to_query()
+            ))
+            .await?;
+        let mut body = response.into_body();
+        let mut written = 0;
+        while let Some(frame) = body.frame().await {
+            let frame = frame
+                .with_context(|| format!("reading recording {session} from {}", self.describe()))?;
+            if let Some(data) = frame.data_ref() {
+                out.write_all(data)?;
+                written += data.len() as u64;
+            }
+        }
+        out.flush()?;
+        Ok(written)
+    }
+
+    /// Joins a running session as a watcher: a WebSocket of asciicast v3 lines.
+    pub async fn watch(&self, request: &WatchRequest) -> anyhow::Result<WebSocketStream<Conn>> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+        let stream = self.connect().await?;
+        let url = format!(
+            "ws://{}{}?{}",
+            self.authority(),
+            path::WATCH,
+            request.to_query()
+        );
+        let mut ws_request = url.into_client_request()?;
+        ws_request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            tungstenite::http::HeaderValue::from_static(path::WATCH_PROTOCOL),
+        );
+        match tokio_tungstenite::client_async(ws_request, stream).await {
+            Ok((ws, _)) => Ok(ws),
+            Err(tungstenite::Error::Http(response)) => bail!(refusal_message(
+                response.status().as_u16(),
+                response.body().as_deref()
+            )),
+            Err(e) => Err(e).with_context(|| format!("watching a session on {}", self.describe())),
+        }
     }
 }
 

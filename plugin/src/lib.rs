@@ -5,6 +5,8 @@
 //! - [`client`]: the one client of an agent, over one connect strategy;
 //! - [`pod`]: `kubectl-debug POD` and `attach`, through the Kubernetes API;
 //! - [`list`] and [`rm`]: the debug containers, listed and removed;
+//! - [`recordings`], [`replay`] and [`watch`]: recorded sessions, listed, fetched and played,
+//!   and running ones watched;
 //! - [`local`]: `kubectl-debug local` and its verbs, with no cluster;
 //! - [`attach`]: a session's terminal, shared by every verb that opens one;
 //! - [`pull`], [`output`], [`terminal`]: pull progress, the user's stdout and stderr, and the
@@ -18,8 +20,11 @@ pub mod local;
 pub mod output;
 pub mod pod;
 pub mod pull;
+pub mod recordings;
+pub mod replay;
 pub mod rm;
 pub mod terminal;
+pub mod watch;
 
 use std::io::ErrorKind;
 use std::process::ExitCode;
@@ -59,6 +64,13 @@ pub fn run(cli: Cli) -> ExitCode {
             Some(Verb::List(args)) => list::run(&cli.global, args).await.map(done),
             Some(Verb::Attach(args)) => pod::attach(&cli.global, args).await,
             Some(Verb::Rm(args)) => rm::run(&cli.global, args).await.map(done),
+            Some(Verb::Recordings(args)) => match args.verb {
+                cli::RecordingsVerb::List(args) => recordings::list(&cli.global, args).await,
+                cli::RecordingsVerb::Get(args) => recordings::get(&cli.global, args).await,
+            }
+            .map(done),
+            Some(Verb::Replay(args)) => replay::run(&cli.global, args).await.map(done),
+            Some(Verb::Watch(args)) => watch::run(&cli.global, args).await.map(done),
             None => {
                 let pod = cli.pod.expect("clap requires POD without a verb");
                 pod::run(&cli.global, &pod, cli.container.as_deref(), cli.debug).await

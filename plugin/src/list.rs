@@ -53,6 +53,8 @@ pub struct Row {
     pub user: String,
     /// The sessions attached now, comma-separated.
     pub session: String,
+    /// How many watch those sessions (`kubectl-debug watch`).
+    pub watchers: usize,
 }
 
 impl Row {
@@ -71,6 +73,7 @@ impl Row {
             target: item.target,
             user: item.user.unwrap_or_else(none),
             session: item.sessions.join(","),
+            watchers: item.watchers,
         }
     }
 }
@@ -90,58 +93,129 @@ pub fn age(created: u64) -> String {
     }
 }
 
-/// Runs `kubectl-debug list`.
-pub async fn run(global: &Global, args: ListArgs) -> anyhow::Result<()> {
-    let (client, namespace) = pod::client(global).await?;
-    // The nodes to ask, by name, with their IPs; where each pod runs; and what to ask.
-    let mut homes = BTreeMap::new();
-    let (nodes, scope) = match &args.pod {
-        Some(name) => {
+/// The agents to ask for things of a pod, a namespace, or with `-A` every namespace.
+pub struct Asked {
+    /// The namespace (the kubeconfig context's, or `-n`).
+    pub namespace: String,
+    /// The nodes to ask, by name, with their IPs.
+    pub nodes: BTreeMap<String, String>,
+    /// What to ask each agent for.
+    pub scope: PodScope,
+    /// Where each pod runs: (namespace, pod) -> node.
+    pub homes: BTreeMap<(String, String), String>,
+}
+
+impl Asked {
+    /// The agents concerned by `pod`, or the namespace, or every namespace.
+    pub async fn resolve(
+        global: &Global,
+        pod: Option<&str>,
+        all_namespaces: bool,
+    ) -> anyhow::Result<Asked> {
+        let (client, namespace) = pod::client(global).await?;
+        let mut homes = BTreeMap::new();
+        if let Some(name) = pod {
             let name = pod::pod_name(name);
             let (node, ip) = pod::node_of(client, &namespace, name).await?;
             let scope = PodScope {
                 namespace: Some(namespace.clone()),
                 pod: Some(name.to_owned()),
             };
-            (BTreeMap::from([(node, ip)]), scope)
+            return Ok(Asked {
+                namespace,
+                nodes: BTreeMap::from([(node, ip)]),
+                scope,
+                homes,
+            });
         }
-        None => {
-            let pods: Api<Pod> = if args.all_namespaces {
-                Api::all(client)
-            } else {
-                Api::namespaced(client, &namespace)
-            };
-            let listed = pods.list(&ListParams::default()).await.with_context(|| {
-                match args.all_namespaces {
+        let pods: Api<Pod> = if all_namespaces {
+            Api::all(client)
+        } else {
+            Api::namespaced(client, &namespace)
+        };
+        let listed =
+            pods.list(&ListParams::default())
+                .await
+                .with_context(|| match all_namespaces {
                     true => "listing the pods of every namespace".to_owned(),
                     false => format!("listing the pods of namespace \"{namespace}\""),
-                }
-            })?;
-            let mut nodes = BTreeMap::new();
-            for p in &listed.items {
-                let Some(ip) = p.status.as_ref().and_then(|s| s.host_ip.clone()) else {
-                    continue;
-                };
-                let node = p
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.node_name.clone())
-                    .unwrap_or(ip.clone());
-                let key = (
-                    p.metadata.namespace.clone().unwrap_or_default(),
-                    p.metadata.name.clone().unwrap_or_default(),
-                );
-                homes.insert(key, node.clone());
-                nodes.insert(node, ip);
-            }
-            let scope = PodScope {
-                namespace: (!args.all_namespaces).then(|| namespace.clone()),
-                pod: None,
+                })?;
+        let mut nodes = BTreeMap::new();
+        for p in &listed.items {
+            let Some(ip) = p.status.as_ref().and_then(|s| s.host_ip.clone()) else {
+                continue;
             };
-            (nodes, scope)
+            let node = p
+                .spec
+                .as_ref()
+                .and_then(|s| s.node_name.clone())
+                .unwrap_or(ip.clone());
+            let key = (
+                p.metadata.namespace.clone().unwrap_or_default(),
+                p.metadata.name.clone().unwrap_or_default(),
+            );
+            homes.insert(key, node.clone());
+            nodes.insert(node, ip);
         }
-    };
-    let rows = ask(global, &nodes, &scope, &homes).await?;
+        let scope = PodScope {
+            namespace: (!all_namespaces).then(|| namespace.clone()),
+            pod: None,
+        };
+        Ok(Asked {
+            namespace,
+            nodes,
+            scope,
+            homes,
+        })
+    }
+
+    /// Asks every node's agent with `ask`, in parallel ([`PARALLEL`] at once); returns each
+    /// answer with its node. An agent that fails is a warning naming its node and `what` it
+    /// did not give; it is an error only when none answered.
+    pub async fn each<'a, T, F, Fut>(
+        &'a self,
+        global: &'a Global,
+        what: &str,
+        ask: F,
+    ) -> anyhow::Result<Vec<(&'a String, T)>>
+    where
+        F: Fn(AgentClient) -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<T>>,
+    {
+        let ask = &ask;
+        let asked =
+            futures_util::stream::iter(self.nodes.iter().map(|(node, ip)| async move {
+                (node, ask(pod::agent_of(global, node, ip)).await)
+            }))
+            .buffer_unordered(PARALLEL)
+            .collect::<Vec<_>>()
+            .await;
+        let mut answers = Vec::new();
+        let mut failures = 0;
+        for (node, answer) in asked {
+            match answer {
+                Ok(answer) => answers.push((node, answer)),
+                Err(e) => {
+                    let reason = kdbg_api::error_chain(e.as_ref());
+                    eprintln!("warning: node {node}: {what} not listed: {reason}");
+                    failures += 1;
+                }
+            }
+        }
+        if answers.is_empty() && failures > 0 {
+            bail!(
+                "no kubectl-debug agent answered ({failures} nodes asked); check that the agent DaemonSet runs"
+            );
+        }
+        Ok(answers)
+    }
+}
+
+/// Runs `kubectl-debug list`.
+pub async fn run(global: &Global, args: ListArgs) -> anyhow::Result<()> {
+    let asked = Asked::resolve(global, args.pod.as_deref(), args.all_namespaces).await?;
+    let rows = ask(global, &asked).await?;
+    let namespace = &asked.namespace;
     if rows.is_empty() && args.output.is_none_or(|o| o == Output::Wide) {
         match (&args.pod, args.all_namespaces) {
             (Some(pod), _) => {
@@ -155,56 +229,32 @@ pub async fn run(global: &Global, args: ListArgs) -> anyhow::Result<()> {
     print(&rows, args.output, args.all_namespaces)
 }
 
-/// Asks each node's agent for the debug containers in `scope`, in parallel. A container two
+/// Asks each node's agent for the debug containers in scope, in parallel. A container two
 /// agents report (nodes sharing one runtime, as in a lab) is shown once, on its pod's node
-/// (`homes`: (namespace, pod) -> node) when known.
-async fn ask(
-    global: &Global,
-    nodes: &BTreeMap<String, String>,
-    scope: &PodScope,
-    homes: &BTreeMap<(String, String), String>,
-) -> anyhow::Result<Vec<Row>> {
-    let asked = futures_util::stream::iter(nodes.iter().map(|(node, ip)| async move {
-        let agent = pod::agent_of(global, node, ip);
-        (node, agent.list(scope).await)
-    }))
-    .buffer_unordered(PARALLEL)
-    .collect::<Vec<_>>()
-    .await;
+/// when known.
+async fn ask(global: &Global, asked: &Asked) -> anyhow::Result<Vec<Row>> {
+    let scope = &asked.scope;
+    let answers = asked
+        .each(global, "its debug containers are", |agent| async move {
+            agent.list(scope).await
+        })
+        .await?;
     let mut found: BTreeMap<String, (ContainerItem, &String)> = BTreeMap::new();
-    let mut answered = 0;
-    let mut failures = Vec::new();
-    for (node, listed) in asked {
-        match listed {
-            Ok(items) => {
-                answered += 1;
-                for item in items {
-                    let home = item
-                        .namespace
-                        .clone()
-                        .zip(item.pod.clone())
-                        .and_then(|key| homes.get(&key));
-                    let keep = match found.get(&item.id) {
-                        None => true,
-                        Some(_) => home == Some(node),
-                    };
-                    if keep {
-                        found.insert(item.id.clone(), (item, node));
-                    }
-                }
-            }
-            Err(e) => {
-                let reason = kdbg_api::error_chain(e.as_ref());
-                eprintln!("warning: node {node}: its debug containers are not listed: {reason}");
-                failures.push(reason);
+    for (node, items) in answers {
+        for item in items {
+            let home = item
+                .namespace
+                .clone()
+                .zip(item.pod.clone())
+                .and_then(|key| asked.homes.get(&key));
+            let keep = match found.get(&item.id) {
+                None => true,
+                Some(_) => home == Some(node),
+            };
+            if keep {
+                found.insert(item.id.clone(), (item, node));
             }
         }
-    }
-    if answered == 0 && !failures.is_empty() {
-        bail!(
-            "no kubectl-debug agent answered ({} nodes asked); check that the agent DaemonSet runs",
-            failures.len()
-        );
     }
     let mut rows: Vec<Row> = found
         .into_values()
@@ -228,19 +278,7 @@ pub async fn one_agent(agent: &AgentClient, node: &str) -> anyhow::Result<Vec<Ro
 pub fn print(rows: &[Row], output: Option<Output>, namespaces: bool) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     match output {
-        Some(Output::Json) => {
-            serde_json::to_writer_pretty(&mut out, &serde_json::json!({ "items": rows }))?;
-            writeln!(out)?;
-        }
-        Some(Output::Yaml) => {
-            #[derive(Serialize)]
-            struct Items<'a> {
-                items: &'a [Row],
-            }
-            let text = serde_saphyr::to_string(&Items { items: rows })
-                .map_err(|e| anyhow!("writing YAML: {e}"))?;
-            out.write_all(text.as_bytes())?;
-        }
+        Some(Output::Json | Output::Yaml) => print_items(rows, output)?,
         table => {
             let wide = table == Some(Output::Wide);
             let mut header = Vec::new();
@@ -249,7 +287,7 @@ pub fn print(rows: &[Row], output: Option<Output>, namespaces: bool) -> anyhow::
             }
             header.extend(["POD", "NAME", "IMAGE", "STATUS", "AGE", "RETAINED", "NODE"]);
             if wide {
-                header.extend(["TARGET", "USER", "SESSION"]);
+                header.extend(["TARGET", "USER", "SESSION", "WATCHERS"]);
             }
             let mut lines = vec![header.iter().map(|h| (*h).to_owned()).collect::<Vec<_>>()];
             for row in rows {
@@ -272,7 +310,12 @@ pub fn print(rows: &[Row], output: Option<Output>, namespaces: bool) -> anyhow::
                     } else {
                         row.session.clone()
                     };
-                    cells.extend([row.target.clone(), row.user.clone(), session]);
+                    cells.extend([
+                        row.target.clone(),
+                        row.user.clone(),
+                        session,
+                        row.watchers.to_string(),
+                    ]);
                 }
                 lines.push(cells);
             }
@@ -282,8 +325,26 @@ pub fn print(rows: &[Row], output: Option<Output>, namespaces: bool) -> anyhow::
     Ok(())
 }
 
+/// Prints `{"items": rows}` as JSON or YAML, as `output` says.
+pub fn print_items<T: Serialize>(rows: &[T], output: Option<Output>) -> anyhow::Result<()> {
+    #[derive(Serialize)]
+    struct Items<'a, T> {
+        items: &'a [T],
+    }
+    let mut out = std::io::stdout().lock();
+    if output == Some(Output::Yaml) {
+        let text = serde_saphyr::to_string(&Items { items: rows })
+            .map_err(|e| anyhow!("writing YAML: {e}"))?;
+        out.write_all(text.as_bytes())?;
+    } else {
+        serde_json::to_writer_pretty(&mut out, &Items { items: rows })?;
+        writeln!(out)?;
+    }
+    Ok(())
+}
+
 /// Columns aligned like kubectl's: each as wide as its widest cell, three spaces apart.
-fn write_table(out: &mut impl Write, lines: &[Vec<String>]) -> std::io::Result<()> {
+pub fn write_table(out: &mut impl Write, lines: &[Vec<String>]) -> std::io::Result<()> {
     let columns = lines.first().map_or(0, Vec::len);
     let widths: Vec<usize> = (0..columns)
         .map(|c| {

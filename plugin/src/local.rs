@@ -32,11 +32,17 @@ impl Local {
             None => {
                 let target = self.target.expect("clap requires TARGET without a verb");
                 let target: TargetRef = target.parse().map_err(anyhow::Error::msg)?;
+                let record_local = self.debug.record.record_local.clone();
                 let request = self.debug.request(target.clone());
                 let client = Client::for_kind(&self.runtime, target.kind).await?;
-                client
-                    .finish(attach::debug(&client.agent, request, &kept(&target)).await)
-                    .await
+                let debugged = attach::debug(
+                    &client.agent,
+                    request,
+                    record_local.as_deref(),
+                    &kept(&target),
+                )
+                .await;
+                client.finish(debugged).await
             }
         }
     }
@@ -53,12 +59,18 @@ fn kept(target: &TargetRef) -> impl Fn(&str) -> String + '_ {
 
 async fn attach_verb(args: LocalAttach) -> anyhow::Result<ExitStatus> {
     let target: TargetRef = args.target.parse().map_err(anyhow::Error::msg)?;
+    let record_local = args.session.record.record_local.clone();
     let mut request = args.session.request(&args.name);
     request.target = Some(target.clone());
     let client = Client::for_kind(&args.runtime, target.kind).await?;
-    client
-        .finish(attach::debug(&client.agent, request, &kept(&target)).await)
-        .await
+    let debugged = attach::debug(
+        &client.agent,
+        request,
+        record_local.as_deref(),
+        &kept(&target),
+    )
+    .await;
+    client.finish(debugged).await
 }
 
 async fn list_verb(args: LocalList) -> anyhow::Result<()> {

@@ -221,11 +221,19 @@ pub async fn run(
     let pod = pod_name(pod);
     let (client, namespace) = client(global).await?;
     let found = resolve(client, &namespace, pod, container).await?;
+    let record_local = opts.record.record_local.clone();
     let mut request = opts.request(found.target.clone());
     request.pod_namespace = Some(found.namespace.clone());
     request.pod_name = Some(found.pod.clone());
+    request.pod_container = Some(found.container.clone());
     let agent = agent_of(global, &found.node, &found.host_ip);
-    attach::debug(&agent, request, &attach::kept_in_pod(pod)).await
+    attach::debug(
+        &agent,
+        request,
+        record_local.as_deref(),
+        &attach::kept_in_pod(pod),
+    )
+    .await
 }
 
 /// The node of pod `name` (which may not be running, and whose containers may be gone: a
@@ -259,11 +267,18 @@ pub async fn attach(global: &Global, args: AttachArgs) -> anyhow::Result<ExitSta
     let pod = pod_name(&args.pod);
     let (client, namespace) = client(global).await?;
     let (node, host_ip) = node_of(client, &namespace, pod).await?;
+    let record_local = args.session.record.record_local.clone();
     let mut request = args.session.request(&args.name);
     request.pod_namespace = Some(namespace);
     request.pod_name = Some(pod.to_owned());
     let agent = agent_of(global, &node, &host_ip);
-    attach::debug(&agent, request, &attach::kept_in_pod(pod)).await
+    attach::debug(
+        &agent,
+        request,
+        record_local.as_deref(),
+        &attach::kept_in_pod(pod),
+    )
+    .await
 }
 
 #[cfg(test)]

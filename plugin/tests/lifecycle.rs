@@ -264,15 +264,15 @@ fn killed_agent(engine: &dyn Engine) {
         &[("app", &target.pod_reference(), true)],
     ));
     let (mut child, id) = long_session(&cluster, &agent, target.as_ref(), &pod);
-    // The agent dies with a session running: its container stays, with nobody to remove it...
+    // The agent dies with a session running: its container stays, with nobody to remove it
+    // (checked at once: any other test's agent on this engine may reap it from now on)...
     agent.kill();
-    let _ = child.kill();
-    let _ = child.wait();
-    std::thread::sleep(Duration::from_millis(500));
     assert!(
         engine.state(&id).is_some(),
         "a SIGKILLed agent cleans nothing"
     );
+    let _ = child.kill();
+    let _ = child.wait();
     // ...until an agent starts again: its reaper removes it (other tests' agents share this
     // engine, and any agent's reaper may be first: the owner is gone either way).
     let _agent = engine.agent(&format!("listen: \"127.0.0.1:{}\"\n", agent.port));

@@ -9,6 +9,7 @@
 //! - [`format`](mod@format): the two asciicast versions and how times are written;
 //! - [`writer`]: [`Recorder`] then [`Recording`], the writer's phases as types;
 //! - [`reader`]: [`Reader`] for both versions;
+//! - [`utf8`]: terminal bytes to text, chunk by chunk ([`Utf8Carry`]);
 //! - [`error`]: what can fail.
 //!
 //! ```
@@ -64,7 +65,7 @@ pub mod format;
 pub mod header;
 mod line;
 pub mod reader;
-mod utf8;
+pub mod utf8;
 pub mod writer;
 
 pub use error::{Error, LineError, Stop};
@@ -72,4 +73,5 @@ pub use event::{Event, EventKind};
 pub use format::{EXIT_MARKER_PREFIX, Format, INCOMPLETE_MARKER_PREFIX, TIME_UNIT};
 pub use header::{Header, METADATA_KEY, Metadata};
 pub use reader::Reader;
-pub use writer::{Recorder, Recording};
+pub use utf8::Utf8Carry;
+pub use writer::{Recorder, Recording, Truncate};

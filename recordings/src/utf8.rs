@@ -12,7 +12,7 @@
 /// Output and input are separate streams and need one carry each: a character split in the
 /// output must not be completed by the user's next keystroke.
 #[derive(Debug, Default)]
-pub(crate) struct Utf8Carry {
+pub struct Utf8Carry {
     /// The start of a character whose remaining bytes have not arrived yet.
     tail: [u8; 3],
     tail_len: usize,
@@ -27,7 +27,7 @@ impl Utf8Carry {
     /// The returned text may be empty (the chunk only started a character). When the carried
     /// tail is empty and the chunk is valid UTF-8 up to a possible incomplete end, the text
     /// borrows the chunk: the common case copies nothing.
-    pub(crate) fn decode<'a>(&'a mut self, chunk: &'a [u8]) -> &'a str {
+    pub fn decode<'a>(&'a mut self, chunk: &'a [u8]) -> &'a str {
         let Utf8Carry {
             tail,
             tail_len,
@@ -63,7 +63,7 @@ impl Utf8Carry {
 
     /// Ends the stream: an incomplete character still carried becomes one U+FFFD, as
     /// [`String::from_utf8_lossy`] does for input that ends mid-character.
-    pub(crate) fn finish(&mut self) -> Option<&'static str> {
+    pub fn finish(&mut self) -> Option<&'static str> {
         let pending = self.tail_len > 0;
         self.tail_len = 0;
         pending.then_some("\u{FFFD}")

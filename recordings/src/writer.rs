@@ -5,10 +5,16 @@
 //!
 //! Every event is one complete line handed to the writer in one piece and flushed at once, so a
 //! crash loses at most the event being written, and a file cut short stays readable up to its
-//! last complete line. Nothing here panics: a failed write or a write past the byte limit stops
-//! the recording, and from then on writes return an error ([`Error::WriteAfterStop`]).
+//! last complete line. A recorder that keeps up with a fast stream can batch instead
+//! ([`Recorder::batched`]): lines wait in memory until [`Recording::flush`] (or until a batch is
+//! full) and go to the writer in one write, still whole lines only. Nothing here panics: a failed
+//! write or a write past the byte limit stops the recording, and from then on writes return an
+//! error ([`Error::WriteAfterStop`]). A writer that can be cut back ([`Truncate`], such as a
+//! file) lets [`Recording::end_incomplete_repairing`] mark the end even after a write left half
+//! a line behind, or the disk is full.
 
-use std::io::{self, Write};
+use std::collections::VecDeque;
+use std::io::{self, Seek, Write};
 use std::time::Duration;
 
 use crate::error::{Error, Stop};
@@ -24,6 +30,32 @@ pub struct Recorder<W> {
     format: Format,
     out: W,
     byte_limit: Option<u64>,
+    batch: usize,
+}
+
+/// How many of the last lines' positions a recording remembers, so that a repair can take
+/// back that many events to make room for its marker on a full disk.
+const REMEMBERED_LINES: usize = 8;
+
+/// A writer whose end can be cut back: what [`Recording::end_incomplete_repairing`] needs to
+/// remove half a line or make room for its marker.
+pub trait Truncate {
+    /// Cuts the data back to `len` bytes; the next write goes at the new end.
+    fn truncate_to(&mut self, len: u64) -> io::Result<()>;
+}
+
+impl Truncate for std::fs::File {
+    fn truncate_to(&mut self, len: u64) -> io::Result<()> {
+        self.set_len(len)?;
+        self.seek(io::SeekFrom::Start(len)).map(drop)
+    }
+}
+
+impl Truncate for Vec<u8> {
+    fn truncate_to(&mut self, len: u64) -> io::Result<()> {
+        self.truncate(usize::try_from(len).unwrap_or(usize::MAX));
+        Ok(())
+    }
 }
 
 impl<W: Write> Recorder<W> {
@@ -36,7 +68,17 @@ impl<W: Write> Recorder<W> {
             format,
             out,
             byte_limit: None,
+            batch: 0,
         }
+    }
+
+    /// Batches lines: they wait in memory until [`Recording::flush`], or until `bytes` of them
+    /// wait, then go to the writer in one write (and one flush). For a recorder that drains a
+    /// queue of events: flushing whenever the queue is empty keeps the file as current as the
+    /// queue, while a burst costs one write per batch instead of one per event.
+    pub fn batched(mut self, bytes: usize) -> Self {
+        self.batch = bytes;
+        self
     }
 
     /// Limits the recording to `limit` bytes, header included. An event that would exceed it is
@@ -56,11 +98,17 @@ impl<W: Write> Recorder<W> {
             .write_all(&line)
             .and_then(|()| self.out.flush())
             .map_err(Error::WriteHeader)?;
+        let header_len = line.len() as u64;
         Ok(Recording {
             format: self.format,
             out: self.out,
             byte_limit: self.byte_limit,
-            bytes_written: line.len() as u64,
+            bytes_written: header_len,
+            whole: header_len,
+            starts: VecDeque::with_capacity(REMEMBERED_LINES),
+            pending: Vec::with_capacity(self.batch),
+            pending_ends: Vec::new(),
+            batch: self.batch,
             line,
             last_time: 0,
             output: Utf8Carry::default(),
@@ -81,7 +129,18 @@ pub struct Recording<W> {
     format: Format,
     out: W,
     byte_limit: Option<u64>,
+    /// Bytes accepted (handed to the writer, or batched), header included.
     bytes_written: u64,
+    /// Bytes of whole lines the writer has, header included.
+    whole: u64,
+    /// Where the last few lines the writer has start.
+    starts: VecDeque<u64>,
+    /// Lines accepted and not yet handed to the writer (batching only).
+    pending: Vec<u8>,
+    /// Where each line in `pending` ends.
+    pending_ends: Vec<usize>,
+    /// Hand `pending` over once it holds this many bytes; 0: every line at once.
+    batch: usize,
     /// The line being written, reused for every event.
     line: Vec<u8>,
     /// The rounded time of the last event written, in [`format::TIME_UNIT`]s.
@@ -142,9 +201,21 @@ impl<W: Write> Recording<W> {
         self.write_text(Stream::Input, time, data)
     }
 
-    /// Bytes handed to the writer so far, header included.
+    /// Bytes accepted so far (handed to the writer, or waiting in a batch), header included.
     pub fn bytes_written(&self) -> u64 {
         self.bytes_written
+    }
+
+    /// Hands any batched lines to the writer in one write, and flushes it. Without batching
+    /// there is never anything waiting.
+    pub fn flush(&mut self) -> Result<(), Error> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        if let Some(stop) = self.stopped {
+            return Err(Error::WriteAfterStop(stop));
+        }
+        self.hand_over()
     }
 
     /// Why the recording stopped, if it did.
@@ -157,6 +228,12 @@ impl<W: Write> Recording<W> {
         &self.out
     }
 
+    /// The writer, e.g. to take the lines written to a buffer. Taking bytes from it is fine;
+    /// the recording does not look at what it wrote.
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.out
+    }
+
     /// The format being written.
     pub fn format(&self) -> Format {
         self.format
@@ -167,6 +244,7 @@ impl<W: Write> Recording<W> {
     pub fn finish(mut self) -> Result<W, Error> {
         let time = format::from_units(self.last_time);
         self.flush_carries(time)?;
+        self.flush()?;
         self.out.flush().map_err(Error::Finish)?;
         Ok(self.out)
     }
@@ -190,12 +268,69 @@ impl<W: Write> Recording<W> {
         if let Some(stop) = self.stopped.filter(partial) {
             return Err(Error::WriteAfterStop(stop));
         }
+        self.write_marker_now(time, reason)?;
+        Ok(self.out)
+    }
+
+    /// [`Recording::end_incomplete`] for a writer that can be cut back: after a write that
+    /// left half a line behind, cuts the file back to its last whole line first; when the
+    /// marker does not fit (a full disk), takes back the last events one by one (up to
+    /// eight) until it does. The header is never taken back. Fails, with the file ending in
+    /// whole lines, if the marker cannot be written even so.
+    pub fn end_incomplete_repairing(mut self, time: Duration, reason: &str) -> Result<W, Error>
+    where
+        W: Truncate,
+    {
+        if matches!(
+            self.stopped,
+            Some(Stop::WriteFailed {
+                partial_line: true,
+                ..
+            })
+        ) {
+            self.out
+                .truncate_to(self.whole)
+                .map_err(Error::WriteEvent)?;
+            self.stopped = Some(Stop::WriteFailed {
+                kind: io::ErrorKind::Other,
+                partial_line: false,
+            });
+        }
+        loop {
+            match self.write_marker_now(time, reason) {
+                Ok(()) => return Ok(self.out),
+                Err(e) => {
+                    // Whatever the failed marker left behind goes, and the last event with it.
+                    let Some(start) = self.starts.pop_back() else {
+                        let _ = self.out.truncate_to(self.whole);
+                        return Err(e);
+                    };
+                    self.out.truncate_to(start).map_err(Error::WriteEvent)?;
+                    self.whole = start;
+                }
+            }
+        }
+    }
+
+    /// Writes the `incomplete` marker at once, past the byte limit and after a stop, after
+    /// any batched lines.
+    fn write_marker_now(&mut self, time: Duration, reason: &str) -> Result<(), Error> {
+        // Batched lines were accepted (a failed write leaves none): they go first.
+        if !self.pending.is_empty() {
+            self.hand_over()?;
+        }
         self.line.clear();
         let (time, field) = self.stamp(time);
         let label = [format::INCOMPLETE_MARKER_PREFIX, reason].concat();
         line::push_text(&mut self.line, field, line::MARKER, &label);
-        self.commit(time, false)?;
-        Ok(self.out)
+        self.pending_ends.clear();
+        std::mem::swap(&mut self.line, &mut self.pending);
+        self.pending_ends.push(self.pending.len());
+        let result = self.hand_over();
+        std::mem::swap(&mut self.line, &mut self.pending);
+        result?;
+        self.last_time = time;
+        Ok(())
     }
 
     fn write_text(&mut self, stream: Stream, time: Duration, data: &[u8]) -> Result<(), Error> {
@@ -250,8 +385,9 @@ impl<W: Write> Recording<W> {
         }
     }
 
-    /// Writes the line in `self.line` (an event at `time`) in one piece and flushes it; with
-    /// `limited`, only if it fits under the byte limit.
+    /// Accepts the line in `self.line` (an event at `time`): hands it to the writer in one
+    /// piece and flushes, or adds it to the batch; with `limited`, only if it fits under the
+    /// byte limit.
     fn commit(&mut self, time: u64, limited: bool) -> Result<(), Error> {
         let len = self.line.len() as u64;
         if let Some(limit) = self.byte_limit.filter(|_| limited)
@@ -261,13 +397,40 @@ impl<W: Write> Recording<W> {
             self.stopped = Some(Stop::ByteLimit { limit });
             return Err(Error::ByteLimit { limit });
         }
+        if self.batch > 0 {
+            self.pending.extend_from_slice(&self.line);
+            self.pending_ends.push(self.pending.len());
+            self.line.clear();
+            self.bytes_written += len;
+            self.last_time = time;
+            if self.pending.len() >= self.batch {
+                return self.hand_over();
+            }
+            return Ok(());
+        }
+        std::mem::swap(&mut self.line, &mut self.pending);
+        self.pending_ends.push(self.pending.len());
+        let result = self.hand_over();
+        std::mem::swap(&mut self.line, &mut self.pending);
+        self.bytes_written += len;
+        if result.is_ok() {
+            self.last_time = time;
+        }
+        result
+    }
+
+    /// Writes `pending` (whole lines) in one piece and flushes; on failure, stops the
+    /// recording, noting whether the writer may now end in part of a line.
+    fn hand_over(&mut self) -> Result<(), Error> {
         let mut done = 0;
+        let mut flushing = false;
         let result = loop {
-            match self.out.write(&self.line[done..]) {
+            match self.out.write(&self.pending[done..]) {
                 Ok(0) => break Err(io::Error::from(io::ErrorKind::WriteZero)),
                 Ok(n) => {
                     done += n;
-                    if done == self.line.len() {
+                    if done == self.pending.len() {
+                        flushing = true;
                         break self.out.flush();
                     }
                 }
@@ -275,16 +438,24 @@ impl<W: Write> Recording<W> {
                 Err(e) => break Err(e),
             }
         };
-        self.bytes_written += done as u64;
-        self.line.clear();
-        match result {
-            Ok(()) => {
-                self.last_time = time;
-                Ok(())
+        // Remember where the lines now with the writer start, and how far they are whole.
+        let mut at = 0;
+        for &end in self.pending_ends.iter().take_while(|&&end| end <= done) {
+            if self.starts.len() == REMEMBERED_LINES {
+                self.starts.pop_front();
             }
+            self.starts.push_back(self.whole + at as u64);
+            at = end;
+        }
+        self.whole += at as u64;
+        self.pending.clear();
+        self.pending_ends.clear();
+        match result {
+            Ok(()) => Ok(()),
             Err(e) => {
-                // A failed flush may leave any part of the line behind in a buffered writer.
-                let partial_line = done > 0;
+                // A write that stopped mid-line leaves part of it behind; a failed flush may
+                // leave any part of the lines behind in a buffered writer.
+                let partial_line = done > 0 && (flushing || at != done);
                 self.stopped = Some(Stop::WriteFailed {
                     kind: e.kind(),
                     partial_line,

@@ -229,3 +229,151 @@ fn an_event_is_on_disk_as_soon_as_it_is_written() {
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].kind, EventKind::Output("seen".into()));
 }
+
+/// A disk of `capacity` bytes holding one file: writes past it are cut short, then fail.
+#[derive(Debug)]
+struct Disk {
+    data: Vec<u8>,
+    capacity: usize,
+    writes: usize,
+}
+
+impl Disk {
+    fn new(capacity: usize) -> Self {
+        Disk {
+            data: Vec::new(),
+            capacity,
+            writes: 0,
+        }
+    }
+}
+
+impl Write for Disk {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let room = self.capacity - self.data.len();
+        if room == 0 {
+            return Err(io::Error::new(io::ErrorKind::StorageFull, "disk full"));
+        }
+        let n = room.min(buf.len());
+        self.data.extend_from_slice(&buf[..n]);
+        self.writes += 1;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl kdbg_recordings::Truncate for Disk {
+    fn truncate_to(&mut self, len: u64) -> io::Result<()> {
+        self.data.truncate(len as usize);
+        Ok(())
+    }
+}
+
+#[test]
+fn a_full_disk_cuts_back_to_whole_lines_and_makes_room_for_the_incomplete_marker() {
+    let header = header_len(Format::V2);
+    let line = b"[0.001000, \"o\", \"0123456789\"]\n".len();
+    // Room for the header, three lines and half of a fourth.
+    let mut recording = Recorder::new(Format::V2, Disk::new(header + 3 * line + line / 2))
+        .start(&Header::new(80, 24))
+        .unwrap();
+    for i in 1..=3 {
+        recording.write_output(ms(i), b"0123456789").unwrap();
+    }
+    let full = recording.write_output(ms(4), b"0123456789");
+    assert!(matches!(full, Err(Error::WriteEvent(_))), "{full:?}");
+    assert!(matches!(
+        recording.stopped(),
+        Some(Stop::WriteFailed {
+            partial_line: true,
+            ..
+        })
+    ));
+
+    let disk = recording
+        .end_incomplete_repairing(ms(5), "disk full")
+        .unwrap();
+    let (reader, events) = read_all(&disk.data);
+    assert!(!reader.is_truncated(), "the half line is gone");
+    let kinds: Vec<EventKind> = events.into_iter().map(|e| e.kind).collect();
+    // The marker did not fit after three lines: the third made room for it.
+    assert_eq!(
+        kinds,
+        [
+            EventKind::Output("0123456789".into()),
+            EventKind::Output("0123456789".into()),
+            EventKind::Marker("incomplete: disk full".into()),
+        ]
+    );
+}
+
+#[test]
+fn a_repair_never_takes_back_the_header() {
+    let header = header_len(Format::V3);
+    let mut recording = Recorder::new(Format::V3, Disk::new(header + 5))
+        .start(&Header::new(80, 24))
+        .unwrap();
+    recording.write_output(ms(1), b"hello").unwrap_err();
+    let failed = recording.end_incomplete_repairing(ms(2), "disk full");
+    assert!(failed.is_err());
+}
+
+#[test]
+fn batched_lines_reach_the_writer_in_one_write_when_flushed_or_when_the_batch_fills() {
+    let line = b"[0.001000, \"o\", \"0123456789\"]\n".len();
+    let mut recording = Recorder::new(Format::V2, Calls::default())
+        .batched(3 * line)
+        .start(&Header::new(80, 24))
+        .unwrap();
+    recording.write_output(ms(1), b"0123456789").unwrap();
+    recording.write_output(ms(1), b"0123456789").unwrap();
+    assert_eq!(
+        recording.get_ref().writes.len(),
+        1,
+        "only the header so far"
+    );
+    recording.flush().unwrap();
+    assert_eq!(recording.get_ref().writes.len(), 2);
+    assert_eq!(recording.get_ref().writes[1].len(), 2 * line);
+    for _ in 0..3 {
+        recording.write_output(ms(1), b"0123456789").unwrap();
+    }
+    assert_eq!(
+        recording.get_ref().writes.len(),
+        3,
+        "a full batch goes at once"
+    );
+    recording.write_output(ms(2), b"last").unwrap();
+    let calls = recording.finish().unwrap();
+    assert_eq!(calls.writes.len(), 4, "finishing hands over the rest");
+    let file: Vec<u8> = calls.writes.concat();
+    let (reader, events) = read_all(&file);
+    assert!(!reader.is_truncated());
+    assert_eq!(events.len(), 6);
+}
+
+#[test]
+fn a_batched_recording_past_its_limit_keeps_what_it_accepted_before_the_marker() {
+    let header = header_len(Format::V2) as u64;
+    let line = b"[0.001000, \"o\", \"0123456789\"]\n".len() as u64;
+    let mut recording = Recorder::new(Format::V2, Vec::new())
+        .batched(1 << 16)
+        .with_byte_limit(header + 2 * line)
+        .start(&Header::new(80, 24))
+        .unwrap();
+    recording.write_output(ms(1), b"0123456789").unwrap();
+    recording.write_output(ms(1), b"0123456789").unwrap();
+    recording.write_output(ms(1), b"0123456789").unwrap_err();
+    let file = recording
+        .end_incomplete_repairing(ms(2), "byte limit reached")
+        .unwrap();
+    let (_, events) = read_all(&file);
+    assert_eq!(events.len(), 3);
+    assert_eq!(
+        events[2].kind,
+        EventKind::Marker("incomplete: byte limit reached".into())
+    );
+}

@@ -132,8 +132,30 @@ impl Observer {
     /// Cancel-safe: an event is taken only when this resolves.
     pub async fn recv(&mut self) -> Option<Event> {
         let event = self.rx.recv().await?;
+        Some(self.taken(event))
+    }
+
+    /// The next event, waiting on this thread (for an observer on a thread of its own, such
+    /// as a recorder writing files). Not for use inside an async runtime.
+    pub fn blocking_recv(&mut self) -> Option<Event> {
+        let event = self.rx.blocking_recv()?;
+        Some(self.taken(event))
+    }
+
+    /// The next event if one is queued; `Ok(None)` when none is, `Err(())` once the stream
+    /// has ended.
+    #[allow(clippy::result_unit_err)]
+    pub fn try_recv(&mut self) -> Result<Option<Event>, ()> {
+        match self.rx.try_recv() {
+            Ok(event) => Ok(Some(self.taken(event))),
+            Err(mpsc::error::TryRecvError::Empty) => Ok(None),
+            Err(mpsc::error::TryRecvError::Disconnected) => Err(()),
+        }
+    }
+
+    fn taken(&self, event: Event) -> Event {
         self.queued.fetch_sub(event.kind.cost(), Ordering::Relaxed);
-        Some(event)
+        event
     }
 }
 

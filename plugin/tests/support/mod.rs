@@ -4,6 +4,7 @@
 
 pub mod apiserver;
 pub mod engine;
+pub mod tmux;
 pub mod token;
 
 use std::io::Write;
@@ -459,50 +460,23 @@ pub fn assert_removed_soon(leftovers: impl Fn() -> Vec<String>) {
 /// debug container and then `echo EXIT=$?`. Checks the prompt, that stdin is a terminal whose
 /// size follows a resize to 120x40, and that `exit 3` ends the session with code 3.
 pub fn pty_session(tag: &str, command: &str) {
-    let socket = format!("kdbg-{tag}-{}", std::process::id());
-    let tmux = |args: &[&str]| {
-        Command::new("tmux")
-            .arg("-L")
-            .arg(&socket)
-            .args(args)
-            .output()
-            .expect("tmux")
-    };
-    let command = format!("{command}; echo EXIT=$?; sleep 30");
-    tmux(&[
-        "new-session",
-        "-d",
-        "-s",
+    let tmux = tmux::Tmux::new(tag);
+    tmux.start(
         "e2e",
-        "-x",
-        "100",
-        "-y",
-        "30",
-        &command,
-    ]);
-    let screen = || text(&tmux(&["capture-pane", "-t", "e2e", "-p"]).stdout);
-    let wait_for = |needle: &str| {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let s = screen();
-            if s.contains(needle) {
-                return s;
-            }
-            assert!(Instant::now() < deadline, "never saw {needle:?} on:\n{s}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    };
-    wait_for("/ #");
-    tmux(&["send-keys", "-t", "e2e", "stty size; tty", "Enter"]);
-    wait_for("30 100");
-    wait_for("/dev/pts/");
-    tmux(&["resize-window", "-t", "e2e", "-x", "120", "-y", "40"]);
+        100,
+        30,
+        &format!("{command}; echo EXIT=$?; sleep 30"),
+    );
+    tmux.wait_for("e2e", "/ #");
+    tmux.line("e2e", "stty size; tty");
+    tmux.wait_for("e2e", "30 100");
+    tmux.wait_for("e2e", "/dev/pts/");
+    tmux.resize("e2e", 120, 40);
     std::thread::sleep(Duration::from_millis(300));
-    tmux(&["send-keys", "-t", "e2e", "stty size", "Enter"]);
-    wait_for("40 120");
-    tmux(&["send-keys", "-t", "e2e", "exit 3", "Enter"]);
-    wait_for("EXIT=3");
-    tmux(&["kill-server"]);
+    tmux.line("e2e", "stty size");
+    tmux.wait_for("e2e", "40 120");
+    tmux.line("e2e", "exit 3");
+    tmux.wait_for("e2e", "EXIT=3");
 }
 
 /// Waits (at most 20 s) until `leftovers` finds a debug container, and returns its ID.

@@ -11,6 +11,11 @@ use serde::Deserialize;
 use crate::duration::GoDuration;
 
 pub use kdbg_api::DEFAULT_PORT;
+
+mod recordings;
+
+pub use recordings::{RecordingFormat, RecordingMode, Recordings, Retention};
+
 /// The debug image when neither the request nor the configuration names one.
 pub const DEFAULT_IMAGE: &str = "nicolaka/netshoot:latest";
 /// The command when neither the request nor the configuration names one.
@@ -33,6 +38,9 @@ pub struct Config {
     /// When sessions and debug containers end.
     #[serde(default)]
     pub lifecycle: Lifecycle,
+    /// Whether and how sessions are recorded.
+    #[serde(default)]
+    pub recordings: Recordings,
 }
 
 /// `lifecycle:`: when sessions end and debug containers are removed. Durations are written

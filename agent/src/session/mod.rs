@@ -7,22 +7,26 @@
 //! or it was idle too long), the process gets SIGTERM, then SIGKILL after
 //! `lifecycle.stopGrace`. A container is removed when its last session ends, unless retained.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+mod live;
+mod run;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use kdbg_api::DebugRequest;
-use kdbg_relay::session::{ExitFuture, ServerIo};
-use kdbg_relay::{Config as RelayConfig, ExitStatus, Protocol, ServerEnd, Tap, WebSocketStream};
+use kdbg_recordings::{Header, Metadata};
 use kdbg_runtimes::{
     ContainerState, DebugSpec, Error, ProcessSpec, Runtime, Stdio, TargetRef, label,
 };
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
+use crate::recordings::Opened;
 use crate::server::Agent;
+
+pub use live::{Entry, Live, NoScreen};
+pub use run::run;
 
 /// SIGTERM.
 const SIGTERM: i32 = 15;
@@ -42,67 +46,6 @@ pub fn new_session_id() -> String {
     format!("{:x}{:04x}", now.as_millis(), n & 0xffff)
 }
 
-/// The containers this agent has sessions in, with those sessions.
-#[derive(Debug, Clone, Default)]
-pub struct Live(Arc<Mutex<HashMap<String, LiveContainer>>>);
-
-#[derive(Debug)]
-struct LiveContainer {
-    retain: bool,
-    /// Session ID -> user.
-    sessions: BTreeMap<String, String>,
-}
-
-impl Live {
-    fn add(&self, id: &str, retain: bool, session: &str, user: &str) {
-        self.lock()
-            .entry(id.to_owned())
-            .or_insert_with(|| LiveContainer {
-                retain,
-                sessions: BTreeMap::new(),
-            })
-            .sessions
-            .insert(session.to_owned(), user.to_owned());
-    }
-
-    /// Ends a session; returns how many sessions its container still has.
-    fn remove(&self, id: &str, session: &str) -> usize {
-        let mut live = self.lock();
-        let Some(container) = live.get_mut(id) else {
-            return 0;
-        };
-        container.sessions.remove(session);
-        let left = container.sessions.len();
-        if left == 0 {
-            live.remove(id);
-        }
-        left
-    }
-
-    /// The sessions attached to container `id`.
-    pub fn sessions(&self, id: &str) -> Vec<String> {
-        self.lock()
-            .get(id)
-            .map(|c| c.sessions.keys().cloned().collect())
-            .unwrap_or_default()
-    }
-
-    /// The containers with sessions that are not retained.
-    pub fn unretained(&self) -> Vec<String> {
-        self.lock()
-            .iter()
-            .filter(|(_, c)| !c.retain)
-            .map(|(id, _)| id.clone())
-            .collect()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, LiveContainer>> {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
-
 /// Why a session could not be prepared: an HTTP status and what to tell the user.
 #[derive(Debug)]
 pub struct Refusal {
@@ -113,7 +56,8 @@ pub struct Refusal {
 }
 
 impl Refusal {
-    fn new(code: u16, message: impl Into<String>) -> Refusal {
+    /// A refusal with `code` and `message`.
+    pub fn new(code: u16, message: impl Into<String>) -> Refusal {
         Refusal {
             code,
             message: message.into(),
@@ -149,6 +93,12 @@ pub struct Prepared {
     /// The process's runtime ID.
     process: String,
     stdio: Option<Stdio>,
+    /// Whether the session has a terminal.
+    tty: bool,
+    /// The recording's file, if the session is recorded.
+    recording: Option<Opened>,
+    /// Who debugs what: for the recording and the live view.
+    header: Header,
     /// Things to tell the user.
     pub warnings: Vec<String>,
     armed: bool,
@@ -158,6 +108,11 @@ impl Prepared {
     /// The container's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Whether the agent records the session.
+    pub fn recorded(&self) -> bool {
+        self.recording.is_some()
     }
 
     /// Ends the session: stops its process unless it ended, and removes the container when
@@ -323,26 +278,53 @@ pub async fn prepare(
         stderr: request.stderr && !request.tty,
         grace: agent.lifecycle.stop_grace.0,
     };
-    let (container, name, retain, target, warnings) = match &request.container {
-        None => create(agent, request, session).await?,
+    let (found, recording) = match &request.container {
+        None => {
+            let target = request.target.clone().ok_or_else(|| {
+                Refusal::new(
+                    400,
+                    "query parameter target is required for a new debug container",
+                )
+            })?;
+            // The recording's file first: a session that must be recorded and cannot be is
+            // refused before anything is created.
+            let recording = agent
+                .recordings
+                .open(request, &target, session, &agent.node)?;
+            (create(agent, request, target, session).await?, recording)
+        }
         Some(name) => {
             let found = reopen(agent, request, name).await?;
-            (found.0, name.clone(), true, found.1, Vec::new())
+            let recording = agent
+                .recordings
+                .open(request, &found.target, session, &agent.node)?;
+            (found, recording)
         }
     };
-    agent
-        .live
-        .add(&container, retain, session, user_of(request));
+    agent.live.add(
+        &Entry {
+            id: &found.id,
+            name: &found.name,
+            retain: found.retain,
+            namespace: request.pod_namespace.as_deref(),
+            pod: request.pod_name.as_deref(),
+        },
+        session,
+    );
+    let header = header(agent, request, &found, session, &process.command);
     let mut prepared = Prepared {
         agent: agent.clone(),
-        container,
-        name,
-        retain,
-        target,
+        container: found.id,
+        name: found.name,
+        retain: found.retain,
+        target: found.target,
         session: session.to_owned(),
         process: String::new(),
         stdio: None,
-        warnings,
+        tty: request.tty,
+        recording,
+        header,
+        warnings: found.warnings,
         armed: false,
     };
     match agent.runtime.exec(&prepared.container, &process).await {
@@ -360,20 +342,24 @@ pub async fn prepare(
     }
 }
 
-/// Creates and starts a new debug container for `request`; returns its ID, name, whether it
-/// is retained, its target and warnings.
+/// A session's debug container, new or found.
+struct Found {
+    id: String,
+    name: String,
+    retain: bool,
+    target: TargetRef,
+    image: String,
+    warnings: Vec<String>,
+}
+
+/// Creates and starts a new debug container for `request`.
 async fn create(
     agent: &Agent,
     request: &DebugRequest,
+    target: TargetRef,
     session: &str,
-) -> Result<(String, String, bool, TargetRef, Vec<String>), Refusal> {
+) -> Result<Found, Refusal> {
     let runtime = &agent.runtime;
-    let target = request.target.clone().ok_or_else(|| {
-        Refusal::new(
-            400,
-            "query parameter target is required for a new debug container",
-        )
-    })?;
     runtime.check_target(&target).await?;
     let image = request
         .image
@@ -407,22 +393,18 @@ async fn create(
         let _ = runtime.remove(&created.id).await;
         return Err(e.into());
     }
-    Ok((
-        created.id,
-        spec.name,
-        request.retain,
+    Ok(Found {
+        id: created.id,
+        name: spec.name,
+        retain: request.retain,
         target,
-        created.warnings,
-    ))
+        image,
+        warnings: created.warnings,
+    })
 }
 
-/// Finds retained debug container `name` for an `attach` and makes sure it runs; returns its
-/// ID and target.
-async fn reopen(
-    agent: &Agent,
-    request: &DebugRequest,
-    name: &str,
-) -> Result<(String, TargetRef), Refusal> {
+/// Finds retained debug container `name` for an `attach` and makes sure it runs.
+async fn reopen(agent: &Agent, request: &DebugRequest, name: &str) -> Result<Found, Refusal> {
     let runtime = &agent.runtime;
     let found = crate::containers::find(agent, name).await?;
     let labels = &found.labels;
@@ -482,167 +464,66 @@ async fn reopen(
         }
         runtime.start(&found.id).await?;
     }
-    Ok((found.id, target))
+    Ok(Found {
+        image: labels
+            .get(label::IMAGE)
+            .cloned()
+            .unwrap_or_else(|| found.image.clone()),
+        id: found.id,
+        name: name.to_owned(),
+        retain: true,
+        target,
+        warnings: Vec::new(),
+    })
 }
 
-/// Relays the prepared session over `ws` until its process ends or the client leaves, then
-/// ends it. `shutdown` ends the session early with a status that says the agent is stopping;
-/// `tap` shows the session to observers.
-pub async fn run<S>(
-    mut prepared: Prepared,
-    ws: WebSocketStream<S>,
-    protocol: Protocol,
-    tap: Option<Tap>,
-) where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let agent = prepared.agent.clone();
-    let stdio = prepared.stdio.take().unwrap_or_default();
-    let process_ended = Arc::new(AtomicBool::new(false));
-    let exit: ExitFuture = {
-        let (agent, ended) = (agent.clone(), process_ended.clone());
-        let (id, name, process, target) = (
-            prepared.container.clone(),
-            prepared.name.clone(),
-            prepared.process.clone(),
-            prepared.target.clone(),
-        );
-        Box::pin(async move {
-            tokio::select! {
-                biased;
-                () = agent.shutdown.cancelled() => ExitStatus::Failure {
-                    reason: "ServiceUnavailable".into(),
-                    message: "the kubectl-debug agent on this node is shutting down; the session ended".into(),
-                },
-                code = agent.runtime.wait(&id, &process) => {
-                    ended.store(true, Ordering::Release);
-                    exit_status(&agent, &id, &name, &target, code).await
-                }
-            }
-        })
-    };
-    // Terminal sizes: only the latest matters, so a slow runtime call never queues them up.
-    let (size_tx, mut size_rx) = watch::channel(None);
-    let resizer = {
-        let runtime = agent.runtime.clone();
-        let (id, process) = (prepared.container.clone(), prepared.process.clone());
-        tokio::spawn(async move {
-            while size_rx.changed().await.is_ok() {
-                let Some(size) = *size_rx.borrow_and_update() else {
-                    continue;
-                };
-                if let Err(e) = runtime.resize(&id, &process, size).await {
-                    debug!(error = %crate::chain(&e), "resizing terminal");
-                }
-            }
-        })
-    };
-    let io = ServerIo {
-        stdin: stdio.stdin,
-        stdout: stdio.stdout,
-        stderr: stdio.stderr,
-        on_resize: Some(Box::new(move |size| {
-            size_tx.send_replace(Some(size));
-        })),
-        exit,
-        tap,
-    };
-    let lifecycle = &agent.lifecycle;
-    let config = RelayConfig {
-        peer_timeout: lifecycle.peer_timeout.0,
-        idle_timeout: (!lifecycle.idle_timeout.0.is_zero()).then_some(lifecycle.idle_timeout.0),
-        ..RelayConfig::default()
-    };
-    match kdbg_relay::serve(ws, protocol, io, &config).await {
-        Ok(done) => match done.outcome {
-            ServerEnd::Completed(status) => info!(?status, "debug session completed"),
-            ServerEnd::ClientLeft => info!("client left; ending the debug session"),
-            ServerEnd::Idle => info!("debug session idle too long; ended"),
-        },
-        Err(e) => warn!(error = %crate::chain(&e), "debug session failed"),
-    }
-    resizer.abort();
-    prepared.finish(process_ended.load(Ordering::Acquire)).await;
-}
-
-/// How a session's process ended, as the user should hear it: its exit code, and when its
-/// container was killed or its target went away, what happened.
-async fn exit_status(
+/// The header of the session's recording and live view: who debugs what, where.
+fn header(
     agent: &Agent,
-    id: &str,
-    name: &str,
-    target: &TargetRef,
-    code: Result<i64, Error>,
-) -> ExitStatus {
-    let code = match code {
-        Ok(code) => code,
-        Err(e) => {
-            return ExitStatus::Failure {
-                reason: "InternalError".into(),
-                message: crate::chain(&e),
-            };
-        }
-    };
-    let byte = u8::try_from(code).unwrap_or(255);
-    if (0..128).contains(&code) {
-        return ExitStatus::Code(byte);
-    }
-    // Killed by a signal: the user's doing, or its container's end?
-    let ended = |reason: &str, message: String| ExitStatus::Ended {
-        code: byte,
-        reason: reason.into(),
-        message,
-    };
-    // The runtime may not have seen the container's end yet when its process's end is known.
-    let mut inspected = agent.runtime.inspect(id).await;
-    for _ in 0..5 {
-        if !matches!(&inspected, Ok(c) if c.state == ContainerState::Running) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        inspected = agent.runtime.inspect(id).await;
-    }
-    if let Ok(c) = &inspected
-        && let ContainerState::Exited {
-            oom_killed: true, ..
-        } = c.state
-    {
-        return ended(
-            "Killed",
-            format!("debug container {name} was killed (OOMKilled): it ran out of memory"),
-        );
-    }
-    match agent.runtime.check_target(target).await {
-        Err(Error::TargetNotFound { .. }) => {
-            return ended(
-                "TargetGone",
-                format!(
-                    "target container {target} is gone (its pod was deleted, or the container restarted): the debug session ended"
-                ),
-            );
-        }
-        Err(Error::TargetNotRunning { state, .. }) => {
-            return ended(
-                "TargetGone",
-                format!(
-                    "target container {target} is {state} (it crashed or was stopped): the debug session ended"
-                ),
-            );
-        }
-        _ => {}
-    }
-    match inspected {
-        Ok(c) if c.state == ContainerState::Running => ExitStatus::Code(byte),
-        Err(Error::ContainerNotFound { .. }) => ended(
-            "Removed",
-            format!(
-                "debug container {name} was removed (kubectl-debug rm, or its retention ran out)"
-            ),
+    request: &DebugRequest,
+    found: &Found,
+    session: &str,
+    command: &[String],
+) -> Header {
+    let metadata = Metadata {
+        pod: request.pod_name.clone(),
+        namespace: request.pod_namespace.clone(),
+        target: Some(
+            request
+                .pod_container
+                .clone()
+                .unwrap_or_else(|| found.target.to_string()),
         ),
-        _ => ended(
-            "Killed",
-            format!("debug container {name} was killed (exit code {code})"),
+        image: Some(found.image.clone()),
+        user: Some(user_of(request).to_owned()),
+        session_id: Some(session.to_owned()),
+        node: Some(agent.node.clone()),
+    };
+    let mut env = BTreeMap::new();
+    if request.tty {
+        env.insert("TERM".to_owned(), "xterm".to_owned());
+    }
+    if let Some(shell) = command.first().filter(|c| c.ends_with("sh")) {
+        env.insert("SHELL".to_owned(), shell.clone());
+    }
+    Header {
+        timestamp: Some(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs(),
         ),
+        command: Some(command.join(" ")),
+        title: metadata.title().or_else(|| {
+            Some(format!(
+                "{} by {}",
+                metadata.target.as_deref().unwrap_or("?"),
+                user_of(request)
+            ))
+        }),
+        env,
+        metadata,
+        ..Header::new(0, 0)
     }
 }
 

@@ -26,7 +26,9 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::config::{Defaults, Lifecycle};
-use crate::{containers, session};
+use crate::{containers, recordings, session};
+
+mod views;
 
 /// Everything the endpoints share.
 pub struct Agent {
@@ -48,6 +50,10 @@ pub struct Agent {
     pub live: session::Live,
     /// When the reaper first saw each orphaned container.
     pub orphans: containers::Orphans,
+    /// The node's recordings.
+    pub recordings: recordings::Recordings,
+    /// The node's name.
+    pub node: String,
 }
 
 impl Agent {
@@ -88,11 +94,17 @@ impl Agent {
         }
     }
 
-    /// Runs the reaper now, then every `lifecycle.reapInterval` until shutdown.
+    /// Runs the reaper (and the recordings' retention) now, then every
+    /// `lifecycle.reapInterval` until shutdown.
     pub async fn reap_periodically(self: Arc<Self>) {
         let every = self.lifecycle.reap_interval.0.max(Duration::from_secs(1));
         loop {
             containers::reap(&self).await;
+            if self.recordings.config().mode != crate::config::RecordingMode::Off {
+                let agent = self.clone();
+                let _ =
+                    tokio::task::spawn_blocking(move || agent.recordings.enforce_retention()).await;
+            }
             tokio::select! {
                 () = tokio::time::sleep(every) => {}
                 () = self.shutdown.cancelled() => return,
@@ -150,6 +162,14 @@ impl Agent {
             (&Method::GET, path::CONTAINERS, _) => self.containers(&query).await,
             (&Method::DELETE, _, Some(name)) => self.remove(&name, &query).await,
             (&Method::GET, path::PULL, _) => self.pull(&query).await,
+            (&Method::GET, path::RECORDINGS, _) => self.recordings(&query).await,
+            (&Method::GET, path::WATCH, _) => self.watch(req, peer),
+            (&Method::GET, wanted, _) if path::recording_session(wanted).is_some() => {
+                let session = path::recording_session(wanted)
+                    .unwrap_or_default()
+                    .to_owned();
+                self.recording(&session, &query).await
+            }
             (method, wanted, name) => {
                 let known = path::ENDPOINTS
                     .iter()
@@ -291,21 +311,18 @@ impl Agent {
             }
         };
         span.in_scope(|| info!(container = prepared.name(), "debug session started"));
-        let mut response = Response::new(full(Bytes::new()));
-        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let mut response = switching_protocols(&key, protocol.name());
         let headers = response.headers_mut();
-        headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        headers.insert(
-            header::SEC_WEBSOCKET_ACCEPT,
-            HeaderValue::from_str(&derive_accept_key(key.as_bytes())).expect("base64 is ASCII"),
-        );
-        headers.insert(
-            header::SEC_WEBSOCKET_PROTOCOL,
-            HeaderValue::from_static(protocol.name()),
-        );
         if let Ok(value) = HeaderValue::from_str(prepared.name()) {
             headers.insert(api_header::CONTAINER, value);
+        }
+        if let Ok(value) = HeaderValue::from_str(&id) {
+            headers.insert(api_header::SESSION, value);
+        }
+        if prepared.recorded()
+            && let Ok(value) = HeaderValue::from_str(&self.node)
+        {
+            headers.insert(api_header::RECORDING, value);
         }
         for warning in &prepared.warnings {
             if let Ok(value) = HeaderValue::from_str(warning) {
@@ -322,7 +339,7 @@ impl Agent {
                             Some(kdbg_relay::session::websocket_config()),
                         )
                         .await;
-                        session::run(prepared, ws, protocol, None).await;
+                        session::run(prepared, ws, protocol).await;
                     }
                     // Dropping `prepared` ends the session.
                     Err(e) => warn!(error = %e, "WebSocket upgrade failed"),
@@ -337,12 +354,15 @@ impl Agent {
 /// The body of every response: whole, or streamed (pull progress).
 pub type Body = BoxBody<Bytes, Infallible>;
 
-fn full(bytes: Bytes) -> Body {
+pub(crate) fn full(bytes: Bytes) -> Body {
     Full::new(bytes).boxed()
 }
 
-/// Checks an upgrade request; returns its key and the chosen subprotocol.
-fn websocket_handshake(req: &Request<Incoming>) -> Result<(String, Protocol), String> {
+/// Checks an upgrade request to `endpoint`; returns its key and the subprotocols offered.
+fn websocket_key<'a>(
+    req: &'a Request<Incoming>,
+    endpoint: &str,
+) -> Result<(String, impl Iterator<Item = &'a str>), String> {
     let headers = req.headers();
     let has_token = |name: header::HeaderName, token: &str| {
         headers.get_all(name).iter().any(|v| {
@@ -352,8 +372,7 @@ fn websocket_handshake(req: &Request<Incoming>) -> Result<(String, Protocol), St
     };
     if !has_token(header::UPGRADE, "websocket") || !has_token(header::CONNECTION, "upgrade") {
         return Err(format!(
-            "{} is a WebSocket endpoint: send Connection: Upgrade and Upgrade: websocket (e.g. use kubectl-debug)",
-            path::DEBUG
+            "{endpoint} is a WebSocket endpoint: send Connection: Upgrade and Upgrade: websocket (e.g. use kubectl-debug)"
         ));
     }
     if headers
@@ -371,6 +390,12 @@ fn websocket_handshake(req: &Request<Incoming>) -> Result<(String, Protocol), St
         .get_all(header::SEC_WEBSOCKET_PROTOCOL)
         .iter()
         .filter_map(|v| v.to_str().ok());
+    Ok((key, offered))
+}
+
+/// Checks a session's upgrade request; returns its key and the chosen subprotocol.
+fn websocket_handshake(req: &Request<Incoming>) -> Result<(String, Protocol), String> {
+    let (key, offered) = websocket_key(req, path::DEBUG)?;
     let protocol = Protocol::negotiate(offered).ok_or_else(|| {
         format!(
             "no supported subprotocol offered; offer {} in Sec-WebSocket-Protocol",
@@ -380,8 +405,26 @@ fn websocket_handshake(req: &Request<Incoming>) -> Result<(String, Protocol), St
     Ok((key, protocol))
 }
 
+/// The answer accepting an upgrade with `key`, speaking `protocol`.
+fn switching_protocols(key: &str, protocol: &'static str) -> Response<Body> {
+    let mut response = Response::new(full(Bytes::new()));
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(
+        header::SEC_WEBSOCKET_ACCEPT,
+        HeaderValue::from_str(&derive_accept_key(key.as_bytes())).expect("base64 is ASCII"),
+    );
+    headers.insert(
+        header::SEC_WEBSOCKET_PROTOCOL,
+        HeaderValue::from_static(protocol),
+    );
+    response
+}
+
 /// A refusal with its status and a `metav1.Status` body.
-fn refuse_with(refusal: session::Refusal) -> Response<Body> {
+pub(crate) fn refuse_with(refusal: session::Refusal) -> Response<Body> {
     let code = StatusCode::from_u16(refusal.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     refuse(code, &refusal.message)
 }
@@ -392,7 +435,7 @@ fn text(code: StatusCode, body: &'static str) -> Response<Body> {
     response
 }
 
-fn json(code: StatusCode, value: &impl serde::Serialize) -> Response<Body> {
+pub(crate) fn json(code: StatusCode, value: &impl serde::Serialize) -> Response<Body> {
     let body = serde_json::to_vec(value).expect("JSON values serialise");
     let mut response = Response::new(full(Bytes::from(body)));
     *response.status_mut() = code;

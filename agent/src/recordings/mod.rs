@@ -1,0 +1,199 @@
+//! Recording sessions on the node, where their users cannot switch it off (`recordings:` in
+//! the configuration).
+//!
+//! A session to record gets its file before its container is created
+//! (`<dir>/<namespace>/<pod>/<session>.cast`, `<dir>/local/<target>/...` without a pod; files
+//! 0600, directories 0700), so `mode: always` with a directory that cannot be written refuses
+//! the session before anything runs. Once the session runs, a recorder thread writes what the
+//! session's tap shows (see [`kdbg_api::record`]); whatever happens to the recording, the
+//! session goes on. [`store`] lists, finds and expires recordings.
+
+pub mod store;
+
+use std::collections::HashSet;
+use std::fs::{DirBuilder, File, OpenOptions};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use kdbg_api::DebugRequest;
+use kdbg_api::record::{self, RecordOptions};
+use kdbg_recordings::{Format, Header};
+use kdbg_relay::{ObserverOptions, Tap};
+use kdbg_runtimes::TargetRef;
+use tracing::{info, warn};
+
+use crate::config::{self, RecordingFormat, RecordingMode};
+use crate::session::Refusal;
+
+/// The file extension of recordings.
+pub const EXTENSION: &str = "cast";
+
+/// The node's recordings: the configuration, and which are being written now.
+#[derive(Debug, Default)]
+pub struct Recordings {
+    config: config::Recordings,
+    /// Files being written now.
+    live: Arc<Mutex<HashSet<PathBuf>>>,
+}
+
+/// A recording's file, opened before its session's container is created. Dropped unstarted
+/// (the session was refused after all), it removes the file.
+#[derive(Debug)]
+pub struct Opened {
+    file: Option<File>,
+    path: PathBuf,
+}
+
+impl Drop for Opened {
+    fn drop(&mut self) {
+        if self.file.is_some() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+impl Opened {
+    /// Where the recording goes.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Recordings {
+    /// The recordings `config` describes.
+    pub fn new(config: config::Recordings) -> Recordings {
+        Recordings {
+            config,
+            live: Arc::default(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &config::Recordings {
+        &self.config
+    }
+
+    /// Whether `request`'s session is recorded, and if so its file, opened. Refused when the
+    /// client asks for a recording the agent does not make, or a recording is required or
+    /// asked for and its file cannot be created.
+    pub fn open(
+        &self,
+        request: &DebugRequest,
+        target: &TargetRef,
+        session: &str,
+        node: &str,
+    ) -> Result<Option<Opened>, Refusal> {
+        match (self.config.mode, request.record) {
+            (RecordingMode::Off, false) | (RecordingMode::Optional, false) => return Ok(None),
+            (RecordingMode::Off, true) => {
+                return Err(Refusal::new(
+                    400,
+                    format!(
+                        "the kubectl-debug agent on node {node} does not record sessions (recordings.mode is off in its configuration); run without --record, or keep a copy on your machine with --record-local FILE"
+                    ),
+                ));
+            }
+            (RecordingMode::Always, _) | (RecordingMode::Optional, true) => {}
+        }
+        let dir = self.session_dir(request, target)?;
+        let path = dir.join(format!("{session}.{EXTENSION}"));
+        let created = DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .and_then(|()| {
+                OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&path)
+            });
+        let file = created.map_err(|e| {
+            let why = match self.config.mode {
+                RecordingMode::Always => "every session is recorded here (recordings.mode: always), so the session was refused before its container was created; the node's administrator must make the directory writable by the agent",
+                _ => "you asked for a recording (--record); run without --record, or ask the node's administrator to make the directory writable by the agent",
+            };
+            Refusal::new(
+                500,
+                format!(
+                    "cannot write the session's recording in {} on node {node}: {e}; {why}",
+                    self.config.dir.display()
+                ),
+            )
+        })?;
+        Ok(Some(Opened {
+            file: Some(file),
+            path,
+        }))
+    }
+
+    /// Starts recording into `opened` what `tap` shows; the recorder ends with the session.
+    pub fn start(&self, mut opened: Opened, tap: &Tap, header: Header, tty: bool) {
+        let Some(file) = opened.file.take() else {
+            return;
+        };
+        let observer = tap.subscribe(ObserverOptions {
+            input: self.config.input,
+            ..ObserverOptions::default()
+        });
+        let options = RecordOptions {
+            format: match self.config.format {
+                RecordingFormat::V2 => Format::V2,
+                RecordingFormat::V3 => Format::V3,
+            },
+            max_bytes: Some(self.config.max_bytes),
+            header,
+            tty,
+            path: opened.path.clone(),
+        };
+        let live = self.live.clone();
+        let path = opened.path.clone();
+        lock(&live).insert(path.clone());
+        let spawned = std::thread::Builder::new()
+            .name("kdbg-recorder".into())
+            .stack_size(256 << 10)
+            .spawn(move || {
+                let outcome = record::record(observer, file, &options);
+                lock(&live).remove(&path);
+                outcome
+            });
+        match spawned {
+            Ok(_) => info!(recording = %opened.path.display(), "recording the session"),
+            Err(e) => {
+                lock(&self.live).remove(&opened.path);
+                warn!(recording = %opened.path.display(), error = %e, "could not start the recorder; the session goes on unrecorded");
+            }
+        }
+    }
+
+    /// Whether `path` is being written now.
+    pub fn is_live(&self, path: &Path) -> bool {
+        lock(&self.live).contains(path)
+    }
+
+    /// `<dir>/<namespace>/<pod>`, or `<dir>/local/<target>`; refuses names that are not
+    /// Kubernetes names (they become directories).
+    fn session_dir(&self, request: &DebugRequest, target: &TargetRef) -> Result<PathBuf, Refusal> {
+        let dir = &self.config.dir;
+        match (&request.pod_namespace, &request.pod_name) {
+            (Some(namespace), Some(pod)) => {
+                for (what, name) in [("namespace", namespace), ("pod", pod)] {
+                    if !store::is_kubernetes_name(name) {
+                        return Err(Refusal::new(
+                            400,
+                            format!("pod {what} {name:?} is not a Kubernetes name"),
+                        ));
+                    }
+                }
+                Ok(dir.join(namespace).join(pod))
+            }
+            _ => Ok(dir.join(store::LOCAL).join(store::file_name_of(&target.id))),
+        }
+    }
+}
+
+fn lock(live: &Mutex<HashSet<PathBuf>>) -> std::sync::MutexGuard<'_, HashSet<PathBuf>> {
+    live.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}

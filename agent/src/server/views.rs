@@ -1,0 +1,212 @@
+//! The endpoints that look at sessions without taking part: recordings (list and fetch) and
+//! live views (watch).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use kdbg_api::{PodScope, RecordingList, WatchRequest, path};
+use kdbg_relay::WebSocketStream;
+use kdbg_relay::tungstenite::Message;
+use kdbg_relay::tungstenite::protocol::frame::coding::CloseCode;
+use kdbg_relay::tungstenite::protocol::{CloseFrame, Role};
+use tokio::sync::mpsc;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use super::{Agent, Body, json, refuse, switching_protocols, websocket_key};
+use crate::session::NoScreen;
+
+impl Agent {
+    /// The recordings in a scope, as a [`RecordingList`].
+    pub(super) async fn recordings(self: Arc<Self>, query: &str) -> Response<Body> {
+        let scope = match PodScope::from_query(query) {
+            Ok(scope) => scope,
+            Err(message) => return refuse(StatusCode::BAD_REQUEST, &message),
+        };
+        let agent = self.clone();
+        match tokio::task::spawn_blocking(move || agent.recordings.list(&scope)).await {
+            Ok(items) => json(StatusCode::OK, &RecordingList { items }),
+            Err(e) => refuse(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("listing recordings failed: {e}"),
+            ),
+        }
+    }
+
+    /// One recording, streamed as written (asciicast).
+    pub(super) async fn recording(self: Arc<Self>, session: &str, query: &str) -> Response<Body> {
+        let scope = match PodScope::from_query(query) {
+            Ok(scope) => scope,
+            Err(message) => return refuse(StatusCode::BAD_REQUEST, &message),
+        };
+        let (agent, wanted) = (self.clone(), session.to_owned());
+        let found = tokio::task::spawn_blocking(move || agent.recordings.find(&wanted, &scope))
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+        let path = match found {
+            Ok(path) => path,
+            Err(message) => return refuse(StatusCode::NOT_FOUND, &message),
+        };
+        let file = match tokio::fs::File::open(&path).await {
+            Ok(file) => file,
+            Err(e) => {
+                return refuse(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &format!("opening the recording of session {session}: {e}"),
+                );
+            }
+        };
+        let length = file.metadata().await.map(|m| m.len()).ok();
+        let frames = tokio_util::io::ReaderStream::new(file)
+            .map(|chunk| chunk.map(hyper::body::Frame::data));
+        let mut response = Response::new(BodyExt::boxed(StreamBody::new(frames.map(
+            |r: Result<hyper::body::Frame<Bytes>, std::io::Error>| {
+                // A read error cuts the body short; the client sees a truncated recording.
+                Ok::<_, std::convert::Infallible>(
+                    r.unwrap_or_else(|_| hyper::body::Frame::data(Bytes::new())),
+                )
+            },
+        ))));
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-asciicast"),
+        );
+        if let Some(length) = length {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+        }
+        response
+    }
+
+    /// A running session's live view, read-only: a WebSocket speaking
+    /// [`path::WATCH_PROTOCOL`].
+    pub(super) fn watch(self: Arc<Self>, req: Request<Incoming>, peer: &str) -> Response<Body> {
+        let request = match WatchRequest::from_query(req.uri().query().unwrap_or("")) {
+            Ok(request) => request,
+            Err(message) => return refuse(StatusCode::BAD_REQUEST, &message),
+        };
+        let key = match websocket_key(&req, path::WATCH) {
+            Ok((key, mut offered)) => {
+                let wanted = path::WATCH_PROTOCOL;
+                if !offered.any(|o| o.split(',').any(|p| p.trim() == wanted)) {
+                    return refuse(
+                        StatusCode::BAD_REQUEST,
+                        &format!("offer the subprotocol {wanted} in Sec-WebSocket-Protocol"),
+                    );
+                }
+                key
+            }
+            Err(message) => return refuse(StatusCode::BAD_REQUEST, &message),
+        };
+        let wanted = &request.session;
+        let in_pod = match (&request.scope.namespace, &request.scope.pod) {
+            (Some(ns), Some(pod)) => format!(" of pod {ns}/{pod}"),
+            _ => String::new(),
+        };
+        let (session, screen) = match self.live.screen(wanted, &request.scope) {
+            Ok(found) => found,
+            Err(NoScreen::NotFound) => {
+                return refuse(
+                    StatusCode::NOT_FOUND,
+                    &format!(
+                        "no running session or debug container {wanted:?}{in_pod} on node {}; kubectl-debug list shows the running ones",
+                        self.node
+                    ),
+                );
+            }
+            Err(NoScreen::NoTerminal) => {
+                return refuse(
+                    StatusCode::CONFLICT,
+                    &format!(
+                        "session {wanted:?} has no terminal (it was started with --tty=false): only terminal sessions can be watched"
+                    ),
+                );
+            }
+            Err(NoScreen::Ambiguous(sessions)) => {
+                return refuse(
+                    StatusCode::CONFLICT,
+                    &format!(
+                        "debug container {wanted:?} has {} sessions ({}): watch one of them by its ID",
+                        sessions.len(),
+                        sessions.join(", ")
+                    ),
+                );
+            }
+        };
+        let Some(lines) = screen.join() else {
+            return refuse(
+                StatusCode::NOT_FOUND,
+                &format!("session {session} has just ended"),
+            );
+        };
+        let span = info_span!("watch", session.id = %session, %peer);
+        span.in_scope(|| info!("watcher joined"));
+        self.tracker.spawn(
+            async move {
+                match hyper::upgrade::on(req).await {
+                    Ok(upgraded) => {
+                        let ws = WebSocketStream::from_raw_socket(
+                            TokioIo::new(upgraded),
+                            Role::Server,
+                            None,
+                        )
+                        .await;
+                        relay_view(ws, lines).await;
+                        info!("watcher left");
+                    }
+                    Err(e) => warn!(error = %e, "WebSocket upgrade failed"),
+                }
+            }
+            .instrument(span),
+        );
+        switching_protocols(&key, path::WATCH_PROTOCOL)
+    }
+}
+
+/// Sends the view's lines to the watcher until the session ends or the watcher leaves. What
+/// the watcher sends is read (to see it leave, and to answer pings) and dropped.
+async fn relay_view<S>(mut ws: WebSocketStream<S>, mut lines: mpsc::Receiver<String>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut told = false;
+    loop {
+        tokio::select! {
+            line = lines.recv() => match line {
+                Some(line) => {
+                    if ws.send(Message::text(line)).await.is_err() {
+                        return;
+                    }
+                }
+                None => {
+                    let close = CloseFrame {
+                        code: CloseCode::Normal,
+                        reason: "the session ended".into(),
+                    };
+                    let _ = ws.close(Some(close)).await;
+                    // Wait (bounded) for the watcher's close, so it sees ours.
+                    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+                        while let Some(Ok(_)) = ws.next().await {}
+                    })
+                    .await;
+                    return;
+                }
+            },
+            message = ws.next() => match message {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                Some(Ok(Message::Text(_) | Message::Binary(_))) => {
+                    if !told {
+                        debug!("a watcher sent input; watching is read-only, dropped");
+                        told = true;
+                    }
+                }
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! `kubectl-debug watch POD SESSION|NAME`: another user's running terminal session, read-only,
+//! from its current screen. The agent sends asciicast v3 lines (header, the screen, then live
+//! output); nothing typed here is sent: the keyboard only stops watching.
+
+use std::io::{IsTerminal, Write};
+
+use anyhow::{Context as _, bail};
+use futures_util::StreamExt;
+use kdbg_api::{PodScope, WatchRequest};
+use kdbg_relay::tungstenite::Message;
+use tokio::io::AsyncReadExt;
+
+use crate::cli::{Global, WatchArgs};
+use crate::pod;
+use crate::terminal;
+
+/// Keys that stop watching: Ctrl-C, Ctrl-D, Ctrl-] and q.
+const QUIT_KEYS: [u8; 4] = [0x03, 0x04, 0x1d, b'q'];
+
+/// Runs `watch`.
+pub async fn run(global: &Global, args: WatchArgs) -> anyhow::Result<()> {
+    let pod = pod::pod_name(&args.pod);
+    let (client, namespace) = pod::client(global).await?;
+    let (node, host_ip) = pod::node_of(client, &namespace, pod).await?;
+    let agent = pod::agent_of(global, &node, &host_ip);
+    let request = WatchRequest {
+        session: args.session.clone(),
+        scope: PodScope {
+            namespace: Some(namespace),
+            pod: Some(pod.to_owned()),
+        },
+    };
+    let mut ws = agent.watch(&request).await?;
+    let header = match ws.next().await {
+        Some(Ok(Message::Text(line))) => line,
+        Some(Ok(other)) => bail!("the agent sent {other:?} instead of the session's header"),
+        Some(Err(e)) => return Err(e).context("reading the session's header"),
+        None => bail!("the agent closed the live view before sending anything"),
+    };
+    let header = kdbg_recordings::Reader::new(header.as_bytes())
+        .context("reading the session's header")?
+        .header()
+        .clone();
+    let on_terminal = std::io::stdout().is_terminal() && terminal::stdin_is_terminal();
+    let title = header.title.clone().unwrap_or_else(|| args.session.clone());
+    eprintln!(
+        "Watching {title} ({}x{}), read-only. {}",
+        header.cols,
+        header.rows,
+        if on_terminal {
+            "Press q or Ctrl-C to stop."
+        } else {
+            ""
+        }
+    );
+    if on_terminal
+        && let Some(size) = terminal::size()
+        && (size.cols < header.cols || size.rows < header.rows)
+    {
+        eprintln!(
+            "Warning: this terminal is {}x{}, smaller than the session's: the view may be garbled; enlarge it.",
+            size.cols, size.rows
+        );
+    }
+    let _raw = if on_terminal {
+        Some(terminal::RawMode::enter().context("putting the terminal in raw mode")?)
+    } else {
+        None
+    };
+    let quit = async {
+        if !on_terminal {
+            return std::future::pending().await;
+        }
+        let mut stdin = tokio::io::stdin();
+        let mut key = [0u8; 64];
+        loop {
+            match stdin.read(&mut key).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) if key[..n].iter().any(|k| QUIT_KEYS.contains(k)) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::pin!(quit);
+    let mut out = std::io::stdout().lock();
+    if on_terminal {
+        // A clean screen for the snapshot to draw on.
+        out.write_all(b"\x1bc")?;
+    }
+    let mut ended = None;
+    loop {
+        let message = tokio::select! {
+            () = &mut quit => break,
+            message = ws.next() => message,
+        };
+        match message {
+            Some(Ok(Message::Text(line))) => {
+                let (_, code, data): (f64, String, String) = serde_json::from_str(&line)
+                    .with_context(|| {
+                        format!("reading the live view: {line:?} is not an asciicast v3 event")
+                    })?;
+                match code.as_str() {
+                    "o" => {
+                        out.write_all(data.as_bytes())?;
+                        out.flush()?;
+                    }
+                    "x" => ended = Some(format!("the session's command exited with code {data}")),
+                    "m" => ended = Some(data),
+                    _ => {}
+                }
+            }
+            Some(Ok(Message::Close(frame))) => {
+                if ended.is_none() {
+                    ended = frame.map(|f| f.reason.to_string());
+                }
+                break;
+            }
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Err(e).context("the live view broke off"),
+            None => break,
+        }
+    }
+    drop(out);
+    drop(_raw);
+    let _ = ws.close(None).await;
+    match ended {
+        Some(why) => eprintln!("\r\nStopped watching: {why}."),
+        None => eprintln!("\r\nStopped watching."),
+    }
+    Ok(())
+}
