@@ -5,17 +5,19 @@
 //! A recorder runs on a thread of its own and never slows the session: it takes events from an
 //! [`Observer`] (which the session never waits for) and writes lines in batches, flushing
 //! whenever it has caught up, so the file is as current as the session whenever the session
-//! pauses. What goes wrong ends the recording, never the session: past the byte limit, on a
-//! failed write (a full disk), or when it falls too far behind (the tap drops it), it marks the
-//! file `incomplete: <why>` where it can and stops observing.
+//! pauses. What goes wrong ends the recording, never the session: past the byte limit or on a
+//! failed write (a full disk), it marks the file `incomplete: <why>` where it can and stops
+//! observing. A recorder that falls too far behind a flood of output (the tap drops it)
+//! follows again at once, after the marker [`SKIPPED`], and the recording ends marked
+//! incomplete: a flood cannot switch recording off for what follows it.
 
 use std::fs::File;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use kdbg_recordings::{Error as RecordingError, Format, Header, Recorder, Recording};
-use kdbg_relay::observer::{Event, EventKind, Observer};
-use kdbg_relay::{ExitStatus, TerminalSize};
+use kdbg_relay::observer::{Event, EventKind, Observer, ObserverOptions};
+use kdbg_relay::{ExitStatus, Tap, TerminalSize};
 use tracing::{debug, warn};
 
 /// How many bytes of lines wait before they are written even while events keep coming.
@@ -23,6 +25,15 @@ const BATCH: usize = 64 << 10;
 /// How long a terminal session's recorder waits for the client's first terminal size before
 /// it writes the header with the default size.
 const FIRST_SIZE_WAIT: Duration = Duration::from_millis(500);
+/// How long an observer on a thread of its own (a recorder, a screen keeper) pauses after
+/// catching up before it waits for the next event: during a flood of output its queue fills
+/// meanwhile, so the session does not have to wake it for every chunk (a wake-up costs the
+/// session's thread a system call). Events are at most this much later in the file.
+pub const LINGER: Duration = Duration::from_millis(1);
+/// The marker where a recorder that fell behind skipped output.
+pub const SKIPPED: &str = "skipped: the recorder fell behind a flood of output";
+/// How far a recorder may fall behind its session before it skips output.
+const BUDGET: usize = 32 << 20;
 /// The marker that ends a recording whose session closed while its process ran (the client
 /// left, or was idle too long).
 pub const CLOSED_EARLY: &str = "the session closed before its process exited";
@@ -40,6 +51,8 @@ pub struct RecordOptions {
     pub header: Header,
     /// Whether the session has a terminal (then its first size is waited for, briefly).
     pub tty: bool,
+    /// Whether keystrokes are recorded.
+    pub input: bool,
     /// The file, for logs.
     pub path: PathBuf,
 }
@@ -54,21 +67,36 @@ pub enum Outcome {
     Incomplete(String),
 }
 
-/// Records what `observer` sees into `file` on a new thread; the thread ends with the session
-/// (or when the recording stops) and returns how the recording ended.
+/// Records the session `tap` shows into `file` on a new thread; the thread ends with the
+/// session (or when the recording stops), calls `then` with how the recording ended, and
+/// returns that. It observes from now: nothing the session does after this returns is missed.
 pub fn spawn(
-    observer: Observer,
+    tap: &Tap,
     file: File,
     options: RecordOptions,
+    then: impl FnOnce(&Outcome) + Send + 'static,
 ) -> std::io::Result<std::thread::JoinHandle<Outcome>> {
+    let observer = subscribe(tap, &options);
+    let tap = tap.clone();
     std::thread::Builder::new()
         .name("kdbg-recorder".into())
         .stack_size(256 << 10)
-        .spawn(move || record(observer, file, &options))
+        .spawn(move || {
+            let outcome = record(&tap, observer, file, &options);
+            then(&outcome);
+            outcome
+        })
 }
 
-/// Records what `observer` sees into `file` until the session ends; see [`spawn`].
-pub fn record(mut observer: Observer, file: File, options: &RecordOptions) -> Outcome {
+fn subscribe(tap: &Tap, options: &RecordOptions) -> Observer {
+    tap.subscribe(ObserverOptions {
+        max_bytes: BUDGET,
+        input: options.input,
+    })
+}
+
+/// Records what `observer` (of `tap`) sees into `file` until the session ends; see [`spawn`].
+pub fn record(tap: &Tap, mut observer: Observer, file: File, options: &RecordOptions) -> Outcome {
     let path = options.path.display().to_string();
     let Some(first) = observer.blocking_recv() else {
         return Outcome::Incomplete("the session ended before it started".into());
@@ -113,19 +141,25 @@ pub fn record(mut observer: Observer, file: File, options: &RecordOptions) -> Ou
     let mut early = early.into_iter();
     let mut last = Duration::ZERO;
     let mut exited = false;
+    let mut skipped = 0u64;
     loop {
         let event = match early.next() {
             Some(event) => event,
             None => match observer.try_recv() {
                 Ok(Some(event)) => event,
                 Ok(None) => {
-                    // Caught up: what is batched goes to the file before waiting.
+                    // Caught up: what is batched goes to the file, then a pause, then a wait.
                     if let Err(e) = recording.flush() {
                         return stop(recording, last, &e, &path);
                     }
-                    match observer.blocking_recv() {
-                        Some(event) => event,
-                        None => break,
+                    std::thread::sleep(LINGER);
+                    match observer.try_recv() {
+                        Ok(Some(event)) => event,
+                        Ok(None) => match observer.blocking_recv() {
+                            Some(event) => event,
+                            None => break,
+                        },
+                        Err(()) => break,
                     }
                 }
                 Err(()) => break,
@@ -139,9 +173,14 @@ pub fn record(mut observer: Observer, file: File, options: &RecordOptions) -> Ou
             Ok(Step::Go) => {}
             Ok(Step::Exited) => break,
             Ok(Step::Dropped) => {
-                let why = "the recorder fell behind the session".to_owned();
-                warn!(recording = %path, "recording stopped: {why}; the session goes on");
-                return end_incomplete(recording, last, why, &path);
+                // Follow again at once; what the session did meanwhile is lost, and said.
+                skipped += 1;
+                observer = subscribe(tap, options);
+                debug!(recording = %path, "the recorder fell behind a flood of output and skipped some");
+                let marker = kdbg_recordings::EventKind::Marker(SKIPPED.into());
+                if let Err(e) = recording.write(&kdbg_recordings::Event::new(last, marker)) {
+                    return stop(recording, last, &e, &path);
+                }
             }
             Err(e) => return stop(recording, last, &e, &path),
         }
@@ -151,6 +190,13 @@ pub fn record(mut observer: Observer, file: File, options: &RecordOptions) -> Ou
         if let Err(e) = recording.write(&kdbg_recordings::Event::new(last, closed)) {
             return stop(recording, last, &e, &path);
         }
+    }
+    if skipped > 0 {
+        let why = format!(
+            "output was skipped {skipped} times: the recorder fell behind floods of output"
+        );
+        warn!(recording = %path, "recording incomplete: {why}");
+        return end_incomplete(recording, last, why, &path);
     }
     match recording.finish() {
         Ok(_) => {

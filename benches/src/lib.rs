@@ -64,6 +64,33 @@ impl PatternReader {
             pattern: (0..chunk).map(|i| (i * 31 % 251) as u8).collect(),
         }
     }
+
+    /// The same with text: log lines, as a terminal session prints (what recordings hold).
+    pub fn text(total: u64, chunk: usize) -> Self {
+        PatternReader {
+            left: total,
+            chunk,
+            pattern: LOG_LINE.iter().copied().cycle().take(chunk).collect(),
+        }
+    }
+}
+
+/// One line of a program's output, as a terminal gets it.
+pub const LOG_LINE: &[u8] =
+    b"2026-11-30T07:12:03.123Z INFO served GET /api/v1/items/12345 status=200 in 3.2ms\r\n";
+
+/// What watches a relayed session (in the agent: its recorder and its screen keeper).
+#[derive(Debug, Clone)]
+pub enum Observed {
+    /// Nothing: no tap.
+    Nothing,
+    /// An observer drained by a task on the session's thread.
+    Drained,
+    /// The agent's recorder (asciicast v2, batched) writing to this file on its own thread.
+    Recorded(std::path::PathBuf),
+    /// The agent's screen keeper (a virtual terminal), with this many watchers drained by
+    /// threads of their own.
+    Screen(usize),
 }
 
 impl AsyncRead for PatternReader {
@@ -144,16 +171,30 @@ pub async fn raw_tcp(total: u64, chunk: usize) -> Duration {
 /// optionally with an observer tap drained by its own task. Returns the time from the start of
 /// the session to the client's end.
 pub async fn relay_stdout(total: u64, chunk: usize, with_tap: bool) -> Duration {
+    let observed = if with_tap {
+        Observed::Drained
+    } else {
+        Observed::Nothing
+    };
+    relay_observed(PatternReader::new(total, chunk), total, observed)
+        .await
+        .0
+}
+
+/// The relay of [`relay_stdout`] moving `reader`'s `total` bytes, observed as `observed` says.
+/// Returns the session's time, and the recorder's outcome when there is one (after it has
+/// finished).
+pub async fn relay_observed(
+    reader: PatternReader,
+    total: u64,
+    observed: Observed,
+) -> (Duration, Option<kdbg_api::record::Outcome>) {
+    let (recorder_tx, recorder_rx) = std::sync::mpsc::channel();
     let (server, ws, protocol) = server_session_on_own_thread(move || {
-        let tap = with_tap.then(|| {
-            let tap = Tap::new(None);
-            let mut events = tap.subscribe(ObserverOptions::default());
-            tokio::spawn(async move { while events.recv().await.is_some() {} });
-            tap
-        });
+        let tap = observe(&observed, recorder_tx);
         ServerIo {
             stdin: None,
-            stdout: Some(Box::pin(PatternReader::new(total, chunk))),
+            stdout: Some(Box::pin(reader)),
             stderr: None,
             on_resize: None,
             exit: Box::pin(async { ExitStatus::Code(0) }),
@@ -172,7 +213,56 @@ pub async fn relay_stdout(total: u64, chunk: usize, with_tap: bool) -> Duration 
     let elapsed = start.elapsed();
     assert_eq!(done.stats.bytes_received, total, "relay lost bytes");
     server.join().expect("server thread");
-    elapsed
+    let outcome = recorder_rx
+        .recv()
+        .ok()
+        .flatten()
+        .map(|recorder: std::thread::JoinHandle<_>| recorder.join().expect("recorder"));
+    (elapsed, outcome)
+}
+
+/// The tap `observed` asks for, with its observers started; a recorder's thread goes to
+/// `recorder`.
+fn observe(
+    observed: &Observed,
+    recorder: std::sync::mpsc::Sender<Option<std::thread::JoinHandle<kdbg_api::record::Outcome>>>,
+) -> Option<Tap> {
+    let tap = match observed {
+        Observed::Nothing => None,
+        Observed::Drained => {
+            let tap = Tap::new(None);
+            let mut events = tap.subscribe(ObserverOptions::default());
+            tokio::spawn(async move { while events.recv().await.is_some() {} });
+            Some(tap)
+        }
+        Observed::Recorded(path) => {
+            let tap = Tap::new(None);
+            let file = std::fs::File::create(path).expect("recording file");
+            let options = kdbg_api::record::RecordOptions {
+                format: kdbg_recordings::Format::V2,
+                max_bytes: None,
+                header: kdbg_recordings::Header::default(),
+                tty: false,
+                input: false,
+                path: path.clone(),
+            };
+            let thread = kdbg_api::record::spawn(&tap, file, options, |_| {}).expect("recorder");
+            let _ = recorder.send(Some(thread));
+            Some(tap)
+        }
+        Observed::Screen(watchers) => {
+            let tap = Tap::new(Some(kdbg_relay::TerminalSize { cols: 80, rows: 24 }));
+            let screen = kdbg_agent::watch::Screen::keep(&tap, kdbg_recordings::Header::default())
+                .expect("screen keeper");
+            for _ in 0..*watchers {
+                let mut lines = screen.join().expect("a watcher joins");
+                std::thread::spawn(move || while lines.blocking_recv().is_some() {});
+            }
+            Some(tap)
+        }
+    };
+    let _ = recorder.send(None);
+    tap
 }
 
 /// Starts a server session on its own thread over loopback, with the process `make_io`

@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use kdbg_api::record::{self, Outcome, RecordOptions};
 use kdbg_api::{DebugRequest, PullPolicy, TargetRef};
 use kdbg_recordings::{Format, Header, Metadata};
-use kdbg_relay::{ClientIo, Config, ExitStatus, ObserverOptions, Tap};
+use kdbg_relay::{ClientIo, Config, ExitStatus, Tap};
 
 use crate::cli::{DebugOpts, SessionOpts};
 use crate::client::{AgentClient, Session};
@@ -74,15 +74,16 @@ pub async fn debug(
     }
     let recorder = recording.map(|(file, path)| {
         let tap = Tap::new(None);
-        let observer = tap.subscribe(ObserverOptions::default());
         let options = RecordOptions {
             format: Format::V2,
             max_bytes: None,
             header: local_header(&request, &session),
             tty: request.tty,
+            input: false,
             path: path.to_owned(),
         };
-        (tap, record::spawn(observer, file, options), path)
+        let recorder = record::spawn(&tap, file, options, |_| {});
+        (tap, recorder, path)
     });
     let (tap, recorder) = match recorder {
         Some((tap, Ok(thread), path)) => (Some(tap), Some((thread, path))),

@@ -82,11 +82,8 @@ pub async fn run(global: &Global, args: WatchArgs) -> anyhow::Result<()> {
         }
     };
     tokio::pin!(quit);
+    // The first event resets the terminal and draws the session's screen.
     let mut out = std::io::stdout().lock();
-    if on_terminal {
-        // A clean screen for the snapshot to draw on.
-        out.write_all(b"\x1bc")?;
-    }
     let mut ended = None;
     loop {
         let message = tokio::select! {

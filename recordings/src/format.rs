@@ -67,9 +67,28 @@ pub(crate) fn from_units(units: u64) -> Duration {
 
 /// Appends `units` as seconds with six decimals (`12.000300`): exact, no floating point.
 pub(crate) fn push_seconds(out: &mut Vec<u8>, units: u64) {
-    use std::io::Write as _;
-    // Writing into a `Vec` cannot fail.
-    let _ = write!(out, "{}.{:06}", units / 1_000_000, units % 1_000_000);
+    // By hand rather than with `write!`: this runs for every event, and the formatting
+    // machinery costs as much as escaping a line of text.
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut whole = units / 1_000_000;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (whole % 10) as u8;
+        whole /= 10;
+        if whole == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+    out.push(b'.');
+    let mut fraction = units % 1_000_000;
+    let mut six = [b'0'; 6];
+    for digit in six.iter_mut().rev() {
+        *digit = b'0' + (fraction % 10) as u8;
+        fraction /= 10;
+    }
+    out.extend_from_slice(&six);
 }
 
 /// A time read from a file (seconds as a JSON number) as a duration, to the nanosecond.
@@ -95,6 +114,15 @@ mod tests {
         let mut out = Vec::new();
         push_seconds(&mut out, 12_000_300);
         assert_eq!(out, b"12.000300");
+        for (units, text) in [
+            (0, "0.000000"),
+            (999_999, "0.999999"),
+            (u64::MAX, "18446744073709.551615"),
+        ] {
+            out.clear();
+            push_seconds(&mut out, units);
+            assert_eq!(String::from_utf8(out.clone()).unwrap(), text);
+        }
     }
 
     #[test]

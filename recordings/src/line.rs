@@ -36,9 +36,77 @@ fn begin(out: &mut Vec<u8>, time: u64, code: &str) {
 /// Appends an event whose data is text: JSON escapes it (control characters as `\uXXXX`).
 pub(crate) fn push_text(out: &mut Vec<u8>, time: u64, code: &str, text: &str) {
     begin(out, time, code);
-    // A `&str` always serialises, and into a `Vec` nothing can fail.
-    let _ = serde_json::to_writer(&mut *out, text);
+    push_json_string(out, text);
     out.extend_from_slice(b"]\n");
+}
+
+/// Appends `text` as a JSON string, escaped exactly as serde_json escapes it (`\"`, `\\`,
+/// `\b \f \n \r \t`, other control characters as `\u00XX`; everything else as is), but
+/// eight bytes at a time: terminal output is mostly text that needs no escaping, and this
+/// runs for every byte a session prints.
+pub(crate) fn push_json_string(out: &mut Vec<u8>, text: &str) {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    /// Whether any byte of `word` is zero.
+    fn has_zero(word: u64) -> bool {
+        word.wrapping_sub(ONES) & !word & HIGHS != 0
+    }
+    /// Whether any byte of `word` needs escaping: below 0x20, `"` or `\`.
+    fn needs_escape(word: u64) -> bool {
+        // Bytes below 0x20: subtracting 0x20 borrows into the high bit of bytes that were
+        // below it, unless the byte already had its high bit set (non-ASCII, left as is).
+        let control = word.wrapping_sub(ONES * 0x20) & !word & HIGHS != 0;
+        control
+            || has_zero(word ^ (ONES * u64::from(b'"')))
+            || has_zero(word ^ (ONES * u64::from(b'\\')))
+    }
+    let bytes = text.as_bytes();
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    let mut start = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        if let Some(chunk) = bytes.get(i..i + 8) {
+            let word = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+            if !needs_escape(word) {
+                i += 8;
+                continue;
+            }
+        }
+        let b = bytes[i];
+        let escape: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            0x00..=0x1f => b"",
+            _ => {
+                i += 1;
+                continue;
+            }
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        if escape.is_empty() {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 0xf)],
+            ]);
+        } else {
+            out.extend_from_slice(escape);
+        }
+        i += 1;
+        start = i;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
 }
 
 /// Appends a resize event.
@@ -111,6 +179,35 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "[1.500000, \"o\", \"a\\\"\\\\\\u001b[0m\\r\\n\u{7f}é\"]\n"
         );
+    }
+
+    #[test]
+    fn strings_are_escaped_exactly_as_serde_json_escapes_them() {
+        let mut every_byte: String = (0u8..0x80).map(char::from).collect();
+        every_byte.push_str("é✓\u{1F600}\u{7f}\u{80}\u{2028}");
+        let samples = [
+            String::new(),
+            "plain text longer than eight bytes, no escapes".to_owned(),
+            every_byte.clone(),
+            every_byte.repeat(3),
+            "\"\\".repeat(9),
+            "x\u{1b}[0mabcdefgh\r\n\t".to_owned(),
+        ];
+        for sample in &samples {
+            for cut in 0..sample.len().min(9) {
+                let Some(text) = sample.get(cut..) else {
+                    continue;
+                };
+                let mut ours = Vec::new();
+                push_json_string(&mut ours, text);
+                let theirs = serde_json::to_vec(text).unwrap();
+                assert_eq!(
+                    String::from_utf8(ours).unwrap(),
+                    String::from_utf8(theirs).unwrap(),
+                    "{text:?}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -22,7 +22,7 @@ pub mod status;
 
 pub use codec::{Frame, Protocol};
 pub use error::{Error, ProtocolError, chain as error_chain};
-pub use observer::{Event, EventKind, Observer, ObserverOptions, Tap};
+pub use observer::{Event, EventKind, Observer, ObserverOptions, Recent, Taken, Tap};
 pub use resize::TerminalSize;
 pub use session::{ClientIo, Config, Finished, ServerEnd, ServerIo, Stats, attach, serve};
 pub use status::ExitStatus;

@@ -15,13 +15,22 @@
 //! so a recorder can write its header before any output. Keystrokes ([`EventKind::Input`]) go
 //! only to observers that ask for them ([`ObserverOptions::input`]): they may hold passwords.
 //!
+//! Events are numbered ([`Event::seq`]). A tap can also keep the session's recent output and
+//! sizes ([`Tap::keep_recent`]) for a reader that looks now and then instead of following
+//! every event (a screen keeper, which needs the screen only when someone watches): keeping
+//! costs the session a reference count per chunk, and the reader is woken at most once per
+//! look ([`Recent::changed`]), where an observer would be woken per chunk. The numbers let a
+//! reader of both (a screen built from the recent output, then live events from an observer)
+//! meet exactly.
+//!
 //! Times come from tokio's clock, so tests can pause and advance it.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
@@ -36,6 +45,9 @@ pub const EVENT_OVERHEAD: usize = 64;
 pub struct Event {
     /// When the session saw it (tokio's clock).
     pub at: Instant,
+    /// Its number in the session: every observer sees events in this order. An observer's
+    /// [`EventKind::Start`] carries the number the next event will have.
+    pub seq: u64,
     /// What it was.
     pub kind: EventKind,
 }
@@ -108,6 +120,90 @@ struct Shared {
     size: Option<TerminalSize>,
     /// The session ended: no observer joins any more.
     ended: bool,
+    /// The number the next event gets.
+    seq: u64,
+    /// The recent output and sizes, if kept.
+    recent: Option<RecentBuffer>,
+}
+
+/// What [`Tap::keep_recent`] keeps.
+#[derive(Debug)]
+struct RecentBuffer {
+    /// Output and resizes, with their numbers, oldest first.
+    events: VecDeque<(u64, EventKind)>,
+    /// The output bytes in `events`, at most `cap` (the oldest go first).
+    bytes: usize,
+    cap: usize,
+    /// The reader looked since the last change: the next change wakes it.
+    armed: bool,
+    notify: Arc<Notify>,
+}
+
+/// The recent output of a session, for a reader that looks now and then; see
+/// [`Tap::keep_recent`].
+#[derive(Debug, Clone)]
+pub struct Recent {
+    tap: Tap,
+    notify: Arc<Notify>,
+}
+
+/// What [`Recent::take`] found.
+#[derive(Debug, Default)]
+pub struct Taken {
+    /// Output and resizes since the number asked for, with their numbers.
+    pub events: Vec<(u64, EventKind)>,
+    /// Some of what was asked for is gone (it was more than the buffer keeps).
+    pub skipped: bool,
+    /// The number to ask from next time: the session's next event's.
+    pub next: u64,
+    /// The session has ended.
+    pub ended: bool,
+}
+
+impl Recent {
+    /// Resolves once the session has printed or resized since the last [`Recent::take`] (or
+    /// ended). Cancel-safe.
+    pub async fn changed(&self) {
+        self.notify.notified().await;
+    }
+
+    /// The output and resizes numbered `from` and later that are still kept; looking re-arms
+    /// [`Recent::changed`].
+    pub fn take(&self, from: u64) -> Taken {
+        let mut shared = self.tap.lock();
+        let next = shared.seq;
+        let ended = shared.ended;
+        let Some(recent) = &mut shared.recent else {
+            return Taken {
+                next,
+                ended,
+                ..Taken::default()
+            };
+        };
+        recent.armed = true;
+        let oldest = recent.events.front().map_or(next, |(seq, _)| *seq);
+        Taken {
+            events: recent
+                .events
+                .iter()
+                .filter(|(seq, _)| *seq >= from)
+                .cloned()
+                .collect(),
+            skipped: from < oldest,
+            next,
+            ended,
+        }
+    }
+
+    /// The number the session's next event will have.
+    pub fn next_seq(&self) -> u64 {
+        self.tap.lock().seq
+    }
+
+    /// Whether the session has ended.
+    pub fn ended(&self) -> bool {
+        self.tap.lock().ended
+    }
 }
 
 #[derive(Debug)]
@@ -183,6 +279,7 @@ impl Tap {
         queued.fetch_add(start.cost(), Ordering::Relaxed);
         let _ = tx.send(Event {
             at: Instant::now(),
+            seq: shared.seq,
             kind: start,
         });
         if !shared.ended {
@@ -195,9 +292,31 @@ impl Tap {
         Observer { rx, queued }
     }
 
+    /// The terminal size as the session knows it now, if known.
+    pub fn size(&self) -> Option<TerminalSize> {
+        self.lock().size
+    }
+
     /// How many observers there are.
     pub fn observers(&self) -> usize {
         self.lock().observers.len()
+    }
+
+    /// Keeps the session's output and resizes from now on, the last `cap` bytes of output at
+    /// most, for a reader that looks now and then.
+    pub fn keep_recent(&self, cap: usize) -> Recent {
+        let notify = Arc::new(Notify::new());
+        self.lock().recent = Some(RecentBuffer {
+            events: VecDeque::new(),
+            bytes: 0,
+            cap,
+            armed: true,
+            notify: notify.clone(),
+        });
+        Recent {
+            tap: self.clone(),
+            notify,
+        }
     }
 
     /// Hands `kind` to every observer that wants it, without waiting; drops those past their
@@ -206,6 +325,13 @@ impl Tap {
         let mut shared = self.lock();
         if let EventKind::Resize(size) = kind {
             shared.size = Some(size);
+        }
+        let seq = shared.seq;
+        shared.seq += 1;
+        if let Some(recent) = &mut shared.recent
+            && matches!(kind, EventKind::Output { .. } | EventKind::Resize(_))
+        {
+            recent.keep(seq, &kind);
         }
         if shared.observers.is_empty() {
             return;
@@ -225,6 +351,7 @@ impl Tap {
                 );
                 let _ = o.tx.send(Event {
                     at,
+                    seq,
                     kind: EventKind::Dropped,
                 });
                 return false;
@@ -232,6 +359,7 @@ impl Tap {
             let kept =
                 o.tx.send(Event {
                     at,
+                    seq,
                     kind: kind.clone(),
                 })
                 .is_ok();
@@ -253,6 +381,29 @@ impl Tap {
         let mut shared = self.lock();
         shared.ended = true;
         shared.observers.clear();
+        if let Some(recent) = &shared.recent {
+            recent.notify.notify_one();
+        }
+    }
+}
+
+impl RecentBuffer {
+    fn keep(&mut self, seq: u64, kind: &EventKind) {
+        if let EventKind::Output { data, .. } = kind {
+            self.bytes += data.len();
+        }
+        self.events.push_back((seq, kind.clone()));
+        while self.bytes > self.cap {
+            match self.events.pop_front() {
+                Some((_, EventKind::Output { data, .. })) => self.bytes -= data.len(),
+                Some(_) => {}
+                None => break,
+            }
+        }
+        if self.armed {
+            self.armed = false;
+            self.notify.notify_one();
+        }
     }
 }
 
@@ -351,5 +502,42 @@ mod tests {
             last = Some(e.kind);
         }
         assert_eq!(last, Some(EventKind::Dropped));
+    }
+
+    #[tokio::test]
+    async fn recent_output_is_kept_to_its_cap_numbered_and_wakes_its_reader_once() {
+        let tap = Tap::new(None);
+        let recent = tap.keep_recent(2);
+        tap.offer(output("a"));
+        tap.offer(EventKind::Resize(TerminalSize { cols: 9, rows: 9 }));
+        tap.offer(output("b"));
+        recent.changed().await;
+        let taken = recent.take(0);
+        assert_eq!(taken.next, 3);
+        assert!(!taken.skipped);
+        let numbers: Vec<u64> = taken.events.iter().map(|(seq, _)| *seq).collect();
+        assert_eq!(numbers, [0, 1, 2]);
+        // Past the cap, the oldest output goes, and a reader from before it is told.
+        tap.offer(output("c"));
+        let taken = recent.take(3);
+        assert_eq!(taken.events.len(), 1);
+        let from_start = recent.take(0);
+        assert!(from_start.skipped);
+        assert_eq!(from_start.events.first().map(|(seq, _)| *seq), Some(1));
+        // Every look re-arms: one wake for many changes.
+        tap.offer(output("d"));
+        tap.offer(output("e"));
+        tokio::time::timeout(std::time::Duration::from_secs(1), recent.changed())
+            .await
+            .unwrap();
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(50), recent.changed())
+                .await
+                .is_err(),
+            "woken once"
+        );
+        tap.end();
+        recent.changed().await;
+        assert!(recent.take(0).ended);
     }
 }

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use kdbg_api::DebugRequest;
 use kdbg_api::record::{self, RecordOptions};
 use kdbg_recordings::{Format, Header};
-use kdbg_relay::{ObserverOptions, Tap};
+use kdbg_relay::Tap;
 use kdbg_runtimes::TargetRef;
 use tracing::{info, warn};
 
@@ -133,10 +133,6 @@ impl Recordings {
         let Some(file) = opened.file.take() else {
             return;
         };
-        let observer = tap.subscribe(ObserverOptions {
-            input: self.config.input,
-            ..ObserverOptions::default()
-        });
         let options = RecordOptions {
             format: match self.config.format {
                 RecordingFormat::V2 => Format::V2,
@@ -145,19 +141,16 @@ impl Recordings {
             max_bytes: Some(self.config.max_bytes),
             header,
             tty,
+            input: self.config.input,
             path: opened.path.clone(),
         };
         let live = self.live.clone();
         let path = opened.path.clone();
         lock(&live).insert(path.clone());
-        let spawned = std::thread::Builder::new()
-            .name("kdbg-recorder".into())
-            .stack_size(256 << 10)
-            .spawn(move || {
-                let outcome = record::record(observer, file, &options);
-                lock(&live).remove(&path);
-                outcome
-            });
+        // Once the recorder is done with the file, it is no longer being written.
+        let spawned = record::spawn(tap, file, options, move |_| {
+            lock(&live).remove(&path);
+        });
         match spawned {
             Ok(_) => info!(recording = %opened.path.display(), "recording the session"),
             Err(e) => {

@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 use kdbg_benches::figures_dir;
 use serde_json::Value;
 
+mod real;
+mod recording;
+
 const TRANSFER: f64 = 64.0 * 1024.0 * 1024.0;
 const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
 
@@ -180,6 +183,8 @@ fn main() -> Result<(), String> {
     );
 
     scale_section(&mut out, &figures);
+    recording::section(&mut out, &criterion, &figures)?;
+    real::section(&mut out, &figures);
 
     writeln!(out, "\n## How the figures are measured\n").unwrap();
     out.push_str(

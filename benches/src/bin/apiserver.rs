@@ -1,0 +1,37 @@
+//! The Kubernetes API stand-in of the end-to-end tests (`plugin/tests/support/apiserver.rs`,
+//! the same source) as a process of its own, for benchmark scripts: it serves the pods given
+//! on the command line, writes a kubeconfig for itself, prints the kubeconfig's path, and
+//! serves until killed.
+//!
+//! `apiserver DIR NAMESPACE/POD=CONTAINER_ID_URL...` (e.g. `bench/web=docker://abc`): each
+//! pod Running on node `stand-in-node` (hostIP 127.0.0.1) with one container `app`.
+
+#[path = "../../../plugin/tests/support/apiserver.rs"]
+#[allow(dead_code, missing_docs)]
+mod apiserver;
+
+use apiserver::{ApiServer, running_pod};
+
+/// The plugin, for the stand-in's `Cluster::debug` (not used here).
+fn plugin() -> std::process::Command {
+    std::process::Command::new("kubectl-debug")
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let usage = "usage: apiserver DIR NAMESPACE/POD=CONTAINER_ID_URL...";
+    let dir = std::path::PathBuf::from(args.next().expect(usage));
+    let api = ApiServer::start();
+    let mut namespace = "default".to_owned();
+    for pod in args {
+        let (place, container) = pod.split_once('=').expect(usage);
+        let (ns, name) = place.split_once('/').expect(usage);
+        api.add_pod(running_pod(ns, name, &[("app", container, true)]));
+        namespace = ns.to_owned();
+    }
+    let kubeconfig = api.kubeconfig(&dir, &namespace);
+    println!("{}", kubeconfig.display());
+    loop {
+        std::thread::park();
+    }
+}

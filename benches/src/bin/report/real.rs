@@ -1,0 +1,180 @@
+//! The path users take (`benches/real-path`): a separate agent process and the pod verb
+//! through the API stand-in, against the runtime's own exec, every pair in the same run.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::{read_json, verdict};
+
+/// The pairs of `benches/real-path`: name, what ours runs, what theirs runs, and the target
+/// (the least throughput ratio, or for setup the most time ratio).
+const PAIRS: [(&str, &str, &str, Target); 8] = [
+    (
+        "stdout_head",
+        "`POD -- head -c N /dev/zero` > /dev/null",
+        "exec T head -c N /dev/zero",
+        Target::AtLeast(1.0),
+    ),
+    (
+        "stdout_head_pipe",
+        "the same `| wc -c`",
+        "the same `| wc -c`",
+        Target::AtLeast(1.0),
+    ),
+    (
+        "stdout_dd",
+        "`POD -- dd if=/dev/zero bs=1M count=N` > /dev/null",
+        "exec T dd ...",
+        Target::AtLeast(1.0),
+    ),
+    (
+        "stdout_dd_pipe",
+        "the same `| wc -c`",
+        "the same `| wc -c`",
+        Target::AtLeast(1.0),
+    ),
+    (
+        "tty_head",
+        "`POD -t -- head -c N/4 /dev/zero` (under `script`)",
+        "exec -t T head ... (under `script`)",
+        Target::AtLeast(1.0),
+    ),
+    (
+        "stdin_wc",
+        "`head -c N/4 /dev/zero \\| POD -i -- wc -c`",
+        "the same into exec -i T wc -c",
+        Target::AtLeast(0.9),
+    ),
+    (
+        "setup",
+        "`POD -- true`",
+        "run --rm joining T's namespaces, `true`",
+        Target::AtMost(1.0),
+    ),
+    (
+        "recorded_text",
+        "`POD -- sh -c 'yes LINE \\| head -c N'`, agent recording (v2, local disk)",
+        "the same, agent not recording",
+        Target::AtLeast(0.9),
+    ),
+];
+
+#[derive(Clone, Copy)]
+enum Target {
+    /// Throughput: ours at least this fraction of theirs.
+    AtLeast(f64),
+    /// Time: ours at most this multiple of theirs.
+    AtMost(f64),
+}
+
+/// Appends the section for `real-docker.json` and `real-containerd.json`.
+pub fn section(out: &mut String, figures: &Path) {
+    writeln!(
+        out,
+        "\n## The path users take: a separate agent, the pod verb\n"
+    )
+    .unwrap();
+    out.push_str(
+        "`benches/real-path docker|containerd`: the real `kubectl-debug POD` through the \
+         Kubernetes API stand-in (its own process, `benches/src/bin/apiserver.rs`, the tests' \
+         stand-in) to a `kubectl-debug-agent` process on 127.0.0.1, against the runtime's own \
+         exec (`docker exec`, `ctr task exec`), each pair in the same run, medians. Throughput \
+         ratios are theirs' time over ours (above 1: we are faster); setup is ours' time over \
+         theirs'.\n",
+    );
+    for runtime in ["docker", "containerd"] {
+        let file = figures.join(format!("real-{runtime}.json"));
+        let figures = match read_json(&file) {
+            Ok(figures) => figures,
+            Err(e) => {
+                writeln!(out, "\n{runtime}: not measured in this run ({e}).").unwrap();
+                continue;
+            }
+        };
+        table(out, runtime, &figures);
+    }
+}
+
+fn table(out: &mut String, runtime: &str, f: &Value) {
+    let mib = f["bytes"].as_f64().unwrap_or(0.0) / (1024.0 * 1024.0);
+    writeln!(
+        out,
+        "\n### {} ({}), N = {mib:.0} MiB{}\n",
+        runtime,
+        f["version"].as_str().unwrap_or("?"),
+        if f["smoke"].as_bool() == Some(true) {
+            " (smoke run: not figures)"
+        } else {
+            ""
+        }
+    )
+    .unwrap();
+    writeln!(
+        out,
+        "| pair | ours | theirs | ours ms | theirs ms | ratio | target | |"
+    )
+    .unwrap();
+    writeln!(out, "|---|---|---|---|---|---|---|---|").unwrap();
+    for (name, ours, theirs, target) in PAIRS {
+        let pair = &f[name];
+        let (Some(mine), Some(their)) = (pair["ours_ms"].as_f64(), pair["theirs_ms"].as_f64())
+        else {
+            continue;
+        };
+        let (ratio, wanted, ok) = match target {
+            Target::AtLeast(t) => (their / mine, format!(">= {t:.1}x"), their / mine >= t),
+            Target::AtMost(t) => (mine / their, format!("<= {t:.1}x"), mine / their <= t),
+        };
+        writeln!(
+            out,
+            "| {name} | {ours} | {theirs} | {mine:.0} | {their:.0} | {ratio:.2}x | {wanted} | {} |",
+            verdict(ok)
+        )
+        .unwrap();
+    }
+    let ks = |side: &str, q: &str| {
+        f[format!("keystroke_{side}")][q]
+            .as_f64()
+            .unwrap_or(f64::NAN)
+    };
+    writeln!(
+        out,
+        "| keystroke | `POD -i -- cat`, one byte echoed | exec -i T cat | p50 {:.0} us, p99 {:.0} us | p50 {:.0} us, p99 {:.0} us | p99 {:.2}x | reported | |",
+        ks("ours", "p50_us"),
+        ks("ours", "p99_us"),
+        ks("theirs", "p50_us"),
+        ks("theirs", "p99_us"),
+        ks("ours", "p99_us") / ks("theirs", "p99_us"),
+    )
+    .unwrap();
+    let last = f["recording_last_line"].as_str().unwrap_or("");
+    writeln!(
+        out,
+        "\nThe recording of the last `recorded_text` run: {:.0} MiB, ending `{}`{}.",
+        f["recording_bytes"].as_f64().unwrap_or(0.0) / (1024.0 * 1024.0),
+        last.replace('|', "\\|"),
+        if last.contains("incomplete") {
+            " (**the recorder skipped output**)"
+        } else {
+            " (complete)"
+        }
+    )
+    .unwrap();
+    if let Some(w) = f["watched_tty"].as_object() {
+        let (mine, their) = (
+            w["ours_ms"].as_f64().unwrap_or(f64::NAN),
+            w["theirs_ms"].as_f64().unwrap_or(f64::NAN),
+        );
+        writeln!(
+            out,
+            "A terminal session printing N of text watched by `kubectl-debug watch` from its \
+             second second on took {mine:.0} ms, unwatched {their:.0} ms: a watcher costs {:.0}% \
+             (target <= 10%: {}).",
+            (mine / their - 1.0) * 100.0,
+            verdict(mine <= their * 1.1)
+        )
+        .unwrap();
+    }
+}
