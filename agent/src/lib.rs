@@ -8,12 +8,14 @@
 //! - [`init`]: `kdbg-init`, which every debug container runs;
 //! - [`recordings`]: sessions recorded on the node, listed, fetched and expired;
 //! - [`watch`]: terminal sessions' screens, for watchers;
+//! - [`metrics`]: what `/metrics` shows;
 //! - [`server`]: the HTTP endpoints.
 
 pub mod config;
 pub mod containers;
 pub mod duration;
 pub mod init;
+pub mod metrics;
 pub mod owner;
 pub mod recordings;
 pub mod server;
@@ -207,6 +209,7 @@ pub fn agent(runtime: AnyRuntime, settings: Settings) -> Result<Arc<Agent>, init
         live: session::Live::default(),
         orphans: containers::Orphans::default(),
         recordings: recordings::Recordings::new(settings.recordings),
+        metrics: metrics::Metrics::new(),
         node: if settings.node.is_empty() {
             node_name()
         } else {

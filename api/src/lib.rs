@@ -20,6 +20,7 @@ pub use kdbg_runtimes::{PullPolicy, PullProgress, RuntimeKind, TargetRef};
 pub use request::{DebugRequest, PodScope, PullRequest, WatchRequest};
 pub use response::{
     ContainerItem, ContainerList, ContainerStatus, PullLine, RecordingItem, RecordingList,
+    VersionInfo,
 };
 
 /// The port agents listen on, and the plugin's `--agent-port` default.
@@ -29,6 +30,10 @@ pub const DEFAULT_PORT: u16 = 10027;
 pub mod path {
     /// `GET`: `ok` while the agent serves.
     pub const HEALTHZ: &str = "/healthz";
+    /// `GET`: the agent's version, a [`crate::VersionInfo`].
+    pub const VERSION: &str = "/version";
+    /// `GET`: the agent's metrics, Prometheus text format.
+    pub const METRICS: &str = "/metrics";
     /// `GET` upgraded to a WebSocket speaking `v5.channel.k8s.io` (or `v4`): a debug session.
     /// Query: [`crate::DebugRequest`].
     pub const DEBUG: &str = "/api/v1/debug";
@@ -82,8 +87,10 @@ pub mod path {
     }
 
     /// Every endpoint with its method, for the agent's router and its 404 message.
-    pub const ENDPOINTS: [(&str, &str); 8] = [
+    pub const ENDPOINTS: [(&str, &str); 10] = [
         ("GET", HEALTHZ),
+        ("GET", VERSION),
+        ("GET", METRICS),
         ("GET", DEBUG),
         ("GET", PULL),
         ("GET", CONTAINERS),

@@ -183,3 +183,15 @@ mod tests {
         }
     }
 }
+
+/// The answer of [`crate::path::VERSION`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VersionInfo {
+    /// The agent's version.
+    pub version: String,
+    /// The runtime it drives: `docker` or `containerd`.
+    pub runtime: String,
+    /// Its node.
+    pub node: String,
+}

@@ -202,13 +202,13 @@ impl DebugOpts {
             stderr: !tty,
             tty,
             name: self.name,
-            retain: self.retain,
-            pull_policy: self.pull_policy,
+            retain: self.retain.unwrap_or(false),
+            pull_policy: self.pull_policy.unwrap_or_default(),
             pod_namespace: None,
             pod_name: None,
             pod_container: None,
             user: std::env::var("USER").ok().filter(|u| !u.is_empty()),
-            record: self.record.record,
+            record: self.record.record.unwrap_or(false),
         }
     }
 }
@@ -233,7 +233,7 @@ impl SessionOpts {
             pod_name: None,
             pod_container: None,
             user: std::env::var("USER").ok().filter(|u| !u.is_empty()),
-            record: self.record.record,
+            record: self.record.record.unwrap_or(false),
         }
     }
 }

@@ -16,6 +16,9 @@ use kdbg_api::DEFAULT_PORT;
     after_help = "Examples:\n  kubectl-debug web-1 --image nicolaka/netshoot\n  kubectl-debug -n prod web-1 -c app -- ss -tlnp\n  kubectl-debug web-1 --retain -- sh      # keep the debug container\n  kubectl-debug list -A\n  kubectl-debug attach web-1 web-1-dbg-x7k2q\n  kubectl-debug rm web-1 --all\n  kubectl-debug web-1 --record-local web-1.cast   # keep a recording here\n  kubectl-debug recordings list -A\n  kubectl-debug replay SESSION\n  kubectl-debug watch web-1 web-1-dbg-x7k2q\n  kubectl-debug local docker://my-container --image busybox -- sh\n\nA pod named like a verb (list, attach, rm, local, recordings, replay, watch) is written pod/NAME."
 )]
 pub struct Cli {
+    /// Options of every verb.
+    #[command(flatten)]
+    pub common: Common,
     /// Options that choose the cluster and the agent.
     #[command(flatten)]
     pub global: Global,
@@ -34,7 +37,7 @@ pub struct Cli {
 }
 
 /// The verbs, by name.
-pub const VERBS: [&str; 8] = [
+pub const VERBS: [&str; 11] = [
     "list",
     "attach",
     "rm",
@@ -42,27 +45,58 @@ pub const VERBS: [&str; 8] = [
     "recordings",
     "replay",
     "watch",
+    "version",
+    "completion",
+    "shell-init",
     "help",
 ];
 
 /// Global flags that take a value in the next argument.
-const GLOBAL_WITH_VALUE: [&str; 5] = [
+const GLOBAL_WITH_VALUE: [&str; 9] = [
     "-n",
     "--namespace",
     "--kubeconfig",
     "--context",
     "--agent-port",
+    "--connect",
+    "--agent-namespace",
+    "--agent-selector",
+    "--plugin-config",
 ];
 
 /// Moves a verb given after global flags to the front (`-n prod list` is `list -n prod`),
 /// so global flags may come before the verb, as kubectl's do; clap reads global flags after
 /// a verb already.
 pub fn verb_first(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
-    let mut i = 1;
+    let Some(at) = first_word(&args, 1) else {
+        return args;
+    };
+    let verb = args[at].to_string_lossy().into_owned();
+    if !VERBS.contains(&verb.as_str()) {
+        return args;
+    }
+    let mut moved = args;
+    let verb = moved.remove(at);
+    moved.insert(1, verb);
+    // A verb of a verb (`recordings list`) comes right after it, before the flags.
+    if moved[1] == "recordings"
+        && let Some(sub) = first_word(&moved, 2)
+        && sub > 2
+    {
+        let sub = moved.remove(sub);
+        moved.insert(2, sub);
+    }
+    moved
+}
+
+/// The index of the first argument from `from` on that is neither a flag nor a flag's value;
+/// none past `--`.
+fn first_word(args: &[std::ffi::OsString], from: usize) -> Option<usize> {
+    let mut i = from;
     while i < args.len() {
         let arg = args[i].to_string_lossy();
         if arg == "--" {
-            return args;
+            return None;
         }
         if GLOBAL_WITH_VALUE.contains(&arg.as_ref()) {
             i += 2;
@@ -72,32 +106,14 @@ pub fn verb_first(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
             i += 1;
             continue;
         }
-        if VERBS.contains(&arg.as_ref()) && i > 1 {
-            let mut moved = args;
-            let verb = moved.remove(i);
-            moved.insert(1, verb);
-            return moved;
-        }
-        return args;
+        return Some(i);
     }
-    args
+    None
 }
 
-/// Flags accepted before or after any verb, like kubectl's global flags.
-#[derive(Debug, Args)]
-pub struct Global {
-    /// The pod's namespace (default: the kubeconfig context's, else `default`).
-    #[arg(short = 'n', long, global = true)]
-    pub namespace: Option<String>,
-    /// The kubeconfig file (default: $KUBECONFIG, else ~/.kube/config).
-    #[arg(long, global = true, value_name = "FILE")]
-    pub kubeconfig: Option<PathBuf>,
-    /// The kubeconfig context to use.
-    #[arg(long, global = true)]
-    pub context: Option<String>,
-    /// The port the node agents listen on.
-    #[arg(long, global = true, default_value_t = DEFAULT_PORT)]
-    pub agent_port: u16,
+/// Flags of every verb.
+#[derive(Debug, Args, Clone)]
+pub struct Common {
     /// Log verbosity, like kubectl's: 0 shows only our own messages, 4 debug logs, 6 and
     /// more everything (`-v` alone is 4; `-v=6` or `--v=6` to choose).
     #[arg(
@@ -111,6 +127,76 @@ pub struct Global {
         require_equals = true
     )]
     pub verbosity: u8,
+    /// The plugin's configuration file (default: $KUBECTL_DEBUG_CONFIG, else
+    /// ~/.kube/debug-config if it exists).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub plugin_config: Option<PathBuf>,
+}
+
+/// How the plugin reaches a node's agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Connect {
+    /// Through the API server: a port-forward to the node's agent pod (no port of the
+    /// nodes needs to be reachable from here).
+    PortForward,
+    /// Straight to the node's IP and --agent-port.
+    Direct,
+}
+
+/// The flags of the verbs that talk to a cluster, like kubectl's global flags (accepted
+/// before or after the verb).
+#[derive(Debug, Args, Clone, Default)]
+pub struct Global {
+    /// The pod's namespace (default: the kubeconfig context's, else `default`).
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+    /// The kubeconfig file (default: $KUBECONFIG, else ~/.kube/config).
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use.
+    #[arg(long)]
+    pub context: Option<String>,
+    /// The port the node agents listen on (default 10027).
+    #[arg(long, value_name = "PORT")]
+    pub agent_port: Option<u16>,
+    /// How to reach agents (default: port-forward).
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub connect: Option<Connect>,
+    /// The namespace of the agents' pods (default: kubectl-debug).
+    #[arg(long, value_name = "NAMESPACE")]
+    pub agent_namespace: Option<String>,
+    /// The label selector of the agents' pods (default:
+    /// app.kubernetes.io/name=kubectl-debug-agent).
+    #[arg(long, value_name = "SELECTOR")]
+    pub agent_selector: Option<String>,
+}
+
+/// The agents' namespace when neither a flag nor the configuration names one.
+pub const AGENT_NAMESPACE: &str = "kubectl-debug";
+/// The agents' label selector when neither a flag nor the configuration names one.
+pub const AGENT_SELECTOR: &str = "app.kubernetes.io/name=kubectl-debug-agent";
+
+impl Global {
+    /// The agents' port.
+    pub fn agent_port(&self) -> u16 {
+        self.agent_port.unwrap_or(DEFAULT_PORT)
+    }
+
+    /// How agents are reached.
+    pub fn connect(&self) -> Connect {
+        self.connect.unwrap_or(Connect::PortForward)
+    }
+
+    /// The agents' namespace.
+    pub fn agent_namespace(&self) -> &str {
+        self.agent_namespace.as_deref().unwrap_or(AGENT_NAMESPACE)
+    }
+
+    /// The agents' label selector.
+    pub fn agent_selector(&self) -> &str {
+        self.agent_selector.as_deref().unwrap_or(AGENT_SELECTOR)
+    }
 }
 
 /// The debug container and the session.
@@ -122,12 +208,13 @@ pub struct DebugOpts {
     /// A name for the debug container.
     #[arg(long)]
     pub name: Option<String>,
-    /// Keep the debug container after the session (see `list`).
-    #[arg(long)]
-    pub retain: bool,
-    /// When to pull the image: Always, IfNotPresent or Never.
-    #[arg(long, default_value = "IfNotPresent")]
-    pub pull_policy: kdbg_api::PullPolicy,
+    /// Keep the debug container after the session (see `list`); `--retain=false` to
+    /// override the configuration file.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL")]
+    pub retain: Option<bool>,
+    /// When to pull the image: Always, IfNotPresent (default) or Never.
+    #[arg(long, value_name = "POLICY")]
+    pub pull_policy: Option<kdbg_api::PullPolicy>,
     /// Pass stdin to the debug container (default with -t on a terminal).
     #[arg(short = 'i', long)]
     pub stdin: bool,
@@ -146,9 +233,9 @@ pub struct DebugOpts {
 #[derive(Debug, Args, Clone, Default)]
 pub struct RecordOpts {
     /// Ask the agent to record the session (when its recordings.mode is optional; with
-    /// always it records anyway).
-    #[arg(long)]
-    pub record: bool,
+    /// always it records anyway); `--record=false` to override the configuration file.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL")]
+    pub record: Option<bool>,
     /// Also record the session here, in asciicast v2 (works in local mode and with agents
     /// that do not record).
     #[arg(long, value_name = "FILE")]
@@ -175,6 +262,46 @@ pub enum Verb {
     Replay(ReplayArgs),
     /// Watch another user's running terminal session, read-only, from its current screen.
     Watch(WatchArgs),
+    /// The plugin's version, and the agents' of the nodes asked.
+    Version(VersionArgs),
+    /// Shell completion: `source <(kubectl-debug completion bash)`.
+    Completion(ShellArgs),
+    /// Completion and an opt-in `kubectl` shell function, so that `kubectl debug POD ...`
+    /// reaches this tool: `source <(kubectl-debug shell-init bash)`.
+    ShellInit(ShellArgs),
+}
+
+/// `version`.
+#[derive(Debug, Args)]
+pub struct VersionArgs {
+    /// The cluster and its agents.
+    #[command(flatten)]
+    pub global: Global,
+    /// Only the plugin's version, without asking any agent.
+    #[arg(long)]
+    pub client: bool,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum)]
+    pub output: Option<Output>,
+}
+
+/// `completion` and `shell-init`.
+#[derive(Debug, Args)]
+pub struct ShellArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: Shell,
+}
+
+/// A shell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Shell {
+    /// bash.
+    Bash,
+    /// zsh.
+    Zsh,
+    /// fish.
+    Fish,
 }
 
 /// `recordings`.
@@ -197,6 +324,9 @@ pub enum RecordingsVerb {
 /// `recordings list`.
 #[derive(Debug, Args)]
 pub struct RecordingsList {
+    /// The cluster and its agents.
+    #[command(flatten)]
+    pub global: Global,
     /// Only this pod's recordings.
     #[arg(value_name = "POD")]
     pub pod: Option<String>,
@@ -211,6 +341,9 @@ pub struct RecordingsList {
 /// `recordings get`.
 #[derive(Debug, Args)]
 pub struct RecordingsGet {
+    /// The cluster and its agents.
+    #[command(flatten)]
+    pub global: Global,
     /// The session (SESSION from `recordings list`).
     #[arg(value_name = "SESSION")]
     pub session: String,
@@ -225,6 +358,9 @@ pub struct RecordingsGet {
 /// `replay`.
 #[derive(Debug, Args)]
 pub struct ReplayArgs {
+    /// The cluster and its agents.
+    #[command(flatten)]
+    pub global: Global,
     /// A recording file (v2 or v3), or a SESSION the agents keep.
     #[arg(value_name = "FILE|SESSION")]
     pub recording: String,
@@ -242,6 +378,9 @@ pub struct ReplayArgs {
 /// `watch`.
 #[derive(Debug, Args)]
 pub struct WatchArgs {
+    /// The cluster and its agents.
+    #[command(flatten)]
+    pub global: Global,
     /// The pod the session debugs.
     #[arg(value_name = "POD")]
     pub pod: String,
@@ -265,6 +404,9 @@ pub enum Output {
 /// `list`.
 #[derive(Debug, Args)]
 pub struct ListArgs {
+    /// The cluster and its agents.
+    #[command(flatten)]
+    pub global: Global,
     /// Only this pod's debug containers.
     #[arg(value_name = "POD")]
     pub pod: Option<String>,
@@ -279,6 +421,9 @@ pub struct ListArgs {
 /// `attach`.
 #[derive(Debug, Args)]
 pub struct AttachArgs {
+    /// The cluster and its agents.
+    #[command(flatten)]
+    pub global: Global,
     /// The pod the debug container belongs to.
     #[arg(value_name = "POD")]
     pub pod: String,
@@ -310,6 +455,9 @@ pub struct SessionOpts {
 /// `rm`.
 #[derive(Debug, Args)]
 pub struct RmArgs {
+    /// The cluster and its agents.
+    #[command(flatten)]
+    pub global: Global,
     /// The pod the debug containers belong to.
     #[arg(value_name = "POD")]
     pub pod: String,
@@ -455,6 +603,10 @@ mod tests {
         assert_eq!(
             verb_first(args("kubectl-debug -v=6 --agent-port 1 rm web-1 x")),
             args("kubectl-debug rm -v=6 --agent-port 1 web-1 x")
+        );
+        assert_eq!(
+            verb_first(args("kubectl-debug --kubeconfig k recordings -n x list -A")),
+            args("kubectl-debug recordings list --kubeconfig k -n x -A")
         );
         // A pod is not a verb; a verb-looking pod name after the pod is the command's.
         for line in [

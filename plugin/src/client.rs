@@ -43,6 +43,18 @@ pub enum Transport {
     },
     /// An agent in this process (`local`), over an in-memory pipe: no port is opened.
     InProcess(Arc<kdbg_agent::Agent>),
+    /// A port-forward through the API server to `port` of agent pod `pod` (one per
+    /// connection: no local port is bound).
+    PortForward {
+        /// The agent pods' API (their namespace).
+        pods: Box<kube::Api<k8s_openapi::api::core::v1::Pod>>,
+        /// The agent pod.
+        pod: String,
+        /// The agent's port in its pod.
+        port: u16,
+        /// The node.
+        node: String,
+    },
 }
 
 /// A debug session opened on an agent: the WebSocket and what the agent said with it.
@@ -66,12 +78,40 @@ pub struct Session {
 /// The client of one agent.
 pub struct AgentClient {
     transport: Transport,
+    /// What the last port-forward's error channel said, if anything.
+    forward_error: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl AgentClient {
     /// A client of the agent that `transport` reaches.
     pub fn new(transport: Transport) -> AgentClient {
-        AgentClient { transport }
+        AgentClient {
+            transport,
+            forward_error: Arc::default(),
+        }
+    }
+
+    /// `error` with what the port-forward said went wrong, if it said anything (it may say
+    /// it a moment after the connection broke).
+    async fn explain(&self, error: anyhow::Error) -> anyhow::Error {
+        if !matches!(self.transport, Transport::PortForward { .. }) {
+            return error;
+        }
+        for _ in 0..20 {
+            let said = self
+                .forward_error
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
+            if let Some(said) = said {
+                return error.context(format!(
+                    "the port-forward to {} failed: {said}",
+                    self.describe()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        error
     }
 
     /// The authority requests name (the `Host` header and the URL's host).
@@ -79,6 +119,7 @@ impl AgentClient {
         match &self.transport {
             Transport::Tcp { address, .. } => address,
             Transport::InProcess(_) => "local",
+            Transport::PortForward { pod, .. } => pod,
         }
     }
 
@@ -94,6 +135,11 @@ impl AgentClient {
                 node: None,
             } => format!("the kubectl-debug agent at {address}"),
             Transport::InProcess(_) => "the kubectl-debug agent in this process".into(),
+            Transport::PortForward { pod, node, .. } => {
+                format!(
+                    "the kubectl-debug agent of node {node} (pod {pod}, through a port-forward)"
+                )
+            }
         }
     }
 
@@ -126,6 +172,30 @@ impl AgentClient {
                 tokio::spawn(agent.clone().serve_connection(theirs, "local".into()));
                 Ok(Box::new(ours))
             }
+            Transport::PortForward {
+                pods, pod, port, ..
+            } => {
+                let mut forwarder = pods.portforward(pod, &[*port]).await.with_context(|| {
+                    format!(
+                        "opening a port-forward to {} (this needs create on pods/portforward in its namespace; or reach agents by node IP with --connect direct)",
+                        self.describe()
+                    )
+                })?;
+                let stream = forwarder.take_stream(*port).ok_or_else(|| {
+                    anyhow!("the port-forward to {} gave no stream", self.describe())
+                })?;
+                if let Some(error) = forwarder.take_error(*port) {
+                    let slot = self.forward_error.clone();
+                    tokio::spawn(async move {
+                        if let Some(said) = error.await.filter(|s| !s.is_empty()) {
+                            *slot
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(said);
+                        }
+                    });
+                }
+                Ok(Box::new(stream))
+            }
         }
     }
 
@@ -145,6 +215,18 @@ impl AgentClient {
     /// Sends `method` to `path_and_query`; a refusal is an error saying what the agent said
     /// ([`Refused`], with the status code).
     async fn send(
+        &self,
+        method: Method,
+        path_and_query: &str,
+    ) -> anyhow::Result<Response<Incoming>> {
+        match self.send_once(method, path_and_query).await {
+            Ok(response) => Ok(response),
+            Err(e) if e.downcast_ref::<Refused>().is_some() => Err(e),
+            Err(e) => Err(self.explain(e).await),
+        }
+    }
+
+    async fn send_once(
         &self,
         method: Method,
         path_and_query: &str,
@@ -210,6 +292,13 @@ impl AgentClient {
 
     /// Opens a debug session.
     pub async fn open_session(&self, request: &DebugRequest) -> anyhow::Result<Session> {
+        match self.open_session_once(request).await {
+            Ok(session) => Ok(session),
+            Err(e) => Err(self.explain(e).await),
+        }
+    }
+
+    async fn open_session_once(&self, request: &DebugRequest) -> anyhow::Result<Session> {
         let stream = self.connect().await?;
         let url = format!(
             "ws://{}{}?{}",
@@ -241,6 +330,7 @@ impl AgentClient {
             recorded_on: headers.get(header::RECORDING).map(text),
             node: match &self.transport {
                 Transport::Tcp { node, .. } => node.clone(),
+                Transport::PortForward { node, .. } => Some(node.clone()),
                 Transport::InProcess(agent) => Some(agent.node.clone()),
             },
         })
@@ -272,6 +362,14 @@ impl AgentClient {
 }
 
 impl AgentClient {
+    /// The agent's version.
+    pub async fn version(&self) -> anyhow::Result<kdbg_api::VersionInfo> {
+        let response = self.get(path::VERSION).await?;
+        let body = response.into_body().collect().await?.to_bytes();
+        serde_json::from_slice(&body)
+            .with_context(|| format!("reading the version of {}", self.describe()))
+    }
+
     /// The recordings on the agent's node, in `scope`.
     pub async fn recordings(&self, scope: &PodScope) -> anyhow::Result<Vec<RecordingItem>> {
         let response = self

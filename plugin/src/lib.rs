@@ -15,6 +15,8 @@
 pub mod attach;
 pub mod cli;
 pub mod client;
+pub mod cluster;
+pub mod config;
 pub mod list;
 pub mod local;
 pub mod output;
@@ -23,7 +25,9 @@ pub mod pull;
 pub mod recordings;
 pub mod replay;
 pub mod rm;
+pub mod shell;
 pub mod terminal;
+pub mod version;
 pub mod watch;
 
 use std::io::ErrorKind;
@@ -52,25 +56,37 @@ pub fn init_logging(verbosity: u8) {
 }
 
 /// Runs the verb `cli` names and maps the outcome to the process's exit code.
-pub fn run(cli: Cli) -> ExitCode {
+pub fn run(mut cli: Cli) -> ExitCode {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
     let result = runtime.block_on(async move {
         let done = |()| ExitStatus::Code(0);
+        config::PluginConfig::load(cli.common.plugin_config.as_deref())?.apply(&mut cli);
         match cli.verb {
             Some(Verb::Local(local)) => local.run().await,
-            Some(Verb::List(args)) => list::run(&cli.global, args).await.map(done),
-            Some(Verb::Attach(args)) => pod::attach(&cli.global, args).await,
-            Some(Verb::Rm(args)) => rm::run(&cli.global, args).await.map(done),
+            Some(Verb::List(args)) => list::run(&args.global.clone(), args).await.map(done),
+            Some(Verb::Attach(args)) => pod::attach(&args.global.clone(), args).await,
+            Some(Verb::Rm(args)) => rm::run(&args.global.clone(), args).await.map(done),
             Some(Verb::Recordings(args)) => match args.verb {
-                cli::RecordingsVerb::List(args) => recordings::list(&cli.global, args).await,
-                cli::RecordingsVerb::Get(args) => recordings::get(&cli.global, args).await,
+                cli::RecordingsVerb::List(args) => {
+                    recordings::list(&args.global.clone(), args).await
+                }
+                cli::RecordingsVerb::Get(args) => recordings::get(&args.global.clone(), args).await,
             }
             .map(done),
-            Some(Verb::Replay(args)) => replay::run(&cli.global, args).await.map(done),
-            Some(Verb::Watch(args)) => watch::run(&cli.global, args).await.map(done),
+            Some(Verb::Replay(args)) => replay::run(&args.global.clone(), args).await.map(done),
+            Some(Verb::Watch(args)) => watch::run(&args.global.clone(), args).await.map(done),
+            Some(Verb::Version(args)) => version::run(args).await.map(done),
+            Some(Verb::Completion(args)) => {
+                print!("{}", shell::completion(args.shell));
+                Ok(ExitStatus::Code(0))
+            }
+            Some(Verb::ShellInit(args)) => {
+                print!("{}", shell::init(args.shell));
+                Ok(ExitStatus::Code(0))
+            }
             None => {
                 let pod = cli.pod.expect("clap requires POD without a verb");
                 pod::run(&cli.global, &pod, cli.container.as_deref(), cli.debug).await

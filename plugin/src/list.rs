@@ -20,6 +20,7 @@ use serde::Serialize;
 
 use crate::cli::{Global, ListArgs, Output};
 use crate::client::AgentClient;
+use crate::cluster::Cluster;
 use crate::pod;
 
 /// Agents asked at once: enough for a large cluster's nodes in one round, bounded so that a
@@ -95,6 +96,8 @@ pub fn age(created: u64) -> String {
 
 /// The agents to ask for things of a pod, a namespace, or with `-A` every namespace.
 pub struct Asked {
+    /// The cluster.
+    pub cluster: Cluster,
     /// The namespace (the kubeconfig context's, or `-n`).
     pub namespace: String,
     /// The nodes to ask, by name, with their IPs.
@@ -112,7 +115,8 @@ impl Asked {
         pod: Option<&str>,
         all_namespaces: bool,
     ) -> anyhow::Result<Asked> {
-        let (client, namespace) = pod::client(global).await?;
+        let cluster = Cluster::connect(global).await?;
+        let (client, namespace) = (cluster.client.clone(), cluster.namespace.clone());
         let mut homes = BTreeMap::new();
         if let Some(name) = pod {
             let name = pod::pod_name(name);
@@ -122,6 +126,7 @@ impl Asked {
                 pod: Some(name.to_owned()),
             };
             return Ok(Asked {
+                cluster,
                 namespace,
                 nodes: BTreeMap::from([(node, ip)]),
                 scope,
@@ -162,6 +167,7 @@ impl Asked {
             pod: None,
         };
         Ok(Asked {
+            cluster,
             namespace,
             nodes,
             scope,
@@ -174,7 +180,6 @@ impl Asked {
     /// did not give; it is an error only when none answered.
     pub async fn each<'a, T, F, Fut>(
         &'a self,
-        global: &'a Global,
         what: &str,
         ask: F,
     ) -> anyhow::Result<Vec<(&'a String, T)>>
@@ -183,13 +188,16 @@ impl Asked {
         Fut: std::future::Future<Output = anyhow::Result<T>>,
     {
         let ask = &ask;
-        let asked =
-            futures_util::stream::iter(self.nodes.iter().map(|(node, ip)| async move {
-                (node, ask(pod::agent_of(global, node, ip)).await)
-            }))
-            .buffer_unordered(PARALLEL)
-            .collect::<Vec<_>>()
-            .await;
+        let asked = futures_util::stream::iter(self.nodes.iter().map(|(node, ip)| async move {
+            let answer = match self.cluster.agent_on(node, ip).await {
+                Ok(agent) => ask(agent).await,
+                Err(e) => Err(e),
+            };
+            (node, answer)
+        }))
+        .buffer_unordered(PARALLEL)
+        .collect::<Vec<_>>()
+        .await;
         let mut answers = Vec::new();
         let mut failures = 0;
         for (node, answer) in asked {
@@ -214,7 +222,7 @@ impl Asked {
 /// Runs `kubectl-debug list`.
 pub async fn run(global: &Global, args: ListArgs) -> anyhow::Result<()> {
     let asked = Asked::resolve(global, args.pod.as_deref(), args.all_namespaces).await?;
-    let rows = ask(global, &asked).await?;
+    let rows = ask(&asked).await?;
     let namespace = &asked.namespace;
     if rows.is_empty() && args.output.is_none_or(|o| o == Output::Wide) {
         match (&args.pod, args.all_namespaces) {
@@ -232,10 +240,10 @@ pub async fn run(global: &Global, args: ListArgs) -> anyhow::Result<()> {
 /// Asks each node's agent for the debug containers in scope, in parallel. A container two
 /// agents report (nodes sharing one runtime, as in a lab) is shown once, on its pod's node
 /// when known.
-async fn ask(global: &Global, asked: &Asked) -> anyhow::Result<Vec<Row>> {
+async fn ask(asked: &Asked) -> anyhow::Result<Vec<Row>> {
     let scope = &asked.scope;
     let answers = asked
-        .each(global, "its debug containers are", |agent| async move {
+        .each("its debug containers are", |agent| async move {
             agent.list(scope).await
         })
         .await?;

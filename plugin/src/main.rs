@@ -17,6 +17,6 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    kdbg_plugin::init_logging(cli.global.verbosity);
+    kdbg_plugin::init_logging(cli.common.verbosity);
     kdbg_plugin::run(cli)
 }

@@ -5,12 +5,11 @@ use anyhow::{Context as _, anyhow, bail};
 use k8s_openapi::api::core::v1::{ContainerState, Pod};
 use kdbg_api::TargetRef;
 use kdbg_relay::ExitStatus;
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client};
 
 use crate::attach;
 use crate::cli::{AttachArgs, DebugOpts, Global};
-use crate::client::{AgentClient, Transport};
+use crate::cluster::Cluster;
 /// The annotation kubectl reads for the default container of a pod.
 const DEFAULT_CONTAINER_ANNOTATION: &str = "kubectl.kubernetes.io/default-container";
 
@@ -29,32 +28,6 @@ pub struct PodTarget {
     pub node: String,
     /// The node's IP, where its agent listens.
     pub host_ip: String,
-}
-
-/// A client and the namespace to use, read from kubeconfig the way kubectl does
-/// (`--kubeconfig`, else `KUBECONFIG`, else `~/.kube/config`; `--context`, else the current
-/// context; `-n`, else the context's namespace, else `default`).
-pub async fn client(global: &Global) -> anyhow::Result<(Client, String)> {
-    let options = KubeConfigOptions {
-        context: global.context.clone(),
-        cluster: None,
-        user: None,
-    };
-    let config = match &global.kubeconfig {
-        Some(path) => {
-            let kubeconfig = Kubeconfig::read_from(path)
-                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(kubeconfig, &options).await
-        }
-        None => kube::Config::from_kubeconfig(&options).await,
-    }
-    .context("loading the kubeconfig (set --kubeconfig or KUBECONFIG, or choose --context)")?;
-    let namespace = global
-        .namespace
-        .clone()
-        .unwrap_or_else(|| config.default_namespace.clone());
-    let client = Client::try_from(config).context("building the Kubernetes client")?;
-    Ok((client, namespace))
 }
 
 /// Finds the pod and the container to join. Errors say what is wrong and what to do.
@@ -196,14 +169,6 @@ fn describe(state: Option<&ContainerState>) -> String {
     "in an unknown state".into()
 }
 
-/// The client of the agent on a pod's node.
-pub fn agent_of(global: &Global, node: &str, host_ip: &str) -> AgentClient {
-    AgentClient::new(Transport::Tcp {
-        address: format!("{host_ip}:{}", global.agent_port),
-        node: Some(node.to_owned()),
-    })
-}
-
 /// A pod name as the user wrote it: `NAME` or `pod/NAME` (for pods named like a verb).
 pub fn pod_name(arg: &str) -> &str {
     arg.strip_prefix("pod/")
@@ -219,14 +184,14 @@ pub async fn run(
     opts: DebugOpts,
 ) -> anyhow::Result<ExitStatus> {
     let pod = pod_name(pod);
-    let (client, namespace) = client(global).await?;
-    let found = resolve(client, &namespace, pod, container).await?;
+    let cluster = Cluster::connect(global).await?;
+    let found = resolve(cluster.client.clone(), &cluster.namespace, pod, container).await?;
     let record_local = opts.record.record_local.clone();
     let mut request = opts.request(found.target.clone());
     request.pod_namespace = Some(found.namespace.clone());
     request.pod_name = Some(found.pod.clone());
     request.pod_container = Some(found.container.clone());
-    let agent = agent_of(global, &found.node, &found.host_ip);
+    let agent = cluster.agent_on(&found.node, &found.host_ip).await?;
     attach::debug(
         &agent,
         request,
@@ -265,13 +230,14 @@ pub async fn node_of(
 /// Runs `kubectl-debug attach POD NAME`.
 pub async fn attach(global: &Global, args: AttachArgs) -> anyhow::Result<ExitStatus> {
     let pod = pod_name(&args.pod);
-    let (client, namespace) = client(global).await?;
-    let (node, host_ip) = node_of(client, &namespace, pod).await?;
+    let cluster = Cluster::connect(global).await?;
+    let namespace = cluster.namespace.clone();
+    let (node, host_ip) = node_of(cluster.client.clone(), &namespace, pod).await?;
     let record_local = args.session.record.record_local.clone();
     let mut request = args.session.request(&args.name);
     request.pod_namespace = Some(namespace);
     request.pod_name = Some(pod.to_owned());
-    let agent = agent_of(global, &node, &host_ip);
+    let agent = cluster.agent_on(&node, &host_ip).await?;
     attach::debug(
         &agent,
         request,

@@ -12,7 +12,6 @@ use serde::Serialize;
 use crate::cli::{Global, Output, RecordingsGet, RecordingsList};
 use crate::client::AgentClient;
 use crate::list::{Asked, print_items, write_table};
-use crate::pod;
 
 /// A recording as `recordings list` shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -28,7 +27,7 @@ pub struct Row {
 /// Runs `recordings list`.
 pub async fn list(global: &Global, args: RecordingsList) -> anyhow::Result<()> {
     let asked = Asked::resolve(global, args.pod.as_deref(), args.all_namespaces).await?;
-    let rows = ask(global, &asked).await?;
+    let rows = ask(&asked).await?;
     if rows.is_empty() && args.output.is_none_or(|o| o == Output::Wide) {
         let namespace = &asked.namespace;
         match (&args.pod, args.all_namespaces) {
@@ -46,10 +45,10 @@ pub async fn list(global: &Global, args: RecordingsList) -> anyhow::Result<()> {
     }
 }
 
-async fn ask(global: &Global, asked: &Asked) -> anyhow::Result<Vec<Row>> {
+async fn ask(asked: &Asked) -> anyhow::Result<Vec<Row>> {
     let scope = &asked.scope;
     let answers = asked
-        .each(global, "its recordings are", |agent| async move {
+        .each("its recordings are", |agent| async move {
             agent.recordings(scope).await
         })
         .await?;
@@ -200,7 +199,7 @@ pub async fn fetch(
     out: &mut (dyn std::io::Write + Send),
 ) -> anyhow::Result<u64> {
     let asked = Asked::resolve(global, None, all_namespaces).await?;
-    let rows = ask(global, &asked).await?;
+    let rows = ask(&asked).await?;
     let Some(row) = rows.into_iter().find(|r| r.item.session == session) else {
         let place = if all_namespaces {
             "on any node".to_owned()
@@ -212,7 +211,7 @@ pub async fn fetch(
         );
     };
     let ip = asked.nodes.get(&row.node).cloned().unwrap_or_default();
-    let agent: AgentClient = pod::agent_of(global, &row.node, &ip);
+    let agent: AgentClient = asked.cluster.agent_on(&row.node, &ip).await?;
     let scope = PodScope {
         namespace: row.item.namespace.clone(),
         pod: row.item.pod.clone(),

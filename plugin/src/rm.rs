@@ -12,9 +12,10 @@ use crate::pod;
 /// Runs `kubectl-debug rm`.
 pub async fn run(global: &Global, args: RmArgs) -> anyhow::Result<()> {
     let name = pod::pod_name(&args.pod);
-    let (client, namespace) = pod::client(global).await?;
+    let cluster = crate::cluster::Cluster::connect(global).await?;
+    let (client, namespace) = (cluster.client.clone(), cluster.namespace.clone());
     let (node, ip) = pod::node_of(client, &namespace, name).await?;
-    let agent = pod::agent_of(global, &node, &ip);
+    let agent = cluster.agent_on(&node, &ip).await?;
     let scope = PodScope {
         namespace: Some(namespace.clone()),
         pod: Some(name.to_owned()),

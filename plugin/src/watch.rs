@@ -20,9 +20,10 @@ const QUIT_KEYS: [u8; 4] = [0x03, 0x04, 0x1d, b'q'];
 /// Runs `watch`.
 pub async fn run(global: &Global, args: WatchArgs) -> anyhow::Result<()> {
     let pod = pod::pod_name(&args.pod);
-    let (client, namespace) = pod::client(global).await?;
-    let (node, host_ip) = pod::node_of(client, &namespace, pod).await?;
-    let agent = pod::agent_of(global, &node, &host_ip);
+    let cluster = crate::cluster::Cluster::connect(global).await?;
+    let namespace = cluster.namespace.clone();
+    let (node, host_ip) = pod::node_of(cluster.client.clone(), &namespace, pod).await?;
+    let agent = cluster.agent_on(&node, &host_ip).await?;
     let request = WatchRequest {
         session: args.session.clone(),
         scope: PodScope {

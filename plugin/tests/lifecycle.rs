@@ -7,7 +7,7 @@ mod support;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::apiserver::{Cluster, pod_on_node, running_pod};
+use support::apiserver::{Cluster, agent_pod, pod_on_node, running_pod};
 use support::engine::{ContainerdEngine, DockerEngine, Engine, Targeted, eventually};
 use support::{Agent, run, text};
 
@@ -481,6 +481,9 @@ fn list_all_namespaces_asks_every_node_and_warns_of_one_that_does_not_answer() {
     let agent_a = engine.agent("");
     let mut agent_b = engine.agent(&format!("listen: \"127.0.0.2:{}\"\n", agent_a.port));
     let cluster = Cluster::new("shop");
+    // Each node runs the agent DaemonSet's pod.
+    cluster.api.add_pod(agent_pod("node-a", "127.0.0.1", true));
+    cluster.api.add_pod(agent_pod("node-b", "127.0.0.2", true));
     cluster.api.add_pod(pod_on_node(
         "shop",
         "web-1",

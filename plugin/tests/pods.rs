@@ -26,7 +26,38 @@ fn kubectl_reads_pods_from_the_stand_in() {
     );
     let out = cluster.kubectl(&["get", "pods", "-A", "-o", "name"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert_eq!(text(&out.stdout).trim(), "pod/web-1");
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "pod/kubectl-debug-agent-stand-in-node\npod/web-1"
+    );
+    // Label and field selectors, as the plugin finds a node's agent.
+    let out = cluster.kubectl(&[
+        "get",
+        "pods",
+        "-n",
+        "kubectl-debug",
+        "-l",
+        "app.kubernetes.io/name=kubectl-debug-agent",
+        "--field-selector",
+        "spec.nodeName=stand-in-node",
+        "-o",
+        "name",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "pod/kubectl-debug-agent-stand-in-node"
+    );
+    let out = cluster.kubectl(&[
+        "get",
+        "pods",
+        "-A",
+        "--field-selector",
+        "spec.nodeName=elsewhere",
+        "-o",
+        "name",
+    ]);
+    assert_eq!(text(&out.stdout).trim(), "");
     let out = cluster.kubectl(&["get", "pod", "missing"]);
     assert!(!out.status.success());
     assert!(
@@ -133,8 +164,21 @@ fn pod_errors_name_the_object_and_exit_1() {
     let out = run(&mut cluster.debug(agent.port, &["two", "--", "true"]), b"");
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("Defaulted container \"app\" out of: app, sidecar"));
-    // No agent on the node's port.
+    // No agent on the node's port: reached directly, then through the API server.
     let nobody = free_port();
+    let out = run(
+        &mut cluster.debug(
+            nobody,
+            &["two", "-c", "app", "--connect", "direct", "--", "true"],
+        ),
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!("127.0.0.1:{nobody}")) && err.contains("stand-in-node"),
+        "{err}"
+    );
     let out = run(
         &mut cluster.debug(nobody, &["two", "-c", "app", "--", "true"]),
         b"",
@@ -142,7 +186,8 @@ fn pod_errors_name_the_object_and_exit_1() {
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     assert!(
-        err.contains(&format!("127.0.0.1:{nobody}")) && err.contains("stand-in-node"),
+        err.contains("the port-forward to the kubectl-debug agent of node stand-in-node")
+            && err.contains(&format!("error forwarding port {nobody}")),
         "{err}"
     );
     support::assert_removed_soon(|| running.leftovers());

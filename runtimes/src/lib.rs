@@ -467,6 +467,18 @@ pub enum AnyRuntime {
     Fake(FakeRuntime),
 }
 
+impl AnyRuntime {
+    /// The runtime's name: `docker`, `containerd` (or `fake`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            AnyRuntime::Docker(_) => "docker",
+            AnyRuntime::Containerd(_) => "containerd",
+            #[cfg(feature = "fake")]
+            AnyRuntime::Fake(_) => "fake",
+        }
+    }
+}
+
 macro_rules! delegate {
     ($self:ident, $r:ident => $call:expr) => {
         match $self {

@@ -54,6 +54,8 @@ pub struct Agent {
     pub recordings: recordings::Recordings,
     /// The node's name.
     pub node: String,
+    /// What `/metrics` shows.
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl Agent {
@@ -154,10 +156,36 @@ impl Agent {
     }
 
     async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: &str) -> Response<Body> {
+        let agent = self.clone();
+        let response = self.route(req, peer).await;
+        let code = response.status();
+        if code.is_client_error() || code.is_server_error() {
+            agent.metrics.error(crate::metrics::kind_of(code.as_u16()));
+        }
+        response
+    }
+
+    async fn route(self: Arc<Self>, req: Request<Incoming>, peer: &str) -> Response<Body> {
         let query = req.uri().query().unwrap_or("").to_owned();
         let name = path::container_name(req.uri().path()).map(str::to_owned);
         match (req.method(), req.uri().path(), name) {
             (&Method::GET, path::HEALTHZ, _) => text(StatusCode::OK, "ok\n"),
+            (&Method::GET, path::VERSION, _) => json(
+                StatusCode::OK,
+                &kdbg_api::VersionInfo {
+                    version: env!("CARGO_PKG_VERSION").to_owned(),
+                    runtime: self.runtime.name().to_owned(),
+                    node: self.node.clone(),
+                },
+            ),
+            (&Method::GET, path::METRICS, _) => {
+                let mut response = Response::new(full(Bytes::from(self.metrics.encode())));
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+                );
+                response
+            }
             (&Method::GET, path::DEBUG, _) => self.debug(req, peer).await,
             (&Method::GET, path::CONTAINERS, _) => self.containers(&query).await,
             (&Method::DELETE, _, Some(name)) => self.remove(&name, &query).await,
@@ -208,6 +236,11 @@ impl Agent {
         let image = request.image.unwrap_or_else(|| self.defaults.image.clone());
         let policy = request.policy;
         let shutdown = self.shutdown.clone();
+        let (pulls, pull_seconds) = (
+            self.metrics.pulls.clone(),
+            self.metrics.pull_seconds.clone(),
+        );
+        let started = std::time::Instant::now();
         // The pull and its progress run in one tracked task (shutdown waits for it, or cuts it
         // short: what it wrote is under a lease that expires). A client that leaves does not
         // stop the pull: the session it was for will want the image.
@@ -226,12 +259,17 @@ impl Agent {
                 pulled
             };
             let last = tokio::select! {
-                pulled = pulling => match pulled {
-                    Ok(()) => PullLine::done(),
-                    Err(e) => PullLine::Error {
-                        error: crate::chain(&e),
-                    },
-                },
+                pulled = pulling => {
+                    let outcome = if pulled.is_ok() { "done" } else { "failed" };
+                    pulls.get_or_create(&crate::metrics::Kind { kind: outcome.into() }).inc();
+                    pull_seconds.observe(started.elapsed().as_secs_f64());
+                    match pulled {
+                        Ok(()) => PullLine::done(),
+                        Err(e) => PullLine::Error {
+                            error: crate::chain(&e),
+                        },
+                    }
+                }
                 () = shutdown.cancelled() => PullLine::Error {
                     error: format!("pulling {image}: the kubectl-debug agent on this node is shutting down; try again when it is back"),
                 },

@@ -81,14 +81,52 @@ where
         idle_timeout: (!lifecycle.idle_timeout.0.is_zero()).then_some(lifecycle.idle_timeout.0),
         ..RelayConfig::default()
     };
-    match kdbg_relay::serve(ws, protocol, io, &config).await {
-        Ok(done) => match done.outcome {
-            ServerEnd::Completed(status) => info!(?status, "debug session completed"),
-            ServerEnd::ClientLeft => info!("client left; ending the debug session"),
-            ServerEnd::Idle => info!("debug session idle too long; ended"),
-        },
-        Err(e) => warn!(error = %crate::chain(&e), "debug session failed"),
-    }
+    let runtime = crate::metrics::Runtime {
+        runtime: agent.runtime.name().to_owned(),
+    };
+    agent.metrics.sessions_active.get_or_create(&runtime).inc();
+    let outcome = match kdbg_relay::serve(ws, protocol, io, &config).await {
+        Ok(done) => {
+            let metrics = &agent.metrics;
+            let count = |direction: &str, bytes: u64| {
+                metrics
+                    .bytes
+                    .get_or_create(&crate::metrics::Direction {
+                        direction: direction.into(),
+                    })
+                    .inc_by(bytes);
+            };
+            count("output", done.stats.bytes_sent);
+            count("stdin", done.stats.bytes_received);
+            match done.outcome {
+                ServerEnd::Completed(status) => {
+                    info!(?status, "debug session completed");
+                    "completed"
+                }
+                ServerEnd::ClientLeft => {
+                    info!("client left; ending the debug session");
+                    "client_left"
+                }
+                ServerEnd::Idle => {
+                    info!("debug session idle too long; ended");
+                    "idle"
+                }
+            }
+        }
+        Err(e) => {
+            warn!(error = %crate::chain(&e), "debug session failed");
+            "failed"
+        }
+    };
+    agent.metrics.sessions_active.get_or_create(&runtime).dec();
+    agent
+        .metrics
+        .sessions
+        .get_or_create(&crate::metrics::Ended {
+            runtime: runtime.runtime,
+            outcome: outcome.into(),
+        })
+        .inc();
     resizer.abort();
     prepared.finish(process_ended.load(Ordering::Acquire)).await;
 }

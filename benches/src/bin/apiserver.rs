@@ -6,7 +6,7 @@
 //! `apiserver DIR NAMESPACE/POD=CONTAINER_ID_URL...` (e.g. `bench/web=docker://abc`): each
 //! pod Running on node `stand-in-node` (hostIP 127.0.0.1) with one container `app`.
 
-#[path = "../../../plugin/tests/support/apiserver.rs"]
+#[path = "../../../plugin/tests/support/apiserver/mod.rs"]
 #[allow(dead_code, missing_docs)]
 mod apiserver;
 

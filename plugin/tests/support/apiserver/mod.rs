@@ -19,6 +19,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
 use k8s_openapi::apimachinery::pkg::version::Info;
 use kdbg_relay::status::{Status, StatusDetails};
 
+mod portforward;
+
 type Pods = Arc<Mutex<BTreeMap<(String, String), Pod>>>;
 
 /// The stand-in, serving until the test process ends.
@@ -52,11 +54,15 @@ impl ApiServer {
                     let address = address.clone();
                     tokio::spawn(async move {
                         let service = hyper::service::service_fn(move |req| {
-                            let response = handle(&req, &pods, &address);
+                            let response = match forward_to(&req, &pods) {
+                                Some(target) => upgrade(req, target),
+                                None => handle(&req, &pods, &address),
+                            };
                             async move { Ok::<_, Infallible>(response) }
                         });
                         let _ = hyper::server::conn::http1::Builder::new()
                             .serve_connection(hyper_util::rt::TokioIo::new(socket), service)
+                            .with_upgrades()
                             .await;
                     });
                 }
@@ -101,6 +107,32 @@ impl ApiServer {
         .unwrap();
         path
     }
+}
+
+/// The namespace and labels of kubectl-debug's agent DaemonSet, as `deploy/` makes them.
+pub const AGENT_NAMESPACE: &str = "kubectl-debug";
+/// See [`AGENT_NAMESPACE`].
+pub const AGENT_LABEL: (&str, &str) = ("app.kubernetes.io/name", "kubectl-debug-agent");
+
+/// The agent pod of node `node`, whose pod IP is `ip` (port-forwards reach the agent there),
+/// ready or not.
+pub fn agent_pod(node: &str, ip: &str, ready: bool) -> Pod {
+    let mut pod = pod_on_node(
+        AGENT_NAMESPACE,
+        &format!("kubectl-debug-agent-{node}"),
+        &[("agent", "docker://stand-in-agent", ready)],
+        node,
+        ip,
+    );
+    pod.metadata.labels = Some([(AGENT_LABEL.0.to_owned(), AGENT_LABEL.1.to_owned())].into());
+    if !ready {
+        let status = pod.status.as_mut().expect("a status");
+        status.phase = Some("Pending".into());
+        status.conditions = Some(vec![serde_json::from_value(serde_json::json!(
+            {"type": "Ready", "status": "False", "reason": "ContainersNotReady", "message": "containers with unready status: [agent]"}
+        )).expect("a condition")]);
+    }
+    pod
 }
 
 /// A Running pod on node `stand-in-node` (hostIP 127.0.0.1) whose containers are the given
@@ -174,6 +206,101 @@ fn list_of(items: Vec<Pod>) -> serde_json::Value {
         "metadata": ListMeta { resource_version: Some("1".into()), ..ListMeta::default() },
         "items": items,
     })
+}
+
+/// The pods of `pods` that the request's `labelSelector` (`key=value`, comma-separated) and
+/// `fieldSelector` (`spec.nodeName=...`, `metadata.name=...`) select.
+fn selected<'a>(
+    req: &Request<hyper::body::Incoming>,
+    pods: impl Iterator<Item = &'a Pod>,
+) -> impl Iterator<Item = Pod> {
+    let mut labels = Vec::new();
+    let mut fields = Vec::new();
+    for (key, value) in form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()) {
+        let into = match &*key {
+            "labelSelector" => &mut labels,
+            "fieldSelector" => &mut fields,
+            _ => continue,
+        };
+        for term in value.split(',').filter(|t| !t.is_empty()) {
+            let (k, v) = term.split_once('=').unwrap_or((term, ""));
+            into.push((
+                k.trim_end_matches('=').to_owned(),
+                v.trim_start_matches('=').to_owned(),
+            ));
+        }
+    }
+    pods.filter(move |pod| {
+        let label = |k: &str| pod.metadata.labels.as_ref().and_then(|l| l.get(k)).cloned();
+        let field = |k: &str| match k {
+            "spec.nodeName" => pod.spec.as_ref().and_then(|s| s.node_name.clone()),
+            "metadata.name" => pod.metadata.name.clone(),
+            "metadata.namespace" => pod.metadata.namespace.clone(),
+            _ => None,
+        };
+        labels.iter().all(|(k, v)| label(k).as_deref() == Some(v))
+            && fields.iter().all(|(k, v)| field(k).as_deref() == Some(v))
+    })
+    .cloned()
+    .collect::<Vec<_>>()
+    .into_iter()
+}
+
+/// For a port-forward request: the pod's IP and the ports.
+fn forward_to(req: &Request<hyper::body::Incoming>, pods: &Pods) -> Option<(String, Vec<u16>)> {
+    let parts: Vec<&str> = req
+        .uri()
+        .path()
+        .split('/')
+        .filter(|p| !p.is_empty())
+        .collect();
+    let ["api", "v1", "namespaces", ns, "pods", name, "portforward"] = parts.as_slice() else {
+        return None;
+    };
+    let pods = pods.lock().unwrap();
+    let pod = pods.get(&((*ns).to_owned(), (*name).to_owned()))?;
+    let ip = pod.status.as_ref()?.pod_ip.clone()?;
+    Some((ip, portforward::ports(req.uri().query().unwrap_or(""))))
+}
+
+/// Accepts a port-forward upgrade and serves it.
+fn upgrade(
+    req: Request<hyper::body::Incoming>,
+    (ip, ports): (String, Vec<u16>),
+) -> Response<Full<Bytes>> {
+    let headers = req.headers();
+    let offered = headers
+        .get_all("sec-websocket-protocol")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').any(|p| p.trim() == portforward::PROTOCOL));
+    let key = headers.get("sec-websocket-key").cloned();
+    let (Some(key), true, false) = (key, offered, ports.is_empty()) else {
+        return json(
+            StatusCode::BAD_REQUEST,
+            &Status::http_error(
+                400,
+                "BadRequest",
+                format!(
+                    "port-forward needs a WebSocket upgrade offering {} and ?ports=",
+                    portforward::PROTOCOL
+                ),
+            ),
+        );
+    };
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    tokio::spawn(portforward::serve(req, ip, ports));
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = response.headers_mut();
+    h.insert("connection", "Upgrade".parse().unwrap());
+    h.insert("upgrade", "websocket".parse().unwrap());
+    h.insert("sec-websocket-accept", accept.parse().unwrap());
+    h.insert(
+        "sec-websocket-protocol",
+        portforward::PROTOCOL.parse().unwrap(),
+    );
+    response
 }
 
 fn handle(
@@ -263,14 +390,18 @@ fn handle(
             ),
             false => not_found("namespaces", ns),
         },
-        ["api", "v1", "pods"] => json(StatusCode::OK, &list_of(pods.values().cloned().collect())),
+        ["api", "v1", "pods"] => json(
+            StatusCode::OK,
+            &list_of(selected(req, pods.values()).collect()),
+        ),
         ["api", "v1", "namespaces", ns, "pods"] => json(
             StatusCode::OK,
             &list_of(
-                pods.iter()
-                    .filter(|((n, _), _)| n == ns)
-                    .map(|(_, p)| p.clone())
-                    .collect(),
+                selected(
+                    req,
+                    pods.iter().filter(|((n, _), _)| n == ns).map(|(_, p)| p),
+                )
+                .collect(),
             ),
         ),
         ["api", "v1", "namespaces", ns, "pods", name] => {
@@ -300,6 +431,9 @@ impl Cluster {
     /// A cluster whose kubeconfig's context uses `namespace`.
     pub fn new(namespace: &str) -> Cluster {
         let api = ApiServer::start();
+        // The agent DaemonSet's pod on the stand-in's node: port-forwards reach agents on
+        // 127.0.0.1, at whichever port the test's agent listens on.
+        api.add_pod(agent_pod("stand-in-node", "127.0.0.1", true));
         let dir = std::env::temp_dir().join(format!(
             "kdbg-cluster-{}-{}",
             std::process::id(),

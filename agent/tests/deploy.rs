@@ -1,0 +1,175 @@
+//! The manifests in `deploy/`, rendered by the real `kubectl kustomize` (the base and every
+//! overlay), read into Kubernetes' typed objects with unknown fields rejected, and checked for
+//! what the agent needs and what it must never have (a hostPort, the host's network).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ServiceAccount};
+use serde::de::DeserializeOwned;
+
+fn deploy() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
+}
+
+/// `kubectl kustomize DIR`, split into documents.
+fn render(dir: &Path) -> Vec<serde_json::Value> {
+    let out = Command::new("kubectl")
+        .arg("kustomize")
+        .arg(dir)
+        .output()
+        .expect("kubectl (installed by scripts/test-world)");
+    assert!(
+        out.status.success(),
+        "kubectl kustomize {}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    text.split("\n---\n")
+        .map(|doc| serde_saphyr::from_str::<serde_json::Value>(doc).unwrap())
+        .collect()
+}
+
+/// `doc` as a `T`, failing on any field `T` does not have.
+fn typed<T: DeserializeOwned>(doc: &serde_json::Value) -> T {
+    let mut unknown = Vec::new();
+    let value: T = serde_ignored::deserialize(doc.clone(), |path| unknown.push(path.to_string()))
+        .unwrap_or_else(|e| panic!("{e}: {doc}"));
+    assert!(
+        unknown.is_empty(),
+        "unknown fields {unknown:?} in {}",
+        doc["kind"]
+    );
+    value
+}
+
+struct Rendered {
+    daemonset: DaemonSet,
+    config: ConfigMap,
+}
+
+fn check(dir: &Path) -> Rendered {
+    let docs = render(dir);
+    let kinds: BTreeSet<String> = docs
+        .iter()
+        .map(|d| d["kind"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["ConfigMap", "DaemonSet", "Namespace", "ServiceAccount"]
+            .map(String::from)
+            .into(),
+        "{}",
+        dir.display()
+    );
+    let mut daemonset = None;
+    let mut config = None;
+    for doc in &docs {
+        match doc["kind"].as_str().unwrap() {
+            "Namespace" => {
+                let ns: Namespace = typed(doc);
+                assert_eq!(ns.metadata.name.as_deref(), Some("kubectl-debug"));
+            }
+            "ServiceAccount" => {
+                let _: ServiceAccount = typed(doc);
+            }
+            "ConfigMap" => config = Some(typed::<ConfigMap>(doc)),
+            "DaemonSet" => daemonset = Some(typed::<DaemonSet>(doc)),
+            other => panic!("unexpected {other}"),
+        }
+    }
+    Rendered {
+        daemonset: daemonset.unwrap(),
+        config: config.unwrap(),
+    }
+}
+
+#[test]
+fn the_base_and_every_overlay_render_into_typed_objects_the_agent_can_run_with() {
+    let mut sockets = BTreeSet::new();
+    for dir in ["", "overlays/containerd", "overlays/docker", "overlays/k3s"] {
+        let rendered = check(&deploy().join(dir));
+        let ds = &rendered.daemonset;
+        assert_eq!(ds.metadata.namespace.as_deref(), Some("kubectl-debug"));
+        let template = ds.spec.as_ref().unwrap().template.clone();
+        let labels = template.metadata.unwrap().labels.unwrap();
+        assert_eq!(labels["app.kubernetes.io/name"], "kubectl-debug-agent");
+        let pod = template.spec.unwrap();
+        assert_ne!(pod.host_network, Some(true), "{dir}: no host network");
+        let container = &pod.containers[0];
+        let ports = container.ports.clone().unwrap();
+        assert_eq!(ports[0].container_port, 10027);
+        assert_eq!(ports[0].name.as_deref(), Some("agent"));
+        assert!(
+            ports.iter().all(|p| p.host_port.is_none()),
+            "{dir}: no hostPort"
+        );
+        for probe in [&container.readiness_probe, &container.liveness_probe] {
+            let get = probe.clone().unwrap().http_get.unwrap();
+            assert_eq!(get.path.as_deref(), Some("/healthz"));
+        }
+        let security = container.security_context.clone().unwrap();
+        assert_eq!(security.read_only_root_filesystem, Some(true));
+        assert_eq!(security.allow_privilege_escalation, Some(false));
+        assert_ne!(security.privileged, Some(true));
+        assert!(container.resources.as_ref().unwrap().limits.is_some());
+        assert!(
+            pod.tolerations
+                .unwrap()
+                .iter()
+                .any(|t| t.operator.as_deref() == Some("Exists"))
+        );
+        // The agent's configuration, as the ConfigMap holds it, is one the agent accepts, and
+        // the paths it shares with the node's runtime are mounted at the same paths.
+        let yaml = &rendered.config.data.unwrap()["agent.yaml"];
+        let agent = kdbg_agent::config::Config::parse(yaml)
+            .unwrap_or_else(|e| panic!("{dir}: agent.yaml: {e}"));
+        let mounts = container.volume_mounts.clone().unwrap();
+        let volumes = pod.volumes.unwrap();
+        let host_path = |mount: &str| {
+            let m = mounts
+                .iter()
+                .find(|m| mount.starts_with(&m.mount_path))
+                .unwrap_or_else(|| panic!("{dir}: nothing mounted at {mount}"));
+            let v = volumes.iter().find(|v| v.name == m.name).unwrap();
+            let host = v.host_path.clone().expect("a hostPath").path;
+            format!("{host}{}", &mount[m.mount_path.len()..])
+        };
+        let init = agent.runtime.init_dir.display().to_string();
+        assert_eq!(
+            host_path(&init),
+            init,
+            "{dir}: kdbg-init at the node's path"
+        );
+        if let Some(fifo) = &agent.runtime.fifo_dir {
+            let fifo = fifo.display().to_string();
+            assert_eq!(host_path(&fifo), fifo, "{dir}: FIFOs at the node's path");
+        }
+        let endpoint = agent.runtime.endpoint.clone().unwrap();
+        sockets.insert(host_path(endpoint.trim_start_matches("unix://")));
+        let recordings = agent.recordings.dir.display().to_string();
+        assert_eq!(host_path(&recordings), recordings);
+        let containerd = matches!(
+            agent.runtime.kind,
+            kdbg_agent::config::RuntimeKindConfig::Containerd
+        );
+        assert_eq!(
+            pod.host_pid,
+            Some(containerd),
+            "{dir}: hostPID for containerd"
+        );
+    }
+    assert_eq!(
+        sockets,
+        [
+            "/run/containerd/containerd.sock",
+            "/run/k3s/containerd/containerd.sock",
+            "/var/run/docker.sock"
+        ]
+        .map(String::from)
+        .into()
+    );
+}

@@ -1,0 +1,171 @@
+//! The cluster: a Kubernetes client read from the kubeconfig the way kubectl reads it, and the
+//! node agents reached the way `--connect` says: through the API server (a port-forward to the
+//! node's agent pod, the default: nothing but the API server needs to be reachable), or
+//! straight to the node's IP.
+
+use anyhow::{Context as _, anyhow, bail};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::ListParams;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client};
+
+use crate::cli::{Connect, Global};
+use crate::client::{AgentClient, Transport};
+
+/// A cluster and how to reach its agents.
+pub struct Cluster {
+    /// The Kubernetes client.
+    pub client: Client,
+    /// The namespace to use (`-n`, else the context's, else `default`).
+    pub namespace: String,
+    global: Global,
+}
+
+impl Cluster {
+    /// A client and the namespace to use, read from kubeconfig the way kubectl does
+    /// (`--kubeconfig`, else `KUBECONFIG`, else `~/.kube/config`; `--context`, else the
+    /// current context; `-n`, else the context's namespace, else `default`).
+    pub async fn connect(global: &Global) -> anyhow::Result<Cluster> {
+        let options = KubeConfigOptions {
+            context: global.context.clone(),
+            cluster: None,
+            user: None,
+        };
+        let config = match &global.kubeconfig {
+            Some(path) => {
+                let kubeconfig = Kubeconfig::read_from(path)
+                    .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+                kube::Config::from_custom_kubeconfig(kubeconfig, &options).await
+            }
+            None => kube::Config::from_kubeconfig(&options).await,
+        }
+        .context("loading the kubeconfig (set --kubeconfig or KUBECONFIG, or choose --context)")?;
+        let namespace = global
+            .namespace
+            .clone()
+            .unwrap_or_else(|| config.default_namespace.clone());
+        let client = Client::try_from(config).context("building the Kubernetes client")?;
+        Ok(Cluster {
+            client,
+            namespace,
+            global: global.clone(),
+        })
+    }
+
+    /// The client of the agent on node `node` (whose IP is `host_ip`).
+    pub async fn agent_on(&self, node: &str, host_ip: &str) -> anyhow::Result<AgentClient> {
+        let port = self.global.agent_port();
+        if self.global.connect() == Connect::Direct {
+            return Ok(AgentClient::new(Transport::Tcp {
+                address: format!("{host_ip}:{port}"),
+                node: Some(node.to_owned()),
+            }));
+        }
+        let namespace = self.global.agent_namespace();
+        let selector = self.global.agent_selector();
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        let listed = pods
+            .list(
+                &ListParams::default()
+                    .labels(selector)
+                    .fields(&format!("spec.nodeName={node}")),
+            )
+            .await
+            .with_context(|| {
+                format!(
+                    "finding the kubectl-debug agent of node \"{node}\" (pods labelled {selector} in namespace {namespace}); or reach agents by node IP with --connect direct"
+                )
+            })?;
+        let pod = pick(&listed.items, node, namespace, selector)?;
+        Ok(AgentClient::new(Transport::PortForward {
+            pods: Box::new(pods),
+            pod,
+            port,
+            node: node.to_owned(),
+        }))
+    }
+}
+
+/// The ready agent pod among `pods` (those of one node), or why there is none.
+fn pick(pods: &[Pod], node: &str, namespace: &str, selector: &str) -> anyhow::Result<String> {
+    let name = |p: &Pod| p.metadata.name.clone().unwrap_or_default();
+    let ready = |p: &Pod| {
+        let status = p.status.as_ref();
+        status.and_then(|s| s.phase.as_deref()) == Some("Running")
+            && status
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    };
+    if let Some(pod) = pods.iter().find(|p| ready(p)) {
+        return Ok(name(pod));
+    }
+    let Some(pod) = pods.first() else {
+        bail!(
+            "no kubectl-debug agent runs on node \"{node}\" (no pod labelled {selector} in namespace {namespace}); install it with: kubectl apply -k deploy/ (from kubectl-debug's source), or name where it runs with --agent-namespace and --agent-selector"
+        );
+    };
+    let status = pod.status.clone().unwrap_or_default();
+    let phase = status.phase.unwrap_or_else(|| "Unknown".into());
+    let why = status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "Ready" && c.status != "True")
+        .map(|c| {
+            let reason = c.reason.clone().unwrap_or_default();
+            match &c.message {
+                Some(message) => format!(" ({reason}: {message})"),
+                None => format!(" ({reason})"),
+            }
+        })
+        .unwrap_or_default();
+    Err(anyhow!(
+        "the kubectl-debug agent on node \"{node}\" (pod {namespace}/{}) is not ready: {phase}{why}; see kubectl -n {namespace} describe pod {}",
+        name(pod),
+        name(pod)
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(json: serde_json::Value) -> Pod {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn no_agent_and_an_unready_agent_say_what_to_do() {
+        let err = pick(&[], "n1", "kubectl-debug", "app=a")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("no kubectl-debug agent runs on node \"n1\" (no pod labelled app=a in namespace kubectl-debug); install it with: kubectl apply -k"),
+            "{err}"
+        );
+        let pending = pod(serde_json::json!({
+            "metadata": {"name": "agent-x"},
+            "status": {"phase": "Pending", "conditions": [
+                {"type": "Ready", "status": "False", "reason": "ContainersNotReady", "message": "containers with unready status: [agent]"}
+            ]}
+        }));
+        let err = pick(
+            std::slice::from_ref(&pending),
+            "n1",
+            "kubectl-debug",
+            "app=a",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("pod kubectl-debug/agent-x) is not ready: Pending (ContainersNotReady: containers with unready status: [agent])"),
+            "{err}"
+        );
+        let mut running = pending;
+        running.metadata.name = Some("agent-y".into());
+        let status = running.status.as_mut().unwrap();
+        status.phase = Some("Running".into());
+        status.conditions.as_mut().unwrap()[0].status = "True".into();
+        assert_eq!(pick(&[running], "n1", "ns", "s").unwrap(), "agent-y");
+    }
+}
