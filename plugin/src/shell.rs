@@ -32,7 +32,14 @@ pub fn completion(shell: Shell) -> String {
         Shell::Zsh => clap_complete::Shell::Zsh,
         Shell::Fish => clap_complete::Shell::Fish,
     };
-    clap_complete::generate(generator, &mut command, "kubectl-debug", &mut out);
+    // clap_complete's bash script mixes up a name with a dash (`kubectl-debug`) with a verb
+    // (`kubectl debug`): it is generated for `kubectl_debug`, and registered for our name
+    // below.
+    let name = match shell {
+        Shell::Bash => "kubectl_debug",
+        Shell::Zsh | Shell::Fish => "kubectl-debug",
+    };
+    clap_complete::generate(generator, &mut command, name, &mut out);
     let mut script = String::from_utf8_lossy(&out).into_owned();
     script.push_str(match shell {
         Shell::Bash => BASH_PODS,
@@ -56,7 +63,7 @@ _kubectl_debug_pods() {
     kubectl get pods "${ns[@]}" -o custom-columns=:metadata.name --no-headers 2>/dev/null
 }
 _kubectl_debug_with_pods() {
-    _kubectl-debug "$@"
+    _kubectl_debug "$@"
     local cur="${COMP_WORDS[COMP_CWORD]}" prev="${COMP_WORDS[COMP_CWORD-1]}"
     if [[ "$cur" != -* && "$prev" != -* ]]; then
         case "${COMP_WORDS[1]}" in
