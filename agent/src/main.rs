@@ -73,10 +73,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
+    // The address bound, which tells the port when the config asked for any (`:0`).
+    let bound = listener.local_addr().unwrap_or(config.listen);
     let settings = kdbg_agent::Settings::from_config(&config);
     let (agent, serving) = kdbg_agent::spawn(runtime, settings, listener)
         .map_err(|e| anyhow::anyhow!(kdbg_agent::chain(&e)))?;
-    info!(listen = %config.listen, runtime = ?config.runtime.kind, endpoint = ?config.runtime.endpoint, "agent ready");
+    info!(listen = %bound, runtime = ?config.runtime.kind, endpoint = ?config.runtime.endpoint, "agent ready");
     shutdown_signal().await;
     info!("shutting down: telling sessions, removing their containers");
     agent.stop(SHUTDOWN_GRACE).await;

@@ -157,12 +157,35 @@ pub fn agent_binary() -> PathBuf {
     agent
 }
 
-/// A real `kubectl-debug-agent` on 127.0.0.1, stopped when dropped; its log goes to a file.
+/// A real `kubectl-debug-agent` on 127.0.0.1, stopped when dropped (and its scratch
+/// directory removed). It runs as a process of this machine, or, when `KDBG_AGENT_IMAGE`
+/// names an image (scripts/agent-image builds it), as a container on the test Docker engine
+/// the way deploy/'s DaemonSet runs it: the host's PID namespace and network, a read-only root,
+/// every capability dropped but the DaemonSet's, the config file mounted read-only where the
+/// ConfigMap is, the runtime's socket and /run/kubectl-debug from the host.
 pub struct Agent {
     pub port: u16,
     pub host: String,
-    child: std::process::Child,
-    log: PathBuf,
+    process: AgentProcess,
+    dir: PathBuf,
+}
+
+enum AgentProcess {
+    /// A child process; its stderr goes to `log`.
+    Child {
+        child: std::process::Child,
+        log: PathBuf,
+    },
+    /// A container of that name.
+    Container(String),
+}
+
+/// The capabilities deploy/base/daemonset.yaml adds after dropping all.
+const DAEMONSET_CAPABILITIES: [&str; 4] = ["SYS_PTRACE", "DAC_OVERRIDE", "CHOWN", "FOWNER"];
+
+/// The agent's image when the tests run the agent as a container.
+pub fn agent_image() -> Option<String> {
+    std::env::var("KDBG_AGENT_IMAGE").ok().filter(|i| !i.is_empty())
 }
 
 impl Agent {
@@ -201,19 +224,17 @@ impl Agent {
             N.fetch_add(1, Ordering::Relaxed)
         ));
         std::fs::create_dir_all(&dir).unwrap();
-        // `extra` may name the address: `listen: "127.0.0.2:PORT"`.
-        let (host, port) = extra
-            .lines()
-            .find_map(|l| l.strip_prefix("listen: "))
-            .map(|a| {
-                let (h, p) = a.trim_matches('"').rsplit_once(':').unwrap();
-                (h.to_owned(), p.parse().unwrap())
-            })
-            .unwrap_or_else(|| ("127.0.0.1".to_owned(), free_port()));
-        let listen = if extra.contains("listen: ") {
+        // `extra` may name the address: `listen: "127.0.0.2:PORT"`. Else the agent binds any
+        // free port of 127.0.0.1 and logs which: a port picked here could be taken by another
+        // test's agent before this one binds it.
+        let named = extra.lines().find_map(|l| l.strip_prefix("listen: ")).map(|a| {
+            let (h, p) = a.trim_matches('"').rsplit_once(':').unwrap();
+            (h.to_owned(), p.parse::<u16>().unwrap())
+        });
+        let listen = if named.is_some() {
             String::new()
         } else {
-            format!("listen: \"{host}:{port}\"\n")
+            "listen: \"127.0.0.1:0\"\n".to_owned()
         };
         let config = dir.join("agent.yaml");
         std::fs::write(
@@ -223,33 +244,52 @@ impl Agent {
             ),
         )
         .unwrap();
-        let log = dir.join("agent.log");
-        let child = Command::new(agent_binary())
-            .arg("--config")
-            .arg(&config)
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("starting kubectl-debug-agent");
-        let address = format!("{host}:{port}");
+        let process = match agent_image() {
+            Some(image) => AgentProcess::start_container(&image, &dir),
+            None => AgentProcess::start_child(&config, &dir),
+        };
+        let mut agent = Agent {
+            port: 0,
+            host: String::new(),
+            process,
+            dir,
+        };
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(&address).is_err() {
+        let (host, port) = loop {
+            if let Some(bound) = ready_address(&agent.log()) {
+                break named.unwrap_or(bound);
+            }
+            if let Some(code) = agent.process.exited() {
+                panic!(
+                    "the agent exited ({code:?}) before it was ready:\n{}",
+                    agent.log()
+                );
+            }
             assert!(
                 Instant::now() < deadline,
-                "agent never listened on {address}"
+                "the agent was not ready in 10 s:\n{}",
+                agent.log()
             );
             std::thread::sleep(Duration::from_millis(50));
-        }
-        Agent {
-            port,
-            host,
-            child,
-            log,
-        }
+        };
+        agent.host = host;
+        agent.port = port;
+        agent
     }
 
     /// What the agent has logged so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        match &self.process {
+            AgentProcess::Child { log, .. } => std::fs::read_to_string(log).unwrap_or_default(),
+            AgentProcess::Container(name) => {
+                let out = Command::new("/usr/bin/docker")
+                    .args(["logs", name])
+                    .env("DOCKER_HOST", docker_host())
+                    .output()
+                    .expect("running docker logs");
+                text(&out.stderr) + &text(&out.stdout)
+            }
+        }
     }
 
     pub fn address(&self) -> String {
@@ -258,19 +298,16 @@ impl Agent {
 
     /// Kills the agent with SIGKILL, as a node's OOM killer or a crash would.
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.kill();
     }
 
     /// Sends SIGTERM and waits (at most `limit`) for the agent to exit; returns its exit code.
     pub fn terminate(&mut self, limit: Duration) -> Option<i32> {
-        let pid = self.child.id().to_string();
-        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        assert!(sent.success(), "kill -TERM {pid}");
+        self.process.signal("TERM");
         let deadline = Instant::now() + limit;
         loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
+            if let Some(code) = self.process.exited() {
+                return code;
             }
             assert!(
                 Instant::now() < deadline,
@@ -281,11 +318,142 @@ impl Agent {
     }
 }
 
+impl AgentProcess {
+    fn start_child(config: &std::path::Path, dir: &std::path::Path) -> AgentProcess {
+        let log = dir.join("agent.log");
+        let child = Command::new(agent_binary())
+            .arg("--config")
+            .arg(config)
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("starting kubectl-debug-agent");
+        AgentProcess::Child { child, log }
+    }
+
+    /// `docker run` of the agent's image with the DaemonSet's settings. The scratch files of
+    /// the tests (sockets, FIFOs, recordings) are all under /tmp, mounted at the same path.
+    fn start_container(image: &str, dir: &std::path::Path) -> AgentProcess {
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        // One an earlier, killed run may have left under the same name.
+        let _ = Command::new("/usr/bin/docker")
+            .args(["rm", "-f", &name])
+            .env("DOCKER_HOST", docker_host())
+            .output();
+        let mut args = vec![
+            "run".to_owned(),
+            "-d".into(),
+            "--name".into(),
+            name.clone(),
+            "--network".into(),
+            "host".into(),
+            "--pid".into(),
+            "host".into(),
+            "--read-only".into(),
+            "--user".into(),
+            "0".into(),
+            "--security-opt".into(),
+            "no-new-privileges".into(),
+            "--cap-drop".into(),
+            "ALL".into(),
+        ];
+        for cap in DAEMONSET_CAPABILITIES {
+            args.extend(["--cap-add".into(), cap.into()]);
+        }
+        args.extend([
+            "-e".into(),
+            "NODE_NAME=stand-in-node".into(),
+            "-v".into(),
+            format!("{}:/etc/kubectl-debug:ro", dir.display()),
+            "-v".into(),
+            "/tmp:/tmp".into(),
+            "-v".into(),
+            "/run/kubectl-debug:/run/kubectl-debug".into(),
+            image.into(),
+            "--config".into(),
+            "/etc/kubectl-debug/agent.yaml".into(),
+        ]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        docker(&args);
+        AgentProcess::Container(name)
+    }
+
+    fn kill(&mut self) {
+        match self {
+            AgentProcess::Child { child, .. } => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            AgentProcess::Container(name) => {
+                let _ = Command::new("/usr/bin/docker")
+                    .args(["kill", name])
+                    .env("DOCKER_HOST", docker_host())
+                    .output();
+            }
+        }
+    }
+
+    fn signal(&self, signal: &str) {
+        let sent = match self {
+            AgentProcess::Child { child, .. } => Command::new("kill")
+                .args([&format!("-{signal}"), &child.id().to_string()])
+                .status()
+                .unwrap()
+                .success(),
+            AgentProcess::Container(name) => Command::new("/usr/bin/docker")
+                .args(["kill", "-s", signal, name])
+                .env("DOCKER_HOST", docker_host())
+                .status()
+                .unwrap()
+                .success(),
+        };
+        assert!(sent, "sending SIG{signal} to the agent");
+    }
+
+    /// `Some(exit code)` once the agent has exited.
+    fn exited(&mut self) -> Option<Option<i32>> {
+        match self {
+            AgentProcess::Child { child, .. } => child.try_wait().unwrap().map(|s| s.code()),
+            AgentProcess::Container(name) => {
+                let out = docker(&[
+                    "inspect",
+                    "-f",
+                    "{{.State.Running}} {{.State.ExitCode}}",
+                    name,
+                ]);
+                let state = text(&out.stdout);
+                let (running, code) = state.trim().split_once(' ').unwrap();
+                (running == "false").then(|| code.parse().ok())
+            }
+        }
+    }
+}
+
 impl Drop for Agent {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.kill();
+        if let AgentProcess::Container(name) = &self.process {
+            let _ = Command::new("/usr/bin/docker")
+                .args(["rm", "-f", name])
+                .env("DOCKER_HOST", docker_host())
+                .output();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// The address of an agent's `agent ready` log line (text or JSON).
+fn ready_address(log: &str) -> Option<(String, u16)> {
+    let line = log.lines().find(|l| l.contains("agent ready"))?;
+    let at = line
+        .find("listen=")
+        .map(|i| i + "listen=".len())
+        .or_else(|| line.find("\"listen\":\"").map(|i| i + "\"listen\":\"".len()))?;
+    let address: String = line[at..]
+        .chars()
+        .take_while(|c| !c.is_whitespace() && *c != '"')
+        .collect();
+    let (host, port) = address.rsplit_once(':')?;
+    Some((host.to_owned(), port.parse().ok()?))
 }
 
 /// The `runtime:` lines of an agent on the test containerd.

@@ -425,6 +425,13 @@ fn handle(
 pub struct Cluster {
     pub api: ApiServer,
     pub kubeconfig: PathBuf,
+    dir: PathBuf,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 impl Cluster {
@@ -440,7 +447,11 @@ impl Cluster {
             api.url.rsplit(':').next().unwrap()
         ));
         let kubeconfig = api.kubeconfig(&dir, namespace);
-        Cluster { api, kubeconfig }
+        Cluster {
+            api,
+            kubeconfig,
+            dir,
+        }
     }
 
     /// The real kubectl against it.
