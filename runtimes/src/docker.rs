@@ -30,9 +30,9 @@ use tracing::debug;
 
 use crate::docker_attach::Ended;
 use crate::{
-    ContainerState, Created, DEBUG_CAPABILITIES, DebugContainer, DebugSpec, Error, Process,
-    ProcessSpec, PullError, PullPolicy, PullProgress, Reference, Runtime, RuntimeKind, Stdio,
-    TargetRef, init, label,
+    ContainerState, Created, DebugContainer, DebugSpec, Error, Process, ProcessSpec, PullError,
+    PullPolicy, PullProgress, Reference, Runtime, RuntimeKind, Stdio, TargetInfo, TargetRef, init,
+    label,
 };
 
 /// Seconds bollard waits for one API call.
@@ -160,7 +160,7 @@ fn engine_message(e: &BollardError) -> String {
 }
 
 impl Runtime for DockerRuntime {
-    async fn check_target(&self, target: &TargetRef) -> Result<(), Error> {
+    async fn check_target(&self, target: &TargetRef) -> Result<TargetInfo, Error> {
         if target.kind != RuntimeKind::Docker {
             return Err(Error::WrongRuntime {
                 target: target.clone(),
@@ -186,7 +186,17 @@ impl Runtime for DockerRuntime {
                 state: status,
             });
         }
-        Ok(())
+        Ok(TargetInfo {
+            labels: info
+                .config
+                .and_then(|c| c.labels)
+                .map(|l| l.into_iter().collect())
+                .unwrap_or_default(),
+            pid: state
+                .pid
+                .and_then(|p| u32::try_from(p).ok())
+                .filter(|p| *p > 0),
+        })
     }
 
     async fn ensure_image(
@@ -234,9 +244,18 @@ impl Runtime for DockerRuntime {
                 network_mode: Some(join.clone()),
                 ipc_mode: ipc_shareable.then_some(join),
                 binds: Some(vec![format!("{}:{}:ro", spec.init.display(), init::PATH)]),
-                cap_add: Some(DEBUG_CAPABILITIES.map(String::from).to_vec()),
+                cap_add: Some(
+                    spec.profile
+                        .capabilities()
+                        .iter()
+                        .map(|c| (*c).to_owned())
+                        .collect(),
+                ),
                 // Docker's own profile allows mounts once SYS_ADMIN is added; ours does not.
-                security_opt: Some(vec![format!("seccomp={}", crate::seccomp_profile())]),
+                security_opt: Some(vec![format!(
+                    "seccomp={}",
+                    crate::seccomp_profile(spec.profile)
+                )]),
                 // No logging driver: a debug session's output is the user's, not the node's
                 // logs (recording is a separate feature), and json-file logging slowed output
                 // to a third of `docker exec`'s.

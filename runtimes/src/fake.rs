@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::{
     ContainerState, Created, DebugContainer, DebugSpec, Error, Process, ProcessSpec, PullPolicy,
-    PullProgress, Runtime, Stdio, TargetRef,
+    PullProgress, Runtime, Stdio, TargetInfo, TargetRef,
 };
 
 /// What the fake's session processes do.
@@ -65,6 +65,7 @@ struct State {
     calls: Vec<Call>,
     /// Target ID -> its state (`running`, `exited`, ...).
     targets: HashMap<String, String>,
+    target_labels: HashMap<String, BTreeMap<String, String>>,
     images: Vec<String>,
     next_id: u64,
     containers: BTreeMap<String, FakeContainer>,
@@ -116,6 +117,17 @@ impl FakeRuntime {
     /// Adds (or changes) a target container in `state` (`running`, `exited`, ...).
     pub fn add_target(&self, id: &str, state: &str) {
         self.lock().targets.insert(id.to_owned(), state.to_owned());
+    }
+
+    /// Gives target `id` labels (a pod's, as the kubelet sets them).
+    pub fn label_target(&self, id: &str, labels: &[(&str, &str)]) {
+        self.lock().target_labels.insert(
+            id.to_owned(),
+            labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        );
     }
 
     /// Removes a target container, as a deleted pod's.
@@ -174,17 +186,26 @@ impl FakeRuntime {
 }
 
 impl Runtime for FakeRuntime {
-    async fn check_target(&self, target: &TargetRef) -> Result<(), Error> {
+    async fn check_target(&self, target: &TargetRef) -> Result<TargetInfo, Error> {
         self.record(Call::CheckTarget(target.id.clone()));
-        match self.lock().targets.get(&target.id) {
+        let state = self.lock().targets.get(&target.id).cloned();
+        match state {
             None => Err(Error::TargetNotFound {
                 target: target.clone(),
             }),
             Some(state) if state != "running" => Err(Error::TargetNotRunning {
                 target: target.clone(),
-                state: state.clone(),
+                state,
             }),
-            Some(_) => Ok(()),
+            Some(_) => Ok(TargetInfo {
+                labels: self
+                    .lock()
+                    .target_labels
+                    .get(&target.id)
+                    .cloned()
+                    .unwrap_or_default(),
+                pid: None,
+            }),
         }
     }
 

@@ -106,10 +106,89 @@ pub const REFUSED_SYSCALLS: [&str; 21] = [
     "acct",
 ];
 
-/// The seccomp profile of a debug container (OCI runtime spec and Docker share the format):
-/// everything allowed but [`REFUSED_SYSCALLS`], which fail with EPERM, for every ABI of this
-/// machine's architecture.
-pub fn seccomp_profile() -> serde_json::Value {
+/// Syscalls for node-wide kernel tracing: `bpf` (maps and programs) and system-wide
+/// `perf_event_open`. Only the `sysadmin` profile may make them.
+pub const TRACING_SYSCALLS: [&str; 2] = ["bpf", "perf_event_open"];
+
+/// What a debug container may do, chosen per session like `kubectl debug --profile`; the
+/// agent's policy says which profiles are allowed and which is the default.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Deserialize, serde::Serialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    /// SYS_PTRACE: strace, gdb, reading other processes' /proc.
+    General,
+    /// NET_ADMIN and NET_RAW: tcpdump, ip, iptables in the target's network.
+    Netadmin,
+    /// SYS_PTRACE and SYS_ADMIN (nsenter, and bpf and perf tracing), mounts refused.
+    #[default]
+    Sysadmin,
+    /// No capability beyond the runtime's defaults.
+    Restricted,
+}
+
+impl Profile {
+    /// Every profile.
+    pub const ALL: [Profile; 4] = [
+        Profile::General,
+        Profile::Netadmin,
+        Profile::Sysadmin,
+        Profile::Restricted,
+    ];
+
+    /// Its name, as `--profile` and the agent's YAML spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Profile::General => "general",
+            Profile::Netadmin => "netadmin",
+            Profile::Sysadmin => "sysadmin",
+            Profile::Restricted => "restricted",
+        }
+    }
+
+    /// The capabilities it adds to the runtime's defaults.
+    pub fn capabilities(self) -> &'static [&'static str] {
+        match self {
+            Profile::General => &["SYS_PTRACE"],
+            Profile::Netadmin => &["NET_ADMIN", "NET_RAW"],
+            Profile::Sysadmin => &DEBUG_CAPABILITIES,
+            Profile::Restricted => &[],
+        }
+    }
+
+    /// The syscalls its seccomp profile refuses.
+    pub fn refused_syscalls(self) -> Vec<&'static str> {
+        let mut refused = REFUSED_SYSCALLS.to_vec();
+        if self != Profile::Sysadmin {
+            refused.extend(TRACING_SYSCALLS);
+        }
+        refused
+    }
+}
+
+impl fmt::Display for Profile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Profile {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Profile::ALL
+            .into_iter()
+            .find(|p| p.name() == s)
+            .ok_or_else(|| {
+                format!("unknown profile {s:?}; the profiles are general, netadmin, sysadmin and restricted")
+            })
+    }
+}
+
+/// The seccomp profile of a debug container of `profile` (OCI runtime spec and Docker share
+/// the format): everything allowed but [`Profile::refused_syscalls`], which fail with EPERM,
+/// for every ABI of this machine's architecture.
+pub fn seccomp_profile(profile: Profile) -> serde_json::Value {
     let architectures: &[&str] = match std::env::consts::ARCH {
         "x86_64" => &["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
         "aarch64" => &["SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"],
@@ -119,7 +198,7 @@ pub fn seccomp_profile() -> serde_json::Value {
         "defaultAction": "SCMP_ACT_ALLOW",
         "architectures": architectures,
         "syscalls": [{
-            "names": REFUSED_SYSCALLS,
+            "names": profile.refused_syscalls(),
             "action": "SCMP_ACT_ERRNO",
             "errnoRet": 1
         }]
@@ -176,9 +255,16 @@ impl FromStr for TargetRef {
                 ));
             }
         };
-        if id.is_empty() || id.contains(['/', '?', '#', ' ']) {
+        // Docker's names and IDs and containerd's IDs alike: a letter or digit, then
+        // letters, digits, '_', '.', '-'.
+        let valid = id.len() <= 255
+            && id.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+        if !valid {
             return Err(format!(
-                "target {s:?} has no valid container ID after {scheme}://"
+                "target {s:?} has no valid container ID after {scheme}:// (letters, digits, '_', '.', '-', starting with a letter or digit)"
             ));
         }
         Ok(TargetRef {
@@ -254,6 +340,8 @@ pub struct DebugSpec {
     pub labels: BTreeMap<String, String>,
     /// Where `kdbg-init` is on the node; mounted read-only at [`init::PATH`].
     pub init: PathBuf,
+    /// What it may do.
+    pub profile: Profile,
 }
 
 /// A session's process in a debug container: `command` run by [`init::run_args`].
@@ -389,14 +477,27 @@ pub struct DebugContainer {
     pub labels: BTreeMap<String, String>,
 }
 
+/// What the runtime says of a target container that can be joined.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TargetInfo {
+    /// Its labels: the kubelet's `io.kubernetes.pod.namespace` and `io.kubernetes.pod.name`
+    /// say which pod it belongs to; ours say it is a debug container.
+    pub labels: BTreeMap<String, String>,
+    /// Its main process on the node, when the runtime says.
+    pub pid: Option<u32>,
+}
+
 /// A container runtime.
 ///
 /// # Cancel safety
 /// None of these futures should be dropped half-way in the normal course: an operation dropped
 /// after the runtime acted leaves what it made, and [`Runtime::remove`] is how to clean up.
 pub trait Runtime: Send + Sync {
-    /// Checks that `target` can be joined.
-    fn check_target(&self, target: &TargetRef) -> impl Future<Output = Result<(), Error>> + Send;
+    /// Checks that `target` can be joined; says what it is.
+    fn check_target(
+        &self,
+        target: &TargetRef,
+    ) -> impl Future<Output = Result<TargetInfo, Error>> + Send;
 
     /// Makes sure `image` is present, pulling it as `policy` says, reporting progress.
     fn ensure_image(
@@ -491,7 +592,7 @@ macro_rules! delegate {
 }
 
 impl Runtime for AnyRuntime {
-    async fn check_target(&self, target: &TargetRef) -> Result<(), Error> {
+    async fn check_target(&self, target: &TargetRef) -> Result<TargetInfo, Error> {
         delegate!(self, r => r.check_target(target))
     }
     async fn ensure_image(

@@ -42,13 +42,13 @@ impl ContainerdRuntime {
         let pid = self.target_pid(&spec.target).await?;
         let local = self.local_image(&spec.image).await?;
         let mut runtime_spec =
-            runtime_spec::runtime_spec(&spec.init, &local.config, pid).map_err(|message| {
-                Error::Call {
+            runtime_spec::runtime_spec(&spec.init, &local.config, pid, spec.profile).map_err(
+                |message| Error::Call {
                     operation: "building the debug container's spec for",
                     object: spec.target.to_string(),
                     source: message.into(),
-                }
-            })?;
+                },
+            )?;
         runtime_spec["linux"]["cgroupsPath"] = format!("/{DEBUG_NAMESPACE}/{id}").into();
         let prepared = SnapshotsClient::new(self.channel.clone())
             .prepare(self.request(

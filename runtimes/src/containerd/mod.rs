@@ -47,7 +47,7 @@ use tokio::sync::{Mutex, mpsc};
 use self::registry::Registry;
 use crate::{
     Created, DebugContainer, DebugSpec, Error, Process, ProcessSpec, PullPolicy, PullProgress,
-    Runtime, TargetRef, label,
+    Runtime, TargetInfo, TargetRef, label,
 };
 
 /// The containerd namespace debug containers (and their images) live in, apart from the pods'.
@@ -264,8 +264,8 @@ impl ContainerdRuntime {
 }
 
 impl Runtime for ContainerdRuntime {
-    async fn check_target(&self, target: &TargetRef) -> Result<(), Error> {
-        self.target_pid(target).await.map(|_| ())
+    async fn check_target(&self, target: &TargetRef) -> Result<TargetInfo, Error> {
+        self.target_info(target).await
     }
 
     async fn ensure_image(

@@ -13,7 +13,7 @@ use std::path::Path;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::{DEBUG_CAPABILITIES, ProcessSpec, init};
+use crate::{ProcessSpec, Profile, init};
 
 /// The `config` part of an OCI image config: what the image says to run, and how.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -85,8 +85,14 @@ fn user(image: &ImageConfig) -> Result<(u32, u32), String> {
 }
 
 /// The OCI runtime spec (JSON) of a debug container from `image`, held by the `kdbg-init` at
-/// `init` on the node, joining the namespaces of the process `target_pid`.
-pub fn runtime_spec(init: &Path, image: &ImageConfig, target_pid: u32) -> Result<Value, String> {
+/// `init` on the node, joining the namespaces of the process `target_pid`, allowed what
+/// `profile` allows.
+pub fn runtime_spec(
+    init: &Path,
+    image: &ImageConfig,
+    target_pid: u32,
+    profile: Profile,
+) -> Result<Value, String> {
     let (uid, gid) = user(image)?;
     let mut env = image.env.clone().unwrap_or_default();
     if !env.iter().any(|e| e.starts_with("PATH=")) {
@@ -95,7 +101,7 @@ pub fn runtime_spec(init: &Path, image: &ImageConfig, target_pid: u32) -> Result
     let caps: Vec<String> = DEFAULT_CAPABILITIES
         .iter()
         .map(|c| (*c).to_owned())
-        .chain(DEBUG_CAPABILITIES.iter().map(|c| format!("CAP_{c}")))
+        .chain(profile.capabilities().iter().map(|c| format!("CAP_{c}")))
         .collect();
     let mut spec = json!({
         "ociVersion": "1.0.2",
@@ -124,7 +130,7 @@ pub fn runtime_spec(init: &Path, image: &ImageConfig, target_pid: u32) -> Result
         ],
         "linux": {
             "namespaces": [{"type": "mount"}, {"type": "cgroup"}],
-            "seccomp": crate::seccomp_profile(),
+            "seccomp": crate::seccomp_profile(profile),
             "maskedPaths": [
                 "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
                 "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware",
@@ -221,7 +227,13 @@ mod tests {
 
     #[test]
     fn the_container_holds_and_a_session_runs_the_users_command_under_init() {
-        let spec = runtime_spec(Path::new("/run/kdbg/kdbg-init"), &image(), 4242).unwrap();
+        let spec = runtime_spec(
+            Path::new("/run/kdbg/kdbg-init"),
+            &image(),
+            4242,
+            Profile::Sysadmin,
+        )
+        .unwrap();
         assert_eq!(
             spec["process"]["args"],
             json!(["/.kubectl-debug/init", "hold"])
@@ -262,7 +274,7 @@ mod tests {
 
     #[test]
     fn a_restarted_target_is_joined_anew() {
-        let mut spec = runtime_spec(Path::new("/i"), &image(), 4242).unwrap();
+        let mut spec = runtime_spec(Path::new("/i"), &image(), 4242, Profile::Sysadmin).unwrap();
         assert_eq!(joined_pid(&spec), Some(4242));
         join(&mut spec, 777);
         assert_eq!(joined_pid(&spec), Some(777));
@@ -272,7 +284,7 @@ mod tests {
 
     #[test]
     fn the_spec_joins_the_targets_namespaces_with_the_image_settings() {
-        let value = runtime_spec(Path::new("/i"), &image(), 4242).unwrap();
+        let value = runtime_spec(Path::new("/i"), &image(), 4242, Profile::Sysadmin).unwrap();
         let namespaces = value["linux"]["namespaces"].as_array().unwrap();
         for (kind, name) in [
             ("pid", "pid"),
@@ -314,13 +326,43 @@ mod tests {
                 "{name}"
             );
         }
+        // Node-wide tracing (bpf, perf_event_open) for sysadmin only; each profile its own
+        // capabilities.
+        let names = |v: &Value| v["linux"]["seccomp"]["syscalls"][0]["names"].clone();
+        assert!(!names(&value).as_array().unwrap().contains(&json!("bpf")));
+        for (profile, caps) in [
+            (Profile::General, vec!["CAP_SYS_PTRACE"]),
+            (Profile::Netadmin, vec!["CAP_NET_ADMIN"]),
+            (Profile::Restricted, vec![]),
+        ] {
+            let spec = runtime_spec(Path::new("/i"), &image(), 4242, profile).unwrap();
+            let refused = names(&spec);
+            for call in ["bpf", "perf_event_open", "mount"] {
+                assert!(
+                    refused.as_array().unwrap().contains(&json!(call)),
+                    "{profile}: {call}"
+                );
+            }
+            let effective = spec["process"]["capabilities"]["effective"]
+                .as_array()
+                .unwrap()
+                .clone();
+            // (NET_RAW is among the runtime's defaults, as Docker's.)
+            for cap in ["CAP_SYS_PTRACE", "CAP_SYS_ADMIN", "CAP_NET_ADMIN"] {
+                assert_eq!(
+                    effective.contains(&json!(cap)),
+                    caps.contains(&cap),
+                    "{profile}: {cap}"
+                );
+            }
+        }
     }
 
     #[test]
     fn named_users_are_refused_with_a_way_out() {
         let mut img = image();
         img.user = Some("nobody".into());
-        let err = runtime_spec(Path::new("/i"), &img, 1).unwrap_err();
+        let err = runtime_spec(Path::new("/i"), &img, 1, Profile::Sysadmin).unwrap_err();
         assert!(err.contains("nobody") && err.contains("numeric"), "{err}");
     }
 }

@@ -20,6 +20,12 @@ const KILL_WAIT: Duration = Duration::from_secs(10);
 impl ContainerdRuntime {
     /// The PID of `target`'s running task, after checking it can be joined.
     pub async fn target_pid(&self, target: &TargetRef) -> Result<u32, Error> {
+        let info = self.target_info(target).await?;
+        Ok(info.pid.unwrap_or_default())
+    }
+
+    /// The labels and main process of `target`, if it runs.
+    pub async fn target_info(&self, target: &TargetRef) -> Result<crate::TargetInfo, Error> {
         if target.kind != RuntimeKind::Containerd {
             return Err(Error::WrongRuntime {
                 target: target.clone(),
@@ -31,15 +37,19 @@ impl ContainerdRuntime {
                 id: target.id.clone(),
             }))
             .await;
-        match found {
-            Ok(_) => {}
+        let labels = match found {
+            Ok(found) => found
+                .into_inner()
+                .container
+                .map(|c| c.labels.into_iter().collect())
+                .unwrap_or_default(),
             Err(e) if e.code() == Code::NotFound => {
                 return Err(Error::TargetNotFound {
                     target: target.clone(),
                 });
             }
             Err(e) => return Err(call("looking up target container", target.to_string())(e)),
-        }
+        };
         let task = TasksClient::new(self.channel.clone())
             .get(self.target_request(GetRequest {
                 container_id: target.id.clone(),
@@ -65,7 +75,10 @@ impl ContainerdRuntime {
                 state: status.as_str_name().to_lowercase(),
             });
         }
-        Ok(process.pid)
+        Ok(crate::TargetInfo {
+            labels,
+            pid: Some(process.pid),
+        })
     }
 
     /// The status of a container's task and its exit code, or `None` when it has no task.
