@@ -11,6 +11,8 @@
 //! - [`metrics`]: what `/metrics` shows;
 //! - [`server`]: the HTTP endpoints.
 
+pub mod admission;
+pub mod auth;
 pub mod config;
 pub mod containers;
 pub mod duration;
@@ -20,6 +22,7 @@ pub mod owner;
 pub mod recordings;
 pub mod server;
 pub mod session;
+pub mod tls;
 pub mod watch;
 
 use std::sync::Arc;
@@ -166,6 +169,15 @@ pub struct Settings {
     pub recordings: config::Recordings,
     /// The node's name, for recordings and messages; [`node_name`] when empty.
     pub node: String,
+    /// Who callers are and what they may do; `None`: anyone may do anything (`auth.mode:
+    /// none`, and `local`).
+    pub auth: Option<Arc<auth::Authenticator>>,
+    /// What sessions may ask for.
+    pub policy: config::Policy,
+    /// What one connection may hold.
+    pub limits: config::Limits,
+    /// The listener's TLS; `None`: plain HTTP.
+    pub tls: Option<Arc<tls::Tls>>,
 }
 
 /// This node's name: `NODE_NAME` (a DaemonSet sets it from `spec.nodeName`), else the host
@@ -191,6 +203,10 @@ impl Settings {
             init_dir: config.runtime.init_dir.clone(),
             recordings: config.recordings.clone(),
             node: String::new(),
+            auth: None,
+            policy: config.policy.clone(),
+            limits: config.limits,
+            tls: None,
         }
     }
 }
@@ -215,6 +231,11 @@ pub fn agent(runtime: AnyRuntime, settings: Settings) -> Result<Arc<Agent>, init
         } else {
             settings.node
         },
+        auth: settings.auth,
+        policy: settings.policy,
+        limits: settings.limits,
+        sessions: Arc::default(),
+        tls: settings.tls,
     }))
 }
 

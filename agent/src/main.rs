@@ -75,10 +75,20 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("listening on {}", config.listen))?;
     // The address bound, which tells the port when the config asked for any (`:0`).
     let bound = listener.local_addr().unwrap_or(config.listen);
-    let settings = kdbg_agent::Settings::from_config(&config);
+    let mut settings = kdbg_agent::Settings::from_config(&config);
+    if let Some(tls) = &config.tls {
+        settings.tls = Some(std::sync::Arc::new(
+            kdbg_agent::tls::Tls::load(tls).map_err(anyhow::Error::msg)?,
+        ));
+    }
+    if config.auth.mode == kdbg_agent::config::AuthMode::Kubernetes {
+        settings.auth = Some(std::sync::Arc::new(
+            kdbg_agent::auth::Authenticator::connect(&config.auth).await?,
+        ));
+    }
     let (agent, serving) = kdbg_agent::spawn(runtime, settings, listener)
         .map_err(|e| anyhow::anyhow!(kdbg_agent::chain(&e)))?;
-    info!(listen = %bound, runtime = ?config.runtime.kind, endpoint = ?config.runtime.endpoint, "agent ready");
+    info!(listen = %bound, tls = config.tls.is_some(), auth = ?config.auth.mode, runtime = ?config.runtime.kind, endpoint = ?config.runtime.endpoint, "agent ready");
     shutdown_signal().await;
     info!("shutting down: telling sessions, removing their containers");
     agent.stop(SHUTDOWN_GRACE).await;

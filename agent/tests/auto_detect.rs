@@ -6,8 +6,7 @@ use kdbg_agent::detect_runtime;
 use kdbg_runtimes::AnyRuntime;
 
 fn auto_config() -> kdbg_agent::config::RuntimeConfig {
-    let text =
-        "listen: \"127.0.0.1:0\"\nruntime:\n  kind: auto\ndefaults:\n  image: i\n  command: [sh]\n";
+    let text = "listen: \"127.0.0.1:0\"\ninsecure: true\nruntime:\n  kind: auto\ndefaults:\n  image: i\n  command: [sh]\n";
     Config::parse(text).unwrap().runtime
 }
 

@@ -8,6 +8,7 @@ use std::process::Command;
 
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role};
 use serde::de::DeserializeOwned;
 
 fn deploy() -> PathBuf {
@@ -49,6 +50,7 @@ fn typed<T: DeserializeOwned>(doc: &serde_json::Value) -> T {
 struct Rendered {
     daemonset: DaemonSet,
     config: ConfigMap,
+    cluster_roles: Vec<ClusterRole>,
 }
 
 fn check(dir: &Path) -> Rendered {
@@ -59,14 +61,23 @@ fn check(dir: &Path) -> Rendered {
         .collect();
     assert_eq!(
         kinds,
-        ["ConfigMap", "DaemonSet", "Namespace", "ServiceAccount"]
-            .map(String::from)
-            .into(),
+        [
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "ConfigMap",
+            "DaemonSet",
+            "Namespace",
+            "Role",
+            "ServiceAccount"
+        ]
+        .map(String::from)
+        .into(),
         "{}",
         dir.display()
     );
     let mut daemonset = None;
     let mut config = None;
+    let mut cluster_roles = Vec::new();
     for doc in &docs {
         match doc["kind"].as_str().unwrap() {
             "Namespace" => {
@@ -77,6 +88,16 @@ fn check(dir: &Path) -> Rendered {
                 let _: ServiceAccount = typed(doc);
             }
             "ConfigMap" => config = Some(typed::<ConfigMap>(doc)),
+            "ClusterRole" => cluster_roles.push(typed::<ClusterRole>(doc)),
+            "ClusterRoleBinding" => {
+                let binding: ClusterRoleBinding = typed(doc);
+                let subject = &binding.subjects.unwrap()[0];
+                assert_eq!(subject.name, "kubectl-debug-agent");
+                assert_eq!(subject.namespace.as_deref(), Some("kubectl-debug"));
+            }
+            "Role" => {
+                let _: Role = typed(doc);
+            }
             "DaemonSet" => daemonset = Some(typed::<DaemonSet>(doc)),
             other => panic!("unexpected {other}"),
         }
@@ -84,6 +105,7 @@ fn check(dir: &Path) -> Rendered {
     Rendered {
         daemonset: daemonset.unwrap(),
         config: config.unwrap(),
+        cluster_roles,
     }
 }
 
@@ -127,6 +149,43 @@ fn the_base_and_every_overlay_render_into_typed_objects_the_agent_can_run_with()
         let yaml = &rendered.config.data.unwrap()["agent.yaml"];
         let agent = kdbg_agent::config::Config::parse(yaml)
             .unwrap_or_else(|e| panic!("{dir}: agent.yaml: {e}"));
+        // Secure as shipped: TLS from the Secret mounted beside the config, callers reviewed
+        // by the cluster with the agent's service account, which may create reviews and no more.
+        let tls = agent.tls.clone().expect("tls in the shipped agent.yaml");
+        assert!(tls.cert_file.starts_with("/etc/kubectl-debug/tls"), "{dir}");
+        assert!(!agent.insecure, "{dir}");
+        assert_eq!(agent.auth.mode, kdbg_agent::config::AuthMode::Kubernetes);
+        assert_eq!(pod.automount_service_account_token, Some(true));
+        let own = rendered
+            .cluster_roles
+            .iter()
+            .find(|r| r.metadata.name.as_deref() == Some("kubectl-debug-agent"))
+            .expect("the agent's ClusterRole");
+        let granted: BTreeSet<String> = own
+            .rules
+            .iter()
+            .flatten()
+            .flat_map(|r| {
+                let verbs = r.verbs.clone();
+                r.resources
+                    .clone()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .flat_map(move |res| {
+                        verbs
+                            .iter()
+                            .map(move |v| format!("{v} {res}"))
+                            .collect::<Vec<_>>()
+                    })
+            })
+            .collect();
+        assert_eq!(
+            granted,
+            ["create subjectaccessreviews", "create tokenreviews"]
+                .map(String::from)
+                .into(),
+            "{dir}: the agent may create reviews, nothing else"
+        );
         let mounts = container.volume_mounts.clone().unwrap();
         let volumes = pod.volumes.unwrap();
         let host_path = |mount: &str| {

@@ -273,6 +273,7 @@ async fn made(fake: &FakeRuntime, name: &str, labels: &[(&str, &str)]) -> String
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect(),
         init: "/x".into(),
+        profile: kdbg_runtimes::Profile::default(),
     };
     let id = fake.create(&spec).await.unwrap().id;
     fake.start(&id).await.unwrap();

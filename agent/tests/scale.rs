@@ -40,6 +40,11 @@ async fn a_thousand_concurrent_sessions_through_one_agent_lose_no_byte() {
     let address = listener.local_addr().unwrap().to_string();
     let settings = Settings {
         init_dir: std::env::temp_dir().join(format!("kdbg-scale-init-{}", std::process::id())),
+        // Every session of the run at once, whoever and wherever: no policy limit.
+        policy: kdbg_agent::config::Policy {
+            max_sessions: kdbg_agent::config::MaxSessions::UNLIMITED,
+            ..Default::default()
+        },
         ..Settings::default()
     };
     kdbg_agent::spawn(AnyRuntime::Fake(fake.clone()), settings, listener).unwrap();

@@ -16,7 +16,7 @@ pub mod response;
 
 pub use kdbg_relay::error_chain;
 pub use kdbg_relay::status::Status;
-pub use kdbg_runtimes::{PullPolicy, PullProgress, RuntimeKind, TargetRef};
+pub use kdbg_runtimes::{Profile, PullPolicy, PullProgress, RuntimeKind, TargetRef};
 pub use request::{DebugRequest, PodScope, PullRequest, WatchRequest};
 pub use response::{
     ContainerItem, ContainerList, ContainerStatus, PullLine, RecordingItem, RecordingList,

@@ -7,7 +7,7 @@
 //! `retain`, `pullPolicy`, and `podNamespace`, `podName`, `user` that end up in labels and
 //! are checked against them.
 
-use kdbg_runtimes::{PullPolicy, TargetRef};
+use kdbg_runtimes::{Profile, PullPolicy, TargetRef};
 
 /// A checked debug request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +45,8 @@ pub struct DebugRequest {
     pub pod_container: Option<String>,
     /// Record the session (when the agent's recording mode is `optional`).
     pub record: bool,
+    /// The capability profile; the agent's default when absent.
+    pub profile: Option<Profile>,
 }
 
 fn flag(key: &str, value: &str) -> Result<bool, String> {
@@ -77,6 +79,7 @@ impl DebugRequest {
             user: None,
             pod_container: None,
             record: false,
+            profile: None,
         };
         for (key, value) in form_urlencoded::parse(query.as_bytes()) {
             let non_empty = |what: &str| {
@@ -87,9 +90,10 @@ impl DebugRequest {
                 }
             };
             match &*key {
-                "target" => request.target = Some(value.parse::<TargetRef>()?),
+                "target" => request.target = Some(target(&value)?),
                 "container" => request.container = Some(valid_name(&value)?),
-                "image" => request.image = Some(non_empty("image")?),
+                "image" => request.image = Some(image(&value)?),
+                "profile" => request.profile = Some(value.parse()?),
                 "command" => request.command.push(value.to_string()),
                 "stdin" | "input" => request.stdin = flag(&key, &value)?,
                 "stdout" | "output" => request.stdout = flag(&key, &value)?,
@@ -107,7 +111,7 @@ impl DebugRequest {
                     return Err(format!(
                         "unknown query parameter {other:?}; known: target, container, image, \
                          command, stdin, stdout, stderr, tty, name, retain, pullPolicy, \
-                         podNamespace, podName, podContainer, user, record"
+                         podNamespace, podName, podContainer, user, record, profile"
                     ));
                 }
             }
@@ -159,6 +163,9 @@ impl DebugRequest {
         if let Some(name) = &self.name {
             q.append_pair("name", name);
         }
+        if let Some(profile) = self.profile {
+            q.append_pair("profile", profile.name());
+        }
         q.append_pair("pullPolicy", &self.pull_policy.to_string());
         for (key, value) in [
             ("podNamespace", &self.pod_namespace),
@@ -184,6 +191,10 @@ pub struct PullRequest {
     pub image: Option<String>,
     /// When to pull.
     pub policy: PullPolicy,
+    /// The target's pod, whose permissions an agent that checks them asks for.
+    pub pod_namespace: Option<String>,
+    /// See `pod_namespace`.
+    pub pod_name: Option<String>,
 }
 
 impl PullRequest {
@@ -192,14 +203,17 @@ impl PullRequest {
         let mut image = None;
         let mut target = None;
         let mut policy = PullPolicy::default();
+        let (mut pod_namespace, mut pod_name) = (None, None);
         for (key, value) in form_urlencoded::parse(query.as_bytes()) {
             match &*key {
-                "image" if !value.is_empty() => image = Some(value.into_owned()),
-                "target" => target = Some(value.parse::<TargetRef>()?),
+                "image" if !value.is_empty() => image = Some(self::image(&value)?),
+                "target" => target = Some(self::target(&value)?),
                 "pullPolicy" => policy = value.parse()?,
+                "podNamespace" if !value.is_empty() => pod_namespace = Some(value.into_owned()),
+                "podName" if !value.is_empty() => pod_name = Some(value.into_owned()),
                 other => {
                     return Err(format!(
-                        "unknown or empty query parameter {other:?}; known: target, image, pullPolicy"
+                        "unknown or empty query parameter {other:?}; known: target, image, pullPolicy, podNamespace, podName"
                     ));
                 }
             }
@@ -208,6 +222,8 @@ impl PullRequest {
             target,
             image,
             policy,
+            pod_namespace,
+            pod_name,
         })
     }
 
@@ -221,8 +237,30 @@ impl PullRequest {
             q.append_pair("image", image);
         }
         q.append_pair("pullPolicy", &self.policy.to_string());
+        for (key, value) in [
+            ("podNamespace", &self.pod_namespace),
+            ("podName", &self.pod_name),
+        ] {
+            if let Some(value) = value {
+                q.append_pair(key, value);
+            }
+        }
         q.finish()
     }
+}
+
+/// Query parameter `target`, checked.
+fn target(value: &str) -> Result<TargetRef, String> {
+    value
+        .parse()
+        .map_err(|e| format!("query parameter target: {e}"))
+}
+
+/// Query parameter `image`: a reference the runtimes can pull.
+fn image(value: &str) -> Result<String, String> {
+    kdbg_runtimes::Reference::parse(value)
+        .map(|_| value.to_owned())
+        .map_err(|e| format!("query parameter image: {e}"))
 }
 
 /// Container names as Docker accepts them: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
@@ -277,6 +315,7 @@ mod tests {
             user: Some("alice".into()),
             pod_container: Some("app".into()),
             record: true,
+            profile: Some(kdbg_runtimes::Profile::Netadmin),
         };
         assert_eq!(
             DebugRequest::from_query(&request.to_query()).unwrap(),

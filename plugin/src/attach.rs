@@ -209,6 +209,7 @@ impl DebugOpts {
             pod_container: None,
             user: std::env::var("USER").ok().filter(|u| !u.is_empty()),
             record: self.record.record.unwrap_or(false),
+            profile: self.profile,
         }
     }
 }
@@ -234,6 +235,7 @@ impl SessionOpts {
             pod_container: None,
             user: std::env::var("USER").ok().filter(|u| !u.is_empty()),
             record: self.record.record.unwrap_or(false),
+            profile: None,
         }
     }
 }

@@ -170,6 +170,11 @@ pub struct Global {
     /// app.kubernetes.io/name=kubectl-debug-agent).
     #[arg(long, value_name = "SELECTOR")]
     pub agent_selector: Option<String>,
+    /// The CA (PEM) agents' certificates are verified against (default: the
+    /// kubectl-debug-agent-ca ConfigMap of the agents' namespace, if there is one; none:
+    /// plain HTTP, for agents with insecure: true).
+    #[arg(long, value_name = "FILE")]
+    pub agent_ca: Option<PathBuf>,
 }
 
 /// The agents' namespace when neither a flag nor the configuration names one.
@@ -215,6 +220,11 @@ pub struct DebugOpts {
     /// When to pull the image: Always, IfNotPresent (default) or Never.
     #[arg(long, value_name = "POLICY")]
     pub pull_policy: Option<kdbg_api::PullPolicy>,
+    /// What the debug container may do: general (SYS_PTRACE), netadmin (NET_ADMIN, NET_RAW),
+    /// sysadmin (SYS_PTRACE, SYS_ADMIN, bpf and perf) or restricted (nothing more); default:
+    /// the agent's (sysadmin unless its policy says otherwise).
+    #[arg(long, value_name = "PROFILE")]
+    pub profile: Option<kdbg_api::Profile>,
     /// Pass stdin to the debug container (default with -t on a terminal).
     #[arg(short = 'i', long)]
     pub stdin: bool,

@@ -80,6 +80,10 @@ pub struct AgentClient {
     transport: Transport,
     /// What the last port-forward's error channel said, if anything.
     forward_error: Arc<std::sync::Mutex<Option<String>>>,
+    /// The user's bearer token, for agents that check callers.
+    bearer: Option<String>,
+    /// TLS to the agent, when it serves TLS.
+    tls: Option<crate::credentials::AgentTls>,
 }
 
 impl AgentClient {
@@ -88,7 +92,20 @@ impl AgentClient {
         AgentClient {
             transport,
             forward_error: Arc::default(),
+            bearer: None,
+            tls: None,
         }
+    }
+
+    /// The same client, presenting `bearer` and speaking TLS as `tls` says.
+    pub fn with_access(
+        mut self,
+        bearer: Option<String>,
+        tls: Option<crate::credentials::AgentTls>,
+    ) -> AgentClient {
+        self.bearer = bearer;
+        self.tls = tls;
+        self
     }
 
     /// `error` with what the port-forward said went wrong, if it said anything (it may say
@@ -143,8 +160,27 @@ impl AgentClient {
         }
     }
 
-    /// A new connection to the agent.
+    /// A new connection to the agent: TLS when the agent's CA is known.
     async fn connect(&self) -> anyhow::Result<Conn> {
+        let conn = self.connect_plain().await?;
+        let Some(tls) = &self.tls else {
+            return Ok(conn);
+        };
+        let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+        let stream = connector
+            .connect(tls.name.clone(), conn)
+            .await
+            .with_context(|| {
+                format!(
+                    "TLS with {} (verifying its certificate for {:?} against the agents' CA: --agent-ca, agentCA in the plugin config, or the kubectl-debug-agent-ca ConfigMap)",
+                    self.describe(),
+                    tls.name
+                )
+            })?;
+        Ok(Box::new(stream))
+    }
+
+    async fn connect_plain(&self) -> anyhow::Result<Conn> {
         match &self.transport {
             Transport::Tcp { address, node } => {
                 let stream = tokio::time::timeout(
@@ -201,10 +237,14 @@ impl AgentClient {
 
     /// A request for `path_and_query`, with the headers every request carries.
     fn request(&self, method: Method, path_and_query: &str) -> hyper::http::request::Builder {
-        Request::builder()
+        let builder = Request::builder()
             .method(method)
             .uri(path_and_query)
-            .header(hyper::header::HOST, self.authority())
+            .header(hyper::header::HOST, self.authority());
+        match &self.bearer {
+            Some(token) => builder.header(hyper::header::AUTHORIZATION, format!("Bearer {token}")),
+            None => builder,
+        }
     }
 
     /// GETs `path_and_query`; a refusal is an error saying what the agent said.
@@ -219,7 +259,22 @@ impl AgentClient {
         method: Method,
         path_and_query: &str,
     ) -> anyhow::Result<Response<Incoming>> {
-        match self.send_once(method, path_and_query).await {
+        let mut result = self.send_once(method.clone(), path_and_query).await;
+        // A port-forward now and then ends a connection before the agent's answer is all
+        // through (seen with kube's port-forwarder under load); a GET (a pull, a list, the
+        // version) may be asked again, once.
+        if method == Method::GET
+            && matches!(self.transport, Transport::PortForward { .. })
+            && let Err(e) = &result
+            && e.chain().any(|c| {
+                c.downcast_ref::<hyper::Error>()
+                    .is_some_and(hyper::Error::is_incomplete_message)
+            })
+        {
+            tracing::debug!(error = %e, "the port-forward closed early; asking again");
+            result = self.send_once(method, path_and_query).await;
+        }
+        match result {
             Ok(response) => Ok(response),
             Err(e) if e.downcast_ref::<Refused>().is_some() => Err(e),
             Err(e) => Err(self.explain(e).await),
@@ -306,7 +361,14 @@ impl AgentClient {
             path::DEBUG,
             request.to_query()
         );
-        let (ws, protocol, headers) = match handshake::connect(url, stream).await {
+        let mut upgrade = tungstenite::client::IntoClientRequest::into_client_request(url)?;
+        if let Some(token) = &self.bearer {
+            upgrade.headers_mut().insert(
+                hyper::header::AUTHORIZATION,
+                format!("Bearer {token}").parse()?,
+            );
+        }
+        let (ws, protocol, headers) = match handshake::connect(upgrade, stream).await {
             Ok(connected) => connected,
             Err(RelayError::Handshake(tungstenite::Error::Http(response))) => {
                 bail!(refusal_message(
@@ -424,6 +486,12 @@ impl AgentClient {
             "Sec-WebSocket-Protocol",
             tungstenite::http::HeaderValue::from_static(path::WATCH_PROTOCOL),
         );
+        if let Some(token) = &self.bearer {
+            ws_request.headers_mut().insert(
+                hyper::header::AUTHORIZATION,
+                format!("Bearer {token}").parse()?,
+            );
+        }
         match tokio_tungstenite::client_async(ws_request, stream).await {
             Ok((ws, _)) => Ok(ws),
             Err(tungstenite::Error::Http(response)) => bail!(refusal_message(

@@ -19,7 +19,14 @@ pub struct Cluster {
     /// The namespace to use (`-n`, else the context's, else `default`).
     pub namespace: String,
     global: Global,
+    /// The user's bearer token, which agents review with the cluster.
+    bearer: Option<String>,
+    /// Trust for agents' certificates, once looked up (`None` inside: plain HTTP).
+    agent_ca: tokio::sync::OnceCell<Option<std::sync::Arc<rustls::ClientConfig>>>,
 }
+
+/// The ConfigMap (in the agents' namespace) whose `ca.crt` is the CA of agents' certificates.
+pub const AGENT_CA_CONFIGMAP: &str = "kubectl-debug-agent-ca";
 
 impl Cluster {
     /// A client and the namespace to use, read from kubeconfig the way kubectl does
@@ -44,22 +51,70 @@ impl Cluster {
             .namespace
             .clone()
             .unwrap_or_else(|| config.default_namespace.clone());
+        let bearer = crate::credentials::bearer(&config.auth_info)?;
         let client = Client::try_from(config).context("building the Kubernetes client")?;
         Ok(Cluster {
             client,
             namespace,
             global: global.clone(),
+            bearer,
+            agent_ca: tokio::sync::OnceCell::new(),
         })
+    }
+
+    /// Trust for agents' certificates: `--agent-ca` (or the plugin config's `agentCA`), else
+    /// the agents' CA ConfigMap; neither: `None`, plain HTTP.
+    async fn agent_ca(&self) -> anyhow::Result<Option<std::sync::Arc<rustls::ClientConfig>>> {
+        self.agent_ca
+            .get_or_try_init(|| async {
+                if let Some(path) = &self.global.agent_ca {
+                    return crate::credentials::trusting_file(path).map(Some);
+                }
+                let namespace = self.global.agent_namespace();
+                let maps: Api<k8s_openapi::api::core::v1::ConfigMap> =
+                    Api::namespaced(self.client.clone(), namespace);
+                let found = match maps.get_opt(AGENT_CA_CONFIGMAP).await {
+                    Ok(found) => found,
+                    // Not allowed to read it, or no such API: as if there were none.
+                    Err(kube::Error::Api(_)) => None,
+                    Err(e) => {
+                        return Err(e).with_context(|| {
+                            format!("reading ConfigMap {namespace}/{AGENT_CA_CONFIGMAP}")
+                        });
+                    }
+                };
+                let pem = found
+                    .and_then(|m| m.data)
+                    .and_then(|mut d| d.remove("ca.crt"));
+                match pem {
+                    Some(pem) => crate::credentials::trusting(
+                        pem.as_bytes(),
+                        &format!("ConfigMap {namespace}/{AGENT_CA_CONFIGMAP} (ca.crt)"),
+                    )
+                    .map(Some),
+                    None => Ok(None),
+                }
+            })
+            .await
+            .cloned()
     }
 
     /// The client of the agent on node `node` (whose IP is `host_ip`).
     pub async fn agent_on(&self, node: &str, host_ip: &str) -> anyhow::Result<AgentClient> {
         let port = self.global.agent_port();
+        let ca = self.agent_ca().await?;
+        let tls = |name: rustls::pki_types::ServerName<'static>| {
+            ca.clone()
+                .map(|config| crate::credentials::AgentTls { config, name })
+        };
         if self.global.connect() == Connect::Direct {
+            let name = rustls::pki_types::ServerName::try_from(host_ip.to_owned())
+                .with_context(|| format!("node {node}'s IP {host_ip:?} as a TLS name"))?;
             return Ok(AgentClient::new(Transport::Tcp {
                 address: format!("{host_ip}:{port}"),
                 node: Some(node.to_owned()),
-            }));
+            })
+            .with_access(self.bearer.clone(), tls(name)));
         }
         let namespace = self.global.agent_namespace();
         let selector = self.global.agent_selector();
@@ -77,12 +132,16 @@ impl Cluster {
                 )
             })?;
         let pod = pick(&listed.items, node, namespace, selector)?;
+        let name =
+            rustls::pki_types::ServerName::try_from(crate::credentials::service_name(namespace))
+                .context("the agents' TLS name")?;
         Ok(AgentClient::new(Transport::PortForward {
             pods: Box::new(pods),
             pod,
             port,
             node: node.to_owned(),
-        }))
+        })
+        .with_access(self.bearer.clone(), tls(name)))
     }
 }
 

@@ -10,6 +10,7 @@
 //! agentSelector: app.kubernetes.io/name=kubectl-debug-agent
 //! agentPort: 10027
 //! connect: port-forward      # or direct
+//! agentCA: ~/.kube/kubectl-debug-ca.crt   # default: the kubectl-debug-agent-ca ConfigMap
 //! pullPolicy: IfNotPresent   # Always | IfNotPresent | Never
 //! retain: false
 //! record: false
@@ -41,6 +42,9 @@ pub struct PluginConfig {
     pub agent_port: Option<u16>,
     /// `--connect`.
     pub connect: Option<Connect>,
+    /// `--agent-ca`.
+    #[serde(rename = "agentCA")]
+    pub agent_ca: Option<PathBuf>,
     /// `--pull-policy`.
     #[serde(default, deserialize_with = "pull_policy")]
     pub pull_policy: Option<kdbg_api::PullPolicy>,
@@ -125,6 +129,7 @@ impl PluginConfig {
         fill(&mut global.agent_selector, &self.agent_selector);
         fill(&mut global.agent_port, &self.agent_port);
         fill(&mut global.connect, &self.connect);
+        fill(&mut global.agent_ca, &self.agent_ca);
     }
 
     fn debug(&self, debug: &mut DebugOpts) {

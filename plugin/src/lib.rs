@@ -17,6 +17,7 @@ pub mod cli;
 pub mod client;
 pub mod cluster;
 pub mod config;
+pub mod credentials;
 pub mod list;
 pub mod local;
 pub mod output;

@@ -15,6 +15,8 @@ pub fn wanted(request: &DebugRequest) -> Option<PullRequest> {
         target: request.target.clone(),
         image: request.image.clone(),
         policy: request.pull_policy,
+        pod_namespace: request.pod_namespace.clone(),
+        pod_name: request.pod_name.clone(),
     })
 }
 

@@ -433,7 +433,8 @@ fn many_sessions_in_one_pod_at_once_get_names_of_their_own() {
     let engine = DockerEngine;
     let pod = "many-sessions-in-one".to_owned();
     let target = engine.target("exec sleep 3600");
-    let agent = engine.agent("");
+    // Eight in one target: more than the default policy.maxSessions.perTarget (5).
+    let agent = engine.agent("policy:\n  maxSessions:\n    perTarget: 8\n");
     let cluster = Cluster::new("shop");
     cluster.api.add_pod(running_pod(
         "shop",

@@ -11,13 +11,15 @@ use common::{Checksum, HashingWriter, RandomReader, loopback_pair};
 use futures_util::{SinkExt, StreamExt};
 use kdbg_relay::observer::{EVENT_OVERHEAD, ObserverOptions};
 use kdbg_relay::session::{BoxRead, BoxWrite, ExitFuture};
+use kdbg_relay::status::Status;
 use kdbg_relay::{
-    ClientIo, Config, Error, EventKind, ExitStatus, Protocol, ProtocolError, ServerEnd, ServerIo,
-    Tap, TerminalSize, WebSocketStream, attach, serve,
+    ClientIo, Config, Error, EventKind, ExitStatus, Protocol, ServerEnd, ServerIo, Tap,
+    TerminalSize, WebSocketStream, attach, serve,
 };
 use tokio::io::{AsyncReadExt, DuplexStream};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 const MIB: u64 = 1024 * 1024;
 
@@ -574,17 +576,49 @@ async fn observers_see_input_only_when_they_ask() {
 }
 
 #[tokio::test]
-async fn text_message_is_a_protocol_error() {
+async fn a_text_message_is_answered_with_a_status_and_a_close_frame() {
     let pair = loopback_pair().await;
     let mut client = pair.client;
     client.send(Message::text("hello")).await.unwrap();
     let io = server_io(Box::pin(std::future::pending()));
-    let err = serve(pair.server, pair.protocol, io, &Config::default())
-        .await
-        .unwrap_err();
+    let server =
+        tokio::spawn(
+            async move { serve(pair.server, pair.protocol, io, &Config::default()).await },
+        );
+    // The client learns why: a Status on channel 3, then a close frame with code 1003.
+    let mut status = None;
+    let mut close = None;
+    while let Some(Ok(message)) = client.next().await {
+        match message {
+            // (An empty message on channel 3 is the "stream established" signal.)
+            Message::Binary(data) if data.first() == Some(&3) && data.len() > 1 => {
+                status = Some(serde_json::from_slice::<Status>(&data[1..]).unwrap());
+            }
+            Message::Close(frame) => {
+                close = frame;
+                break;
+            }
+            _ => {}
+        }
+    }
+    let close = close.expect("a close frame");
+    assert_eq!(close.code, CloseCode::Unsupported);
+    assert!(close.reason.contains("text message"), "{}", close.reason);
+    let status = status.expect("a status");
+    assert_eq!(status.reason.as_deref(), Some("BadRequest"));
     assert!(
-        matches!(err, Error::Protocol(ProtocolError::TextMessage)),
-        "{err:?}"
+        status
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("broke the channel protocol"),
+        "{status:?}"
+    );
+    let done = server.await.unwrap().unwrap();
+    assert!(
+        matches!(&done.outcome, ServerEnd::ProtocolViolation(why) if why.contains("text message")),
+        "{:?}",
+        done.outcome
     );
 }
 

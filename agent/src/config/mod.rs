@@ -13,8 +13,10 @@ use crate::duration::GoDuration;
 pub use kdbg_api::DEFAULT_PORT;
 
 mod recordings;
+mod security;
 
 pub use recordings::{RecordingFormat, RecordingMode, Recordings, Retention};
+pub use security::{Auth, AuthMode, Limits, MaxSessions, Policy, Profiles, Tls, image_matches};
 
 /// The debug image when neither the request nor the configuration names one.
 pub const DEFAULT_IMAGE: &str = "nicolaka/netshoot:latest";
@@ -41,6 +43,21 @@ pub struct Config {
     /// Whether and how sessions are recorded.
     #[serde(default)]
     pub recordings: Recordings,
+    /// The listener's certificate; absent: plain HTTP, refused unless `insecure`.
+    #[serde(default)]
+    pub tls: Option<Tls>,
+    /// Allows plain HTTP and `auth.mode: none` (tests, a loopback-only agent).
+    #[serde(default)]
+    pub insecure: bool,
+    /// Who callers are and what they may do.
+    #[serde(default)]
+    pub auth: Auth,
+    /// What sessions may ask for.
+    #[serde(default)]
+    pub policy: Policy,
+    /// What one connection may hold.
+    #[serde(default)]
+    pub limits: Limits,
 }
 
 /// `lifecycle:`: when sessions end and debug containers are removed. Durations are written
@@ -324,6 +341,13 @@ impl Config {
                 ));
             }
         }
+        security::check(
+            config.tls.as_ref(),
+            config.insecure,
+            &config.auth,
+            &config.policy,
+            line_of,
+        )?;
         if config.defaults.image.trim().is_empty() {
             return Err(format!(
                 "defaults.image{} is empty; give a tools image, e.g. nicolaka/netshoot:latest",
@@ -351,6 +375,12 @@ fn line_of(text: &str, key: &str) -> String {
 mod tests {
     use super::*;
 
+    /// Parses `text` as the configuration of an agent on loopback without TLS (the checks of
+    /// `tls`, `auth` and `policy` have tests of their own).
+    pub(crate) fn parse(text: &str) -> Result<Config, String> {
+        Config::parse(&format!("{text}insecure: true\nauth:\n  mode: none\n"))
+    }
+
     const GOOD: &str = r#"
 listen: "0.0.0.0:10027"
 runtime:
@@ -363,7 +393,7 @@ defaults:
 
     #[test]
     fn the_documented_config_parses() {
-        let config = Config::parse(GOOD).unwrap();
+        let config = parse(GOOD).unwrap();
         assert_eq!(config.listen.port(), DEFAULT_PORT);
         assert_eq!(config.runtime.kind, RuntimeKindConfig::Docker);
         assert_eq!(config.defaults.command, ["bash"]);
@@ -372,7 +402,7 @@ defaults:
     #[test]
     fn an_unknown_key_is_named_with_its_line() {
         let bad = GOOD.replace("  image:", "  imagee:");
-        let err = Config::parse(&bad).unwrap_err();
+        let err = parse(&bad).unwrap_err();
         assert!(err.contains("imagee"), "{err}");
         assert!(err.contains("line 7"), "{err}");
     }
@@ -391,16 +421,16 @@ defaults:
   image: "nicolaka/netshoot:latest"
   command: ["bash"]
 "#;
-        let config = Config::parse(text).unwrap();
+        let config = parse(text).unwrap();
         assert_eq!(config.runtime.kind, RuntimeKindConfig::Containerd);
         assert_eq!(config.runtime.namespace.as_deref(), Some("k8s.io"));
         assert_eq!(config.runtime.insecure_registries, ["127.0.0.1:5000"]);
-        let auto = Config::parse(&text.replace("kind: containerd", "kind: auto")).unwrap_err();
+        let auto = parse(&text.replace("kind: containerd", "kind: auto")).unwrap_err();
         assert!(
             auto.contains("kind: auto") && auto.contains("line 5"),
             "{auto}"
         );
-        let docker = Config::parse(&GOOD.replace(
+        let docker = parse(&GOOD.replace(
             "  endpoint:",
             "  insecureRegistries: [\"r:5000\"]\n  endpoint:",
         ))
@@ -413,36 +443,34 @@ defaults:
 
     #[test]
     fn listen_and_runtime_are_enough() {
-        let config =
-            Config::parse("listen: \"127.0.0.1:10027\"\nruntime:\n  kind: docker\n").unwrap();
+        let config = parse("listen: \"127.0.0.1:10027\"\nruntime:\n  kind: docker\n").unwrap();
         assert_eq!(config.defaults.image, "nicolaka/netshoot:latest");
         assert_eq!(config.defaults.command, ["bash"]);
         assert_eq!(config.log, LogConfig::default());
         assert_eq!(config.log.level, "info");
-        let partial = Config::parse(
+        let partial = parse(
             "listen: \"127.0.0.1:10027\"\nruntime:\n  kind: docker\ndefaults:\n  command: [sh]\nlog:\n  format: json\n",
         )
         .unwrap();
         assert_eq!(partial.defaults.image, "nicolaka/netshoot:latest");
         assert_eq!(partial.defaults.command, ["sh"]);
         assert_eq!(partial.log.format, LogFormat::Json);
-        let err = Config::parse(
-            "listen: \"127.0.0.1:10027\"\nruntime:\n  kind: docker\nlog:\n  format: xml\n",
-        )
-        .unwrap_err();
+        let err =
+            parse("listen: \"127.0.0.1:10027\"\nruntime:\n  kind: docker\nlog:\n  format: xml\n")
+                .unwrap_err();
         assert!(err.contains("xml") && err.contains("line 5"), "{err}");
     }
 
     #[test]
     fn lifecycle_defaults_and_overrides() {
         let base = "listen: \"127.0.0.1:10027\"\nruntime:\n  kind: docker\n";
-        let config = Config::parse(base).unwrap();
+        let config = parse(base).unwrap();
         assert_eq!(config.lifecycle, Lifecycle::default());
         assert_eq!(
             config.lifecycle.idle_timeout.0,
             Duration::from_secs(4 * 3600)
         );
-        let config = Config::parse(&format!(
+        let config = parse(&format!(
             "{base}lifecycle:\n  stopGrace: 2s\n  idleTimeout: 0\n  retainedMaxAge: 1h30m\n"
         ))
         .unwrap();
@@ -453,7 +481,7 @@ defaults:
             Duration::from_secs(5400)
         );
         assert_eq!(config.lifecycle.orphan_max_age.0, Duration::from_secs(3600));
-        let err = Config::parse(&format!("{base}lifecycle:\n  stopGrace: soon\n")).unwrap_err();
+        let err = parse(&format!("{base}lifecycle:\n  stopGrace: soon\n")).unwrap_err();
         assert!(err.contains("soon") && err.contains("line 5"), "{err}");
     }
 
@@ -467,7 +495,7 @@ defaults:
         std::fs::write(
             &config,
             format!(
-                "listen: \"127.0.0.1:10027\"\nruntime:\n  kind: containerd\n  registryAuth: {}\n",
+                "listen: \"127.0.0.1:10027\"\nruntime:\n  kind: containerd\n  registryAuth: {}\ninsecure: true\n",
                 auth.display()
             ),
         )
@@ -484,11 +512,11 @@ defaults:
 
     #[test]
     fn bad_values_are_named_with_their_line() {
-        let err = Config::parse(&GOOD.replace("0.0.0.0:10027", "nowhere")).unwrap_err();
+        let err = parse(&GOOD.replace("0.0.0.0:10027", "nowhere")).unwrap_err();
         assert!(err.contains("line 2"), "{err}");
-        let err = Config::parse(&GOOD.replace("kind: docker", "kind: podman")).unwrap_err();
+        let err = parse(&GOOD.replace("kind: docker", "kind: podman")).unwrap_err();
         assert!(err.contains("podman") && err.contains("line 4"), "{err}");
-        let err = Config::parse(&GOOD.replace("[\"bash\"]", "[]")).unwrap_err();
+        let err = parse(&GOOD.replace("[\"bash\"]", "[]")).unwrap_err();
         assert!(
             err.contains("defaults.command") && err.contains("line 8"),
             "{err}"

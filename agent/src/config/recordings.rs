@@ -86,7 +86,6 @@ impl Default for Retention {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
 
     #[test]
     fn the_documented_recordings_block_parses() {
@@ -102,7 +101,7 @@ recordings:
   maxBytes: 104857600 # per recording; past it the recording stops with a marker, the session goes on
   retention: {maxAge: "720h", maxTotalBytes: 10737418240}
 "#;
-        let config = Config::parse(text).unwrap();
+        let config = super::super::tests::parse(text).unwrap();
         assert_eq!(config.recordings.mode, RecordingMode::Always);
         assert_eq!(config.recordings.max_bytes, 104_857_600);
         assert_eq!(config.recordings.retention.max_total_bytes, 10 << 30);
@@ -110,9 +109,11 @@ recordings:
             config.recordings.retention.max_age.0,
             Duration::from_secs(720 * 3600)
         );
-        let off = Config::parse("listen: \"0.0.0.0:1\"\nruntime:\n  kind: docker\n").unwrap();
+        let off = super::super::tests::parse("listen: \"0.0.0.0:1\"\nruntime:\n  kind: docker\n")
+            .unwrap();
         assert_eq!(off.recordings.mode, RecordingMode::Off);
-        let err = Config::parse(&text.replace("mode: always", "mode: sometimes")).unwrap_err();
+        let err = super::super::tests::parse(&text.replace("mode: always", "mode: sometimes"))
+            .unwrap_err();
         assert!(err.contains("sometimes") && err.contains("line 7"), "{err}");
     }
 }

@@ -28,7 +28,10 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use crate::config::{Defaults, Lifecycle};
 use crate::{containers, recordings, session};
 
+mod guard;
 mod views;
+
+pub use guard::RECORDINGS_SUBRESOURCE;
 
 /// Everything the endpoints share.
 pub struct Agent {
@@ -56,6 +59,16 @@ pub struct Agent {
     pub node: String,
     /// What `/metrics` shows.
     pub metrics: crate::metrics::Metrics,
+    /// Who callers are and what they may do; `None`: anyone may do anything.
+    pub auth: Option<Arc<crate::auth::Authenticator>>,
+    /// What sessions may ask for.
+    pub policy: crate::config::Policy,
+    /// What one connection may hold.
+    pub limits: crate::config::Limits,
+    /// The sessions running, against `policy.maxSessions`.
+    pub sessions: Arc<crate::admission::Sessions>,
+    /// The listener's TLS; `None`: plain HTTP.
+    pub tls: Option<Arc<crate::tls::Tls>>,
 }
 
 impl Agent {
@@ -114,23 +127,66 @@ impl Agent {
         }
     }
 
-    /// Accepts connections on `listener` until shutdown.
+    /// Accepts connections on `listener` until shutdown: at most `limits.maxConnections` at
+    /// once (past it, new ones are closed at once), each with `limits.headerTimeout` to finish
+    /// its TLS handshake and send its headers. When accepting fails (no file descriptors
+    /// left), it backs off, up to a second, and says so once every ten seconds, not every time.
     pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+        let open = Arc::new(tokio::sync::Semaphore::new(self.limits.max_connections));
+        let mut backoff = Duration::ZERO;
+        let mut warned: Option<std::time::Instant> = None;
+        let mut refused = 0u64;
         loop {
             let (socket, peer) = tokio::select! {
                 accepted = listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
+                    Ok(accepted) => {
+                        backoff = Duration::ZERO;
+                        accepted
+                    }
                     Err(e) => {
-                        warn!(error = %e, "accepting a connection");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        backoff = (backoff * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
+                        if warned.is_none_or(|w| w.elapsed() >= Duration::from_secs(10)) {
+                            warn!(error = %e, open = self.limits.max_connections - open.available_permits(), "accepting connections fails; backing off (too many open files? lower limits.maxConnections or raise the agent's file limit)");
+                            warned = Some(std::time::Instant::now());
+                        }
+                        self.metrics.error("accept");
+                        tokio::select! {
+                            () = tokio::time::sleep(backoff) => {}
+                            () = self.shutdown.cancelled() => break,
+                        }
                         continue;
                     }
                 },
                 () = self.shutdown.cancelled() => break,
             };
+            let Ok(permit) = open.clone().try_acquire_owned() else {
+                refused += 1;
+                if refused.is_power_of_two() {
+                    warn!(%peer, refused, limit = self.limits.max_connections, "connection refused: limits.maxConnections connections are open");
+                }
+                self.metrics.error("connection_limit");
+                drop(socket);
+                continue;
+            };
             let _ = socket.set_nodelay(true);
-            self.tracker
-                .spawn(self.clone().serve_connection(socket, peer.to_string()));
+            let agent = self.clone();
+            self.tracker.spawn(async move {
+                let _open = permit;
+                let peer = peer.to_string();
+                match agent.tls.clone() {
+                    None => agent.serve_connection(socket, peer).await,
+                    Some(tls) => {
+                        let limit = agent.limits.header_timeout.0;
+                        match tokio::time::timeout(limit, tls.acceptor().accept(socket)).await {
+                            Ok(Ok(stream)) => agent.serve_connection(stream, peer).await,
+                            Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
+                            Err(_) => {
+                                debug!(%peer, "TLS handshake not finished in limits.headerTimeout")
+                            }
+                        }
+                    }
+                }
+            });
         }
     }
 
@@ -142,12 +198,16 @@ impl Agent {
     {
         let agent = self;
         let logged_peer = peer.clone();
+        let header_timeout = agent.limits.header_timeout.0;
         let service = hyper::service::service_fn(move |req| {
             let agent = agent.clone();
             let peer = peer.clone();
             async move { Ok::<_, Infallible>(agent.handle(req, &peer).await) }
         });
         let connection = hyper::server::conn::http1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .max_buf_size(64 << 10)
             .serve_connection(TokioIo::new(io), service)
             .with_upgrades();
         if let Err(e) = connection.await {
@@ -167,9 +227,45 @@ impl Agent {
 
     async fn route(self: Arc<Self>, req: Request<Incoming>, peer: &str) -> Response<Body> {
         let query = req.uri().query().unwrap_or("").to_owned();
+        if query.len() > self.limits.max_query_bytes {
+            return refuse(
+                StatusCode::URI_TOO_LONG,
+                &format!(
+                    "the query is {} bytes, more than this agent takes (limits.maxQueryBytes: {})",
+                    query.len(),
+                    self.limits.max_query_bytes
+                ),
+            );
+        }
+        // Open to anyone: probes and scrapers.
+        match (req.method(), req.uri().path()) {
+            (&Method::GET, path::HEALTHZ) => return text(StatusCode::OK, "ok\n"),
+            (&Method::GET, path::METRICS) => {
+                let mut response = Response::new(full(Bytes::from(self.metrics.encode())));
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+                );
+                return response;
+            }
+            _ => {}
+        }
+        let caller = match self.caller(&req).await {
+            Ok(caller) => caller,
+            Err(refused) => {
+                info!(target: "audit", %peer, method = %req.method(), path = req.uri().path(), decision = "unauthenticated", "request refused");
+                return refused;
+            }
+        };
+        if let Err(refused) = self
+            .authorize(req.method(), req.uri().path(), &query, &caller)
+            .await
+        {
+            info!(target: "audit", %peer, user = %caller.user, method = %req.method(), path = req.uri().path(), decision = "forbidden", "request refused");
+            return refused;
+        }
         let name = path::container_name(req.uri().path()).map(str::to_owned);
         match (req.method(), req.uri().path(), name) {
-            (&Method::GET, path::HEALTHZ, _) => text(StatusCode::OK, "ok\n"),
             (&Method::GET, path::VERSION, _) => json(
                 StatusCode::OK,
                 &kdbg_api::VersionInfo {
@@ -178,15 +274,7 @@ impl Agent {
                     node: self.node.clone(),
                 },
             ),
-            (&Method::GET, path::METRICS, _) => {
-                let mut response = Response::new(full(Bytes::from(self.metrics.encode())));
-                response.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
-                );
-                response
-            }
-            (&Method::GET, path::DEBUG, _) => self.debug(req, peer).await,
+            (&Method::GET, path::DEBUG, _) => self.debug(req, peer, caller).await,
             (&Method::GET, path::CONTAINERS, _) => self.containers(&query).await,
             (&Method::DELETE, _, Some(name)) => self.remove(&name, &query).await,
             (&Method::GET, path::PULL, _) => self.pull(&query).await,
@@ -310,14 +398,27 @@ impl Agent {
         }
     }
 
-    async fn debug(self: Arc<Self>, req: Request<Incoming>, peer: &str) -> Response<Body> {
-        let request = match DebugRequest::from_query(req.uri().query().unwrap_or("")) {
+    async fn debug(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        peer: &str,
+        caller: crate::auth::Caller,
+    ) -> Response<Body> {
+        let mut request = match DebugRequest::from_query(req.uri().query().unwrap_or("")) {
             Ok(request) => request,
             Err(message) => return refuse(StatusCode::BAD_REQUEST, &message),
         };
         let (key, protocol) = match websocket_handshake(&req) {
             Ok(ok) => ok,
             Err(message) => return refuse(StatusCode::BAD_REQUEST, &message),
+        };
+        let audit = Audit::of(&caller, &request, &self.defaults, peer);
+        let slot = match self.admit(&caller, &mut request).await {
+            Ok(slot) => slot,
+            Err(refusal) => {
+                audit.refused(&refusal);
+                return refuse_with(refusal);
+            }
         };
         let id = session::new_session_id();
         let target = request
@@ -345,9 +446,12 @@ impl Agent {
             }
             Ok(Err(refusal)) => {
                 span.in_scope(|| info!(error = %refusal.message, "debug request refused"));
+                audit.refused(&refusal);
                 return refuse_with(refusal);
             }
         };
+        let recording = prepared.recording_path();
+        audit.started(prepared.name(), recording.as_deref());
         span.in_scope(|| info!(container = prepared.name(), "debug session started"));
         let mut response = switching_protocols(&key, protocol.name());
         let headers = response.headers_mut();
@@ -377,15 +481,84 @@ impl Agent {
                             Some(kdbg_relay::session::websocket_config()),
                         )
                         .await;
-                        session::run(prepared, ws, protocol).await;
+                        let summary = session::run(prepared, ws, protocol).await;
+                        audit.ended(&summary);
                     }
                     // Dropping `prepared` ends the session.
                     Err(e) => warn!(error = %e, "WebSocket upgrade failed"),
                 }
+                drop(slot);
             }
             .instrument(span),
         );
         response
+    }
+}
+
+/// A session's lines in the audit log (target `audit`, one JSON object a line with
+/// `log.format: json`): its start or refusal, and its end.
+#[derive(Debug, Clone)]
+struct Audit {
+    user: String,
+    groups: String,
+    verified: bool,
+    pod: String,
+    target: String,
+    image: String,
+    command: String,
+    peer: String,
+}
+
+impl Audit {
+    fn of(
+        caller: &crate::auth::Caller,
+        request: &DebugRequest,
+        defaults: &Defaults,
+        peer: &str,
+    ) -> Audit {
+        let command = if request.command.is_empty() {
+            &defaults.command
+        } else {
+            &request.command
+        };
+        Audit {
+            user: if caller.verified {
+                caller.user.clone()
+            } else {
+                request.user.clone().unwrap_or_else(|| "unknown".into())
+            },
+            groups: caller.groups.join(","),
+            verified: caller.verified,
+            pod: format!(
+                "{}/{}",
+                request.pod_namespace.as_deref().unwrap_or("-"),
+                request.pod_name.as_deref().unwrap_or("-")
+            ),
+            target: request
+                .target
+                .as_ref()
+                .map(ToString::to_string)
+                .or_else(|| request.container.clone())
+                .unwrap_or_default(),
+            image: request
+                .image
+                .clone()
+                .unwrap_or_else(|| defaults.image.clone()),
+            command: command.join(" "),
+            peer: peer.to_owned(),
+        }
+    }
+
+    fn refused(&self, refusal: &session::Refusal) {
+        info!(target: "audit", event = "session refused", user = %self.user, groups = %self.groups, verified = self.verified, pod = %self.pod, target = %self.target, image = %self.image, command = %self.command, peer = %self.peer, decision = "denied", code = refusal.code, reason = %refusal.message, "audit");
+    }
+
+    fn started(&self, container: &str, recording: Option<&str>) {
+        info!(target: "audit", event = "session started", user = %self.user, groups = %self.groups, verified = self.verified, pod = %self.pod, target = %self.target, container, image = %self.image, command = %self.command, peer = %self.peer, decision = "allowed", recording = recording.unwrap_or(""), "audit");
+    }
+
+    fn ended(&self, summary: &session::Summary) {
+        info!(target: "audit", event = "session ended", user = %self.user, pod = %self.pod, target = %self.target, image = %self.image, outcome = summary.outcome, status = %summary.status, bytes_out = summary.bytes_out, bytes_in = summary.bytes_in, "audit");
     }
 }
 

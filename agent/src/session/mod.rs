@@ -26,7 +26,7 @@ use crate::recordings::Opened;
 use crate::server::Agent;
 
 pub use live::{Entry, Live, NoScreen};
-pub use run::run;
+pub use run::{Summary, run};
 
 /// SIGTERM.
 const SIGTERM: i32 = 15;
@@ -113,6 +113,13 @@ impl Prepared {
     /// Whether the agent records the session.
     pub fn recorded(&self) -> bool {
         self.recording.is_some()
+    }
+
+    /// Where the agent records the session, if it does.
+    pub fn recording_path(&self) -> Option<String> {
+        self.recording
+            .as_ref()
+            .map(|r| r.path().display().to_string())
     }
 
     /// Ends the session: stops its process unless it ended, and removes the container when
@@ -374,6 +381,7 @@ async fn create(
         name: String::new(),
         labels: labels(agent, request, &target, &image, session),
         init: agent.init.clone(),
+        profile: request.profile.unwrap_or_default(),
     };
     let mut attempt = 0;
     let created = loop {

@@ -16,10 +16,24 @@ use super::Prepared;
 use crate::server::Agent;
 use crate::watch::Screen;
 
+/// How a session ended, for the audit log.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    /// `completed`, `client_left`, `idle` or `failed`.
+    pub outcome: &'static str,
+    /// The process's status as the client was told it (exit code, or why it ended).
+    pub status: String,
+    /// Bytes to the client.
+    pub bytes_out: u64,
+    /// Bytes from the client (stdin).
+    pub bytes_in: u64,
+}
+
 /// Relays the prepared session over `ws` until its process ends or the client leaves, then
 /// ends it. The agent's shutdown ends the session early with a status that says so. A
 /// recorded session is recorded, and a terminal session's screen is kept for watchers.
-pub async fn run<S>(mut prepared: Prepared, ws: WebSocketStream<S>, protocol: Protocol)
+/// Says how it ended.
+pub async fn run<S>(mut prepared: Prepared, ws: WebSocketStream<S>, protocol: Protocol) -> Summary
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -85,8 +99,11 @@ where
         runtime: agent.runtime.name().to_owned(),
     };
     agent.metrics.sessions_active.get_or_create(&runtime).inc();
+    let mut summary = Summary::default();
     let outcome = match kdbg_relay::serve(ws, protocol, io, &config).await {
         Ok(done) => {
+            summary.bytes_out = done.stats.bytes_sent;
+            summary.bytes_in = done.stats.bytes_received;
             let metrics = &agent.metrics;
             let count = |direction: &str, bytes: u64| {
                 metrics
@@ -101,6 +118,7 @@ where
             match done.outcome {
                 ServerEnd::Completed(status) => {
                     info!(?status, "debug session completed");
+                    summary.status = format!("{status:?}");
                     "completed"
                 }
                 ServerEnd::ClientLeft => {
@@ -110,6 +128,11 @@ where
                 ServerEnd::Idle => {
                     info!("debug session idle too long; ended");
                     "idle"
+                }
+                ServerEnd::ProtocolViolation(why) => {
+                    warn!(%why, "debug session ended: the client broke the protocol");
+                    summary.status = why;
+                    "protocol_violation"
                 }
             }
         }
@@ -129,6 +152,8 @@ where
         .inc();
     resizer.abort();
     prepared.finish(process_ended.load(Ordering::Acquire)).await;
+    summary.outcome = outcome;
+    summary
 }
 
 /// How a session's process ended, as the user should hear it: its exit code, and when its

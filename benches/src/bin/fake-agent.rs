@@ -41,6 +41,11 @@ fn main() {
             .expect("listening");
         let settings = Settings {
             init_dir: std::env::temp_dir().join("kdbg-bench-init"),
+            // Every session of the run at once, whoever and wherever: no policy limit.
+            policy: kdbg_agent::config::Policy {
+                max_sessions: kdbg_agent::config::MaxSessions::UNLIMITED,
+                ..Default::default()
+            },
             ..Settings::default()
         };
         let (agent, _) = kdbg_agent::spawn(AnyRuntime::Fake(fake), settings, listener)

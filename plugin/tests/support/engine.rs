@@ -20,12 +20,29 @@ pub trait Targeted {
     fn pid(&self) -> u32;
 }
 
+/// The kubelet's labels of a container of pod `namespace/pod`, as `key=value`.
+fn pod_labels(namespace: &str, pod: &str) -> [String; 2] {
+    [
+        format!("io.kubernetes.pod.namespace={namespace}"),
+        format!("io.kubernetes.pod.name={pod}"),
+    ]
+}
+
 /// A real engine.
 pub trait Engine {
     /// `docker` or `containerd`.
     fn name(&self) -> &'static str;
     /// A target running `script`.
     fn target(&self, script: &str) -> Box<dyn Targeted>;
+    /// A target running `script` labelled by the kubelet as a container of pod
+    /// `namespace/pod`, in the node's PID namespace if `host_pid`.
+    fn pod_target(
+        &self,
+        namespace: &str,
+        pod: &str,
+        host_pid: bool,
+        script: &str,
+    ) -> Box<dyn Targeted>;
     /// An agent on this engine with `extra` top-level YAML in its configuration.
     fn agent(&self, extra: &str) -> Agent;
     /// Kills debug container `id`'s main process, as `docker kill` or `ctr task kill` would.
@@ -64,6 +81,20 @@ impl Engine for DockerEngine {
     }
     fn target(&self, script: &str) -> Box<dyn Targeted> {
         Box::new(Target::start(script))
+    }
+    fn pod_target(
+        &self,
+        namespace: &str,
+        pod: &str,
+        host_pid: bool,
+        script: &str,
+    ) -> Box<dyn Targeted> {
+        let labels = pod_labels(namespace, pod);
+        let mut options = vec!["--label", &labels[0], "--label", &labels[1]];
+        if host_pid {
+            options.extend(["--pid", "host"]);
+        }
+        Box::new(Target::start_with(&options, script))
     }
     fn agent(&self, extra: &str) -> Agent {
         Agent::docker_with(extra)
@@ -124,6 +155,21 @@ impl Engine for ContainerdEngine {
     }
     fn target(&self, script: &str) -> Box<dyn Targeted> {
         Box::new(CtdTarget::start(script))
+    }
+    fn pod_target(
+        &self,
+        namespace: &str,
+        pod: &str,
+        host_pid: bool,
+        script: &str,
+    ) -> Box<dyn Targeted> {
+        let labels = pod_labels(namespace, pod);
+        let mut options = vec!["--label", &labels[0], "--label", &labels[1]];
+        if host_pid {
+            // kthreadd is in the node's namespaces (PID 1 here may refuse to be inspected).
+            options.extend(["--with-ns", "pid:/proc/2/ns/pid"]);
+        }
+        Box::new(CtdTarget::start_with(&options, script))
     }
     fn agent(&self, extra: &str) -> Agent {
         let fifos = std::env::temp_dir().join(format!("kdbg-life-fifo-{}", std::process::id()));

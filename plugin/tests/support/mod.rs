@@ -47,24 +47,22 @@ pub struct Target {
 
 impl Target {
     pub fn start(script: &str) -> Target {
+        Target::start_with(&[], script)
+    }
+
+    /// A target with more `docker run` options (labels, `--pid host`...).
+    pub fn start_with(options: &[&str], script: &str) -> Target {
         static N: AtomicUsize = AtomicUsize::new(0);
         let name = format!(
             "kdbg-e2e-{}-{}",
             std::process::id(),
             N.fetch_add(1, Ordering::Relaxed)
         );
-        docker(&[
-            "run",
-            "-d",
-            "--name",
-            &name,
-            "--network",
-            "none",
-            &image(),
-            "sh",
-            "-c",
-            script,
-        ]);
+        let image = image();
+        let mut args = vec!["run", "-d", "--name", &name, "--network", "none"];
+        args.extend_from_slice(options);
+        args.extend([image.as_str(), "sh", "-c", script]);
+        docker(&args);
         Target { name }
     }
 
@@ -185,7 +183,9 @@ const DAEMONSET_CAPABILITIES: [&str; 4] = ["SYS_PTRACE", "DAC_OVERRIDE", "CHOWN"
 
 /// The agent's image when the tests run the agent as a container.
 pub fn agent_image() -> Option<String> {
-    std::env::var("KDBG_AGENT_IMAGE").ok().filter(|i| !i.is_empty())
+    std::env::var("KDBG_AGENT_IMAGE")
+        .ok()
+        .filter(|i| !i.is_empty())
 }
 
 impl Agent {
@@ -227,20 +227,32 @@ impl Agent {
         // `extra` may name the address: `listen: "127.0.0.2:PORT"`. Else the agent binds any
         // free port of 127.0.0.1 and logs which: a port picked here could be taken by another
         // test's agent before this one binds it.
-        let named = extra.lines().find_map(|l| l.strip_prefix("listen: ")).map(|a| {
-            let (h, p) = a.trim_matches('"').rsplit_once(':').unwrap();
-            (h.to_owned(), p.parse::<u16>().unwrap())
-        });
+        let named = extra
+            .lines()
+            .find_map(|l| l.strip_prefix("listen: "))
+            .map(|a| {
+                let (h, p) = a.trim_matches('"').rsplit_once(':').unwrap();
+                (h.to_owned(), p.parse::<u16>().unwrap())
+            });
         let listen = if named.is_some() {
             String::new()
         } else {
             "listen: \"127.0.0.1:0\"\n".to_owned()
         };
+        // Plain HTTP and no authentication unless `extra` configures them: the tests of
+        // security (tests/security.rs) do.
+        let mut security = String::new();
+        if !extra.contains("insecure:") && !extra.contains("tls:") {
+            security.push_str("insecure: true\n");
+        }
+        if !extra.contains("auth:") {
+            security.push_str("auth:\n  mode: none\n");
+        }
         let config = dir.join("agent.yaml");
         std::fs::write(
             &config,
             format!(
-                "{listen}runtime:\n{runtime}defaults:\n  image: \"{image}\"\n  command: [\"sh\"]\n{extra}"
+                "{listen}{security}runtime:\n{runtime}defaults:\n  image: \"{image}\"\n  command: [\"sh\"]\n{extra}"
             ),
         )
         .unwrap();
@@ -290,6 +302,22 @@ impl Agent {
                 text(&out.stderr) + &text(&out.stdout)
             }
         }
+    }
+
+    /// The agent's resident memory, in KiB, as the kernel counts it.
+    pub fn rss_kib(&self) -> Option<u64> {
+        let pid = match &self.process {
+            AgentProcess::Child { child, .. } => child.id().to_string(),
+            AgentProcess::Container(name) => {
+                let out = docker(&["inspect", "-f", "{{.State.Pid}}", name]);
+                text(&out.stdout).trim().to_owned()
+            }
+        };
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
     }
 
     pub fn address(&self) -> String {
@@ -447,7 +475,10 @@ fn ready_address(log: &str) -> Option<(String, u16)> {
     let at = line
         .find("listen=")
         .map(|i| i + "listen=".len())
-        .or_else(|| line.find("\"listen\":\"").map(|i| i + "\"listen\":\"".len()))?;
+        .or_else(|| {
+            line.find("\"listen\":\"")
+                .map(|i| i + "\"listen\":\"".len())
+        })?;
     let address: String = line[at..]
         .chars()
         .take_while(|c| !c.is_whitespace() && *c != '"')
@@ -521,16 +552,22 @@ pub struct CtdTarget {
 
 impl CtdTarget {
     pub fn start(script: &str) -> CtdTarget {
+        CtdTarget::start_with(&[], script)
+    }
+
+    /// A target with more `ctr run` options (`--label`, `--with-ns`...).
+    pub fn start_with(options: &[&str], script: &str) -> CtdTarget {
         static N: AtomicUsize = AtomicUsize::new(0);
         let id = format!(
             "kdbg-ctd-e2e-{}-{}",
             std::process::id(),
             N.fetch_add(1, Ordering::Relaxed)
         );
-        let out = ctr(
-            "k8s.io",
-            &["run", "-d", &ctd_image(), &id, "sh", "-c", script],
-        );
+        let image = ctd_image();
+        let mut args = vec!["run", "-d"];
+        args.extend_from_slice(options);
+        args.extend([image.as_str(), id.as_str(), "sh", "-c", script]);
+        let out = ctr("k8s.io", &args);
         assert!(out.status.success(), "ctr run: {}", text(&out.stderr));
         CtdTarget { id }
     }

@@ -66,6 +66,17 @@ pub(super) trait Role {
         cx: &mut Context<'_>,
     ) -> Result<(bool, Option<Self::Outcome>), Error>;
 
+    /// The peer broke the protocol (`error`, reading): the role may answer (a status and a
+    /// close frame saying why) and end the session as the outcome it returns; `None` ends it
+    /// with the error.
+    fn violated<S: Socket>(
+        &mut self,
+        _core: &mut Core<'_, S>,
+        _error: &Error,
+    ) -> Option<Self::Outcome> {
+        None
+    }
+
     /// The connection ended before the role closed the session: cleanly (a close handshake,
     /// or the peer's close and then EOF) or with `error`.
     fn ended(
@@ -101,6 +112,9 @@ pub(super) struct Core<'c, S> {
     /// Something arrived since the last keepalive tick.
     heard: bool,
     last_heard: Instant,
+    /// The peer broke the protocol: nothing more is read (the stream's state is unknown),
+    /// what is queued goes out, and the session ends at the close deadline.
+    pub stop_reading: bool,
     pub stats: Stats,
 }
 
@@ -134,6 +148,7 @@ impl<'c, S: Socket> Core<'c, S> {
             keepalive,
             heard: false,
             last_heard: start,
+            stop_reading: false,
             stats: Stats::default(),
         }
     }
@@ -332,7 +347,18 @@ impl<'c, S: Socket, R: Role> Pump<'c, S, R> {
             if core.poll_direct(cx)? {
                 busy |= self.role.control(core, cx);
                 busy |= core.send_control(cx)?;
-                busy |= self.receive(cx)?;
+                busy |= match self.receive(cx) {
+                    Ok(busy) => busy,
+                    Err(e) => match self.role.violated(&mut self.core, &e) {
+                        Some(outcome) => {
+                            debug!(error = %e, "the peer broke the protocol; told it and closing");
+                            self.core.stop_reading = true;
+                            self.outcome.get_or_insert(outcome);
+                            true
+                        }
+                        None => return Poll::Ready(Err(e)),
+                    },
+                };
             }
             let core = &mut self.core;
             busy |= core.pump_sources(cx)?;
@@ -365,6 +391,9 @@ impl<'c, S: Socket, R: Role> Pump<'c, S, R> {
     fn receive(&mut self, cx: &mut Context<'_>) -> Result<bool, Error> {
         let mut busy = false;
         let mut turns = 0;
+        if self.core.stop_reading {
+            return Ok(false);
+        }
         while self.core.inbound.is_none() && turns < TURNS_PER_POLL {
             if matches!(self.core.phase, Phase::Finishing) {
                 break;

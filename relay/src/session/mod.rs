@@ -178,6 +178,9 @@ pub enum ServerEnd {
     /// Nothing went either way for [`Config::idle_timeout`]: the client was told and the
     /// session closed; the process is still running.
     Idle,
+    /// The client broke the channel protocol (what it did, said): it was sent a status and
+    /// a close frame saying so; the process is still running.
+    ProtocolViolation(String),
 }
 
 /// A finished session: how it ended and what it carried.

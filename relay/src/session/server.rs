@@ -19,7 +19,7 @@ use super::core::{Core, Phase, Role, Socket, vanished};
 use super::stream::Inbound;
 use super::{ExitFuture, ResizeHandler};
 use crate::codec::{self, Frame};
-use crate::error::Error;
+use crate::error::{Error, ProtocolError};
 use crate::observer::EventKind;
 use crate::resize::ResizeDecoder;
 use crate::status::ExitStatus;
@@ -185,6 +185,27 @@ impl Role for Server {
         ))
     }
 
+    fn violated<S: Socket>(&mut self, core: &mut Core<'_, S>, error: &Error) -> Option<ServerEnd> {
+        if !matches!(core.phase, Phase::Running) {
+            return None;
+        }
+        let (code, reason) = violation(error)?;
+        let why = crate::error::chain(error);
+        warn!(error = %why, "the client broke the channel protocol; ending the session");
+        let message = format!("the client broke the channel protocol ({why}): the session ended");
+        core.outbox.clear();
+        Some(close_with(
+            core,
+            ExitStatus::Failure {
+                reason: "BadRequest".into(),
+                message: message.clone(),
+            },
+            code,
+            &reason,
+            ServerEnd::ProtocolViolation(message),
+        ))
+    }
+
     fn ended(
         &mut self,
         clean: bool,
@@ -200,16 +221,50 @@ impl Role for Server {
 
 /// Sends `status` and a normal close; the session ends as `end`.
 fn close<S: Socket>(core: &mut Core<'_, S>, status: ExitStatus, end: ServerEnd) -> ServerEnd {
+    close_with(core, status, CloseCode::Normal, "", end)
+}
+
+/// Sends `status` and a close frame with `code` and `reason`; the session ends as `end`.
+fn close_with<S: Socket>(
+    core: &mut Core<'_, S>,
+    status: ExitStatus,
+    code: CloseCode,
+    reason: &str,
+    end: ServerEnd,
+) -> ServerEnd {
     let mut message = BytesMut::new();
     codec::begin_frame(&mut message, codec::STATUS, 128);
     message.put_slice(&status.to_json());
     core.outbox.push_back(Message::Binary(message.freeze()));
     core.outbox.push_back(Message::Close(Some(CloseFrame {
-        code: CloseCode::Normal,
-        reason: "".into(),
+        code,
+        reason: reason.into(),
     })));
     core.phase = core.closing();
     end
+}
+
+/// The close code and a short reason (a close frame's reason is at most 123 bytes) for a
+/// protocol violation by the client, if `error` is one.
+fn violation(error: &Error) -> Option<(CloseCode, String)> {
+    use tungstenite::Error as Ws;
+    let (code, reason) = match error {
+        Error::Protocol(p @ ProtocolError::TextMessage) => (CloseCode::Unsupported, p.to_string()),
+        Error::Protocol(p) => (CloseCode::Protocol, p.to_string()),
+        Error::Receive(Ws::Protocol(p)) => (CloseCode::Protocol, p.to_string()),
+        Error::Receive(Ws::Capacity(c)) => (CloseCode::Size, c.to_string()),
+        Error::Receive(Ws::Utf8(_)) => (CloseCode::Invalid, "invalid UTF-8".to_owned()),
+        _ => return None,
+    };
+    let mut reason = reason;
+    if reason.len() > 120 {
+        let mut cut = 120;
+        while !reason.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        reason.truncate(cut);
+    }
+    Some((code, reason))
 }
 
 /// The status of a session ended for idleness.

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, Response, StatusCode};
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     APIGroupList, APIResource, APIResourceList, APIVersions, ListMeta, ObjectMeta,
     ServerAddressByClientCIDR,
@@ -19,25 +19,33 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
 use k8s_openapi::apimachinery::pkg::version::Info;
 use kdbg_relay::status::{Status, StatusDetails};
 
+pub mod access;
 mod portforward;
 
 type Pods = Arc<Mutex<BTreeMap<(String, String), Pod>>>;
+type ConfigMaps = Arc<Mutex<BTreeMap<(String, String), ConfigMap>>>;
 
 /// The stand-in, serving until the test process ends.
 pub struct ApiServer {
     /// `http://127.0.0.1:PORT`.
     pub url: String,
     pods: Pods,
+    config_maps: ConfigMaps,
+    /// Test users' tokens and grants, for the agents' reviews.
+    pub access: access::Shared,
 }
 
 impl ApiServer {
     /// Starts serving on a free port of 127.0.0.1.
     pub fn start() -> ApiServer {
         let pods: Pods = Arc::default();
+        let config_maps: ConfigMaps = Arc::default();
+        let table: access::Shared = Arc::default();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let served = pods.clone();
+        let (maps, reviews) = (config_maps.clone(), table.clone());
         let address = url.trim_start_matches("http://").to_owned();
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -52,13 +60,22 @@ impl ApiServer {
                     };
                     let pods = served.clone();
                     let address = address.clone();
+                    let (maps, reviews) = (maps.clone(), reviews.clone());
                     tokio::spawn(async move {
                         let service = hyper::service::service_fn(move |req| {
-                            let response = match forward_to(&req, &pods) {
-                                Some(target) => upgrade(req, target),
-                                None => handle(&req, &pods, &address),
-                            };
-                            async move { Ok::<_, Infallible>(response) }
+                            let (pods, maps, reviews, address) =
+                                (pods.clone(), maps.clone(), reviews.clone(), address.clone());
+                            async move {
+                                let response = if access::is_review(&req) {
+                                    access::review(req, reviews).await
+                                } else {
+                                    match forward_to(&req, &pods) {
+                                        Some(target) => upgrade(req, target),
+                                        None => handle(&req, &pods, &maps, &address),
+                                    }
+                                };
+                                Ok::<_, Infallible>(response)
+                            }
                         });
                         let _ = hyper::server::conn::http1::Builder::new()
                             .serve_connection(hyper_util::rt::TokioIo::new(socket), service)
@@ -68,7 +85,51 @@ impl ApiServer {
                 }
             });
         });
-        ApiServer { url, pods }
+        ApiServer {
+            url,
+            pods,
+            config_maps,
+            access: table,
+        }
+    }
+
+    /// Registers (or replaces) a ConfigMap.
+    pub fn add_config_map(&self, namespace: &str, name: &str, data: &[(&str, &str)]) {
+        let map = ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(name.to_owned()),
+                namespace: Some(namespace.to_owned()),
+                ..ObjectMeta::default()
+            },
+            data: Some(
+                data.iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+            ),
+            ..ConfigMap::default()
+        };
+        self.config_maps
+            .lock()
+            .unwrap()
+            .insert((namespace.to_owned(), name.to_owned()), map);
+    }
+
+    /// Writes `file` in `dir`: a kubeconfig for this server whose user presents `token`.
+    pub fn kubeconfig_with_token(&self, dir: &Path, file: &str, token: &str) -> PathBuf {
+        std::fs::create_dir_all(dir).unwrap();
+        let path = dir.join(file);
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: stand-in\n  cluster:\n    server: {}\n\
+                 users:\n- name: u\n  user:\n    token: {token}\n\
+                 contexts:\n- name: stand-in\n  context:\n    cluster: stand-in\n    user: u\n    namespace: default\n\
+                 current-context: stand-in\n",
+                self.url
+            ),
+        )
+        .unwrap();
+        path
     }
 
     /// Removes a pod, as `kubectl delete pod` would.
@@ -181,7 +242,7 @@ pub fn pod_on_node(
     .expect("a valid Pod")
 }
 
-fn json(code: StatusCode, value: &impl serde::Serialize) -> Response<Full<Bytes>> {
+pub(crate) fn json(code: StatusCode, value: &impl serde::Serialize) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(serde_json::to_vec(value).unwrap())));
     *response.status_mut() = code;
     response
@@ -306,6 +367,7 @@ fn upgrade(
 fn handle(
     req: &Request<hyper::body::Incoming>,
     pods: &Pods,
+    maps: &ConfigMaps,
     address: &str,
 ) -> Response<Full<Bytes>> {
     let path = req.uri().path().trim_end_matches('/');
@@ -404,6 +466,16 @@ fn handle(
                 .collect(),
             ),
         ),
+        ["api", "v1", "namespaces", ns, "configmaps", name] => {
+            match maps
+                .lock()
+                .unwrap()
+                .get(&((*ns).to_owned(), (*name).to_owned()))
+            {
+                Some(map) => json(StatusCode::OK, map),
+                None => not_found("configmaps", name),
+            }
+        }
         ["api", "v1", "namespaces", ns, "pods", name] => {
             match pods.get(&((*ns).to_owned(), (*name).to_owned())) {
                 Some(pod) => json(StatusCode::OK, pod),

@@ -1,0 +1,396 @@
+//! The agent's one contact with the Kubernetes API: who a caller is (a `TokenReview` of the
+//! bearer token it presents) and whether the cluster lets them do what they ask (a
+//! `SubjectAccessReview`), as the kubelet checks its own API. Both answers are cached for
+//! `auth.cacheTTL` in caches of bounded size, so a flood of requests does not become a flood
+//! of reviews, and a revoked permission stops working within that time.
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::Hash;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use hyper::HeaderMap;
+use hyper::header::AUTHORIZATION;
+use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+};
+use kube::api::PostParams;
+use kube::{Api, Client};
+
+use crate::config;
+
+/// At most this many tokens and decisions are remembered.
+const CACHE_ENTRIES: usize = 4096;
+
+/// Who made a request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Caller {
+    /// The user name (`system:serviceaccount:ns:name` for a service account).
+    pub user: String,
+    /// The user's UID, when the cluster gives one.
+    pub uid: String,
+    /// The user's groups.
+    pub groups: Vec<String>,
+    /// What else the authenticator said of the user (passed on to access reviews).
+    pub extra: BTreeMap<String, Vec<String>>,
+    /// Whether the cluster vouched for this (false with `auth.mode: none`, where the name is
+    /// what the client says).
+    pub verified: bool,
+}
+
+impl Caller {
+    /// A caller nobody checked (`auth.mode: none`), named as the client says.
+    pub fn unverified(claimed: Option<&str>) -> Caller {
+        Caller {
+            user: claimed.unwrap_or("unknown").to_owned(),
+            ..Caller::default()
+        }
+    }
+}
+
+/// What a request needs the cluster to allow, as a SubjectAccessReview's resource attributes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Access {
+    /// `create`, `get`, `list`...
+    pub verb: &'static str,
+    /// The API group (`""` for the core group).
+    pub group: &'static str,
+    /// `pods`, `nodes`...
+    pub resource: &'static str,
+    /// `exec`, `proxy`, `debug-recordings`...
+    pub subresource: &'static str,
+    /// The namespace; empty for all namespaces or a cluster-scoped resource.
+    pub namespace: String,
+    /// The object's name; empty for every object.
+    pub name: String,
+}
+
+impl Access {
+    /// `verb` on pods' `subresource` (none when empty) of pod `name` in `namespace`.
+    pub fn pods(
+        verb: &'static str,
+        subresource: &'static str,
+        namespace: &str,
+        name: &str,
+    ) -> Access {
+        Access {
+            verb,
+            group: "",
+            resource: "pods",
+            subresource,
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        }
+    }
+
+    /// `create` on `nodes/proxy` of `node`: what node-level debugging needs (the kubelet asks
+    /// the same for its own debugging endpoints).
+    pub fn node_debugging(node: &str) -> Access {
+        Access {
+            verb: "create",
+            group: "",
+            resource: "nodes",
+            subresource: "proxy",
+            namespace: String::new(),
+            name: node.to_owned(),
+        }
+    }
+
+    /// As a message names it: `create pods/exec of pod "web" in namespace "shop"`.
+    pub fn describe(&self) -> String {
+        let mut text = format!("{} {}", self.verb, self.resource);
+        if !self.subresource.is_empty() {
+            text = format!("{text}/{}", self.subresource);
+        }
+        let kind = self.resource.trim_end_matches('s');
+        if !self.name.is_empty() {
+            text = format!("{text} of {kind} \"{}\"", self.name);
+        }
+        if self.namespace.is_empty() {
+            if self.resource == "pods" {
+                text.push_str(" in all namespaces");
+            }
+        } else {
+            text = format!("{text} in namespace \"{}\"", self.namespace);
+        }
+        text
+    }
+}
+
+/// Why a request was not let through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Denied {
+    /// No credential, or one the cluster did not accept: 401.
+    Unauthenticated(String),
+    /// The cluster does not let this user do it: 403.
+    Forbidden(String),
+    /// The cluster could not be asked: 503.
+    Unavailable(String),
+}
+
+impl Denied {
+    /// The HTTP status code.
+    pub fn code(&self) -> u16 {
+        match self {
+            Denied::Unauthenticated(_) => 401,
+            Denied::Forbidden(_) => 403,
+            Denied::Unavailable(_) => 503,
+        }
+    }
+
+    /// The message.
+    pub fn message(&self) -> &str {
+        match self {
+            Denied::Unauthenticated(m) | Denied::Forbidden(m) | Denied::Unavailable(m) => m,
+        }
+    }
+}
+
+/// Checks callers against the cluster.
+pub struct Authenticator {
+    client: Client,
+    audiences: Vec<String>,
+    ttl: Duration,
+    tokens: Mutex<Cache<[u8; 32], Result<Caller, String>>>,
+    decisions: Mutex<Cache<(String, Access), Result<(), String>>>,
+}
+
+impl Authenticator {
+    /// A client of the cluster as `auth` says: its kubeconfig, else the in-cluster service
+    /// account.
+    pub async fn connect(auth: &config::Auth) -> anyhow::Result<Authenticator> {
+        use anyhow::Context as _;
+        let config = if auth.kubeconfig.is_empty() {
+            kube::Config::incluster().context(
+                "reading the in-cluster service account for auth.mode: kubernetes (is automountServiceAccountToken on in the DaemonSet? or set auth.kubeconfig)",
+            )?
+        } else {
+            let kubeconfig = kube::config::Kubeconfig::read_from(&auth.kubeconfig)
+                .with_context(|| format!("reading auth.kubeconfig {}", auth.kubeconfig))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+                .await
+                .with_context(|| format!("loading auth.kubeconfig {}", auth.kubeconfig))?
+        };
+        let client = Client::try_from(config).context("building the Kubernetes client")?;
+        Ok(Authenticator {
+            client,
+            audiences: auth.audiences.clone(),
+            ttl: auth.cache_ttl.0,
+            tokens: Mutex::new(Cache::new(CACHE_ENTRIES)),
+            decisions: Mutex::new(Cache::new(CACHE_ENTRIES)),
+        })
+    }
+
+    /// The caller a request's bearer token names, reviewed by the cluster.
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, Denied> {
+        let token = bearer(headers).ok_or_else(|| {
+            Denied::Unauthenticated(
+                "Unauthorized: the kubectl-debug agent admits only callers with a bearer token the cluster accepts (kubectl-debug sends your kubeconfig's credentials; anonymous requests are refused)".into(),
+            )
+        })?;
+        let key = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+        let key: [u8; 32] = key.as_ref().try_into().unwrap_or([0; 32]);
+        if let Some(known) = lock(&self.tokens).get(&key) {
+            return known.map_err(Denied::Unauthenticated);
+        }
+        let review = TokenReview {
+            spec: TokenReviewSpec {
+                token: Some(token.to_owned()),
+                audiences: (!self.audiences.is_empty()).then(|| self.audiences.clone()),
+            },
+            ..TokenReview::default()
+        };
+        let reviewed = Api::<TokenReview>::all(self.client.clone())
+            .create(&PostParams::default(), &review)
+            .await
+            .map_err(|e| {
+                Denied::Unavailable(format!(
+                    "could not review the caller's token with the Kubernetes API (TokenReview): {e}; check the agent's RBAC (deploy/) and that the API server is reachable"
+                ))
+            })?;
+        let status = reviewed.status.unwrap_or_default();
+        let outcome = match (status.authenticated, status.user) {
+            (Some(true), Some(user)) => Ok(Caller {
+                user: user.username.unwrap_or_default(),
+                uid: user.uid.unwrap_or_default(),
+                groups: user.groups.unwrap_or_default(),
+                extra: user.extra.unwrap_or_default(),
+                verified: true,
+            }),
+            _ => Err(format!(
+                "Unauthorized: the cluster did not accept the bearer token{}; log in again (kubectl's credentials may have expired)",
+                status
+                    .error
+                    .filter(|e| !e.is_empty())
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default()
+            )),
+        };
+        lock(&self.tokens).insert(key, outcome.clone(), self.ttl);
+        outcome.map_err(Denied::Unauthenticated)
+    }
+
+    /// Whether the cluster lets `caller` do `access`.
+    pub async fn authorize(&self, caller: &Caller, access: &Access) -> Result<(), Denied> {
+        let key = (caller.user.clone(), access.clone());
+        if let Some(known) = lock(&self.decisions).get(&key) {
+            return known.map_err(Denied::Forbidden);
+        }
+        let review = SubjectAccessReview {
+            spec: SubjectAccessReviewSpec {
+                user: Some(caller.user.clone()),
+                uid: (!caller.uid.is_empty()).then(|| caller.uid.clone()),
+                groups: Some(caller.groups.clone()),
+                extra: (!caller.extra.is_empty()).then(|| caller.extra.clone()),
+                resource_attributes: Some(ResourceAttributes {
+                    verb: Some(access.verb.to_owned()),
+                    group: Some(access.group.to_owned()),
+                    resource: Some(access.resource.to_owned()),
+                    subresource: (!access.subresource.is_empty())
+                        .then(|| access.subresource.to_owned()),
+                    namespace: (!access.namespace.is_empty()).then(|| access.namespace.clone()),
+                    name: (!access.name.is_empty()).then(|| access.name.clone()),
+                    ..ResourceAttributes::default()
+                }),
+                ..SubjectAccessReviewSpec::default()
+            },
+            ..SubjectAccessReview::default()
+        };
+        let reviewed = Api::<SubjectAccessReview>::all(self.client.clone())
+            .create(&PostParams::default(), &review)
+            .await
+            .map_err(|e| {
+                Denied::Unavailable(format!(
+                    "could not ask the Kubernetes API whether user \"{}\" may {} (SubjectAccessReview): {e}; check the agent's RBAC (deploy/) and that the API server is reachable",
+                    caller.user,
+                    access.describe()
+                ))
+            })?;
+        let status = reviewed.status.unwrap_or_default();
+        let outcome = if status.allowed && status.denied != Some(true) {
+            Ok(())
+        } else {
+            Err(format!(
+                "Forbidden: user \"{}\" may not {}{}; ask an administrator for a Role that grants it (see the README's security section)",
+                caller.user,
+                access.describe(),
+                status
+                    .reason
+                    .filter(|r| !r.is_empty())
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default()
+            ))
+        };
+        lock(&self.decisions).insert(key, outcome.clone(), self.ttl);
+        outcome.map_err(Denied::Forbidden)
+    }
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("audiences", &self.audiences)
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The bearer token of `Authorization: Bearer <token>`, if there is one.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Values that expire, at most `capacity` of them: when full, the expired go, and if none
+/// has, everything does (a flood of new keys costs reviews, never memory).
+struct Cache<K, V> {
+    entries: HashMap<K, (V, Instant)>,
+    capacity: usize,
+}
+
+impl<K: Hash + Eq, V: Clone> Cache<K, V> {
+    fn new(capacity: usize) -> Self {
+        Cache {
+            entries: HashMap::new(),
+            capacity,
+        }
+    }
+
+    fn get(&mut self, key: &K) -> Option<V> {
+        let (value, expires) = self.entries.get(key)?;
+        if *expires > Instant::now() {
+            return Some(value.clone());
+        }
+        self.entries.remove(key);
+        None
+    }
+
+    fn insert(&mut self, key: K, value: V, ttl: Duration) {
+        if ttl.is_zero() {
+            return;
+        }
+        if self.entries.len() >= self.capacity {
+            let now = Instant::now();
+            self.entries.retain(|_, (_, expires)| *expires > now);
+            if self.entries.len() >= self.capacity {
+                self.entries.clear();
+            }
+        }
+        self.entries.insert(key, (value, Instant::now() + ttl));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accesses_read_as_permissions() {
+        assert_eq!(
+            Access::pods("create", "exec", "shop", "web").describe(),
+            "create pods/exec of pod \"web\" in namespace \"shop\""
+        );
+        assert_eq!(
+            Access::pods("list", "", "", "").describe(),
+            "list pods in all namespaces"
+        );
+        assert_eq!(
+            Access::node_debugging("n1").describe(),
+            "create nodes/proxy of node \"n1\""
+        );
+    }
+
+    #[test]
+    fn only_bearer_tokens_count() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(bearer(&headers), None);
+        headers.insert(AUTHORIZATION, "Basic YTpi".parse().unwrap());
+        assert_eq!(bearer(&headers), None);
+        headers.insert(AUTHORIZATION, "Bearer  ".parse().unwrap());
+        assert_eq!(bearer(&headers), None);
+        headers.insert(AUTHORIZATION, "bearer abc".parse().unwrap());
+        assert_eq!(bearer(&headers), Some("abc"));
+    }
+
+    #[test]
+    fn the_cache_is_bounded_and_forgets() {
+        let mut cache = Cache::new(3);
+        for k in 0..10 {
+            cache.insert(k, k, Duration::from_secs(60));
+            assert!(cache.entries.len() <= 3);
+        }
+        assert_eq!(cache.get(&9), Some(9));
+        cache.insert(42, 1, Duration::from_nanos(1));
+        std::thread::sleep(Duration::from_millis(1));
+        assert_eq!(cache.get(&42), None);
+        cache.insert(7, 7, Duration::ZERO);
+        assert_eq!(cache.get(&7), None);
+    }
+}

@@ -1,0 +1,248 @@
+//! `tls:`, `insecure:`, `auth:`, `policy:` and `limits:`: who may use the agent, over what, and
+//! how much. The agent creates root-capable containers in other pods' namespaces, so the
+//! defaults are the safe ones: TLS and Kubernetes authentication unless `insecure: true` says
+//! otherwise.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use kdbg_runtimes::Profile;
+use serde::Deserialize;
+
+use crate::duration::GoDuration;
+
+/// `tls:`: the listener's certificate and key (PEM), read again when either file changes.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Tls {
+    /// The certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// Its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+}
+
+/// `auth:`: who the caller is, and whether the cluster lets them.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct Auth {
+    /// `kubernetes` (TokenReview and SubjectAccessReview) or `none` (with `insecure: true`
+    /// only).
+    pub mode: AuthMode,
+    /// Empty: the in-cluster service account; a path: that kubeconfig (tests, agents run out
+    /// of the cluster).
+    pub kubeconfig: String,
+    /// Optional: client certificates signed by this CA (PEM) are accepted too; their common
+    /// name is the user and their organisations the groups, as the API server reads them.
+    #[serde(rename = "clientCAFile")]
+    pub client_ca_file: String,
+    /// How long a token's review and an access decision are reused.
+    #[serde(rename = "cacheTTL")]
+    pub cache_ttl: GoDuration,
+    /// The audiences tokens must be for (TokenReview's `spec.audiences`); empty: the API
+    /// server's.
+    pub audiences: Vec<String>,
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Auth {
+            mode: AuthMode::Kubernetes,
+            kubeconfig: String::new(),
+            client_ca_file: String::new(),
+            cache_ttl: GoDuration(Duration::from_secs(10)),
+            audiences: Vec::new(),
+        }
+    }
+}
+
+/// `auth.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// Bearer tokens checked with a TokenReview, every request authorised with a
+    /// SubjectAccessReview.
+    #[default]
+    Kubernetes,
+    /// Anyone who reaches the port may do anything: tests and loopback-only agents.
+    None,
+}
+
+/// `policy:`: what sessions may ask for.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct Policy {
+    /// The images sessions may use, as patterns where `*` stands for any run of characters
+    /// (`nicolaka/netshoot:*`, `registry.example.com/tools/*`); absent: any image.
+    pub images: Option<Vec<String>>,
+    /// The capability profiles sessions may choose, and the one they get when they do not.
+    pub profiles: Profiles,
+    /// How many sessions may run at once.
+    pub max_sessions: MaxSessions,
+}
+
+/// `policy.profiles`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Profiles {
+    /// Those a session may ask for.
+    pub allowed: Vec<Profile>,
+    /// The one a session gets when it does not ask.
+    pub default: Profile,
+}
+
+impl Default for Profiles {
+    fn default() -> Self {
+        Profiles {
+            allowed: Profile::ALL.to_vec(),
+            default: Profile::Sysadmin,
+        }
+    }
+}
+
+/// `policy.maxSessions`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct MaxSessions {
+    /// On this node.
+    pub total: usize,
+    /// Of one user.
+    pub per_user: usize,
+    /// In one target container.
+    pub per_target: usize,
+}
+
+impl MaxSessions {
+    /// No limit: benchmarks and scale tests.
+    pub const UNLIMITED: MaxSessions = MaxSessions {
+        total: usize::MAX,
+        per_user: usize::MAX,
+        per_target: usize::MAX,
+    };
+}
+
+impl Default for MaxSessions {
+    fn default() -> Self {
+        MaxSessions {
+            total: 100,
+            per_user: 10,
+            per_target: 5,
+        }
+    }
+}
+
+/// `limits:`: what one connection may hold of the agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct Limits {
+    /// Open connections at most; past it, new ones are closed at once.
+    pub max_connections: usize,
+    /// A client has this long to send a request's headers (and, with TLS, to finish the
+    /// handshake); an idle connection is closed after it too.
+    pub header_timeout: GoDuration,
+    /// The longest query string.
+    pub max_query_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 4096,
+            header_timeout: GoDuration(Duration::from_secs(10)),
+            max_query_bytes: 16 << 10,
+        }
+    }
+}
+
+/// Whether `image` matches `pattern`, where `*` stands for any run of characters.
+pub fn image_matches(pattern: &str, image: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    let [first, middle @ .., last] = parts.as_slice() else {
+        return pattern == image;
+    };
+    if parts.len() == 1 {
+        return pattern == image;
+    }
+    let Some(mut rest) = image.strip_prefix(first) else {
+        return false;
+    };
+    for part in middle {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
+/// The checks of these sections that span keys: what `Config::parse` adds.
+pub fn check(
+    tls: Option<&Tls>,
+    insecure: bool,
+    auth: &Auth,
+    policy: &Policy,
+    line_of: impl Fn(&str) -> String,
+) -> Result<(), String> {
+    if tls.is_none() && !insecure {
+        return Err(
+            "tls is not set, so the agent would serve plain HTTP to the network; give tls.certFile and tls.keyFile (see the README's security section), or set insecure: true for tests and loopback-only agents".into(),
+        );
+    }
+    if auth.mode == AuthMode::None && !insecure {
+        return Err(format!(
+            "auth.mode{}: none lets anyone who reaches the port create root-capable containers in any pod; use mode: kubernetes, or set insecure: true as well for tests and loopback-only agents",
+            line_of("mode")
+        ));
+    }
+    let profiles = &policy.profiles;
+    if profiles.allowed.is_empty() {
+        return Err(format!(
+            "policy.profiles.allowed{} is empty; allow at least one of general, netadmin, sysadmin, restricted",
+            line_of("allowed")
+        ));
+    }
+    if !profiles.allowed.contains(&profiles.default) {
+        return Err(format!(
+            "policy.profiles.default{} is {}, which policy.profiles.allowed does not allow; allow it, or choose another default",
+            line_of("default"),
+            profiles.default
+        ));
+    }
+    if let Some(images) = &policy.images
+        && let Some(empty) = images.iter().position(|p| p.trim().is_empty())
+    {
+        return Err(format!(
+            "policy.images{} has an empty pattern (item {}); give patterns like nicolaka/netshoot:*",
+            line_of("images"),
+            empty + 1
+        ));
+    }
+    let max = &policy.max_sessions;
+    if max.total == 0 || max.per_user == 0 || max.per_target == 0 {
+        return Err(format!(
+            "policy.maxSessions{} has a 0, which would refuse every session; give counts of 1 or more",
+            line_of("maxSessions")
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_patterns_match_as_globs() {
+        assert!(image_matches(
+            "nicolaka/netshoot:*",
+            "nicolaka/netshoot:latest"
+        ));
+        assert!(image_matches("busybox:*", "busybox:1.36"));
+        assert!(!image_matches("busybox:*", "evil/busybox:1.36"));
+        assert!(!image_matches("busybox:*", "busybox"));
+        assert!(image_matches("busybox", "busybox"));
+        assert!(image_matches("*/tools/*:v1", "r.example/tools/net:v1"));
+        assert!(!image_matches("*/tools/*:v1", "r.example/tools/net:v2"));
+        assert!(image_matches("*", "anything"));
+        assert!(!image_matches("a*a", "a"));
+    }
+}

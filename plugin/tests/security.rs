@@ -1,0 +1,728 @@
+//! The agent admits only users the cluster allows, on both real engines: test users' tokens
+//! reviewed by the API stand-in (TokenReview), every request authorised there
+//! (SubjectAccessReview); targets that are not the named pod's, or that share the node's
+//! namespaces, refused; the verified user in labels; TLS with the agents' CA from a ConfigMap
+//! or a file; and hostile connections (idle, slowloris, oversized queries) that cost nothing
+//! and harm no other session.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use support::apiserver::access::AGENT_TOKEN;
+use support::apiserver::{AGENT_NAMESPACE, Cluster, running_pod};
+use support::engine::{ContainerdEngine, DockerEngine, Engine};
+use support::{Agent, run, text};
+
+/// A scratch directory for one test.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("kdbg-sec-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The agent YAML that checks callers with the stand-in, reached with `kubeconfig`.
+fn kubernetes_auth(kubeconfig: &Path, more: &str) -> String {
+    format!(
+        "insecure: true\nauth:\n  mode: kubernetes\n  kubeconfig: \"{}\"\n  cacheTTL: 1s\n{more}",
+        kubeconfig.display()
+    )
+}
+
+/// Test users: alice may debug pods in `shop` and read its recordings; bob may do nothing;
+/// carol's token has expired; dave may also debug the node.
+fn users(cluster: &Cluster) {
+    let mut table = cluster.api.access.lock().unwrap();
+    table.user(
+        "alice-token",
+        "alice",
+        &["developers", "system:authenticated"],
+    );
+    table.user("bob-token", "bob", &["system:authenticated"]);
+    table.user("carol-token", "carol", &["system:authenticated"]);
+    table.expire("carol-token");
+    table.user("dave-token", "dave", &["sre", "system:authenticated"]);
+    for user in ["alice", "dave"] {
+        table.grant(user, "create", "pods/exec", "shop", "");
+        table.grant(user, "list", "pods", "shop", "");
+        table.grant(user, "get", "pods/debug-recordings", "shop", "");
+    }
+    table.grant("dave", "create", "nodes/proxy", "", "");
+}
+
+/// `kubectl-debug` as the user whose token is `token`, in namespace `shop`.
+fn as_user(cluster: &Cluster, dir: &Path, token: &str, agent: &Agent, args: &[&str]) -> Command {
+    let kubeconfig = cluster
+        .api
+        .kubeconfig_with_token(dir, &format!("{token}.kubeconfig"), token);
+    let mut cmd = support::plugin();
+    cmd.arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["-n", "shop", "--agent-port", &agent.port.to_string()])
+        .args(args);
+    cmd
+}
+
+/// One raw HTTP/1.1 request to the agent; the status code and the body.
+fn raw(address: &str, request: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 8192];
+    // Up to the end of the headers and the body the agent sends with them.
+    while let Ok(n) = stream.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        answer.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&answer);
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length = text[..end]
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length: ")
+                        .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                })
+                .unwrap_or(0);
+            if answer.len() >= end + 4 + length {
+                break;
+            }
+        }
+    }
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (code, body)
+}
+
+/// A WebSocket upgrade of a debug session with `query`, presenting `token` if any.
+fn upgrade(query: &str, token: Option<&str>) -> String {
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    format!(
+        "GET /api/v1/debug?{query} HTTP/1.1\r\nHost: agent\r\n{auth}Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: v5.channel.k8s.io\r\n\r\n"
+    )
+}
+
+fn callers_are_checked_by_the_cluster(engine: &dyn Engine) {
+    let name = engine.name();
+    let dir = scratch(&format!("auth-{name}"));
+    let cluster = Cluster::new("shop");
+    users(&cluster);
+    let web = engine.pod_target("shop", "web", false, "exec sleep 3600");
+    let vault = engine.pod_target("bank", "vault", false, "exec sleep 3600");
+    let host = engine.pod_target("shop", "node-exporter", true, "exec sleep 3600");
+    cluster.api.add_pod(running_pod(
+        "shop",
+        "web",
+        &[("app", &web.pod_reference(), true)],
+    ));
+    cluster.api.add_pod(running_pod(
+        "shop",
+        "node-exporter",
+        &[("app", &host.pod_reference(), true)],
+    ));
+    let agent_kubeconfig = cluster
+        .api
+        .kubeconfig_with_token(&dir, "agent.kubeconfig", AGENT_TOKEN);
+    let agent = engine.agent(&kubernetes_auth(&agent_kubeconfig, ""));
+
+    // Allowed: alice's session runs, and the container carries her verified name, not $USER.
+    let out = run(
+        as_user(
+            &cluster,
+            &dir,
+            "alice-token",
+            &agent,
+            &[
+                "web",
+                "--retain",
+                "--name",
+                &format!("sec-{name}-alice"),
+                "--",
+                "echo",
+                "in",
+            ],
+        )
+        .env("USER", "mallory"),
+        b"",
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\nagent:\n{}",
+        text(&out.stderr),
+        agent.log()
+    );
+    assert_eq!(text(&out.stdout), "in\n");
+    let listed = run(
+        &mut as_user(
+            &cluster,
+            &dir,
+            "alice-token",
+            &agent,
+            &["list", "web", "-o", "json"],
+        ),
+        b"",
+    );
+    assert_eq!(listed.status.code(), Some(0), "{}", text(&listed.stderr));
+    let listed = text(&listed.stdout);
+    assert!(listed.contains("\"user\": \"alice\""), "{listed}");
+    assert!(!listed.contains("mallory"), "{listed}");
+    let removed = run(
+        &mut as_user(
+            &cluster,
+            &dir,
+            "alice-token",
+            &agent,
+            &["rm", "web", &format!("sec-{name}-alice")],
+        ),
+        b"",
+    );
+    assert_eq!(removed.status.code(), Some(0), "{}", text(&removed.stderr));
+
+    // Denied, unknown and expired users: told why, nothing created.
+    for (token, expected) in [
+        (
+            "bob-token",
+            "Forbidden: user \"bob\" may not create pods/exec of pod \"web\" in namespace \"shop\"",
+        ),
+        (
+            "carol-token",
+            "Unauthorized: the cluster did not accept the bearer token (token has expired)",
+        ),
+        (
+            "nobody-token",
+            "Unauthorized: the cluster did not accept the bearer token (invalid bearer token)",
+        ),
+    ] {
+        let out = run(
+            &mut as_user(&cluster, &dir, token, &agent, &["web", "--", "true"]),
+            b"",
+        );
+        assert_eq!(out.status.code(), Some(1), "{token}");
+        assert!(
+            text(&out.stderr).contains(expected),
+            "{token}: {}",
+            text(&out.stderr)
+        );
+    }
+    let out = run(
+        &mut as_user(&cluster, &dir, "bob-token", &agent, &["list", "web"]),
+        b"",
+    );
+    assert!(
+        text(&out.stderr).contains("user \"bob\" may not list pods in namespace \"shop\""),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(web.leftovers().is_empty(), "a refused user got a container");
+
+    // Anonymous: 401 with a Status, on every endpoint but /healthz and /metrics.
+    let address = agent.address();
+    let (code, body) = raw(
+        &address,
+        &upgrade(
+            &format!(
+                "target={}&podNamespace=shop&podName=web&stdout=1",
+                web.pod_reference()
+            ),
+            None,
+        ),
+    );
+    assert_eq!(code, 401, "{body}");
+    assert!(
+        body.contains("\"kind\":\"Status\"") && body.contains("bearer token"),
+        "{body}"
+    );
+    for endpoint in ["/api/v1/containers", "/api/v1/recordings", "/version"] {
+        let (code, _) = raw(
+            &address,
+            &format!("GET {endpoint} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"),
+        );
+        assert_eq!(code, 401, "{endpoint}");
+    }
+    for endpoint in ["/healthz", "/metrics"] {
+        let (code, _) = raw(
+            &address,
+            &format!("GET {endpoint} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"),
+        );
+        assert_eq!(code, 200, "{endpoint}");
+    }
+
+    // A pod alice may debug does not open another pod's container.
+    let (code, body) = raw(
+        &address,
+        &upgrade(
+            &format!(
+                "target={}&podNamespace=shop&podName=web&stdout=1",
+                vault.pod_reference()
+            ),
+            Some("alice-token"),
+        ),
+    );
+    assert_eq!(code, 403, "{body}");
+    assert!(
+        body.contains("belongs to pod bank/vault, not shop/web"),
+        "{body}"
+    );
+    assert!(vault.leftovers().is_empty());
+
+    // A target in the node's PID namespace is the node: alice may not, dave (nodes/proxy) may.
+    let out = run(
+        &mut as_user(
+            &cluster,
+            &dir,
+            "alice-token",
+            &agent,
+            &["node-exporter", "--", "true"],
+        ),
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("shares the node's namespaces (hostPID") && err.contains("create nodes/proxy"),
+        "{err}"
+    );
+    let out = run(
+        &mut as_user(
+            &cluster,
+            &dir,
+            "dave-token",
+            &agent,
+            &["node-exporter", "--", "echo", "node"],
+        ),
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "node\n");
+
+    // The audit log names the verified user, the pod, the decision.
+    let log = agent.log();
+    assert!(
+        log.lines().any(|l| l.contains("session started")
+            && l.contains("user=alice")
+            && l.contains("pod=shop/web")),
+        "{log}"
+    );
+    assert!(
+        log.lines().any(|l| l.contains("session refused")
+            && l.contains("user=alice")
+            && l.contains("decision=\"denied\"")
+            || l.contains("session refused")
+                && l.contains("user=alice")
+                && l.contains("decision=denied")),
+        "{log}"
+    );
+    // Reviews are cached: dozens of requests above, far fewer token reviews.
+    let reviews = cluster.api.access.lock().unwrap().token_reviews;
+    assert!(reviews < 20, "{reviews} token reviews");
+    for t in [&web, &vault, &host] {
+        support::assert_removed_soon(|| t.leftovers());
+    }
+}
+
+#[test]
+fn callers_are_checked_by_the_cluster_on_docker() {
+    callers_are_checked_by_the_cluster(&DockerEngine);
+}
+
+#[test]
+fn callers_are_checked_by_the_cluster_on_containerd() {
+    callers_are_checked_by_the_cluster(&ContainerdEngine);
+}
+
+/// A CA and a certificate for the agent (its service-style name and 127.0.0.1), made with
+/// the real openssl; returns (CA file, certificate, key).
+fn certificates(dir: &Path, tag: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let ca_key = dir.join(format!("{tag}-ca.key"));
+    let ca = dir.join(format!("{tag}-ca.crt"));
+    let key = dir.join(format!("{tag}-agent.key"));
+    let csr = dir.join(format!("{tag}-agent.csr"));
+    let cert = dir.join(format!("{tag}-agent.crt"));
+    let ext = dir.join(format!("{tag}-ext.cnf"));
+    std::fs::write(
+        &ext,
+        "subjectAltName=DNS:kubectl-debug-agent.kubectl-debug.svc,IP:127.0.0.1\n",
+    )
+    .unwrap();
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            text(&out.stderr)
+        );
+    };
+    let path = |p: &PathBuf| p.display().to_string();
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        &path(&ca_key),
+        "-out",
+        &path(&ca),
+        "-days",
+        "2",
+        "-subj",
+        &format!("/CN=kdbg-test-ca-{tag}"),
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        &path(&key),
+        "-out",
+        &path(&csr),
+        "-subj",
+        "/CN=kubectl-debug-agent",
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &path(&csr),
+        "-CA",
+        &path(&ca),
+        "-CAkey",
+        &path(&ca_key),
+        "-CAcreateserial",
+        "-out",
+        &path(&cert),
+        "-days",
+        "2",
+        "-extfile",
+        &path(&ext),
+    ]);
+    (ca, cert, key)
+}
+
+#[test]
+fn agents_speak_tls_verified_against_the_agents_ca() {
+    let dir = scratch("tls");
+    let (ca, cert, key) = certificates(&dir, "one");
+    let (other_ca, other_cert, other_key) = certificates(&dir, "two");
+    let served_cert = dir.join("tls.crt");
+    let served_key = dir.join("tls.key");
+    std::fs::copy(&cert, &served_cert).unwrap();
+    std::fs::copy(&key, &served_key).unwrap();
+    let target = DockerEngine.target("exec sleep 3600");
+    let cluster = Cluster::new("shop");
+    cluster.api.add_pod(running_pod(
+        "shop",
+        "web",
+        &[("app", &target.pod_reference(), true)],
+    ));
+    let agent = Agent::docker_with(&format!(
+        "tls:\n  certFile: \"{}\"\n  keyFile: \"{}\"\nauth:\n  mode: none\ninsecure: true\n",
+        served_cert.display(),
+        served_key.display()
+    ));
+    let debug = |args: &[&str]| run(&mut cluster.debug(agent.port, args), b"");
+
+    // Through a port-forward, the CA from the agents' ConfigMap; the name verified is the
+    // service-style one.
+    cluster.api.add_config_map(
+        AGENT_NAMESPACE,
+        "kubectl-debug-agent-ca",
+        &[("ca.crt", &std::fs::read_to_string(&ca).unwrap())],
+    );
+    let out = debug(&["web", "--", "echo", "over-tls"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "over-tls\n");
+    // Directly, the node's IP, with the CA from a file.
+    let out = debug(&[
+        "web",
+        "--connect",
+        "direct",
+        "--agent-ca",
+        &ca.display().to_string(),
+        "--",
+        "echo",
+        "direct",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // Another CA: refused, and the error says where the CA came from.
+    let out = debug(&[
+        "web",
+        "--connect",
+        "direct",
+        "--agent-ca",
+        &other_ca.display().to_string(),
+        "--",
+        "true",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("TLS with the kubectl-debug agent") && err.contains("--agent-ca"),
+        "{err}"
+    );
+
+    // The certificate renewed on disk: served from the next connection, no restart.
+    std::fs::copy(&other_cert, &served_cert).unwrap();
+    std::fs::copy(&other_key, &served_key).unwrap();
+    let later = std::time::SystemTime::now() + Duration::from_secs(5);
+    for f in [&served_cert, &served_key] {
+        std::fs::File::options()
+            .write(true)
+            .open(f)
+            .unwrap()
+            .set_modified(later)
+            .unwrap();
+    }
+    let out = debug(&[
+        "web",
+        "--connect",
+        "direct",
+        "--agent-ca",
+        &other_ca.display().to_string(),
+        "--",
+        "echo",
+        "renewed",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        agent.log().contains("TLS certificate reloaded"),
+        "{}",
+        agent.log()
+    );
+    // Plain HTTP to a TLS agent is not answered.
+    let (code, _) = raw(&agent.address(), "GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_ne!(code, 200);
+    support::assert_removed_soon(|| target.leftovers());
+}
+
+#[test]
+fn an_agent_refuses_plain_http_and_no_auth_unless_insecure() {
+    let dir = scratch("insecure");
+    let config = dir.join("agent.yaml");
+    for (yaml, expected) in [
+        ("", "tls is not set"),
+        ("insecure: false\nauth:\n  mode: none\n", "tls is not set"),
+        (
+            "tls:\n  certFile: /x\n  keyFile: /y\nauth:\n  mode: none\n",
+            "auth.mode (line 8): none lets anyone",
+        ),
+        (
+            "insecure: true\npolicy:\n  profiles:\n    allowed: [general]\n    default: sysadmin\n",
+            "policy.profiles.default",
+        ),
+    ] {
+        std::fs::write(
+            &config,
+            format!("listen: \"127.0.0.1:0\"\nruntime:\n  kind: docker\n{yaml}"),
+        )
+        .unwrap();
+        let out = Command::new(support::agent_binary())
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap();
+        // 64: a usage error (EX_USAGE), as for every bad configuration.
+        assert_eq!(out.status.code(), Some(64), "{yaml}");
+        assert!(
+            text(&out.stderr).contains(expected),
+            "{yaml}: {}",
+            text(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn bad_requests_are_400s_naming_the_parameter() {
+    let agent = Agent::start();
+    let address = agent.address();
+    for (query, code, expected) in [
+        ("target=docker://.&stdout=1", 400, "query parameter target"),
+        (
+            "target=docker://a%2Fb&stdout=1",
+            400,
+            "query parameter target",
+        ),
+        (
+            "target=docker://abc&stdout=1&image=UPPER:case:bad",
+            400,
+            "query parameter image",
+        ),
+        (
+            "target=docker://abc&stdout=1&profile=root",
+            400,
+            "unknown profile \\\"root\\\"",
+        ),
+    ] {
+        let (got, body) = raw(&address, &upgrade(query, None));
+        assert_eq!(got, code, "{query}: {body}");
+        assert!(body.contains(expected), "{query}: {body}");
+    }
+    let huge = format!(
+        "target=docker://abc&stdout=1&command={}",
+        "x".repeat(20_000)
+    );
+    let (got, body) = raw(&address, &upgrade(&huge, None));
+    assert!(got == 414 || got == 431, "{got}: {body}");
+}
+
+#[test]
+fn idle_and_slow_connections_cost_a_session_nothing() {
+    let target = DockerEngine.target("exec sleep 3600");
+    let cluster = Cluster::new("shop");
+    cluster.api.add_pod(running_pod(
+        "shop",
+        "web",
+        &[("app", &target.pod_reference(), true)],
+    ));
+    let agent = Agent::docker_with("limits:\n  headerTimeout: 3s\n");
+    let address = agent.address();
+    // 1,000 idle sockets and 200 slowloris clients (a header line every second).
+    let idle: Vec<TcpStream> = (0..1000)
+        .map(|_| TcpStream::connect(&address).unwrap())
+        .collect();
+    let mut slow: Vec<TcpStream> = (0..200)
+        .map(|_| {
+            let mut s = TcpStream::connect(&address).unwrap();
+            s.write_all(b"GET /api/v1/containers HTTP/1.1\r\nHost: a\r\n")
+                .unwrap();
+            s
+        })
+        .collect();
+    let started = Instant::now();
+    let out = run(
+        &mut cluster.debug(agent.port, &["web", "--", "echo", "served"]),
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "served\n");
+    eprintln!(
+        "a session beside 1,200 held connections: {:?}",
+        started.elapsed()
+    );
+    for s in &mut slow {
+        let _ = s.write_all(b"X-Slow: 1\r\n");
+    }
+    // The agent closes them all after its header timeout: reads see the end.
+    let closed = |mut s: &TcpStream| {
+        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        let mut buf = [0u8; 512];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => return true,
+                Ok(_) => continue,
+                Err(_) => return false,
+            }
+        }
+    };
+    assert!(closed(&idle[0]), "an idle connection was never closed");
+    assert!(closed(&idle[999]));
+    assert!(closed(&slow[0]), "a slowloris connection was never closed");
+    if let Some(rss) = agent.rss_kib() {
+        assert!(
+            rss < 64 * 1024,
+            "agent RSS {rss} KiB after 1,200 connections"
+        );
+    }
+    drop((idle, slow));
+    let out = run(
+        &mut cluster.debug(agent.port, &["web", "--", "echo", "still"]),
+        b"",
+    );
+    assert_eq!(text(&out.stdout), "still\n", "{}", text(&out.stderr));
+    support::assert_removed_soon(|| target.leftovers());
+}
+
+/// The effective capabilities of the debug container's process, from its `CapEff` line.
+fn cap_eff(out: &std::process::Output) -> u64 {
+    let line = text(&out.stdout);
+    let hex = line
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_else(|| panic!("no CapEff in {line:?}: {}", text(&out.stderr)));
+    u64::from_str_radix(hex, 16).unwrap()
+}
+
+fn profiles_choose_the_capabilities(engine: &dyn Engine) {
+    const SYS_PTRACE: u64 = 1 << 19;
+    const SYS_ADMIN: u64 = 1 << 21;
+    const NET_ADMIN: u64 = 1 << 12;
+    let target = engine.target("exec sleep 3600");
+    let cluster = Cluster::new("shop");
+    cluster.api.add_pod(running_pod(
+        "shop",
+        "web",
+        &[("app", &target.pod_reference(), true)],
+    ));
+    let agent = engine.agent(
+        "policy:\n  profiles:\n    allowed: [general, sysadmin, restricted]\n    default: general\n",
+    );
+    let caps = |profile: Option<&str>| {
+        let mut args = vec!["web"];
+        if let Some(p) = profile {
+            args.extend(["--profile", p]);
+        }
+        args.extend(["--", "grep", "CapEff", "/proc/self/status"]);
+        run(&mut cluster.debug(agent.port, &args), b"")
+    };
+    let general = cap_eff(&caps(None));
+    assert!(
+        general & SYS_PTRACE != 0 && general & SYS_ADMIN == 0,
+        "{general:x}"
+    );
+    let sysadmin = cap_eff(&caps(Some("sysadmin")));
+    assert!(
+        sysadmin & SYS_PTRACE != 0 && sysadmin & SYS_ADMIN != 0,
+        "{sysadmin:x}"
+    );
+    let restricted = cap_eff(&caps(Some("restricted")));
+    assert!(
+        restricted & (SYS_PTRACE | SYS_ADMIN | NET_ADMIN) == 0,
+        "{restricted:x}"
+    );
+    let refused = caps(Some("netadmin"));
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        text(&refused.stderr).contains("profile netadmin is not allowed on this node (policy.profiles.allowed: general, sysadmin, restricted)"),
+        "{}",
+        text(&refused.stderr)
+    );
+    support::assert_removed_soon(|| target.leftovers());
+}
+
+#[test]
+fn profiles_choose_the_capabilities_on_docker() {
+    profiles_choose_the_capabilities(&DockerEngine);
+}
+
+#[test]
+fn profiles_choose_the_capabilities_on_containerd() {
+    profiles_choose_the_capabilities(&ContainerdEngine);
+}
