@@ -14,6 +14,11 @@ impl GoDuration {
     pub fn parse(text: &str) -> Result<GoDuration, String> {
         let bad =
             || format!("{text:?} is not a duration; write e.g. 10s, 1m, 4h, 1h30m, 500ms, or 0");
+        let too_long = || {
+            format!(
+                "{text:?} is longer than any duration the agent can wait; write e.g. 4h or 168h"
+            )
+        };
         let text = text.trim();
         if text == "0" {
             return Ok(GoDuration(Duration::ZERO));
@@ -39,7 +44,9 @@ impl GoDuration {
                 "h" => 3600.0,
                 _ => return Err(bad()),
             };
-            total += Duration::from_secs_f64(number * seconds);
+            // Found by fuzzing: a huge number panicked in from_secs_f64 or in the sum.
+            let part = Duration::try_from_secs_f64(number * seconds).map_err(|_| too_long())?;
+            total = total.checked_add(part).ok_or_else(too_long)?;
             rest = &rest[unit_len..];
         }
         Ok(GoDuration(total))
@@ -115,6 +122,14 @@ mod tests {
         }
         for bad in ["", "10", "ten seconds", "1d", "-5s", "5 s"] {
             assert!(GoDuration::parse(bad).is_err(), "{bad}");
+        }
+        // What the fuzzer found: huge values are errors, not panics.
+        for huge in [
+            "99999999999999999999s",
+            "10000000000000000000s10000000000000000000s",
+        ] {
+            let err = GoDuration::parse(huge).unwrap_err();
+            assert!(err.contains("longer than any duration"), "{err}");
         }
     }
 }

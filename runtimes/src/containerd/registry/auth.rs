@@ -10,7 +10,7 @@ use super::{MAX_DOCUMENT, RegistryError, Session, read_all, status_error};
 
 /// A `WWW-Authenticate` challenge.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Challenge {
+pub enum Challenge {
     /// `Bearer realm="...",service="...",scope="..."`.
     Bearer(BTreeMap<String, String>),
     /// `Basic realm="..."`.
@@ -18,7 +18,10 @@ pub(super) enum Challenge {
 }
 
 /// Parses a challenge; `None` for schemes we do not speak, or a bearer challenge with no realm.
-pub(super) fn parse_challenge(header: &str) -> Option<Challenge> {
+///
+/// Public for `fuzz/`: the header comes from whatever registry an image names, so the fuzz
+/// target feeds it arbitrary bytes; nothing outside this module needs it otherwise.
+pub fn parse_challenge(header: &str) -> Option<Challenge> {
     let (scheme, params) = header.trim().split_once(' ').unwrap_or((header.trim(), ""));
     if scheme.eq_ignore_ascii_case("basic") {
         return Some(Challenge::Basic);

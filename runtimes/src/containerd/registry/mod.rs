@@ -3,7 +3,7 @@
 //! HTTP for registries the configuration calls insecure), redirects, and the auth protocol
 //! ([`auth`]), with every wait bounded.
 
-mod auth;
+pub mod auth;
 
 use std::time::Duration;
 
