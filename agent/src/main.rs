@@ -8,6 +8,12 @@ use clap::Parser;
 use kdbg_agent::config::{Config, LogConfig, LogFormat};
 use tracing::{error, info};
 
+/// mimalloc gives freed memory back to the system within moments: with glibc's allocator the
+/// agent kept about 75 MiB after a flood of 20,000 connections was over (its per-thread arenas
+/// keep what they had), with mimalloc it returns to where it was (benches/flood).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// How long running sessions get to end and clean up after SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use kdbg_benches::figures_dir;
 use serde_json::Value;
 
+mod flood;
 mod real;
 mod recording;
 
@@ -185,6 +186,7 @@ fn main() -> Result<(), String> {
     scale_section(&mut out, &figures);
     recording::section(&mut out, &criterion, &figures)?;
     real::section(&mut out, &figures);
+    flood::section(&mut out, &figures);
 
     writeln!(out, "\n## How the figures are measured\n").unwrap();
     out.push_str(

@@ -1,0 +1,59 @@
+//! The agent under a connection flood (`benches/flood`), against itself idle in the same run.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use crate::{read_json, verdict};
+
+/// Appends the section, if `benches/flood` ran.
+pub fn section(out: &mut String, figures: &Path) {
+    let Ok(f) = read_json(&figures.join("flood.json")) else {
+        return;
+    };
+    let num = |key: &str| f[key].as_f64().unwrap_or(f64::NAN);
+    writeln!(out, "\n## The agent under a connection flood\n").unwrap();
+    writeln!(
+        out,
+        "A separate agent process on loopback (`benches/flood`), session setup (`kubectl-debug \
+         local --agent`, `-- true`, median of 5) with nothing else connected, with {} idle and \
+         {} slowloris connections held open, and after {} connection attempts (up to 5,000 open \
+         at once); the agent's RSS at each step.\n",
+        num("idle"),
+        num("slowloris"),
+        num("attempts")
+    )
+    .unwrap();
+    writeln!(out, "| state | session setup | agent RSS | target | |").unwrap();
+    writeln!(out, "|---|---|---|---|---|").unwrap();
+    let idle = num("setup_idle_ms");
+    writeln!(
+        out,
+        "| idle | {idle:.0} ms | {:.1} MiB | | |",
+        num("rss_idle_mib")
+    )
+    .unwrap();
+    let held = num("setup_held_ms");
+    let held_ok = held - idle <= 1000.0 && num("rss_held_mib") < 64.0;
+    writeln!(
+        out,
+        "| connections held | {held:.0} ms | {:.1} MiB | setup <= idle + 1 s, RSS < 64 MiB | {} |",
+        num("rss_held_mib"),
+        verdict(held_ok)
+    )
+    .unwrap();
+    let after = num("setup_after_flood_ms");
+    writeln!(
+        out,
+        "| right after the attempts | {after:.0} ms | {:.1} MiB | setup <= 1 s | {} |",
+        num("rss_peak_after_flood_mib"),
+        verdict(after <= 1000.0)
+    )
+    .unwrap();
+    writeln!(
+        out,
+        "| header timeout later | | {:.1} MiB | RSS < 64 MiB | {} |",
+        num("rss_after_flood_mib"),
+        verdict(num("rss_after_flood_mib") < 64.0)
+    )
+    .unwrap();
+}
