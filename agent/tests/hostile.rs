@@ -68,7 +68,9 @@ async fn open_unlimited(address: &str) -> Ws {
         "v5.channel.k8s.io".parse().unwrap(),
     );
     let socket = TcpStream::connect(address).await.unwrap();
-    let (ws, _) = tokio_tungstenite::client_async(upgrade, socket).await.unwrap();
+    let (ws, _) = tokio_tungstenite::client_async(upgrade, socket)
+        .await
+        .unwrap();
     ws
 }
 

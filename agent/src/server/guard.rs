@@ -94,10 +94,7 @@ impl Agent {
             _ => None,
         };
         match access {
-            Some(access) => self
-                .allow(caller, &access)
-                .await
-                .map_err(|refusal| refuse_with(refusal)),
+            Some(access) => self.allow(caller, &access).await.map_err(refuse_with),
             None => Ok(()),
         }
     }
