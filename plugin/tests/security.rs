@@ -538,6 +538,10 @@ fn an_agent_refuses_plain_http_and_no_auth_unless_insecure() {
             "insecure: true\npolicy:\n  profiles:\n    allowed: [general]\n    default: sysadmin\n",
             "policy.profiles.default",
         ),
+        (
+            "insecure: true\nauth:\n  clientCAFile: /ca.pem\n",
+            "auth.clientCAFile (line 6): client certificates are not accepted yet",
+        ),
     ] {
         std::fs::write(
             &config,

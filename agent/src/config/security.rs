@@ -31,8 +31,8 @@ pub struct Auth {
     /// Empty: the in-cluster service account; a path: that kubeconfig (tests, agents run out
     /// of the cluster).
     pub kubeconfig: String,
-    /// Optional: client certificates signed by this CA (PEM) are accepted too; their common
-    /// name is the user and their organisations the groups, as the API server reads them.
+    /// Reserved for client certificates signed by this CA; not accepted yet (an error when
+    /// set), so that a configuration relying on it fails loudly instead of being ignored.
     #[serde(rename = "clientCAFile")]
     pub client_ca_file: String,
     /// How long a token's review and an access decision are reused.
@@ -191,6 +191,12 @@ pub fn check(
         return Err(format!(
             "auth.mode{}: none lets anyone who reaches the port create root-capable containers in any pod; use mode: kubernetes, or set insecure: true as well for tests and loopback-only agents",
             line_of("mode")
+        ));
+    }
+    if !auth.client_ca_file.trim().is_empty() {
+        return Err(format!(
+            "auth.clientCAFile{}: client certificates are not accepted yet, only bearer tokens (kubectl-debug sends the kubeconfig user's token); remove the key",
+            line_of("clientCAFile")
         ));
     }
     let profiles = &policy.profiles;

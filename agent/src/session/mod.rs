@@ -265,8 +265,24 @@ fn generated_name(request: &DebugRequest, target: &TargetRef) -> String {
 
 /// Prepares a session: in a new debug container, or (with `request.container`) in an
 /// existing retained one. Everything that can go wrong because of the request goes wrong
-/// here, before the upgrade.
+/// here, before the upgrade. When the agent starts shutting down meanwhile (it removes the
+/// containers it made, this one too), the refusal says so rather than what that broke.
 pub async fn prepare(
+    agent: &Arc<Agent>,
+    request: &DebugRequest,
+    session: &str,
+) -> Result<Prepared, Refusal> {
+    let prepared = prepare_unless_stopped(agent, request, session).await;
+    match prepared {
+        Err(_) if agent.shutdown.is_cancelled() => Err(Refusal::new(
+            503,
+            "the kubectl-debug agent on this node is shutting down; try again when it is back",
+        )),
+        other => other,
+    }
+}
+
+async fn prepare_unless_stopped(
     agent: &Arc<Agent>,
     request: &DebugRequest,
     session: &str,
