@@ -32,8 +32,13 @@ pub(super) struct Server {
     pub status: Option<ExitStatus>,
     pub on_resize: Option<ResizeHandler>,
     pub resize: ResizeDecoder,
-    /// Set when the process ended: output gets this long to drain.
+    /// Set when the process ended: output may go quiet this long before the session closes
+    /// without it (a background process holding the pipe open). Each time output moves, the
+    /// wait starts again: output the process wrote is never cut off because the machine is
+    /// slow to carry it.
     pub drain_deadline: Option<Pin<Box<Sleep>>>,
+    /// The bytes sent when the drain deadline was last set.
+    pub drained_at: u64,
     /// The idle timeout, if the session has one.
     pub idle: Option<Idle>,
 }
@@ -160,7 +165,16 @@ impl Role for Server {
             self.exit = None;
             self.status = Some(ended);
             self.drain_deadline = Some(Box::pin(tokio::time::sleep(core.config.close_timeout)));
+            self.drained_at = core.stats.bytes_sent;
             busy = true;
+        }
+        if let Some(deadline) = &mut self.drain_deadline
+            && core.stats.bytes_sent != self.drained_at
+        {
+            self.drained_at = core.stats.bytes_sent;
+            deadline
+                .as_mut()
+                .reset(Instant::now() + core.config.close_timeout);
         }
         let drained = core.sources.is_empty();
         let out_of_time = self
@@ -172,7 +186,7 @@ impl Role for Server {
         }
         if !drained {
             warn!(
-                "process ended but its output stayed open for {:?}; closing",
+                "process ended but its output stayed open and quiet for {:?}; closing",
                 core.config.close_timeout
             );
             core.sources.clear();
