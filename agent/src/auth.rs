@@ -1,5 +1,6 @@
 //! The agent's one contact with the Kubernetes API: who a caller is (a `TokenReview` of the
-//! bearer token it presents) and whether the cluster lets them do what they ask (a
+//! bearer token it presents, or the client certificate the TLS handshake verified against the
+//! cluster's client CA, read as the API server reads it) and whether the cluster lets them do what they ask (a
 //! `SubjectAccessReview`), as the kubelet checks its own API. Both answers are cached for
 //! `auth.cacheTTL` in caches of bounded size, so a flood of requests does not become a flood
 //! of reviews, and a revoked permission stops working within that time.
@@ -15,13 +16,19 @@ use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
 };
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::PostParams;
 use kube::{Api, Client};
+use rustls::pki_types::CertificateDer;
 
 use crate::config;
 
 /// At most this many tokens and decisions are remembered.
 const CACHE_ENTRIES: usize = 4096;
+
+/// Where the API server publishes its client CA for extension servers: ConfigMap and key.
+pub const CLUSTER_CLIENT_CA: (&str, &str) =
+    ("extension-apiserver-authentication", "client-ca-file");
 
 /// Who made a request.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -47,6 +54,83 @@ impl Caller {
             ..Caller::default()
         }
     }
+
+    /// The caller a client certificate names, as the API server reads it: the subject's
+    /// common name is the user, its organisations the groups (and `system:authenticated`).
+    /// Only for a certificate the TLS handshake has verified against the client CA.
+    pub fn from_certificate(der: &[u8]) -> Result<Caller, String> {
+        let der = CertificateDer::from(der);
+        let cert = webpki::EndEntityCert::try_from(&der)
+            .map_err(|e| format!("Unauthorized: the client certificate cannot be read ({e})"))?;
+        let (user, mut groups) = subject_names(cert.subject()).ok_or(
+            "Unauthorized: the client certificate's subject cannot be read; issue one whose subject is CN=<user>, O=<group>",
+        )?;
+        let user = user.filter(|u| !u.is_empty()).ok_or(
+            "Unauthorized: the client certificate has no common name (CN), which names the user; issue one with CN=<user>",
+        )?;
+        groups.push("system:authenticated".to_owned());
+        Ok(Caller {
+            user,
+            groups,
+            verified: true,
+            ..Caller::default()
+        })
+    }
+}
+
+/// The common name and the organisations of an X.509 subject (a DER `RDNSequence` without
+/// its outer tag), or `None` when it is not well formed. Other attributes are skipped.
+fn subject_names(mut name: &[u8]) -> Option<(Option<String>, Vec<String>)> {
+    const COMMON_NAME: &[u8] = &[0x55, 0x04, 0x03];
+    const ORGANIZATION: &[u8] = &[0x55, 0x04, 0x0a];
+    let (mut common_name, mut organizations) = (None, Vec::new());
+    while !name.is_empty() {
+        let (0x31, mut set, rest) = der(name)? else {
+            return None;
+        };
+        name = rest;
+        while !set.is_empty() {
+            let (0x30, pair, rest) = der(set)? else {
+                return None;
+            };
+            set = rest;
+            let (0x06, oid, value) = der(pair)? else {
+                return None;
+            };
+            let (kind, value, _) = der(value)?;
+            // UTF8String, PrintableString, IA5String, T61String (read as UTF-8, as Go does).
+            if ![0x0c, 0x13, 0x16, 0x14].contains(&kind) {
+                continue;
+            }
+            let value = String::from_utf8(value.to_vec()).ok()?;
+            match oid {
+                COMMON_NAME => common_name = Some(value),
+                ORGANIZATION => organizations.push(value),
+                _ => {}
+            }
+        }
+    }
+    Some((common_name, organizations))
+}
+
+/// One DER element at the start of `input`: its tag, its contents and what follows it.
+fn der(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, mut rest) = rest.split_first()?;
+    let length = if first < 0x80 {
+        usize::from(first)
+    } else {
+        let octets = usize::from(first & 0x7f);
+        if octets == 0 || octets > 4 || rest.len() < octets {
+            return None;
+        }
+        let (length, after) = rest.split_at(octets);
+        rest = after;
+        length
+            .iter()
+            .fold(0usize, |n, &b| (n << 8) | usize::from(b))
+    };
+    (rest.len() >= length).then(|| (tag, &rest[..length], &rest[length..]))
 }
 
 /// What a request needs the cluster to allow, as a SubjectAccessReview's resource attributes.
@@ -182,11 +266,41 @@ impl Authenticator {
         })
     }
 
-    /// The caller a request's bearer token names, reviewed by the cluster.
-    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, Denied> {
+    /// The cluster's client CA, as the API server publishes it for other servers: the
+    /// `client-ca-file` of ConfigMap `kube-system/extension-apiserver-authentication`; an error
+    /// saying why when there is none or the agent may not read it (deploy/ grants it).
+    pub async fn cluster_client_ca(&self) -> Result<Vec<u8>, String> {
+        let maps: Api<ConfigMap> = Api::namespaced(self.client.clone(), "kube-system");
+        let map = maps
+            .get_opt(CLUSTER_CLIENT_CA.0)
+            .await
+            .map_err(|e| format!("reading ConfigMap kube-system/{}: {e}", CLUSTER_CLIENT_CA.0))?
+            .ok_or_else(|| format!("there is no ConfigMap kube-system/{}", CLUSTER_CLIENT_CA.0))?;
+        map.data
+            .and_then(|mut d| d.remove(CLUSTER_CLIENT_CA.1))
+            .map(String::into_bytes)
+            .ok_or_else(|| {
+                format!(
+                    "ConfigMap kube-system/{} has no {}",
+                    CLUSTER_CLIENT_CA.0, CLUSTER_CLIENT_CA.1
+                )
+            })
+    }
+
+    /// The caller of a request: the one its connection's client certificate names
+    /// (`certificate`, already verified by the TLS handshake), else the one its bearer token
+    /// names, reviewed by the cluster.
+    pub async fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        certificate: Option<&Result<Caller, String>>,
+    ) -> Result<Caller, Denied> {
+        if let Some(named) = certificate {
+            return named.clone().map_err(Denied::Unauthenticated);
+        }
         let token = bearer(headers).ok_or_else(|| {
             Denied::Unauthenticated(
-                "Unauthorized: the kubectl-debug agent admits only callers with a bearer token the cluster accepts (kubectl-debug sends your kubeconfig's credentials; anonymous requests are refused)".into(),
+                "Unauthorized: the kubectl-debug agent admits only callers with a bearer token or a client certificate the cluster accepts (kubectl-debug sends your kubeconfig's credentials; anonymous requests are refused)".into(),
             )
         })?;
         let key = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
@@ -377,6 +491,66 @@ mod tests {
         assert_eq!(bearer(&headers), None);
         headers.insert(AUTHORIZATION, "bearer abc".parse().unwrap());
         assert_eq!(bearer(&headers), Some("abc"));
+    }
+
+    /// A DER element of `tag` holding `contents`, in long form past 127 bytes.
+    fn element(tag: u8, contents: &[u8]) -> Vec<u8> {
+        let mut out = vec![tag];
+        match contents.len() {
+            n @ 0..=127 => out.push(n as u8),
+            n => out.extend([0x82, (n >> 8) as u8, n as u8]),
+        }
+        out.extend_from_slice(contents);
+        out
+    }
+
+    fn attribute(oid: &[u8], kind: u8, value: &str) -> Vec<u8> {
+        let pair = [element(0x06, oid), element(kind, value.as_bytes())].concat();
+        element(0x31, &element(0x30, &pair))
+    }
+
+    #[test]
+    fn a_subject_names_the_user_and_groups_as_the_api_server_reads_it() {
+        let long_group = "g".repeat(300);
+        let attributes = [
+            attribute(&[0x55, 0x04, 0x06], 0x13, "DE"),
+            attribute(&[0x55, 0x04, 0x0a], 0x13, "developers"),
+            attribute(&[0x55, 0x04, 0x0a], 0x0c, &long_group),
+            attribute(&[0x55, 0x04, 0x03], 0x0c, "erin"),
+            // A BMPString is skipped, not misread.
+            attribute(&[0x55, 0x04, 0x0a], 0x1e, "x"),
+        ];
+        let subject = attributes.concat();
+        assert_eq!(
+            subject_names(&subject),
+            Some((
+                Some("erin".to_owned()),
+                vec!["developers".to_owned(), long_group]
+            ))
+        );
+        assert_eq!(subject_names(&[]), Some((None, vec![])));
+        // Cut inside an attribute, or with a length past the end: not read.
+        let ends: Vec<usize> = attributes
+            .iter()
+            .scan(0, |end, a| {
+                *end += a.len();
+                Some(*end)
+            })
+            .collect();
+        for cut in (1..subject.len()).filter(|c| !ends.contains(c)) {
+            assert_eq!(subject_names(&subject[..cut]), None, "cut at {cut}");
+        }
+        assert_eq!(subject_names(&[0x31, 0x85, 1, 2, 3, 4, 5]), None);
+        assert_eq!(subject_names(&[0x30, 0x00]), None);
+    }
+
+    #[test]
+    fn a_certificate_that_is_not_one_is_refused_with_a_reason() {
+        let err = Caller::from_certificate(b"not DER").unwrap_err();
+        assert!(
+            err.starts_with("Unauthorized: the client certificate"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -66,6 +66,41 @@ fn init_logging(log: &LogConfig) {
     }
 }
 
+/// The CA client certificates must chain to: `auth.clientCAFile`, else the cluster's own
+/// client CA when the agent may read it; none without Kubernetes authentication.
+async fn client_ca(
+    config: &Config,
+    auth: Option<&kdbg_agent::auth::Authenticator>,
+) -> kdbg_agent::tls::ClientCa {
+    use kdbg_agent::tls::ClientCa;
+    let Some(auth) = auth else {
+        return ClientCa::None;
+    };
+    if !config.auth.client_ca_file.trim().is_empty() {
+        return ClientCa::File(config.auth.client_ca_file.trim().into());
+    }
+    match auth.cluster_client_ca().await {
+        Ok(pem) => {
+            info!(
+                "client certificates accepted: signed by the cluster's client CA (kube-system/{})",
+                kdbg_agent::auth::CLUSTER_CLIENT_CA.0
+            );
+            ClientCa::Pem {
+                pem,
+                source: format!(
+                    "ConfigMap kube-system/{} ({})",
+                    kdbg_agent::auth::CLUSTER_CLIENT_CA.0,
+                    kdbg_agent::auth::CLUSTER_CLIENT_CA.1
+                ),
+            }
+        }
+        Err(why) => {
+            info!(%why, "client certificates not accepted, bearer tokens only (set auth.clientCAFile to accept them)");
+            ClientCa::None
+        }
+    }
+}
+
 async fn run(config: Config) -> anyhow::Result<()> {
     use anyhow::Context as _;
     let runtime = kdbg_agent::connect_runtime(&config.runtime)
@@ -82,14 +117,15 @@ async fn run(config: Config) -> anyhow::Result<()> {
     // The address bound, which tells the port when the config asked for any (`:0`).
     let bound = listener.local_addr().unwrap_or(config.listen);
     let mut settings = kdbg_agent::Settings::from_config(&config);
-    if let Some(tls) = &config.tls {
-        settings.tls = Some(std::sync::Arc::new(
-            kdbg_agent::tls::Tls::load(tls).map_err(anyhow::Error::msg)?,
-        ));
-    }
     if config.auth.mode == kdbg_agent::config::AuthMode::Kubernetes {
         settings.auth = Some(std::sync::Arc::new(
             kdbg_agent::auth::Authenticator::connect(&config.auth).await?,
+        ));
+    }
+    if let Some(tls) = &config.tls {
+        let client_ca = client_ca(&config, settings.auth.as_deref()).await;
+        settings.tls = Some(std::sync::Arc::new(
+            kdbg_agent::tls::Tls::load(tls, client_ca).map_err(anyhow::Error::msg)?,
         ));
     }
     let (agent, serving) = kdbg_agent::spawn(runtime, settings, listener)

@@ -1,7 +1,9 @@
 //! TLS on the agent's listener: the certificate and key of `tls:` (PEM files, mounted from a
 //! Secret), read again when either file changes, so a renewed certificate (cert-manager,
 //! a rotated Secret) is served without a restart. A renewal that does not load is logged and
-//! the last good certificate stays.
+//! the last good certificate stays. With a client CA ([`ClientCa`]), clients may also present
+//! a certificate signed by it (the handshake verifies it; [`crate::auth`] reads who it names);
+//! clients without one still connect, and present a bearer token instead.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -10,6 +12,7 @@ use std::time::SystemTime;
 use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
 use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
 
@@ -19,11 +22,32 @@ use crate::config;
 pub struct Tls {
     cert_file: PathBuf,
     key_file: PathBuf,
+    client_ca: ClientCa,
     current: Mutex<Loaded>,
 }
 
+/// The CA that clients' certificates must chain to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ClientCa {
+    /// Client certificates are not asked for.
+    #[default]
+    None,
+    /// `auth.clientCAFile`, read again when it changes.
+    File(PathBuf),
+    /// PEM certificates from elsewhere (the cluster's
+    /// `kube-system/extension-apiserver-authentication`), named by `source` in errors.
+    Pem {
+        /// The CA certificates.
+        pem: Vec<u8>,
+        /// Where they came from.
+        source: String,
+    },
+}
+
+type Stamps = [Option<SystemTime>; 3];
+
 struct Loaded {
-    stamps: (Option<SystemTime>, Option<SystemTime>),
+    stamps: Stamps,
     acceptor: TlsAcceptor,
 }
 
@@ -37,16 +61,23 @@ impl std::fmt::Debug for Tls {
 }
 
 impl Tls {
-    /// Loads `tls:`'s files; an error names the file and what is wrong with it.
-    pub fn load(config: &config::Tls) -> Result<Tls, String> {
+    /// Loads `tls:`'s files and the client CA; an error names the file and what is wrong
+    /// with it.
+    pub fn load(config: &config::Tls, client_ca: ClientCa) -> Result<Tls, String> {
         let (cert_file, key_file) = (config.cert_file.clone(), config.key_file.clone());
-        let stamps = stamps(&cert_file, &key_file);
-        let acceptor = acceptor(&cert_file, &key_file)?;
+        let stamps = stamps(&cert_file, &key_file, &client_ca);
+        let acceptor = acceptor(&cert_file, &key_file, &client_ca)?;
         Ok(Tls {
             cert_file,
             key_file,
+            client_ca,
             current: Mutex::new(Loaded { stamps, acceptor }),
         })
+    }
+
+    /// Whether clients may present certificates.
+    pub fn asks_for_client_certificates(&self) -> bool {
+        self.client_ca != ClientCa::None
     }
 
     /// The acceptor for a new connection: the files' current certificate.
@@ -55,10 +86,10 @@ impl Tls {
             .current
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let now = stamps(&self.cert_file, &self.key_file);
+        let now = stamps(&self.cert_file, &self.key_file, &self.client_ca);
         if now != current.stamps {
             current.stamps = now;
-            match acceptor(&self.cert_file, &self.key_file) {
+            match acceptor(&self.cert_file, &self.key_file, &self.client_ca) {
                 Ok(renewed) => {
                     current.acceptor = renewed;
                     info!(cert = %self.cert_file.display(), "TLS certificate reloaded");
@@ -72,12 +103,51 @@ impl Tls {
     }
 }
 
-fn stamps(cert: &Path, key: &Path) -> (Option<SystemTime>, Option<SystemTime>) {
+fn stamps(cert: &Path, key: &Path, client_ca: &ClientCa) -> Stamps {
     let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    (modified(cert), modified(key))
+    let ca = match client_ca {
+        ClientCa::File(path) => modified(path),
+        _ => None,
+    };
+    [modified(cert), modified(key), ca]
 }
 
-fn acceptor(cert_file: &Path, key_file: &Path) -> Result<TlsAcceptor, String> {
+/// The verifier of clients' certificates: those chaining to `client_ca`, or none at all.
+fn client_verifier(
+    client_ca: &ClientCa,
+    provider: &Arc<rustls::crypto::CryptoProvider>,
+) -> Result<Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>, String> {
+    let (pem, source) = match client_ca {
+        ClientCa::None => return Ok(None),
+        ClientCa::File(path) => (
+            std::fs::read(path)
+                .map_err(|e| format!("reading {} (auth.clientCAFile): {e}", path.display()))?,
+            format!("{} (auth.clientCAFile)", path.display()),
+        ),
+        ClientCa::Pem { pem, source } => (pem.clone(), source.clone()),
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|e| format!("{source} is not PEM certificates: {e}"))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("{source} holds a CA certificate that cannot be used: {e}"))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("{source} holds no CA certificate"));
+    }
+    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .allow_unauthenticated()
+        .build()
+        .map(Some)
+        .map_err(|e| format!("{source}: {e}"))
+}
+
+fn acceptor(
+    cert_file: &Path,
+    key_file: &Path,
+    client_ca: &ClientCa,
+) -> Result<TlsAcceptor, String> {
     let read =
         |p: &Path| std::fs::read(p).map_err(|e| format!("reading {} (tls): {e}", p.display()));
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&read(cert_file)?)
@@ -101,18 +171,21 @@ fn acceptor(cert_file: &Path, key_file: &Path) -> Result<TlsAcceptor, String> {
         )
     })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ServerConfig::builder_with_provider(provider)
+    let verifier = client_verifier(client_ca, &provider)?;
+    let builder = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS: {e}"))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| {
-            format!(
-                "{} and {} (tls) do not make a certificate and its key: {e}",
-                cert_file.display(),
-                key_file.display()
-            )
-        })?;
+        .map_err(|e| format!("TLS: {e}"))?;
+    let builder = match verifier {
+        Some(verifier) => builder.with_client_cert_verifier(verifier),
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_single_cert(certs, key).map_err(|e| {
+        format!(
+            "{} and {} (tls) do not make a certificate and its key: {e}",
+            cert_file.display(),
+            key_file.display()
+        )
+    })?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }

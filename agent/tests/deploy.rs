@@ -8,7 +8,7 @@ use std::process::Command;
 
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use serde::de::DeserializeOwned;
 
 fn deploy() -> PathBuf {
@@ -68,6 +68,7 @@ fn check(dir: &Path) -> Rendered {
             "DaemonSet",
             "Namespace",
             "Role",
+            "RoleBinding",
             "ServiceAccount"
         ]
         .map(String::from)
@@ -96,7 +97,22 @@ fn check(dir: &Path) -> Rendered {
                 assert_eq!(subject.namespace.as_deref(), Some("kubectl-debug"));
             }
             "Role" => {
-                let _: Role = typed(doc);
+                let role: Role = typed(doc);
+                assert_eq!(role.metadata.namespace.as_deref(), Some("kubectl-debug"));
+            }
+            "RoleBinding" => {
+                // The one thing the agent may read: the cluster's client CA, for client
+                // certificates (auth.clientCAFile unset), through the built-in Role.
+                let binding: RoleBinding = typed(doc);
+                assert_eq!(binding.metadata.namespace.as_deref(), Some("kube-system"));
+                assert_eq!(binding.role_ref.kind, "Role");
+                assert_eq!(
+                    binding.role_ref.name,
+                    "extension-apiserver-authentication-reader"
+                );
+                let subject = &binding.subjects.unwrap()[0];
+                assert_eq!(subject.name, "kubectl-debug-agent");
+                assert_eq!(subject.namespace.as_deref(), Some("kubectl-debug"));
             }
             "DaemonSet" => daemonset = Some(typed::<DaemonSet>(doc)),
             other => panic!("unexpected {other}"),

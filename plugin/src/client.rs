@@ -111,6 +111,12 @@ impl AgentClient {
     /// `error` with what the port-forward said went wrong, if it said anything (it may say
     /// it a moment after the connection broke).
     async fn explain(&self, error: anyhow::Error) -> anyhow::Error {
+        if let Some(alert) = certificate_refused(&error) {
+            return error.context(format!(
+                "{} refused the kubeconfig user's client certificate ({alert}); agents accept certificates signed by the cluster's client CA (or their auth.clientCAFile): use a certificate the API server accepts, or a token",
+                self.describe()
+            ));
+        }
         if !matches!(self.transport, Transport::PortForward { .. }) {
             return error;
         }
@@ -205,7 +211,7 @@ impl AgentClient {
             }
             Transport::InProcess(agent) => {
                 let (ours, theirs) = tokio::io::duplex(256 * 1024);
-                tokio::spawn(agent.clone().serve_connection(theirs, "local".into()));
+                tokio::spawn(agent.clone().serve_connection(theirs, "local".into(), None));
                 Ok(Box::new(ours))
             }
             Transport::PortForward {
@@ -524,4 +530,27 @@ pub fn refusal_message(code: u16, body: Option<&[u8]>) -> String {
                 .unwrap_or_default()
         ),
     }
+}
+
+/// The TLS alert with which an agent refused the client's certificate, if `error` is one.
+fn certificate_refused(error: &anyhow::Error) -> Option<String> {
+    use rustls::AlertDescription as A;
+    error.chain().find_map(|cause| {
+        let rustls_error = match cause.downcast_ref::<std::io::Error>() {
+            Some(io) => io.get_ref()?.downcast_ref::<rustls::Error>()?,
+            None => cause.downcast_ref::<rustls::Error>()?,
+        };
+        match rustls_error {
+            rustls::Error::AlertReceived(
+                alert @ (A::UnknownCA
+                | A::BadCertificate
+                | A::CertificateUnknown
+                | A::CertificateExpired
+                | A::CertificateRevoked
+                | A::UnsupportedCertificate
+                | A::CertificateRequired),
+            ) => Some(format!("{alert:?}")),
+            _ => None,
+        }
+    })
 }

@@ -21,6 +21,8 @@ pub struct Cluster {
     global: Global,
     /// The user's bearer token, which agents review with the cluster.
     bearer: Option<String>,
+    /// The user's client certificate, which agents verify against the cluster's client CA.
+    identity: Option<crate::credentials::Identity>,
     /// Trust for agents' certificates, once looked up (`None` inside: plain HTTP).
     agent_ca: tokio::sync::OnceCell<Option<std::sync::Arc<rustls::ClientConfig>>>,
 }
@@ -52,12 +54,14 @@ impl Cluster {
             .clone()
             .unwrap_or_else(|| config.default_namespace.clone());
         let bearer = crate::credentials::bearer(&config.auth_info)?;
+        let identity = crate::credentials::identity(&config.auth_info)?;
         let client = Client::try_from(config).context("building the Kubernetes client")?;
         Ok(Cluster {
             client,
             namespace,
             global: global.clone(),
             bearer,
+            identity,
             agent_ca: tokio::sync::OnceCell::new(),
         })
     }
@@ -68,7 +72,8 @@ impl Cluster {
         self.agent_ca
             .get_or_try_init(|| async {
                 if let Some(path) = &self.global.agent_ca {
-                    return crate::credentials::trusting_file(path).map(Some);
+                    return crate::credentials::trusting_file(path, self.identity.as_ref())
+                        .map(Some);
                 }
                 let namespace = self.global.agent_namespace();
                 let maps: Api<k8s_openapi::api::core::v1::ConfigMap> =
@@ -90,6 +95,7 @@ impl Cluster {
                     Some(pem) => crate::credentials::trusting(
                         pem.as_bytes(),
                         &format!("ConfigMap {namespace}/{AGENT_CA_CONFIGMAP} (ca.crt)"),
+                        self.identity.as_ref(),
                     )
                     .map(Some),
                     None => Ok(None),

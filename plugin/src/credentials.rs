@@ -1,6 +1,7 @@
-//! What the plugin shows an agent: the user's own kubeconfig credentials (the agent reviews
-//! them with the cluster: a TokenReview, then a SubjectAccessReview per request), and the CA
-//! it verifies the agent's certificate against.
+//! What the plugin shows an agent: the user's own kubeconfig credentials (the agent reviews a
+//! token with the cluster, a TokenReview, or verifies a client certificate against the
+//! cluster's client CA; then a SubjectAccessReview per request), and the CA it verifies the
+//! agent's certificate against.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -8,12 +9,12 @@ use std::sync::Arc;
 use anyhow::{Context as _, anyhow, bail};
 use kube::config::{AuthInfo, ExecConfig};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use secrecy::ExposeSecret;
 
 /// The bearer token of the kubeconfig user `info`: its `token`, its `tokenFile`, or what its
 /// exec plugin prints (an `ExecCredential`), the sources kubectl uses. `None` when the user
-/// has none (a client certificate, say: agents accept tokens only).
+/// has none (a client certificate, say: [`identity`]).
 pub fn bearer(info: &AuthInfo) -> anyhow::Result<Option<String>> {
     if let Some(token) = &info.token {
         return Ok(Some(token.expose_secret().trim().to_owned()));
@@ -84,9 +85,87 @@ fn exec_token(exec: &ExecConfig) -> anyhow::Result<String> {
         .map(str::to_owned)
         .ok_or_else(|| {
             anyhow!(
-                "exec plugin {command} gave no status.token; kubectl-debug's agents accept bearer tokens only"
+                "exec plugin {command} gave no status.token; kubectl-debug presents an exec plugin's token, or the kubeconfig user's client-certificate and client-key"
             )
         })
+}
+
+/// The kubeconfig user's client certificate (chain) and key, which kubectl presents to the
+/// API server, and kubectl-debug to agents over TLS.
+pub struct Identity {
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+}
+
+impl Clone for Identity {
+    fn clone(&self) -> Self {
+        Identity {
+            chain: self.chain.clone(),
+            key: self.key.clone_key(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity")
+            .field("certificates", &self.chain.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The client certificate and key of the kubeconfig user `info`
+/// (`client-certificate-data`/`client-key-data`, else the files `client-certificate`/
+/// `client-key`), or `None` when it has none.
+pub fn identity(info: &AuthInfo) -> anyhow::Result<Option<Identity>> {
+    let cert = pem_of(
+        "client-certificate",
+        info.client_certificate_data.as_deref(),
+        info.client_certificate.as_deref(),
+    )?;
+    let key = pem_of(
+        "client-key",
+        info.client_key_data.as_ref().map(|k| k.expose_secret()),
+        info.client_key.as_deref(),
+    )?;
+    let (cert, key) = match (cert, key) {
+        (None, None) => return Ok(None),
+        (Some(cert), Some(key)) => (cert, key),
+        (Some(_), None) => {
+            bail!("the kubeconfig user has a client-certificate but no client-key; add its key")
+        }
+        (None, Some(_)) => {
+            bail!(
+                "the kubeconfig user has a client-key but no client-certificate; add the certificate"
+            )
+        }
+    };
+    let chain = CertificateDer::pem_slice_iter(&cert)
+        .collect::<Result<Vec<_>, _>>()
+        .context("the kubeconfig user's client-certificate is not PEM certificates")?;
+    if chain.is_empty() {
+        bail!("the kubeconfig user's client-certificate holds no certificate");
+    }
+    let key = PrivateKeyDer::from_pem_slice(&key)
+        .context("the kubeconfig user's client-key holds no PEM private key")?;
+    Ok(Some(Identity { chain, key }))
+}
+
+/// The PEM a kubeconfig user gives as `<what>-data` (base64) or in the file `<what>`.
+fn pem_of(what: &str, data: Option<&str>, file: Option<&str>) -> anyhow::Result<Option<Vec<u8>>> {
+    use base64::Engine as _;
+    if let Some(data) = data.filter(|d| !d.trim().is_empty()) {
+        let pem = base64::engine::general_purpose::STANDARD
+            .decode(data.trim())
+            .with_context(|| format!("the kubeconfig user's {what}-data is not base64"))?;
+        return Ok(Some(pem));
+    }
+    match file.filter(|f| !f.is_empty()) {
+        Some(file) => std::fs::read(file)
+            .map(Some)
+            .with_context(|| format!("reading the kubeconfig user's {what} {file}")),
+        None => Ok(None),
+    }
 }
 
 /// TLS to an agent: the CA its certificate must chain to, and the name it must carry.
@@ -112,8 +191,13 @@ pub fn service_name(agent_namespace: &str) -> String {
     format!("kubectl-debug-agent.{agent_namespace}.svc")
 }
 
-/// A client configuration trusting the CA certificates in `pem` (from `source`, for errors).
-pub fn trusting(pem: &[u8], source: &str) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+/// A client configuration trusting the CA certificates in `pem` (from `source`, for errors),
+/// presenting `identity` when there is one.
+pub fn trusting(
+    pem: &[u8],
+    source: &str,
+    identity: Option<&Identity>,
+) -> anyhow::Result<Arc<rustls::ClientConfig>> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(pem) {
         let cert = cert.with_context(|| format!("{source} is not PEM certificates"))?;
@@ -125,19 +209,27 @@ pub fn trusting(pem: &[u8], source: &str) -> anyhow::Result<Arc<rustls::ClientCo
         bail!("{source} holds no CA certificate");
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .context("TLS")?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let config = match identity {
+        None => builder.with_no_client_auth(),
+        Some(identity) => builder
+            .with_client_auth_cert(identity.chain.clone(), identity.key.clone_key())
+            .context("the kubeconfig user's client-certificate and client-key do not match")?,
+    };
     Ok(Arc::new(config))
 }
 
 /// [`trusting`] the CA file `path`.
-pub fn trusting_file(path: &Path) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+pub fn trusting_file(
+    path: &Path,
+    identity: Option<&Identity>,
+) -> anyhow::Result<Arc<rustls::ClientConfig>> {
     let pem = std::fs::read(path)
         .with_context(|| format!("reading the agents' CA {} (--agent-ca)", path.display()))?;
-    trusting(&pem, &path.display().to_string())
+    trusting(&pem, &path.display().to_string(), identity)
 }
 
 #[cfg(test)]
@@ -174,7 +266,7 @@ mod tests {
 
     #[test]
     fn a_ca_file_without_certificates_is_named() {
-        let err = trusting(b"nothing here", "ca.pem")
+        let err = trusting(b"nothing here", "ca.pem", None)
             .err()
             .unwrap()
             .to_string();

@@ -352,29 +352,69 @@ fn callers_are_checked_by_the_cluster_on_containerd() {
 
 /// A CA and a certificate for the agent (its service-style name and 127.0.0.1), made with
 /// the real openssl; returns (CA file, certificate, key).
+/// Runs `openssl` with `args`, which must succeed.
+fn openssl(args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        text(&out.stderr)
+    );
+}
+
+/// A P-256 key at `key` and a certificate request for `subject` at `csr`.
+fn request(key: &Path, csr: &Path, subject: &str) {
+    openssl(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        &key.display().to_string(),
+        "-out",
+        &csr.display().to_string(),
+        "-subj",
+        subject,
+    ]);
+}
+
+/// Signs `csr` into `cert` with CA `tag` of [`certificates`], with the extensions `ext`.
+fn sign(dir: &Path, tag: &str, csr: &Path, cert: &Path, ext: &str) {
+    let file = dir.join(format!("{tag}-{}.cnf", std::process::id()));
+    std::fs::write(&file, ext).unwrap();
+    let path = |p: PathBuf| p.display().to_string();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &csr.display().to_string(),
+        "-CA",
+        &path(dir.join(format!("{tag}-ca.crt"))),
+        "-CAkey",
+        &path(dir.join(format!("{tag}-ca.key"))),
+        "-CAcreateserial",
+        "-out",
+        &cert.display().to_string(),
+        "-days",
+        "2",
+        "-extfile",
+        &path(file),
+    ]);
+}
+
+/// A CA (`{tag}-ca.crt`, `{tag}-ca.key`) and an agent's serving certificate it signed: the
+/// CA, the certificate and its key.
 fn certificates(dir: &Path, tag: &str) -> (PathBuf, PathBuf, PathBuf) {
     let ca_key = dir.join(format!("{tag}-ca.key"));
     let ca = dir.join(format!("{tag}-ca.crt"));
     let key = dir.join(format!("{tag}-agent.key"));
     let csr = dir.join(format!("{tag}-agent.csr"));
     let cert = dir.join(format!("{tag}-agent.crt"));
-    let ext = dir.join(format!("{tag}-ext.cnf"));
-    std::fs::write(
-        &ext,
-        "subjectAltName=DNS:kubectl-debug-agent.kubectl-debug.svc,IP:127.0.0.1\n",
-    )
-    .unwrap();
-    let openssl = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .output()
-            .expect("openssl");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            text(&out.stderr)
-        );
-    };
     let path = |p: &PathBuf| p.display().to_string();
     openssl(&[
         "req",
@@ -393,38 +433,184 @@ fn certificates(dir: &Path, tag: &str) -> (PathBuf, PathBuf, PathBuf) {
         "-subj",
         &format!("/CN=kdbg-test-ca-{tag}"),
     ]);
-    openssl(&[
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        &path(&key),
-        "-out",
-        &path(&csr),
-        "-subj",
-        "/CN=kubectl-debug-agent",
-    ]);
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        &path(&csr),
-        "-CA",
-        &path(&ca),
-        "-CAkey",
-        &path(&ca_key),
-        "-CAcreateserial",
-        "-out",
-        &path(&cert),
-        "-days",
-        "2",
-        "-extfile",
-        &path(&ext),
-    ]);
+    request(&key, &csr, "/CN=kubectl-debug-agent");
+    sign(
+        dir,
+        tag,
+        &csr,
+        &cert,
+        "subjectAltName=DNS:kubectl-debug-agent.kubectl-debug.svc,IP:127.0.0.1\n",
+    );
     (ca, cert, key)
+}
+
+/// A user's client certificate for `subject`, signed by CA `tag` of [`certificates`], as the
+/// API server's client CA signs them: the certificate and its key.
+fn client_certificate(dir: &Path, tag: &str, who: &str, subject: &str) -> (PathBuf, PathBuf) {
+    let key = dir.join(format!("{who}.key"));
+    let csr = dir.join(format!("{who}.csr"));
+    let cert = dir.join(format!("{who}.crt"));
+    request(&key, &csr, subject);
+    sign(dir, tag, &csr, &cert, "extendedKeyUsage=clientAuth\n");
+    (cert, key)
+}
+
+/// Writes a kubeconfig for the stand-in whose user presents the client certificate `cert`
+/// (by file) and `key` (inline, base64), as kubeadm's admin.conf does.
+fn kubeconfig_with_certificate(cluster: &Cluster, dir: &Path, cert: &Path, key: &Path) -> PathBuf {
+    use base64::Engine as _;
+    let path = dir.join(format!(
+        "{}.kubeconfig",
+        cert.file_stem().unwrap().to_string_lossy()
+    ));
+    let key = base64::engine::general_purpose::STANDARD.encode(std::fs::read(key).unwrap());
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: stand-in\n  cluster:\n    server: {}\n\
+             users:\n- name: u\n  user:\n    client-certificate: {}\n    client-key-data: {key}\n\
+             contexts:\n- name: stand-in\n  context:\n    cluster: stand-in\n    user: u\n    namespace: shop\n\
+             current-context: stand-in\n",
+            cluster.api.url,
+            cert.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn a_client_certificate_signed_by_the_cluster_ca_names_the_user() {
+    let dir = scratch("client-cert");
+    let (ca, cert, key) = certificates(&dir, "serving");
+    let (cluster_ca, ..) = certificates(&dir, "clients");
+    let (erin_cert, erin_key) =
+        client_certificate(&dir, "clients", "erin", "/CN=erin/O=oncall/O=developers");
+    let (nameless_cert, nameless_key) =
+        client_certificate(&dir, "clients", "nameless", "/O=developers");
+    let (mallory_cert, mallory_key) = client_certificate(&dir, "serving", "mallory", "/CN=erin");
+
+    let cluster = Cluster::new("shop");
+    users(&cluster);
+    cluster
+        .api
+        .access
+        .lock()
+        .unwrap()
+        .grant("erin", "create", "pods/exec", "shop", "");
+    let target = DockerEngine.pod_target("shop", "web", false, "exec sleep 3600");
+    cluster.api.add_pod(running_pod(
+        "shop",
+        "web",
+        &[("app", &target.pod_reference(), true)],
+    ));
+    let agent_kubeconfig = cluster
+        .api
+        .kubeconfig_with_token(&dir, "agent.kubeconfig", AGENT_TOKEN);
+    let agent_yaml = |client_ca: &str| {
+        format!(
+            "tls:\n  certFile: \"{}\"\n  keyFile: \"{}\"\nauth:\n  mode: kubernetes\n  kubeconfig: \"{}\"\n{client_ca}",
+            cert.display(),
+            key.display(),
+            agent_kubeconfig.display()
+        )
+    };
+    let debug = |agent: &Agent, cert: &Path, key: &Path, args: &[&str]| {
+        let kubeconfig = kubeconfig_with_certificate(&cluster, &dir, cert, key);
+        let mut cmd = support::plugin();
+        cmd.arg("--kubeconfig")
+            .arg(kubeconfig)
+            .args(["--agent-port", &agent.port.to_string()])
+            .arg("--agent-ca")
+            .arg(&ca)
+            .args(args);
+        run(&mut cmd, b"")
+    };
+    let session_started = |agent: &Agent| {
+        agent
+            .log()
+            .lines()
+            .filter(|l| l.contains("event=\"session started\""))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+
+    // The CA from auth.clientCAFile: erin's certificate names her, with her groups; no token
+    // is reviewed for her.
+    let agent = Agent::docker_with(&agent_yaml(&format!(
+        "  clientCAFile: \"{}\"\n",
+        cluster_ca.display()
+    )));
+    let out = debug(
+        &agent,
+        &erin_cert,
+        &erin_key,
+        &["web", "--", "echo", "by-certificate"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\nagent:\n{}",
+        text(&out.stderr),
+        agent.log()
+    );
+    assert_eq!(text(&out.stdout), "by-certificate\n");
+    let started = session_started(&agent);
+    assert_eq!(started.len(), 1, "{}", agent.log());
+    for expected in ["user=erin", "oncall", "developers", "verified=true"] {
+        assert!(started[0].contains(expected), "{expected}: {}", started[0]);
+    }
+    // A certificate without a common name names nobody: 401, saying what is missing.
+    let out = debug(
+        &agent,
+        &nameless_cert,
+        &nameless_key,
+        &["web", "--", "true"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("no common name (CN)"), "{err}");
+    // Signed by another CA: the handshake fails, and the error says which credential.
+    let out = debug(&agent, &mallory_cert, &mallory_key, &["web", "--", "true"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("refused the kubeconfig user's client certificate (UnknownCA)"),
+        "{err}"
+    );
+    assert_eq!(session_started(&agent).len(), 1, "{}", agent.log());
+    drop(agent);
+
+    // No clientCAFile: the cluster's own client CA, as the API server publishes it.
+    cluster.api.add_config_map(
+        "kube-system",
+        "extension-apiserver-authentication",
+        &[(
+            "client-ca-file",
+            &std::fs::read_to_string(&cluster_ca).unwrap(),
+        )],
+    );
+    let agent = Agent::docker_with(&agent_yaml(""));
+    let out = debug(
+        &agent,
+        &erin_cert,
+        &erin_key,
+        &["web", "--", "echo", "cluster-ca"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\nagent:\n{}",
+        text(&out.stderr),
+        agent.log()
+    );
+    assert_eq!(text(&out.stdout), "cluster-ca\n");
+    assert!(
+        session_started(&agent)[0].contains("user=erin"),
+        "{}",
+        agent.log()
+    );
+    support::assert_removed_soon(|| target.leftovers());
 }
 
 #[test]
@@ -540,7 +726,11 @@ fn an_agent_refuses_plain_http_and_no_auth_unless_insecure() {
         ),
         (
             "insecure: true\nauth:\n  clientCAFile: /ca.pem\n",
-            "auth.clientCAFile (line 6): client certificates are not accepted yet",
+            "auth.clientCAFile (line 6): client certificates come with TLS, and tls is not set",
+        ),
+        (
+            "insecure: true\ntls:\n  certFile: /x\n  keyFile: /y\nauth:\n  mode: none\n  clientCAFile: /ca.pem\n",
+            "auth.clientCAFile (line 10): client certificates are checked only with auth.mode: kubernetes",
         ),
     ] {
         std::fs::write(

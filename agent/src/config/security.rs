@@ -31,8 +31,10 @@ pub struct Auth {
     /// Empty: the in-cluster service account; a path: that kubeconfig (tests, agents run out
     /// of the cluster).
     pub kubeconfig: String,
-    /// Reserved for client certificates signed by this CA; not accepted yet (an error when
-    /// set), so that a configuration relying on it fails loudly instead of being ignored.
+    /// Client certificates signed by the CAs in this PEM file are accepted too, as the API
+    /// server accepts them: the certificate's CN is the user, its O values the groups. Empty:
+    /// the cluster's client CA from `kube-system/extension-apiserver-authentication`, when the
+    /// agent may read it. Needs `tls:`. Read again when the file changes.
     #[serde(rename = "clientCAFile")]
     pub client_ca_file: String,
     /// How long a token's review and an access decision are reused.
@@ -194,10 +196,18 @@ pub fn check(
         ));
     }
     if !auth.client_ca_file.trim().is_empty() {
-        return Err(format!(
-            "auth.clientCAFile{}: client certificates are not accepted yet, only bearer tokens (kubectl-debug sends the kubeconfig user's token); remove the key",
-            line_of("clientCAFile")
-        ));
+        if auth.mode == AuthMode::None {
+            return Err(format!(
+                "auth.clientCAFile{}: client certificates are checked only with auth.mode: kubernetes; set the mode, or remove the key",
+                line_of("clientCAFile")
+            ));
+        }
+        if tls.is_none() {
+            return Err(format!(
+                "auth.clientCAFile{}: client certificates come with TLS, and tls is not set; give tls.certFile and tls.keyFile, or remove the key",
+                line_of("clientCAFile")
+            ));
+        }
     }
     let profiles = &policy.profiles;
     if profiles.allowed.is_empty() {

@@ -20,12 +20,17 @@ use crate::session::Refusal;
 pub const RECORDINGS_SUBRESOURCE: &str = "debug-recordings";
 
 impl Agent {
-    /// The caller of `req`: reviewed by the cluster, or, without `auth`, unverified.
-    pub(super) async fn caller(&self, req: &Request<Incoming>) -> Result<Caller, Response<Body>> {
+    /// The caller of `req` (whose connection's client certificate named `certificate`):
+    /// reviewed by the cluster, or, without `auth`, unverified.
+    pub(super) async fn caller(
+        &self,
+        req: &Request<Incoming>,
+        certificate: Option<&Result<Caller, String>>,
+    ) -> Result<Caller, Response<Body>> {
         let Some(auth) = &self.auth else {
             return Ok(Caller::unverified(None));
         };
-        auth.authenticate(req.headers())
+        auth.authenticate(req.headers(), certificate)
             .await
             .map_err(|denied| denial(&denied))
     }

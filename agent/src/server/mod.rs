@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use crate::auth::Caller;
 use crate::config::{Defaults, Lifecycle};
 use crate::{containers, recordings, session};
 
@@ -174,11 +175,20 @@ impl Agent {
                 let _open = permit;
                 let peer = peer.to_string();
                 match agent.tls.clone() {
-                    None => agent.serve_connection(socket, peer).await,
+                    None => agent.serve_connection(socket, peer, None).await,
                     Some(tls) => {
                         let limit = agent.limits.header_timeout.0;
                         match tokio::time::timeout(limit, tls.acceptor().accept(socket)).await {
-                            Ok(Ok(stream)) => agent.serve_connection(stream, peer).await,
+                            Ok(Ok(stream)) => {
+                                // Verified against the client CA by the handshake.
+                                let named = stream
+                                    .get_ref()
+                                    .1
+                                    .peer_certificates()
+                                    .and_then(|chain| chain.first())
+                                    .map(|leaf| Arc::new(Caller::from_certificate(leaf)));
+                                agent.serve_connection(stream, peer, named).await
+                            }
                             Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
                             Err(_) => {
                                 debug!(%peer, "TLS handshake not finished in limits.headerTimeout")
@@ -191,9 +201,14 @@ impl Agent {
     }
 
     /// Serves one HTTP connection (a TCP socket, or an in-memory pipe for `kubectl-debug local`,
-    /// which then exposes no port at all). `peer` names the client in logs.
-    pub async fn serve_connection<IO>(self: Arc<Self>, io: IO, peer: String)
-    where
+    /// which then exposes no port at all). `peer` names the client in logs; `certificate` is
+    /// who the connection's verified client certificate names, if it presented one.
+    pub async fn serve_connection<IO>(
+        self: Arc<Self>,
+        io: IO,
+        peer: String,
+        certificate: Option<Arc<Result<Caller, String>>>,
+    ) where
         IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let agent = self;
@@ -202,7 +217,8 @@ impl Agent {
         let service = hyper::service::service_fn(move |req| {
             let agent = agent.clone();
             let peer = peer.clone();
-            async move { Ok::<_, Infallible>(agent.handle(req, &peer).await) }
+            let certificate = certificate.clone();
+            async move { Ok::<_, Infallible>(agent.handle(req, &peer, certificate.as_deref()).await) }
         });
         let connection = hyper::server::conn::http1::Builder::new()
             .timer(hyper_util::rt::TokioTimer::new())
@@ -215,9 +231,14 @@ impl Agent {
         }
     }
 
-    async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: &str) -> Response<Body> {
+    async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        peer: &str,
+        certificate: Option<&Result<Caller, String>>,
+    ) -> Response<Body> {
         let agent = self.clone();
-        let response = self.route(req, peer).await;
+        let response = self.route(req, peer, certificate).await;
         let code = response.status();
         if code.is_client_error() || code.is_server_error() {
             agent.metrics.error(crate::metrics::kind_of(code.as_u16()));
@@ -225,7 +246,12 @@ impl Agent {
         response
     }
 
-    async fn route(self: Arc<Self>, req: Request<Incoming>, peer: &str) -> Response<Body> {
+    async fn route(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        peer: &str,
+        certificate: Option<&Result<Caller, String>>,
+    ) -> Response<Body> {
         let query = req.uri().query().unwrap_or("").to_owned();
         if query.len() > self.limits.max_query_bytes {
             return refuse(
@@ -250,7 +276,7 @@ impl Agent {
             }
             _ => {}
         }
-        let caller = match self.caller(&req).await {
+        let caller = match self.caller(&req, certificate).await {
             Ok(caller) => caller,
             Err(refused) => {
                 info!(target: "audit", %peer, method = %req.method(), path = req.uri().path(), decision = "unauthenticated", "request refused");
