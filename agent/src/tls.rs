@@ -75,11 +75,6 @@ impl Tls {
         })
     }
 
-    /// Whether clients may present certificates.
-    pub fn asks_for_client_certificates(&self) -> bool {
-        self.client_ca != ClientCa::None
-    }
-
     /// The acceptor for a new connection: the files' current certificate.
     pub fn acceptor(&self) -> TlsAcceptor {
         let mut current = self

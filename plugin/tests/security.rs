@@ -535,31 +535,32 @@ fn a_client_certificate_signed_by_the_cluster_ca_names_the_user() {
             .collect::<Vec<_>>()
     };
 
+    // Erin's session echoes `word`, and its one audit line names her, verified, with her
+    // certificate's groups.
+    let erin_runs = |agent: &Agent, word: &str| {
+        let out = debug(agent, &erin_cert, &erin_key, &["web", "--", "echo", word]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}\nagent:\n{}",
+            text(&out.stderr),
+            agent.log()
+        );
+        assert_eq!(text(&out.stdout), format!("{word}\n"));
+        let started = session_started(agent);
+        assert_eq!(started.len(), 1, "{}", agent.log());
+        for expected in ["user=erin", "oncall", "developers", "verified=true"] {
+            assert!(started[0].contains(expected), "{expected}: {}", started[0]);
+        }
+    };
+
     // The CA from auth.clientCAFile: erin's certificate names her, with her groups; no token
     // is reviewed for her.
     let agent = Agent::docker_with(&agent_yaml(&format!(
         "  clientCAFile: \"{}\"\n",
         cluster_ca.display()
     )));
-    let out = debug(
-        &agent,
-        &erin_cert,
-        &erin_key,
-        &["web", "--", "echo", "by-certificate"],
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}\nagent:\n{}",
-        text(&out.stderr),
-        agent.log()
-    );
-    assert_eq!(text(&out.stdout), "by-certificate\n");
-    let started = session_started(&agent);
-    assert_eq!(started.len(), 1, "{}", agent.log());
-    for expected in ["user=erin", "oncall", "developers", "verified=true"] {
-        assert!(started[0].contains(expected), "{expected}: {}", started[0]);
-    }
+    erin_runs(&agent, "by-certificate");
     // A certificate without a common name names nobody: 401, saying what is missing.
     let out = debug(
         &agent,
@@ -591,25 +592,7 @@ fn a_client_certificate_signed_by_the_cluster_ca_names_the_user() {
         )],
     );
     let agent = Agent::docker_with(&agent_yaml(""));
-    let out = debug(
-        &agent,
-        &erin_cert,
-        &erin_key,
-        &["web", "--", "echo", "cluster-ca"],
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}\nagent:\n{}",
-        text(&out.stderr),
-        agent.log()
-    );
-    assert_eq!(text(&out.stdout), "cluster-ca\n");
-    assert!(
-        session_started(&agent)[0].contains("user=erin"),
-        "{}",
-        agent.log()
-    );
+    erin_runs(&agent, "cluster-ca");
     support::assert_removed_soon(|| target.leftovers());
 }
 
