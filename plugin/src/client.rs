@@ -57,6 +57,9 @@ pub enum Transport {
     },
 }
 
+/// Where a port-forward's error channel reports: `None` while open, then what it said.
+type ForwardSaid = tokio::sync::watch::Receiver<Option<Option<String>>>;
+
 /// A debug session opened on an agent: the WebSocket and what the agent said with it.
 pub struct Session {
     /// The session's WebSocket.
@@ -78,8 +81,9 @@ pub struct Session {
 /// The client of one agent.
 pub struct AgentClient {
     transport: Transport,
-    /// What the last port-forward's error channel said, if anything.
-    forward_error: Arc<std::sync::Mutex<Option<String>>>,
+    /// What the last port-forward's error channel said: `None` while it is open, then
+    /// `Some(what it said, if anything)`.
+    forward_error: std::sync::Mutex<Option<ForwardSaid>>,
     /// The user's bearer token, for agents that check callers.
     bearer: Option<String>,
     /// TLS to the agent, when it serves TLS.
@@ -91,7 +95,7 @@ impl AgentClient {
     pub fn new(transport: Transport) -> AgentClient {
         AgentClient {
             transport,
-            forward_error: Arc::default(),
+            forward_error: std::sync::Mutex::default(),
             bearer: None,
             tls: None,
         }
@@ -108,8 +112,9 @@ impl AgentClient {
         self
     }
 
-    /// `error` with what the port-forward said went wrong, if it said anything (it may say
-    /// it a moment after the connection broke).
+    /// `error` with what the port-forward said went wrong, if it said anything. It says it on
+    /// its own channel, which may end a moment after the connection broke: wait for that end
+    /// (for a while; a port-forward that stays open has said nothing).
     async fn explain(&self, error: anyhow::Error) -> anyhow::Error {
         if let Some(alert) = certificate_refused(&error) {
             return error.context(format!(
@@ -117,24 +122,26 @@ impl AgentClient {
                 self.describe()
             ));
         }
-        if !matches!(self.transport, Transport::PortForward { .. }) {
+        let said = self
+            .forward_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let Some(mut said) = said else {
             return error;
-        }
-        for _ in 0..20 {
-            let said = self
-                .forward_error
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .clone();
-            if let Some(said) = said {
-                return error.context(format!(
+        };
+        let ended =
+            tokio::time::timeout(Duration::from_secs(3), said.wait_for(Option::is_some)).await;
+        match ended {
+            Ok(Ok(ended)) => match ended.clone().flatten() {
+                Some(said) => error.context(format!(
                     "the port-forward to {} failed: {said}",
                     self.describe()
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+                )),
+                None => error,
+            },
+            _ => error,
         }
-        error
     }
 
     /// The authority requests name (the `Host` header and the URL's host).
@@ -226,15 +233,21 @@ impl AgentClient {
                 let stream = forwarder.take_stream(*port).ok_or_else(|| {
                     anyhow!("the port-forward to {} gave no stream", self.describe())
                 })?;
-                if let Some(error) = forwarder.take_error(*port) {
-                    let slot = self.forward_error.clone();
-                    tokio::spawn(async move {
-                        if let Some(said) = error.await.filter(|s| !s.is_empty()) {
-                            *slot
-                                .lock()
-                                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(said);
-                        }
-                    });
+                let (tell, said) = tokio::sync::watch::channel(None);
+                *self
+                    .forward_error
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(said);
+                match forwarder.take_error(*port) {
+                    Some(error) => {
+                        tokio::spawn(async move {
+                            let said = error.await.filter(|s| !s.is_empty());
+                            let _ = tell.send(Some(said));
+                        });
+                    }
+                    None => {
+                        let _ = tell.send(Some(None));
+                    }
                 }
                 Ok(Box::new(stream))
             }
@@ -355,6 +368,7 @@ impl AgentClient {
     pub async fn open_session(&self, request: &DebugRequest) -> anyhow::Result<Session> {
         match self.open_session_once(request).await {
             Ok(session) => Ok(session),
+            Err(e) if e.downcast_ref::<Refused>().is_some() => Err(e),
             Err(e) => Err(self.explain(e).await),
         }
     }
@@ -377,10 +391,9 @@ impl AgentClient {
         let (ws, protocol, headers) = match handshake::connect(upgrade, stream).await {
             Ok(connected) => connected,
             Err(RelayError::Handshake(tungstenite::Error::Http(response))) => {
-                bail!(refusal_message(
-                    response.status().as_u16(),
-                    response.body().as_deref()
-                ));
+                let code = response.status().as_u16();
+                let message = refusal_message(code, response.body().as_deref());
+                return Err(Refused { code, message }.into());
             }
             Err(e) => {
                 return Err(e)
