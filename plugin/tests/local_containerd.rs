@@ -379,14 +379,7 @@ fn plugin_killed_mid_session_leaves_nothing_behind() {
     assert!(fifos.join(&id).exists());
     session.kill().unwrap(); // SIGKILL
     session.wait().unwrap();
-    let killed = Instant::now();
-    while !target.leftovers().is_empty() {
-        assert!(
-            killed.elapsed() < Duration::from_secs(5),
-            "debug container still there 5 s after the plugin was killed"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    support::assert_agent_removed(|| target.leftovers(), &agent);
     std::thread::sleep(Duration::from_millis(300));
     assert!(!snapshot_of(&id), "snapshot {id} left behind");
     assert!(!fifos.join(&id).exists(), "FIFOs of {id} left behind");
