@@ -4,13 +4,15 @@
 //! serves until killed.
 //!
 //! `apiserver DIR NAMESPACE/POD=CONTAINER_ID_URL...` (e.g. `bench/web=docker://abc`): each
-//! pod Running on node `stand-in-node` (hostIP 127.0.0.1) with one container `app`.
+//! pod Running on node `stand-in-node` (hostIP 127.0.0.1) with one container `app`. The node's
+//! agent pod is there too, as `deploy/` labels it, so the plugin finds the agent the way it
+//! does in a cluster: a port-forward to it, which the stand-in carries to 127.0.0.1.
 
 #[path = "../../../plugin/tests/support/apiserver/mod.rs"]
 #[allow(dead_code, missing_docs)]
 mod apiserver;
 
-use apiserver::{ApiServer, running_pod};
+use apiserver::{ApiServer, agent_pod, running_pod};
 
 /// The plugin, for the stand-in's `Cluster::debug` (not used here).
 fn plugin() -> std::process::Command {
@@ -22,6 +24,7 @@ fn main() {
     let usage = "usage: apiserver DIR NAMESPACE/POD=CONTAINER_ID_URL...";
     let dir = std::path::PathBuf::from(args.next().expect(usage));
     let api = ApiServer::start();
+    api.add_pod(agent_pod("stand-in-node", "127.0.0.1", true));
     let mut namespace = "default".to_owned();
     for pod in args {
         let (place, container) = pod.split_once('=').expect(usage);

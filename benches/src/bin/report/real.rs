@@ -169,7 +169,7 @@ fn table(out: &mut String, runtime: &str, f: &Value) {
         );
         writeln!(
             out,
-            "A terminal session printing N of text watched by `kubectl-debug watch` from its \
+            "A terminal session printing N/4 of text watched by `kubectl-debug watch` from its \
              second second on took {mine:.0} ms, unwatched {their:.0} ms: a watcher costs {:.0}% \
              (target <= 10%: {}).",
             (mine / their - 1.0) * 100.0,
