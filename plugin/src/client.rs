@@ -57,9 +57,6 @@ pub enum Transport {
     },
 }
 
-/// Where a port-forward's error channel reports: `None` while open, then what it said.
-type ForwardSaid = tokio::sync::watch::Receiver<Option<Option<String>>>;
-
 /// A debug session opened on an agent: the WebSocket and what the agent said with it.
 pub struct Session {
     /// The session's WebSocket.
@@ -83,7 +80,7 @@ pub struct AgentClient {
     transport: Transport,
     /// What the last port-forward's error channel said: `None` while it is open, then
     /// `Some(what it said, if anything)`.
-    forward_error: std::sync::Mutex<Option<ForwardSaid>>,
+    forward_error: std::sync::Mutex<Option<crate::portforward::Said>>,
     /// The user's bearer token, for agents that check callers.
     bearer: Option<String>,
     /// TLS to the agent, when it serves TLS.
@@ -224,31 +221,28 @@ impl AgentClient {
             Transport::PortForward {
                 pods, pod, port, ..
             } => {
-                let mut forwarder = pods.portforward(pod, &[*port]).await.with_context(|| {
+                let opening = || {
                     format!(
                         "opening a port-forward to {} (this needs create on pods/portforward in its namespace; or reach agents by node IP with --connect direct)",
                         self.describe()
                     )
-                })?;
-                let stream = forwarder.take_stream(*port).ok_or_else(|| {
-                    anyhow!("the port-forward to {} gave no stream", self.describe())
-                })?;
-                let (tell, said) = tokio::sync::watch::channel(None);
+                };
+                let request = kube::core::Request::new(pods.resource_url())
+                    .portforward(pod, &[*port])
+                    .with_context(opening)?;
+                let connection = pods
+                    .as_ref()
+                    .clone()
+                    .into_client()
+                    .connect(request)
+                    .await
+                    .with_context(opening)?;
+                let (stream, said) =
+                    crate::portforward::PortForward::new(connection.into_stream(), *port);
                 *self
                     .forward_error
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(said);
-                match forwarder.take_error(*port) {
-                    Some(error) => {
-                        tokio::spawn(async move {
-                            let said = error.await.filter(|s| !s.is_empty());
-                            let _ = tell.send(Some(said));
-                        });
-                    }
-                    None => {
-                        let _ = tell.send(Some(None));
-                    }
-                }
                 Ok(Box::new(stream))
             }
         }

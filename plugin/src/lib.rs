@@ -22,6 +22,7 @@ pub mod list;
 pub mod local;
 pub mod output;
 pub mod pod;
+pub mod portforward;
 pub mod pull;
 pub mod recordings;
 pub mod replay;
