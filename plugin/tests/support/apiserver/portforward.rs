@@ -54,6 +54,17 @@ pub async fn serve(req: Request<hyper::body::Incoming>, ip: String, ports: Vec<u
             error.extend_from_slice(format!("error forwarding port {port} to pod: {e}").as_bytes());
             let _ = sink.send(Message::binary(error)).await;
             let _ = sink.close().await;
+            // The closing handshake, as RFC 6455 has it: read until the client's Close. A socket
+            // closed with data of the client's unread (its request, sent meanwhile) is reset,
+            // and a reset loses what the client had not read yet: the error.
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+                while let Some(Ok(message)) = stream.next().await {
+                    if message.is_close() {
+                        break;
+                    }
+                }
+            })
+            .await;
             return;
         }
     };
