@@ -38,6 +38,9 @@ fn verdict(ok: bool) -> &'static str {
 }
 
 fn main() -> Result<(), String> {
+    if std::env::args().nth(1).as_deref() == Some("real") {
+        return update_real_section();
+    }
     let figures = figures_dir();
     let criterion = figures.parent().expect("target dir").join("criterion");
     let mut out = String::new();
@@ -188,7 +191,7 @@ fn main() -> Result<(), String> {
     real::section(&mut out, &figures);
     flood::section(&mut out, &figures);
 
-    writeln!(out, "\n## How the figures are measured\n").unwrap();
+    writeln!(out, "{HOW_HEADING}\n").unwrap();
     out.push_str(
         "- Keystroke: one byte typed into the client's stdin, echoed by a `cat`-like process \
          behind the server session, read back from the client's stdout; 20,000 round trips after \
@@ -209,11 +212,47 @@ fn main() -> Result<(), String> {
          unbatched direct writes: 0.54x one byte off, 0.79x aligned). The receiving side still \
          uses tungstenite's read path, which zero-fills its read buffer before every read.\n",
     );
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("RESULTS.md");
+    let path = results_path();
     std::fs::write(&path, out).map_err(|e| format!("{}: {e}", path.display()))?;
     println!("wrote {}", path.display());
     Ok(())
 }
+
+fn results_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("RESULTS.md")
+}
+
+/// `report real`: after `benches/real-path` alone, replaces only the real-path section of
+/// RESULTS.md (or adds it before "How the figures are measured"), and says so in it: the other
+/// sections keep the figures of the run that wrote them.
+fn update_real_section() -> Result<(), String> {
+    let path = results_path();
+    let old = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut section = String::new();
+    real::section(&mut section, &figures_dir());
+    section.push_str(
+        "
+This section was measured on its own (`benches/real-path docker`, `benches/real-path \
+         containerd`, then `report real`), not in the run that measured the sections around it.\n",
+    );
+    let start = old
+        .find(real::HEADING)
+        .or_else(|| old.find(HOW_HEADING))
+        .unwrap_or(old.len());
+    let end = match old[start..].strip_prefix(real::HEADING) {
+        Some(rest) => rest
+            .find("\n## ")
+            .map_or(old.len(), |i| start + real::HEADING.len() + i),
+        None => start,
+    };
+    let new = format!("{}{}{}", &old[..start], section, &old[end..]);
+    std::fs::write(&path, new).map_err(|e| format!("{}: {e}", path.display()))?;
+    println!("updated the real-path section of {}", path.display());
+    Ok(())
+}
+
+/// The heading of the last section, which `report real` adds the real-path section before.
+const HOW_HEADING: &str = "\n## How the figures are measured";
 
 /// One runtime's session comparison, as its script measured it.
 struct SessionBench<'a> {
