@@ -78,8 +78,7 @@ pub struct Session {
 /// The client of one agent.
 pub struct AgentClient {
     transport: Transport,
-    /// What the last port-forward's error channel said: `None` while it is open, then
-    /// `Some(what it said, if anything)`.
+    /// What the last port-forward's error channel said, if anything.
     forward_error: std::sync::Mutex<Option<crate::portforward::Said>>,
     /// The user's bearer token, for agents that check callers.
     bearer: Option<String>,
@@ -109,10 +108,9 @@ impl AgentClient {
         self
     }
 
-    /// `error` with what the port-forward said went wrong, if it said anything. It says it on
-    /// its own channel, which may end a moment after the connection broke: wait for that end
-    /// (for a while; a port-forward that stays open has said nothing).
-    async fn explain(&self, error: anyhow::Error) -> anyhow::Error {
+    /// `error` with what the port-forward said went wrong, if it said anything (it is read, in
+    /// order, before the stream ends).
+    fn explain(&self, error: anyhow::Error) -> anyhow::Error {
         if let Some(alert) = certificate_refused(&error) {
             return error.context(format!(
                 "{} refused the kubeconfig user's client certificate ({alert}); agents accept certificates signed by the cluster's client CA (or their auth.clientCAFile): use a certificate the API server accepts, or a token",
@@ -123,21 +121,14 @@ impl AgentClient {
             .forward_error
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        let Some(mut said) = said else {
-            return error;
-        };
-        let ended =
-            tokio::time::timeout(Duration::from_secs(3), said.wait_for(Option::is_some)).await;
-        match ended {
-            Ok(Ok(ended)) => match ended.clone().flatten() {
-                Some(said) => error.context(format!(
-                    "the port-forward to {} failed: {said}",
-                    self.describe()
-                )),
-                None => error,
-            },
-            _ => error,
+            .as_ref()
+            .and_then(|said| said.borrow().clone());
+        match said {
+            Some(said) => error.context(format!(
+                "the port-forward to {} failed: {said}",
+                self.describe()
+            )),
+            None => error,
         }
     }
 
@@ -290,7 +281,7 @@ impl AgentClient {
         match result {
             Ok(response) => Ok(response),
             Err(e) if e.downcast_ref::<Refused>().is_some() => Err(e),
-            Err(e) => Err(self.explain(e).await),
+            Err(e) => Err(self.explain(e)),
         }
     }
 
@@ -363,7 +354,7 @@ impl AgentClient {
         match self.open_session_once(request).await {
             Ok(session) => Ok(session),
             Err(e) if e.downcast_ref::<Refused>().is_some() => Err(e),
-            Err(e) => Err(self.explain(e).await),
+            Err(e) => Err(self.explain(e)),
         }
     }
 

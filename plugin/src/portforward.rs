@@ -26,9 +26,9 @@ const DATA: u8 = 0;
 /// Its error channel.
 const ERROR: u8 = 1;
 
-/// What the port-forward's error channel said: `None` while the stream is open, then
-/// `Some(the error, if it sent one)`.
-pub type Said = watch::Receiver<Option<Option<String>>>;
+/// What the port-forward's error channel said, if it said anything. It is set before the read
+/// side ends, so whoever sees the stream end (or fail) can read it at once.
+pub type Said = watch::Receiver<Option<String>>;
 
 /// A forwarded port as a stream.
 pub struct PortForward<S> {
@@ -43,7 +43,7 @@ pub struct PortForward<S> {
     ended: bool,
     /// A write failed: later writes are dropped until the read side ends.
     write_failed: bool,
-    said: watch::Sender<Option<Option<String>>>,
+    said: watch::Sender<Option<String>>,
 }
 
 impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> PortForward<S> {
@@ -67,13 +67,9 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> PortForward<S> {
     /// Ends the read side, with what the server said if it said something.
     fn end(&mut self, error: Option<String>) {
         self.ended = true;
-        self.said.send_if_modified(|said| {
-            if said.is_some() {
-                return false;
-            }
-            *said = Some(error);
-            true
-        });
+        if error.is_some() {
+            self.said.send_replace(error);
+        }
     }
 
     /// The first message of a channel must be its port.
@@ -264,7 +260,7 @@ mod tests {
         let mut rest = Vec::new();
         stream.read_to_end(&mut rest).await.unwrap();
         assert!(rest.is_empty());
-        assert_eq!(*said.borrow(), Some(None), "closed without an error");
+        assert_eq!(*said.borrow(), None, "closed without an error");
     }
 
     #[tokio::test]
@@ -292,10 +288,8 @@ mod tests {
         stream.read_to_end(&mut rest).await.unwrap();
         assert!(rest.is_empty());
         assert_eq!(
-            said.borrow().clone(),
-            Some(Some(
-                "error forwarding port 8080 to pod: connection refused".to_owned()
-            ))
+            said.borrow().as_deref(),
+            Some("error forwarding port 8080 to pod: connection refused")
         );
         // Once the read side has said why, writes fail.
         assert!(stream.write_all(b"more").await.is_err());
