@@ -4,7 +4,10 @@
 
 mod support;
 
-use support::apiserver::{Cluster, running_pod};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, Command, Stdio};
+
+use support::apiserver::{Cluster, running_pod, spdy};
 use support::{Agent, CtdTarget, Target, container_id, free_port, plugin, run, text};
 
 #[test]
@@ -65,6 +68,143 @@ fn kubectl_reads_pods_from_the_stand_in() {
         "{}",
         text(&out.stderr)
     );
+}
+
+/// `kubectl port-forward pod/echo :PORT` against the stand-in, over WebSocket (kubectl's
+/// default) or SPDY (`KUBECTL_PORT_FORWARD_WEBSOCKETS=false`): the local port and kubectl's
+/// first line.
+fn kubectl_port_forward(cluster: &Cluster, port: u16, websockets: bool) -> (Child, u16) {
+    let mut child = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&cluster.kubeconfig)
+        .args(["port-forward", "-v=6", "pod/echo", &format!(":{port}")])
+        .env("KUBECTL_PORT_FORWARD_WEBSOCKETS", websockets.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running kubectl");
+    let mut line = String::new();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    stdout.read_line(&mut line).unwrap();
+    // kubectl prints a line per connection, and a closed pipe would kill it (SIGPIPE).
+    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+    // "Forwarding from 127.0.0.1:LOCAL -> PORT"
+    let local = line
+        .strip_prefix("Forwarding from 127.0.0.1:")
+        .and_then(|rest| rest.split_once(' '))
+        .and_then(|(local, _)| local.parse().ok());
+    let Some(local) = local else {
+        let _ = child.kill();
+        let out = child.wait_with_output().unwrap();
+        panic!("kubectl port-forward said {line:?}; {}", text(&out.stderr));
+    };
+    (child, local)
+}
+
+/// kubectl's log once it is stopped.
+fn stop(mut child: Child) -> String {
+    let _ = child.kill();
+    text(&child.wait_with_output().unwrap().stderr)
+}
+
+#[test]
+fn kubectl_port_forward_carries_connections_through_the_stand_in() {
+    // A pod whose port echoes what it reads, then closes.
+    let echo = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = echo.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for socket in echo.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut reader = socket.try_clone().unwrap();
+                let mut writer = socket;
+                let _ = std::io::copy(&mut reader, &mut writer);
+            });
+        }
+    });
+    let cluster = Cluster::new("shop");
+    cluster
+        .api
+        .add_pod(running_pod("shop", "echo", &[("app", "docker://e", true)]));
+    // Two connections at once through one port-forward: two stream pairs, 1 MiB each way.
+    let payload: Vec<u8> = (0..1 << 20).map(|i: u32| (i * 7 % 251) as u8).collect();
+    for websockets in [true, false] {
+        let (child, local) = kubectl_port_forward(&cluster, port, websockets);
+        let round_trips: Vec<_> = (0..2)
+            .map(|_| {
+                let payload = payload.clone();
+                std::thread::spawn(move || -> std::io::Result<bool> {
+                    let mut socket = std::net::TcpStream::connect(("127.0.0.1", local))?;
+                    let mut writer = socket.try_clone()?;
+                    let sent = payload.clone();
+                    let send = std::thread::spawn(move || {
+                        writer.write_all(&sent)?;
+                        writer.shutdown(std::net::Shutdown::Write)
+                    });
+                    let mut back = Vec::new();
+                    socket.read_to_end(&mut back)?;
+                    send.join().expect("the sending thread")?;
+                    Ok(back == payload)
+                })
+            })
+            .collect();
+        let echoed: Vec<_> = round_trips
+            .into_iter()
+            .map(|t| t.join().unwrap().map_err(|e| e.to_string()))
+            .collect();
+        let log = stop(child);
+        assert_eq!(
+            echoed,
+            [Ok(true), Ok(true)],
+            "websockets={websockets}: {log}"
+        );
+        // kubectl took the transport it was asked for, without falling back.
+        assert!(!log.contains("fallback"), "websockets={websockets}: {log}");
+    }
+    // A port nothing listens on: the error stream says why, and kubectl prints it.
+    let closed = support::free_port();
+    for websockets in [true, false] {
+        let (child, local) = kubectl_port_forward(&cluster, closed, websockets);
+        let mut socket = std::net::TcpStream::connect(("127.0.0.1", local)).unwrap();
+        let mut got = Vec::new();
+        let _ = socket.read_to_end(&mut got);
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let log = stop(child);
+        assert!(got.is_empty(), "websockets={websockets}: {got:?}");
+        assert!(
+            log.contains(&format!("error forwarding port {closed} to pod"))
+                && log.contains("onnection refused"),
+            "websockets={websockets}: {log}"
+        );
+    }
+}
+
+#[test]
+fn spdy_header_blocks_use_spdy3s_dictionary_and_one_context_per_side() {
+    assert_eq!(spdy::dictionary().len(), 1423);
+    let mut deflater = spdy::Deflater::default();
+    let mut inflater = spdy::Inflater::default();
+    for request in ["0", "1"] {
+        let block = deflater.block(&[
+            ("streamType", "data"),
+            ("port", "80"),
+            ("requestID", request),
+        ]);
+        let mut wire = bytes::BytesMut::new();
+        spdy::Frame::SynStream {
+            id: 1,
+            fin: false,
+            headers: block,
+        }
+        .encode(&mut wire);
+        let Ok(Some(spdy::Frame::SynStream { id: 1, headers, .. })) =
+            spdy::Frame::decode(&mut wire)
+        else {
+            panic!("not a SYN_STREAM");
+        };
+        let headers = inflater.headers(&headers).unwrap();
+        assert_eq!(spdy::header(&headers, "streamtype"), Some("data"));
+        assert_eq!(spdy::header(&headers, "requestid"), Some(request));
+    }
 }
 
 #[test]

@@ -21,6 +21,7 @@ use kdbg_relay::status::{Status, StatusDetails};
 
 pub mod access;
 mod portforward;
+pub mod spdy;
 
 type Pods = Arc<Mutex<BTreeMap<(String, String), Pod>>>;
 type ConfigMaps = Arc<Mutex<BTreeMap<(String, String), ConfigMap>>>;
@@ -324,43 +325,61 @@ fn forward_to(req: &Request<hyper::body::Incoming>, pods: &Pods) -> Option<(Stri
     Some((ip, portforward::ports(req.uri().query().unwrap_or(""))))
 }
 
-/// Accepts a port-forward upgrade and serves it.
+/// Accepts a port-forward upgrade and serves it: a WebSocket carrying `v4.channel.k8s.io`
+/// (kube-rs) or tunnelling SPDY (kubectl), or an SPDY upgrade (kubectl's fallback).
 fn upgrade(
     req: Request<hyper::body::Incoming>,
     (ip, ports): (String, Vec<u16>),
 ) -> Response<Full<Bytes>> {
     let headers = req.headers();
-    let offered = headers
-        .get_all("sec-websocket-protocol")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.split(',').any(|p| p.trim() == portforward::PROTOCOL));
+    let has = |name: &str, wanted: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|p| p.trim().eq_ignore_ascii_case(wanted)))
+    };
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    if has("upgrade", spdy::UPGRADE) && has("x-stream-protocol-version", spdy::PROTOCOL) {
+        tokio::spawn(portforward::serve_spdy(req, ip));
+        let h = response.headers_mut();
+        h.insert("connection", "Upgrade".parse().unwrap());
+        h.insert("upgrade", spdy::UPGRADE.parse().unwrap());
+        h.insert("x-stream-protocol-version", spdy::PROTOCOL.parse().unwrap());
+        return response;
+    }
+    let protocol = if has("sec-websocket-protocol", portforward::PROTOCOL) && !ports.is_empty() {
+        Some(portforward::PROTOCOL)
+    } else if has("sec-websocket-protocol", spdy::TUNNELLED) {
+        Some(spdy::TUNNELLED)
+    } else {
+        None
+    };
     let key = headers.get("sec-websocket-key").cloned();
-    let (Some(key), true, false) = (key, offered, ports.is_empty()) else {
+    let (Some(key), Some(protocol)) = (key, protocol) else {
         return json(
             StatusCode::BAD_REQUEST,
             &Status::http_error(
                 400,
                 "BadRequest",
                 format!(
-                    "port-forward needs a WebSocket upgrade offering {} and ?ports=",
-                    portforward::PROTOCOL
+                    "port-forward needs a WebSocket upgrade offering {} (with ?ports=) or {}, \
+                     or an {} upgrade",
+                    portforward::PROTOCOL,
+                    spdy::TUNNELLED,
+                    spdy::UPGRADE
                 ),
             ),
         );
     };
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
-    tokio::spawn(portforward::serve(req, ip, ports));
-    let mut response = Response::new(Full::new(Bytes::new()));
-    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    tokio::spawn(portforward::serve(req, ip, ports, protocol));
     let h = response.headers_mut();
     h.insert("connection", "Upgrade".parse().unwrap());
     h.insert("upgrade", "websocket".parse().unwrap());
     h.insert("sec-websocket-accept", accept.parse().unwrap());
-    h.insert(
-        "sec-websocket-protocol",
-        portforward::PROTOCOL.parse().unwrap(),
-    );
+    h.insert("sec-websocket-protocol", protocol.parse().unwrap());
     response
 }
 

@@ -2,6 +2,7 @@
 //! (`v4.channel.k8s.io`): for the i-th port of `?ports=`, channel 2i carries data and 2i+1
 //! errors; the first message on each channel is the port, 2 bytes little-endian. The stand-in
 //! connects to the pod's IP and port, as the kubelet connects inside the pod's network.
+//! kubectl's SPDY, over a WebSocket or an upgrade of its own, is in [`super::spdy`].
 
 use futures_util::{SinkExt, StreamExt};
 use hyper::Request;
@@ -26,13 +27,52 @@ pub fn ports(query: &str) -> Vec<u16> {
         .collect()
 }
 
-/// Serves the upgraded connection: forwards each port to `ip:port`.
-pub async fn serve(req: Request<hyper::body::Incoming>, ip: String, ports: Vec<u16>) {
+/// Serves an SPDY upgrade.
+pub async fn serve_spdy(req: Request<hyper::body::Incoming>, ip: String) {
+    if let Ok(upgraded) = hyper::upgrade::on(req).await {
+        super::spdy::serve(TokioIo::new(upgraded), ip).await;
+    }
+}
+
+/// Serves the upgraded WebSocket: `protocol` is [`PROTOCOL`], forwarding each port to
+/// `ip:port`, or SPDY tunnelled in binary messages.
+pub async fn serve(
+    req: Request<hyper::body::Incoming>,
+    ip: String,
+    ports: Vec<u16>,
+    protocol: &'static str,
+) {
     let Ok(upgraded) = hyper::upgrade::on(req).await else {
         return;
     };
     let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
     let (mut sink, mut stream) = ws.split();
+    if protocol != PROTOCOL {
+        // SPDY's bytes in binary messages, both ways, through a pipe to the SPDY server.
+        let (ours, session) = tokio::io::duplex(256 * 1024);
+        let (mut from_session, mut to_session) = tokio::io::split(ours);
+        let inbound = async {
+            while let Some(Ok(message)) = stream.next().await {
+                match message {
+                    Message::Binary(data) if to_session.write_all(&data).await.is_err() => break,
+                    Message::Close(_) => break,
+                    _ => {}
+                }
+            }
+            let _ = to_session.shutdown().await;
+        };
+        let outbound = async {
+            let mut buf = vec![0u8; 64 * 1024];
+            while let Ok(n @ 1..) = from_session.read(&mut buf).await {
+                if sink.send(Message::binary(buf[..n].to_vec())).await.is_err() {
+                    break;
+                }
+            }
+            let _ = sink.close().await;
+        };
+        tokio::join!(super::spdy::serve(session, ip), inbound, outbound);
+        return;
+    }
     // One port per connection is what kube-rs and our plugin ask; more would multiplex the same
     // way, channel by channel.
     let Some(&port) = ports.first() else {
