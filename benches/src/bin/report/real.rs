@@ -10,7 +10,7 @@ use crate::{read_json, verdict};
 
 /// The pairs of `benches/real-path`: name, what ours runs, what theirs runs, and the target
 /// (the least throughput ratio, or for setup the most time ratio).
-const PAIRS: [(&str, &str, &str, Target); 11] = [
+const PAIRS: [(&str, &str, &str, Target); 14] = [
     (
         "stdout_head",
         "`POD -- head -c N /dev/zero` > /dev/null",
@@ -39,6 +39,24 @@ const PAIRS: [(&str, &str, &str, Target); 11] = [
         "tty_head",
         "`POD -t -- head -c N/4 /dev/zero` (under `script`)",
         "exec -t T head ... (under `script`)",
+        Target::AtLeast(1.0),
+    ),
+    (
+        "tty_head_pipe",
+        "the same `| wc -c`",
+        "the same `| wc -c`",
+        Target::AtLeast(1.0),
+    ),
+    (
+        "tty_dd",
+        "`POD -t -- dd if=/dev/zero bs=1M count=N/4` (under `script`)",
+        "exec -t T dd ... (under `script`)",
+        Target::AtLeast(1.0),
+    ),
+    (
+        "tty_dd_pipe",
+        "the same `| wc -c`",
+        "the same `| wc -c`",
         Target::AtLeast(1.0),
     ),
     (
