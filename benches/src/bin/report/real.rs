@@ -10,7 +10,7 @@ use crate::{read_json, verdict};
 
 /// The pairs of `benches/real-path`: name, what ours runs, what theirs runs, and the target
 /// (the least throughput ratio, or for setup the most time ratio).
-const PAIRS: [(&str, &str, &str, Target); 14] = [
+const PAIRS: [(&str, &str, &str, Target); 15] = [
     (
         "stdout_head",
         "`POD -- head -c N /dev/zero` > /dev/null",
@@ -90,6 +90,12 @@ const PAIRS: [(&str, &str, &str, Target); 14] = [
         Target::AtMost(1.0),
     ),
     (
+        "setup_session_only",
+        "`POD --pull-policy Never -- true` (no image check first)",
+        "run --rm joining T's namespaces, `true`",
+        Target::ReportedTime,
+    ),
+    (
         "recorded_text",
         "`POD -- sh -c 'yes LINE \\| head -c N'`, agent recording (v2, local disk)",
         "the same, agent not recording",
@@ -105,6 +111,8 @@ enum Target {
     AtMost(f64),
     /// Throughput, no target: a second row that shows what a part of the path costs.
     Reported,
+    /// Time, no target: the same for setup.
+    ReportedTime,
 }
 
 /// The section's heading, from the newline before it.
@@ -165,9 +173,10 @@ fn table(out: &mut String, runtime: &str, f: &Value) {
             Target::AtLeast(t) => (their / mine, format!(">= {t:.1}x"), their / mine >= t),
             Target::AtMost(t) => (mine / their, format!("<= {t:.1}x"), mine / their <= t),
             Target::Reported => (their / mine, "reported".to_owned(), true),
+            Target::ReportedTime => (mine / their, "reported".to_owned(), true),
         };
         let verdict = match target {
-            Target::Reported => "",
+            Target::Reported | Target::ReportedTime => "",
             _ => verdict(ok),
         };
         writeln!(
@@ -205,6 +214,7 @@ fn table(out: &mut String, runtime: &str, f: &Value) {
     )
     .unwrap();
     cpu(out, runtime, &f["cpu_dd"]);
+    setup_and_stdin(out, f);
     if let Some(w) = f["watched_tty"].as_object() {
         let (mine, their) = (
             w["ours_ms"].as_f64().unwrap_or(f64::NAN),
@@ -220,6 +230,37 @@ fn table(out: &mut String, runtime: &str, f: &Value) {
         )
         .unwrap();
     }
+}
+
+/// What the setup and stdin rows are made of.
+fn setup_and_stdin(out: &mut String, f: &Value) {
+    let ms = |pair: &str, side: &str| f[pair][side].as_f64().unwrap_or(f64::NAN);
+    if f["setup_session_only"].is_object() {
+        writeln!(
+            out,
+            "\nSetup is two requests to the agent, each through a port-forward of its own: the \
+             image check (`/api/v1/pull`, which shows a pull's progress when there is one) and \
+             then the session. The session alone (`setup_session_only`, `--pull-policy Never`) \
+             took {:.0} ms against {:.0} ms for both and {:.0} ms for theirs: where setup falls \
+             short, the image check's round trip is the gap. Opening the session first with \
+             `Never` and pulling only when the agent answers that the image is absent would \
+             remove it for the common case (image present); not built yet.",
+            ms("setup_session_only", "ours_ms"),
+            ms("setup", "ours_ms"),
+            ms("setup", "theirs_ms"),
+        )
+        .unwrap();
+    }
+    writeln!(
+        out,
+        "\nstdin takes the same two processes more in the other direction: {:.0} ms through the \
+         port-forward, {:.0} ms reaching the agent directly, {:.0} ms for theirs (the README's \
+         performance section says what was tried on it).",
+        ms("stdin_wc", "ours_ms"),
+        ms("stdin_wc_direct", "ours_ms"),
+        ms("stdin_wc", "theirs_ms"),
+    )
+    .unwrap();
 }
 
 /// Where the CPU of one more `stdout_dd` run went, each side.
