@@ -69,6 +69,8 @@ struct State {
     images: Vec<String>,
     next_id: u64,
     containers: BTreeMap<String, FakeContainer>,
+    /// Signals still to be lost (see [`FakeRuntime::lose_signals`]).
+    lost_signals: usize,
 }
 
 #[derive(Debug)]
@@ -138,6 +140,12 @@ impl FakeRuntime {
     /// Marks `image` as present.
     pub fn add_image(&self, image: &str) {
         self.lock().images.push(image.to_owned());
+    }
+
+    /// The next `n` signals find no process, as a Docker exec's process that is not there
+    /// yet: the engine answers the start of an exec before its process runs.
+    pub fn lose_signals(&self, n: usize) {
+        self.lock().lost_signals = n;
     }
 
     /// Every call so far.
@@ -356,7 +364,12 @@ impl Runtime for FakeRuntime {
 
     async fn signal(&self, id: &str, session: &str, signal: i32) -> Result<(), Error> {
         self.record(Call::Signal(id.to_owned(), session.to_owned(), signal));
-        if let Some(container) = self.lock().containers.get(id) {
+        let mut state = self.lock();
+        if state.lost_signals > 0 {
+            state.lost_signals -= 1;
+            return Ok(());
+        }
+        if let Some(container) = state.containers.get(id) {
             for exec in container.execs.values().filter(|e| e.session == session) {
                 exec.kill(128 + i64::from(signal));
             }

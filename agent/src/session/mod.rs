@@ -32,6 +32,11 @@ pub use run::{Summary, run};
 const SIGTERM: i32 = 15;
 /// How long, past its grace, a stopped session's process may take to be gone.
 const STOP_SLACK: Duration = Duration::from_secs(5);
+/// How soon a stopping session's process is sent SIGTERM again while it runs: a process
+/// started a moment ago may not be there yet to take the first one (Docker answers the start
+/// of an exec before the process runs). The pause doubles up to [`RESIGNAL_MAX`].
+const RESIGNAL: Duration = Duration::from_millis(200);
+const RESIGNAL_MAX: Duration = Duration::from_secs(2);
 /// Attempts at a free generated name.
 const NAME_ATTEMPTS: usize = 3;
 
@@ -171,17 +176,33 @@ async fn end(
 ) {
     let runtime = &agent.runtime;
     if !process_ended {
-        // SIGTERM; kdbg-init sends SIGKILL after the grace.
-        if let Err(e) = runtime.signal(container, session, SIGTERM).await {
-            warn!(container, error = %crate::chain(&e), "stopping the session's process");
-        }
         let grace = agent.lifecycle.stop_grace.0 + STOP_SLACK;
-        match tokio::time::timeout(grace, runtime.wait(container, process)).await {
-            Ok(Ok(code)) => debug!(container, code, "session process stopped"),
-            Ok(Err(e)) => {
+        let deadline = tokio::time::Instant::now() + grace;
+        let waiting = runtime.wait(container, process);
+        tokio::pin!(waiting);
+        let mut pause = RESIGNAL;
+        let mut warned = false;
+        let ended = loop {
+            // SIGTERM; kdbg-init sends SIGKILL after the grace, and takes a repeated SIGTERM
+            // as the same request.
+            if let Err(e) = runtime.signal(container, session, SIGTERM).await
+                && !std::mem::replace(&mut warned, true)
+            {
+                warn!(container, error = %crate::chain(&e), "stopping the session's process");
+            }
+            let until = (tokio::time::Instant::now() + pause).min(deadline);
+            match tokio::time::timeout_at(until, &mut waiting).await {
+                Ok(ended) => break Some(ended),
+                Err(_) if until >= deadline => break None,
+                Err(_) => pause = (pause * 2).min(RESIGNAL_MAX),
+            }
+        };
+        match ended {
+            Some(Ok(code)) => debug!(container, code, "session process stopped"),
+            Some(Err(e)) => {
                 debug!(container, error = %crate::chain(&e), "waiting for the stopped process")
             }
-            Err(_) => warn!(
+            None => warn!(
                 container,
                 "session process still running {grace:?} after SIGTERM"
             ),
