@@ -310,7 +310,11 @@ impl Demux {
         let other = 1 - stream;
         loop {
             match self.frame {
-                Some((_, 0)) => self.frame = None,
+                Some((_, 0)) => {
+                    // Done with a frame: the next may be buffered already.
+                    self.frame = None;
+                    continue;
+                }
                 Some((owner, _)) if owner != stream && self.open[owner] => {
                     // The other stream's frame is next: its reader takes it first.
                     self.wakers[stream] = Some(cx.waker().clone());
@@ -488,6 +492,30 @@ mod tests {
         expected.extend(vec![b'x'; 5000]);
         assert_eq!(out, expected);
         assert_eq!(err, b"err-1 err-2");
+    }
+
+    #[tokio::test]
+    async fn frames_buffered_when_the_engine_closes_are_all_read() {
+        // Many frames in one read, then the engine's end: every frame must still come out.
+        // (A finished frame once sent the reader to the engine instead of the buffer: after
+        // the end, that read said "end" with frames left, and a session lost its output's
+        // tail with exit status 0.)
+        let mut wire = Vec::new();
+        let mut expected = Vec::new();
+        for i in 0..50u8 {
+            let line = vec![b'a' + i % 26; 100];
+            wire.extend(frame(1, &line));
+            expected.extend(line);
+        }
+        let [out, _] = Demux::readers(
+            Box::pin(std::io::Cursor::new(wire)),
+            BytesMut::new(),
+            [true, false],
+            Ended::default(),
+        );
+        let got = read_all(out.unwrap()).await;
+        assert_eq!(got.len(), expected.len(), "bytes read");
+        assert!(got == expected);
     }
 
     #[tokio::test]
