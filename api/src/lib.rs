@@ -112,3 +112,12 @@ pub mod header {
     /// The node whose agent records the session, when it does.
     pub const RECORDING: &str = "x-kubectl-debug-recording";
 }
+
+/// The `reason` of a refusal's `metav1.Status` where a client acts on it (other refusals
+/// carry the HTTP status's name, e.g. `BadRequest`).
+pub mod reason {
+    /// The debug image is not on the node and the pull policy is `Never`. The plugin opens a
+    /// session with `Never` first and pulls (with progress) only when told this, so a present
+    /// image costs no request more than the session.
+    pub const IMAGE_ABSENT: &str = "ImageAbsent";
+}

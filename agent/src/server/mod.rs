@@ -663,7 +663,13 @@ fn switching_protocols(key: &str, protocol: &'static str) -> Response<Body> {
 /// A refusal with its status and a `metav1.Status` body.
 pub(crate) fn refuse_with(refusal: session::Refusal) -> Response<Body> {
     let code = StatusCode::from_u16(refusal.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    refuse(code, &refusal.message)
+    match refusal.reason {
+        Some(reason) => json(
+            code,
+            &Status::http_error(code.as_u16(), reason, refusal.message),
+        ),
+        None => refuse(code, &refusal.message),
+    }
 }
 
 fn text(code: StatusCode, body: &'static str) -> Response<Body> {

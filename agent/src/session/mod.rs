@@ -58,6 +58,9 @@ pub struct Refusal {
     pub code: u16,
     /// The message, with its causes.
     pub message: String,
+    /// The `metav1.Status` reason, where a client acts on it ([`kdbg_api::reason`]); else
+    /// the status code's name.
+    pub reason: Option<&'static str>,
 }
 
 impl Refusal {
@@ -66,6 +69,7 @@ impl Refusal {
         Refusal {
             code,
             message: message.into(),
+            reason: None,
         }
     }
 }
@@ -80,7 +84,12 @@ impl From<Error> for Refusal {
             Error::Connect { .. } => 503,
             Error::Call { .. } => 500,
         };
-        Refusal::new(code, crate::chain(&e))
+        let reason =
+            matches!(e, Error::ImageAbsent { .. }).then_some(kdbg_api::reason::IMAGE_ABSENT);
+        Refusal {
+            reason,
+            ..Refusal::new(code, crate::chain(&e))
+        }
     }
 }
 
