@@ -11,7 +11,7 @@ use kdbg_recordings::{Format, Header, Metadata};
 use kdbg_relay::{ClientIo, Config, ExitStatus, Tap};
 
 use crate::cli::{DebugOpts, SessionOpts};
-use crate::client::{AgentClient, Session};
+use crate::client::{AgentClient, Refused, Session};
 use crate::output::ThreadWriter;
 use crate::{pull, terminal};
 
@@ -27,6 +27,30 @@ pub fn interactive(stdin: bool, tty: bool) -> (bool, bool) {
         return (stdin, false);
     }
     (stdin || tty, tty)
+}
+
+/// Opens the session of a new debug container whose image may need a pull, showing the pull's
+/// progress. With `IfNotPresent` the session is opened with `Never` first: a present image
+/// (the common case) costs no request more than the session; an absent one is refused with
+/// [`kdbg_api::reason::IMAGE_ABSENT`] before anything is created, then pulled, and the
+/// session opened again. `Always` pulls first.
+async fn open_pulling(client: &AgentClient, request: &mut DebugRequest) -> anyhow::Result<Session> {
+    if request.pull_policy == PullPolicy::IfNotPresent {
+        let present = DebugRequest {
+            pull_policy: PullPolicy::Never,
+            ..request.clone()
+        };
+        match client.open_session(&present).await {
+            Err(e) if Refused::image_absent(&e) => {}
+            opened => return opened,
+        }
+    }
+    if let Some(wanted) = pull::wanted(request) {
+        pull::run(client, &wanted).await?;
+    }
+    // Present now: the session must not pull it again.
+    request.pull_policy = PullPolicy::IfNotPresent;
+    client.open_session(request).await
 }
 
 /// Runs a debug session for `request` on the agent `client` reaches: makes sure the image is
@@ -57,14 +81,11 @@ pub async fn debug(
                 })
         })
         .transpose()?;
-    if request.container.is_none()
-        && let Some(wanted) = pull::wanted(&request)
-    {
-        pull::run(client, &wanted).await?;
-        // Present now: the session must not pull it again.
-        request.pull_policy = PullPolicy::IfNotPresent;
-    }
-    let session = client.open_session(&request).await?;
+    let session = if request.container.is_none() && request.pull_policy != PullPolicy::Never {
+        open_pulling(client, &mut request).await?
+    } else {
+        client.open_session(&request).await?
+    };
     let name = session.container.clone();
     if let Some(node) = &session.recorded_on {
         eprintln!(

@@ -307,11 +307,7 @@ impl AgentClient {
         }
         let code = response.status().as_u16();
         let body = response.into_body().collect().await?.to_bytes();
-        Err(Refused {
-            code,
-            message: refusal_message(code, Some(&body)),
-        }
-        .into())
+        Err(Refused::new(code, Some(&body)).into())
     }
 
     /// Asks the agent to make sure an image is present, handing each progress line to `show`.
@@ -377,8 +373,7 @@ impl AgentClient {
             Ok(connected) => connected,
             Err(RelayError::Handshake(tungstenite::Error::Http(response))) => {
                 let code = response.status().as_u16();
-                let message = refusal_message(code, response.body().as_deref());
-                return Err(Refused { code, message }.into());
+                return Err(Refused::new(code, response.body().as_deref()).into());
             }
             Err(e) => {
                 return Err(e)
@@ -498,10 +493,9 @@ impl AgentClient {
         }
         match tokio_tungstenite::client_async(ws_request, stream).await {
             Ok((ws, _)) => Ok(ws),
-            Err(tungstenite::Error::Http(response)) => bail!(refusal_message(
-                response.status().as_u16(),
-                response.body().as_deref()
-            )),
+            Err(tungstenite::Error::Http(response)) => {
+                Err(Refused::new(response.status().as_u16(), response.body().as_deref()).into())
+            }
             Err(e) => Err(e).with_context(|| format!("watching a session on {}", self.describe())),
         }
     }
@@ -515,11 +509,32 @@ pub struct Refused {
     pub code: u16,
     /// The agent's message.
     pub message: String,
+    /// The `metav1.Status` reason (see [`kdbg_api::reason`]), when the body has one.
+    pub reason: Option<String>,
+}
+
+impl Refused {
+    /// The refusal with status `code` and `body`.
+    pub fn new(code: u16, body: Option<&[u8]>) -> Refused {
+        let status = body.and_then(|b| serde_json::from_slice::<Status>(b).ok());
+        let reason = status.as_ref().and_then(|s| s.reason.clone());
+        Refused {
+            code,
+            message: refusal_message(code, status, body),
+            reason,
+        }
+    }
+
+    /// Whether `error` is the agent saying the image is absent and the policy `Never`.
+    pub fn image_absent(error: &anyhow::Error) -> bool {
+        error
+            .downcast_ref::<Refused>()
+            .is_some_and(|r| r.reason.as_deref() == Some(kdbg_api::reason::IMAGE_ABSENT))
+    }
 }
 
 /// What a refused request means, from its `metav1.Status` body when there is one.
-pub fn refusal_message(code: u16, body: Option<&[u8]>) -> String {
-    let status = body.and_then(|b| serde_json::from_slice::<Status>(b).ok());
+fn refusal_message(code: u16, status: Option<Status>, body: Option<&[u8]>) -> String {
     match status.and_then(|s| s.message) {
         Some(message) => message,
         None => format!(

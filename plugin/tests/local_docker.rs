@@ -252,6 +252,81 @@ fn the_debug_image_is_pulled_from_a_registry_with_progress() {
     assert!(target.leftovers().is_empty());
 }
 
+/// The agent's `pulls_total` counter: how many pull requests it answered.
+fn pulls(agent: &support::Agent) -> u64 {
+    let metrics = Command::new("curl")
+        .args(["-sf", &format!("http://{}/metrics", agent.address())])
+        .output()
+        .unwrap();
+    text(&metrics.stdout)
+        .lines()
+        .filter(|l| l.starts_with("kubectl_debug_agent_pulls_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[test]
+fn the_image_is_pulled_only_when_absent_or_asked_for() {
+    let registry = std::env::var("KDBG_TEST_REGISTRY").expect(
+        "KDBG_TEST_REGISTRY is not set: run the tests with scripts/test, which starts a registry",
+    );
+    let target = Target::start("exec sleep 3600");
+    let agent = support::Agent::start();
+    let address = agent.address();
+    let reference = format!("{registry}/kdbg-tools:once-{}", std::process::id());
+    docker(&["tag", &image(), &reference]);
+    docker(&["push", "-q", &reference]);
+    docker(&["rmi", &reference]);
+    // `local` with our image, not the test image.
+    let debug = |args: &[&str]| {
+        let mut cmd = plugin();
+        cmd.args([
+            "local",
+            &target.reference(),
+            "--agent",
+            &address,
+            "--image",
+            &reference,
+        ]);
+        cmd.args(args);
+        run(&mut cmd, b"")
+    };
+    let session = |policy: &[&str]| {
+        let mut args = policy.to_vec();
+        args.extend(["--", "echo", "ran"]);
+        let out = debug(&args);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        assert_eq!(text(&out.stdout), "ran\n");
+        text(&out.stderr)
+    };
+    // Absent (IfNotPresent, the default): the session's first try is refused before anything
+    // is made, the pull shows its progress, and the user never hears of the first try.
+    let err = session(&[]);
+    assert!(err.contains("Pulling from kdbg-tools"), "{err}");
+    assert!(!err.contains("Never"), "{err}");
+    assert_eq!(pulls(&agent), 1);
+    // Present: the session alone, no pull request.
+    let err = session(&[]);
+    assert!(!err.contains("Pulling"), "{err}");
+    assert_eq!(pulls(&agent), 1);
+    // Always: pulled again.
+    session(&["--pull-policy", "Always"]);
+    assert_eq!(pulls(&agent), 2);
+    // Never, absent: the agent's refusal, as it is.
+    docker(&["rmi", &reference]);
+    let out = debug(&["--pull-policy", "Never", "--", "true"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "image {reference} is not present on this node and the pull policy is Never"
+        )),
+        "{err}"
+    );
+    assert_eq!(pulls(&agent), 2);
+    assert!(target.leftovers().is_empty());
+}
+
 #[test]
 fn sigterm_tells_sessions_and_removes_their_containers() {
     let target = Target::start("exec sleep 3600");

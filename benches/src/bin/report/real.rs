@@ -91,7 +91,7 @@ const PAIRS: [(&str, &str, &str, Target); 15] = [
     ),
     (
         "setup_session_only",
-        "`POD --pull-policy Never -- true` (no image check first)",
+        "`POD --pull-policy Never -- true` (the same request as the default when the image is present)",
         "run --rm joining T's namespaces, `true`",
         Target::ReportedTime,
     ),
@@ -238,13 +238,11 @@ fn setup_and_stdin(out: &mut String, f: &Value) {
     if f["setup_session_only"].is_object() {
         writeln!(
             out,
-            "\nSetup is two requests to the agent, each through a port-forward of its own: the \
-             image check (`/api/v1/pull`, which shows a pull's progress when there is one) and \
-             then the session. The session alone (`setup_session_only`, `--pull-policy Never`) \
-             took {:.0} ms against {:.0} ms for both and {:.0} ms for theirs: where setup falls \
-             short, the image check's round trip is the gap. Opening the session first with \
-             `Never` and pulling only when the agent answers that the image is absent would \
-             remove it for the common case (image present); not built yet.",
+            "\nSetup is one request to the agent through a port-forward: with `IfNotPresent` \
+             (the default) the plugin opens the session as if the policy were `Never`, and asks \
+             for a pull (with its progress) only when the agent answers that the image is \
+             absent. `setup_session_only` (`--pull-policy Never`) is that same request: {:.0} ms \
+             against {:.0} ms for the default and {:.0} ms for theirs.",
             ms("setup_session_only", "ours_ms"),
             ms("setup", "ours_ms"),
             ms("setup", "theirs_ms"),
