@@ -190,51 +190,35 @@ async fn resizes_reach_the_runtime_and_retained_containers_stay() {
 
 #[tokio::test]
 async fn a_client_that_vanishes_gets_its_container_removed() {
-    let running = agent(Script {
-        linger: true,
-        ..Script::default()
-    })
-    .await;
-    let (ws, _, _) = open(&running.address, &request("t1")).await.unwrap();
-    let fake = running.fake.clone();
-    wait_until(|| fake.calls().iter().any(|c| kind(c) == "exec")).await;
-    drop(ws);
-    let fake = running.fake.clone();
-    wait_until(|| fake.containers().is_empty()).await;
-    // Its process was told to stop (SIGTERM) before the container went.
-    assert!(
-        running
+    // Its process is told to stop (SIGTERM) before the container goes. With a signal lost
+    // (the plugin killed just as the container appeared: a Docker exec's process starts after
+    // the engine answers, so the first SIGTERM finds none), it is sent again: waiting the whole
+    // grace (10 s, plus slack) for a process nobody signalled would keep the container that
+    // long, beyond wait_until's 5 s.
+    for lost in [0, 1] {
+        let running = agent(Script {
+            linger: true,
+            ..Script::default()
+        })
+        .await;
+        running.fake.lose_signals(lost);
+        let (ws, _, _) = open(&running.address, &request("t1")).await.unwrap();
+        let fake = running.fake.clone();
+        wait_until(|| fake.calls().iter().any(|c| kind(c) == "exec")).await;
+        drop(ws);
+        let fake = running.fake.clone();
+        wait_until(|| fake.containers().is_empty()).await;
+        let signals = running
             .fake
             .calls()
             .iter()
-            .any(|c| matches!(c, Call::Signal(_, _, 15)))
-    );
-}
-
-#[tokio::test]
-async fn a_session_that_ends_before_its_process_is_there_still_stops_it() {
-    // The plugin killed just after the container appeared: the first SIGTERM reaches no
-    // process (a Docker exec's starts after the engine answers). Waiting the whole grace
-    // (10 s, plus slack) for a process nobody signalled would keep the container that long.
-    let running = agent(Script {
-        linger: true,
-        ..Script::default()
-    })
-    .await;
-    running.fake.lose_signals(1);
-    let (ws, _, _) = open(&running.address, &request("t1")).await.unwrap();
-    let fake = running.fake.clone();
-    wait_until(|| fake.calls().iter().any(|c| kind(c) == "exec")).await;
-    drop(ws);
-    let fake = running.fake.clone();
-    wait_until(|| fake.containers().is_empty()).await;
-    let signals = running
-        .fake
-        .calls()
-        .iter()
-        .filter(|c| matches!(c, Call::Signal(_, _, 15)))
-        .count();
-    assert!(signals >= 2, "SIGTERM sent {signals} time(s)");
+            .filter(|c| matches!(c, Call::Signal(_, _, 15)))
+            .count();
+        assert!(
+            signals > lost,
+            "{lost} lost, SIGTERM sent {signals} time(s)"
+        );
+    }
 }
 
 /// A refused request: its status code and `metav1.Status` body.
