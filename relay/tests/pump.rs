@@ -471,6 +471,46 @@ async fn slow_consumer_keeps_buffering_bounded() {
     assert!(produced.load(Ordering::Relaxed) >= 4 * MIB);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_a_slow_reader_has_not_taken_yet_outlives_the_drain_time() {
+    // `cmd | less`, nobody paging: the process has exited with its last output still between
+    // it and the user. That output waits for the reader, however long past the drain time
+    // (which is for output that stopped coming, not for output the reader has not taken).
+    let config = Config {
+        close_timeout: Duration::from_millis(200),
+        ..Config::default()
+    };
+    let (server, client) = duplex_pair(64 * 1024).await;
+    let output: Vec<u8> = (0..MIB as usize).map(|i| (i % 251) as u8).collect();
+    let expected = output.clone();
+    let served = {
+        let config = config.clone();
+        tokio::spawn(async move {
+            let io = ServerIo {
+                stdout: boxed_read(std::io::Cursor::new(output)),
+                // The process has exited; its output has not gone anywhere yet.
+                ..server_io(exits_with(0))
+            };
+            serve(server, Protocol::V5, io, &config).await
+        })
+    };
+    let (mut terminal, out_w) = tokio::io::duplex(4 * 1024);
+    let io = ClientIo {
+        stdout: boxed_write(out_w),
+        ..ClientIo::default()
+    };
+    let attached = tokio::spawn(async move { attach(client, Protocol::V5, io, &config).await });
+    // Five drain times without reading.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let mut got = Vec::new();
+    terminal.read_to_end(&mut got).await.unwrap();
+    assert_eq!(got.len(), expected.len(), "bytes the user got");
+    assert!(got == expected);
+    let done = attached.await.unwrap().unwrap();
+    assert_eq!(done.outcome, ExitStatus::Code(0));
+    served.await.unwrap().unwrap();
+}
+
 #[tokio::test]
 async fn observer_sees_output_and_a_slow_one_is_dropped_without_harm() {
     // Room for everything, and room for the start and the first read (4 KiB) only.

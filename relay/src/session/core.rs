@@ -115,6 +115,9 @@ pub(super) struct Core<'c, S> {
     /// The peer broke the protocol: nothing more is read (the stream's state is unknown),
     /// what is queued goes out, and the session ends at the close deadline.
     pub stop_reading: bool,
+    /// At the last turn of the sources, one had to wait for room in the WebSocket: the peer
+    /// has not taken what came before (a pager nobody pages, a slow link).
+    pub output_waits_for_peer: bool,
     pub stats: Stats,
 }
 
@@ -149,6 +152,7 @@ impl<'c, S: Socket> Core<'c, S> {
             heard: false,
             last_heard: start,
             stop_reading: false,
+            output_waits_for_peer: false,
             stats: Stats::default(),
         }
     }

@@ -33,9 +33,10 @@ pub(super) struct Server {
     pub on_resize: Option<ResizeHandler>,
     pub resize: ResizeDecoder,
     /// Set when the process ended: output may go quiet this long before the session closes
-    /// without it (a background process holding the pipe open). Each time output moves, the
-    /// wait starts again: output the process wrote is never cut off because the machine is
-    /// slow to carry it.
+    /// without it (a background process holding the pipe open). Each time output moves, or
+    /// waits for the client to take what came before, the wait starts again: output the
+    /// process wrote is never cut off because the machine is slow to carry it or the user
+    /// is slow to read it (`| less`, paused).
     pub drain_deadline: Option<Pin<Box<Sleep>>>,
     /// The bytes sent when the drain deadline was last set.
     pub drained_at: u64,
@@ -169,7 +170,7 @@ impl Role for Server {
             busy = true;
         }
         if let Some(deadline) = &mut self.drain_deadline
-            && core.stats.bytes_sent != self.drained_at
+            && (core.stats.bytes_sent != self.drained_at || core.output_waits_for_peer)
         {
             self.drained_at = core.stats.bytes_sent;
             deadline

@@ -58,8 +58,10 @@ impl Sink {
 pub(super) enum SourceTurn {
     /// A frame went to the WebSocket.
     Sent,
-    /// The source or the WebSocket has to wait.
+    /// The source has nothing now.
     Blocked,
+    /// The WebSocket has no room: the peer takes the output slower than it comes.
+    Full,
     /// The source reached EOF.
     Ended,
 }
@@ -172,6 +174,7 @@ impl<S: Socket> Core<'_, S> {
             return Ok(false);
         }
         let mut busy = false;
+        let mut full = false;
         let mut i = 0;
         'sources: while i < self.sources.len() {
             // A bounded run per source per turn keeps stdout from starving stderr.
@@ -179,6 +182,10 @@ impl<S: Socket> Core<'_, S> {
                 match self.pump_one(i, cx)? {
                     SourceTurn::Sent => busy = true,
                     SourceTurn::Blocked => break,
+                    SourceTurn::Full => {
+                        full = true;
+                        break;
+                    }
                     SourceTurn::Ended => {
                         let source = self.sources.remove(i);
                         self.source_ended(source.channel);
@@ -190,13 +197,14 @@ impl<S: Socket> Core<'_, S> {
             }
             i += 1;
         }
+        self.output_waits_for_peer = full;
         Ok(busy)
     }
 
     /// Reads one chunk of source `i` into a frame and hands it to the WebSocket.
     pub(super) fn pump_one(&mut self, i: usize, cx: &mut Context<'_>) -> Result<SourceTurn, Error> {
         if !self.ready_for_frame(cx)? {
-            return Ok(SourceTurn::Blocked);
+            return Ok(SourceTurn::Full);
         }
         let source = &mut self.sources[i];
         let need = source.want + 1 + PAYLOAD_ALIGN;
