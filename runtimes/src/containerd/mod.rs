@@ -104,6 +104,9 @@ pub struct ContainerdRuntime {
     /// One pull at a time per image: two sessions wanting the same image share the download,
     /// and content writes never contend for the same ref; other images are not held up.
     pulls: Arc<Mutex<HashMap<String, Arc<Mutex<()>>>>>,
+    /// Processes whose output we still read, by `<container>/<exec ID>`: told when our
+    /// readers are gone (see [`process::Outputs`]).
+    outputs: process::Outputs,
 }
 
 /// Maps a gRPC error to ours, naming the operation and the object.
@@ -216,6 +219,7 @@ impl ContainerdRuntime {
             registry,
             version,
             pulls: Arc::default(),
+            outputs: process::Outputs::default(),
         })
     }
 
@@ -352,6 +356,7 @@ impl Runtime for ContainerdRuntime {
 
     async fn remove(&self, id: &str) -> Result<(), Error> {
         self.delete_task(id, Duration::ZERO).await?;
+        self.outputs.forget_container(id);
         gone_ok(
             ContainersClient::new(self.channel.clone())
                 .delete(self.request(DeleteContainerRequest { id: id.to_owned() }, None))

@@ -9,8 +9,17 @@ use containerd_client::services::v1::{
 };
 use containerd_client::tonic::Code;
 
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use kdbg_relay::session::BoxRead;
+use tokio::io::{AsyncRead, ReadBuf};
+use tokio::sync::oneshot;
+
 use super::{ContainerdRuntime, StatusMessage, call, gone_ok, not_found_or, runtime_spec, stdio};
-use crate::{Error, Process, ProcessSpec};
+use crate::{Error, Process, ProcessSpec, Stdio};
 
 /// The type URL of an OCI process spec in containerd's API.
 const PROCESS_TYPE: &str = "types.containerd.io/opencontainers/runtime-spec/1/Process";
@@ -110,10 +119,9 @@ impl ContainerdRuntime {
             return Err(call("starting a process in debug container", id)(e));
         }
         // The shim holds its ends now; ours alone decide when a stream ends.
-        Ok(Process {
-            id: exec_id,
-            stdio: opened.release_keepalives(),
-        })
+        let mut stdio = opened.release_keepalives();
+        self.outputs.hold(id, &exec_id, &mut stdio);
+        Ok(Process { id: exec_id, stdio })
     }
 
     /// [`crate::Runtime::wait`].
@@ -134,7 +142,21 @@ impl ContainerdRuntime {
             Err(e) if e.code() == Code::NotFound => 137,
             Err(e) => return Err(call("waiting for a process of debug container", id)(e)),
         };
-        self.delete_process(id, exec_id).await;
+        // Deleting a process has the shim close its end of the output once what it copies is
+        // through, or after 2 s: with a reader behind (`| less`, a slow link) that would cut
+        // the output. So it is deleted once our readers are gone (at EOF, or the session's
+        // end); the exit code is known now.
+        match self.outputs.released(id, exec_id) {
+            Some(released) => {
+                let runtime = self.clone();
+                let (id, exec_id) = (id.to_owned(), exec_id.to_owned());
+                tokio::spawn(async move {
+                    let _ = released.await;
+                    runtime.delete_process(&id, &exec_id).await;
+                });
+            }
+            None => self.delete_process(id, exec_id).await,
+        }
         Ok(code)
     }
 
@@ -201,5 +223,108 @@ impl ContainerdRuntime {
             .await
             .map(|_| ())
             .map_err(call("resizing the terminal of debug container", id))
+    }
+}
+
+/// The output readers of processes, and who waits for them to be gone.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Outputs(Arc<Mutex<HashMap<String, oneshot::Receiver<()>>>>);
+
+impl Outputs {
+    /// Wraps `stdio`'s output readers so that [`Outputs::released`] for this process resolves
+    /// once both are dropped.
+    pub(super) fn hold(&self, id: &str, exec_id: &str, stdio: &mut Stdio) {
+        let (held, released) = oneshot::channel();
+        let held = Arc::new(held);
+        for reader in [&mut stdio.stdout, &mut stdio.stderr] {
+            if let Some(inner) = reader.take() {
+                *reader = Some(Box::pin(Held {
+                    inner,
+                    _held: held.clone(),
+                }));
+            }
+        }
+        self.lock().insert(key(id, exec_id), released);
+    }
+
+    /// Resolves once the process's output readers are gone; `None` if they were not held.
+    pub(super) fn released(&self, id: &str, exec_id: &str) -> Option<oneshot::Receiver<()>> {
+        self.lock().remove(&key(id, exec_id))
+    }
+
+    /// Forgets the processes of container `id` (removed with it).
+    pub(super) fn forget_container(&self, id: &str) {
+        let prefix = key(id, "");
+        self.lock().retain(|k, _| !k.starts_with(&prefix));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, oneshot::Receiver<()>>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+fn key(id: &str, exec_id: &str) -> String {
+    format!("{id}/{exec_id}")
+}
+
+/// An output reader; the last one dropped tells [`Outputs::released`].
+struct Held {
+    inner: BoxRead,
+    _held: Arc<oneshot::Sender<()>>,
+}
+
+impl AsyncRead for Held {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        self.inner.as_mut().poll_read(cx, buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reader() -> Option<BoxRead> {
+        Some(Box::pin(tokio::io::empty()))
+    }
+
+    #[tokio::test]
+    async fn a_process_is_released_once_both_its_readers_are_gone() {
+        let outputs = Outputs::default();
+        let mut stdio = Stdio {
+            stdin: None,
+            stdout: reader(),
+            stderr: reader(),
+        };
+        outputs.hold("c1", "s1", &mut stdio);
+        let mut released = outputs.released("c1", "s1").expect("held");
+        assert!(outputs.released("c1", "s1").is_none(), "handed out once");
+        drop(stdio.stdout.take());
+        assert!(
+            matches!(
+                released.try_recv(),
+                Err(oneshot::error::TryRecvError::Empty)
+            ),
+            "stderr is still read"
+        );
+        drop(stdio.stderr.take());
+        assert!(
+            released.await.is_err(),
+            "released: the sender went with the readers"
+        );
+        // A removed container's processes are forgotten.
+        let mut other = Stdio {
+            stdin: None,
+            stdout: reader(),
+            stderr: None,
+        };
+        outputs.hold("c2", "s1", &mut other);
+        outputs.forget_container("c2");
+        assert!(outputs.released("c2", "s1").is_none());
     }
 }
