@@ -29,6 +29,8 @@ enum Item {
 pub struct ThreadWriter {
     tx: PollSender<Item>,
     flushing: Option<oneshot::Receiver<()>>,
+    /// Data was queued behind the flush in progress: that flush's answer does not cover it.
+    behind: bool,
     /// The error that stopped the thread, if one did.
     failed: Arc<Mutex<Option<io::Error>>>,
 }
@@ -62,6 +64,7 @@ impl ThreadWriter {
         ThreadWriter {
             tx: PollSender::new(tx),
             flushing: None,
+            behind: false,
             failed,
         }
     }
@@ -109,26 +112,73 @@ impl AsyncWrite for ThreadWriter {
     ) -> Poll<io::Result<usize>> {
         ready!(self.poll_reserve(cx))?;
         self.send(Item::Data(Bytes::copy_from_slice(buf)))?;
+        if self.flushing.is_some() {
+            self.behind = true;
+        }
         Poll::Ready(Ok(buf.len()))
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if self.flushing.is_none() {
-            ready!(self.poll_reserve(cx))?;
-            let (ack, done) = oneshot::channel();
-            self.send(Item::Flush(ack))?;
-            self.flushing = Some(done);
-        }
-        let done = self.flushing.as_mut().expect("set above");
-        let acked = ready!(Pin::new(done).poll(cx));
-        self.flushing = None;
-        match acked {
-            Ok(()) => Poll::Ready(Ok(())),
-            Err(_) => Poll::Ready(Err(self.gone())),
+        loop {
+            if self.flushing.is_none() {
+                ready!(self.poll_reserve(cx))?;
+                let (ack, done) = oneshot::channel();
+                self.send(Item::Flush(ack))?;
+                self.flushing = Some(done);
+                self.behind = false;
+            }
+            let done = self.flushing.as_mut().expect("set above");
+            let acked = ready!(Pin::new(done).poll(cx));
+            self.flushing = None;
+            if acked.is_err() {
+                return Poll::Ready(Err(self.gone()));
+            }
+            // Data written while that flush was on its way is flushed by another one: the
+            // session ends (and the plugin exits) only once everything is out.
+            if !std::mem::take(&mut self.behind) {
+                return Poll::Ready(Ok(()));
+            }
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.poll_flush(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use tokio::io::AsyncWriteExt;
+
+    /// A terminal that takes its time: every write and flush takes 50 ms.
+    struct Slow(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Slow {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            std::thread::sleep(Duration::from_millis(50));
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            std::thread::sleep(Duration::from_millis(50));
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_flush_covers_what_was_written_while_an_earlier_one_was_on_its_way() {
+        let written = Arc::new(Mutex::new(Vec::new()));
+        let mut out = ThreadWriter::spawn("test", Slow(written.clone()));
+        out.write_all(b"a").await.unwrap();
+        // A flush on its way (the relay starts one whenever it goes idle)...
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(Pin::new(&mut out).poll_flush(&mut cx).is_pending());
+        // ...then the last output, then the session's end: its flush must cover "b".
+        out.write_all(b"b").await.unwrap();
+        out.flush().await.unwrap();
+        assert_eq!(*written.lock().unwrap(), b"ab");
     }
 }

@@ -529,6 +529,18 @@ fn registry_token_auth_anonymous_and_with_credentials() {
 }
 
 #[test]
+fn output_waits_for_a_reader_that_pauses_past_the_process_exit() {
+    let target = CtdTarget::start("exec sleep 3600");
+    let fifos = scratch("fifo-paused");
+    let agent = support::Agent::containerd(&fifos, "");
+    let address = agent.address();
+    support::a_paused_reader_gets_every_byte(|script| {
+        via_agent(&target, &address, &["--", "sh", "-c", script])
+    });
+    support::assert_agent_removed(|| target.leftovers(), &agent);
+}
+
+#[test]
 fn a_retained_container_outlives_a_client_that_vanished_without_its_process() {
     let target = CtdTarget::start("exec sleep 3600");
     let fifos = scratch("fifo-retain-vanish");

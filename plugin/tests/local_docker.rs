@@ -184,6 +184,17 @@ fn plugin_killed_mid_session_leaves_no_container_behind() {
 }
 
 #[test]
+fn output_waits_for_a_reader_that_pauses_past_the_process_exit() {
+    let target = Target::start("exec sleep 3600");
+    let agent = support::Agent::start();
+    let address = agent.address();
+    support::a_paused_reader_gets_every_byte(|script| {
+        local(&target, &["--agent", &address, "--", "sh", "-c", script])
+    });
+    support::assert_agent_removed(|| target.leftovers(), &agent);
+}
+
+#[test]
 fn a_bad_agent_config_exits_64_naming_the_key() {
     let dir = std::env::temp_dir().join(format!("kdbg-badcfg-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

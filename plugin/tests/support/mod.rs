@@ -709,6 +709,43 @@ pub fn pty_session(tag: &str, command: &str) {
     tmux.wait_for("e2e", "EXIT=3");
 }
 
+/// `kubectl-debug ... -- cat big.log | less`, nobody paging: sessions printing one size of
+/// output each, concurrently, into readers that take nothing for 7 s (past the agent's 5 s
+/// drain time and containerd's 2 s for a deleted process's output), then read it all. Which
+/// size ends with output still behind the process when it exits depends on the buffers on
+/// the way, so there are five (the default `policy.maxSessions.perTarget`); each of them lost
+/// its tail on one runtime or the other before the agent waited for slow readers.
+/// `session(script)` runs `sh -c script` in a debug session.
+pub fn a_paused_reader_gets_every_byte(session: impl Fn(&str) -> Command) {
+    let sizes = [192, 256, 384, 768, 1024].map(|kb| kb * 1000);
+    let running: Vec<_> = sizes
+        .iter()
+        .map(|size| {
+            let child = session(&format!("head -c {size} /dev/zero"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            (*size, child)
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(7));
+    let mut short = Vec::new();
+    for (size, child) in running {
+        let out = child.wait_with_output().unwrap();
+        if out.status.code() != Some(0) || out.stdout.len() != size {
+            short.push(format!(
+                "{size} bytes: got {} (exit {:?}): {}",
+                out.stdout.len(),
+                out.status.code(),
+                text(&out.stderr)
+            ));
+        }
+    }
+    assert!(short.is_empty(), "{short:#?}");
+}
+
 /// Waits (at most 20 s) until `leftovers` finds a debug container, and returns its ID.
 pub fn wait_for_debug_container(leftovers: impl Fn() -> Vec<String>) -> String {
     let deadline = Instant::now() + Duration::from_secs(20);
