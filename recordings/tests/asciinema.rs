@@ -25,7 +25,9 @@ fn asciinema() -> Option<PathBuf> {
         eprintln!("SKIPPED: {ASCIINEMA} is missing; install Debian's `asciinema` package (2.2)");
         return None;
     }
-    let version = Command::new(&path).arg("--version").output().unwrap();
+    // Through command(): a bare first run creates ~/.config/asciinema, racing the other
+    // tests' (seen on a fresh machine: an empty version, asciinema having failed).
+    let version = command(ASCIINEMA).arg("--version").output().unwrap();
     let version = String::from_utf8_lossy(&version.stdout);
     assert!(
         version.starts_with("asciinema 2."),
