@@ -511,6 +511,51 @@ async fn output_a_slow_reader_has_not_taken_yet_outlives_the_drain_time() {
     served.await.unwrap().unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_away_longer_than_the_peer_timeout_is_not_declared_dead() {
+    // A pager read for minutes: the client answers no pings while its terminal takes
+    // nothing, and the server's output waits. That is not a dead peer.
+    let config = Config {
+        keepalive_interval: Duration::from_millis(50),
+        peer_timeout: Duration::from_millis(300),
+        ..Config::default()
+    };
+    let (server, client) = duplex_pair(64 * 1024).await;
+    let output: Vec<u8> = (0..2 * MIB as usize).map(|i| (i % 253) as u8).collect();
+    let expected = output.clone();
+    let served = {
+        let config = config.clone();
+        tokio::spawn(async move {
+            let io = ServerIo {
+                stdout: boxed_read(std::io::Cursor::new(output)),
+                // The process runs through the reader's absence.
+                ..server_io(Box::pin(async {
+                    tokio::time::sleep(Duration::from_millis(1500)).await;
+                    ExitStatus::Code(0)
+                }))
+            };
+            serve(server, Protocol::V5, io, &config).await
+        })
+    };
+    let (mut terminal, out_w) = tokio::io::duplex(4 * 1024);
+    let io = ClientIo {
+        stdout: boxed_write(out_w),
+        ..ClientIo::default()
+    };
+    let attached = tokio::spawn(async move { attach(client, Protocol::V5, io, &config).await });
+    // Five peer timeouts without reading.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut got = Vec::new();
+    terminal.read_to_end(&mut got).await.unwrap();
+    assert_eq!(got.len(), expected.len(), "bytes the user got");
+    assert!(got == expected);
+    assert_eq!(
+        attached.await.unwrap().unwrap().outcome,
+        ExitStatus::Code(0)
+    );
+    served.await.unwrap().unwrap();
+}
+
 #[tokio::test]
 async fn observer_sees_output_and_a_slow_one_is_dropped_without_harm() {
     // Room for everything, and room for the start and the first read (4 KiB) only.

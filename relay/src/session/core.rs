@@ -274,8 +274,11 @@ impl<'c, S: Socket> Core<'c, S> {
         let mut busy = false;
         while self.keepalive.poll_tick(cx).is_ready() {
             let now = Instant::now();
-            // While a slow local sink holds us back from reading, the peer's silence is ours.
-            if self.heard || self.inbound.is_some() {
+            // While a slow local sink holds us back from reading, the peer's silence is ours;
+            // while our output waits for room, the peer is busy with what it has (a pager
+            // nobody pages answers no pings for as long as its reader is away). A dead peer
+            // then ends with TCP's own timeout, or the server's idle timeout.
+            if self.heard || self.inbound.is_some() || self.output_waits_for_peer {
                 self.heard = false;
                 self.last_heard = now;
             } else if now.duration_since(self.last_heard) >= self.config.peer_timeout {
