@@ -471,25 +471,19 @@ async fn slow_consumer_keeps_buffering_bounded() {
     assert!(produced.load(Ordering::Relaxed) >= 4 * MIB);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn output_a_slow_reader_has_not_taken_yet_outlives_the_drain_time() {
-    // `cmd | less`, nobody paging: the process has exited with its last output still between
-    // it and the user. That output waits for the reader, however long past the drain time
-    // (which is for output that stopped coming, not for output the reader has not taken).
-    let config = Config {
-        close_timeout: Duration::from_millis(200),
-        ..Config::default()
-    };
+/// A session whose process prints `len` bytes and ends when `exit` does, carried to a
+/// reader that takes nothing for `away`, then reads it all: the reader must get every byte,
+/// then exit code 0.
+async fn reader_away(config: Config, len: usize, exit: ExitFuture, away: Duration) {
     let (server, client) = duplex_pair(64 * 1024).await;
-    let output: Vec<u8> = (0..MIB as usize).map(|i| (i % 251) as u8).collect();
+    let output: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
     let expected = output.clone();
     let served = {
         let config = config.clone();
         tokio::spawn(async move {
             let io = ServerIo {
                 stdout: boxed_read(std::io::Cursor::new(output)),
-                // The process has exited; its output has not gone anywhere yet.
-                ..server_io(exits_with(0))
+                ..server_io(exit)
             };
             serve(server, Protocol::V5, io, &config).await
         })
@@ -500,8 +494,7 @@ async fn output_a_slow_reader_has_not_taken_yet_outlives_the_drain_time() {
         ..ClientIo::default()
     };
     let attached = tokio::spawn(async move { attach(client, Protocol::V5, io, &config).await });
-    // Five drain times without reading.
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    tokio::time::sleep(away).await;
     let mut got = Vec::new();
     terminal.read_to_end(&mut got).await.unwrap();
     assert_eq!(got.len(), expected.len(), "bytes the user got");
@@ -509,6 +502,25 @@ async fn output_a_slow_reader_has_not_taken_yet_outlives_the_drain_time() {
     let done = attached.await.unwrap().unwrap();
     assert_eq!(done.outcome, ExitStatus::Code(0));
     served.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_a_slow_reader_has_not_taken_yet_outlives_the_drain_time() {
+    // `cmd | less`, nobody paging: the process has exited with its last output still between
+    // it and the user. That output waits for the reader, however long past the drain time
+    // (which is for output that stopped coming, not for output the reader has not taken).
+    let config = Config {
+        close_timeout: Duration::from_millis(200),
+        ..Config::default()
+    };
+    // The process has exited; its output has not gone anywhere yet. Five drain times away.
+    reader_away(
+        config,
+        MIB as usize,
+        exits_with(0),
+        Duration::from_millis(1000),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -520,40 +532,12 @@ async fn a_reader_away_longer_than_the_peer_timeout_is_not_declared_dead() {
         peer_timeout: Duration::from_millis(300),
         ..Config::default()
     };
-    let (server, client) = duplex_pair(64 * 1024).await;
-    let output: Vec<u8> = (0..2 * MIB as usize).map(|i| (i % 253) as u8).collect();
-    let expected = output.clone();
-    let served = {
-        let config = config.clone();
-        tokio::spawn(async move {
-            let io = ServerIo {
-                stdout: boxed_read(std::io::Cursor::new(output)),
-                // The process runs through the reader's absence.
-                ..server_io(Box::pin(async {
-                    tokio::time::sleep(Duration::from_millis(1500)).await;
-                    ExitStatus::Code(0)
-                }))
-            };
-            serve(server, Protocol::V5, io, &config).await
-        })
-    };
-    let (mut terminal, out_w) = tokio::io::duplex(4 * 1024);
-    let io = ClientIo {
-        stdout: boxed_write(out_w),
-        ..ClientIo::default()
-    };
-    let attached = tokio::spawn(async move { attach(client, Protocol::V5, io, &config).await });
-    // Five peer timeouts without reading.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let mut got = Vec::new();
-    terminal.read_to_end(&mut got).await.unwrap();
-    assert_eq!(got.len(), expected.len(), "bytes the user got");
-    assert!(got == expected);
-    assert_eq!(
-        attached.await.unwrap().unwrap().outcome,
+    // The process runs through the reader's absence, five peer timeouts.
+    let exit: ExitFuture = Box::pin(async {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
         ExitStatus::Code(0)
-    );
-    served.await.unwrap().unwrap();
+    });
+    reader_away(config, 2 * MIB as usize, exit, Duration::from_millis(1500)).await;
 }
 
 #[tokio::test]
