@@ -1,6 +1,11 @@
 //! Sessions' processes: exec'd into a debug container's task, with FIFOs (or a console) of
 //! their own in `<fifoDir>/<container>/<session>/`; their exec ID is the session's ID.
 
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
 use containerd_client::services::v1::containers_client::ContainersClient;
 use containerd_client::services::v1::tasks_client::TasksClient;
 use containerd_client::services::v1::{
@@ -8,12 +13,6 @@ use containerd_client::services::v1::{
     ResizePtyRequest, StartRequest, WaitRequest,
 };
 use containerd_client::tonic::Code;
-
-use std::collections::HashMap;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
-
 use kdbg_relay::session::BoxRead;
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::sync::oneshot;
