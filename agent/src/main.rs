@@ -17,6 +17,12 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// How long running sessions get to end and clean up after SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
+/// Connections the kernel queues for the agent to accept (capped by `net.core.somaxconn`).
+/// With tokio's default of 128, a burst of connection attempts (a flood, or many clients at
+/// once) overflowed the queue and the kernel dropped SYNs, each costing its client a second's
+/// retransmit, a legitimate session's too; as many as `limits.maxConnections` by default.
+const LISTEN_BACKLOG: u32 = 4096;
+
 /// The kubectl-debug node agent: creates debug containers that join a pod's container and
 /// relays their terminals to `kubectl-debug`.
 #[derive(Parser)]
@@ -111,9 +117,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 kdbg_agent::chain(&e)
             )
         })?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("listening on {}", config.listen))?;
+    let listener =
+        listen(config.listen).with_context(|| format!("listening on {}", config.listen))?;
     // The address bound, which tells the port when the config asked for any (`:0`).
     let bound = listener.local_addr().unwrap_or(config.listen);
     let mut settings = kdbg_agent::Settings::from_config(&config);
@@ -139,6 +144,18 @@ async fn run(config: Config) -> anyhow::Result<()> {
 }
 
 /// Resolves on SIGTERM or SIGINT.
+/// A listener on `address` with room for [`LISTEN_BACKLOG`] connections not yet accepted.
+fn listen(address: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if address.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
