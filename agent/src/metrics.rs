@@ -46,6 +46,8 @@ pub struct Kind {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
+    /// TCP connections open now (at most `limits.maxConnections`).
+    pub connections_open: Gauge,
     /// Sessions running now.
     pub sessions_active: Family<Runtime, Gauge>,
     /// Sessions ended.
@@ -71,12 +73,18 @@ impl Metrics {
     /// Registers every metric, prefixed `kubectl_debug_agent_`.
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("kubectl_debug_agent");
+        let connections_open = Gauge::default();
         let sessions_active = Family::<Runtime, Gauge>::default();
         let sessions = Family::<Ended, Counter>::default();
         let bytes = Family::<Direction, Counter>::default();
         let pulls = Family::<Kind, Counter>::default();
         let pull_seconds = Histogram::new(exponential_buckets(0.05, 2.0, 14));
         let errors = Family::<Kind, Counter>::default();
+        registry.register(
+            "connections_open",
+            "TCP connections open now, of limits.maxConnections",
+            connections_open.clone(),
+        );
         registry.register(
             "sessions_active",
             "Debug sessions running now",
@@ -101,6 +109,7 @@ impl Metrics {
         );
         Metrics {
             registry,
+            connections_open,
             sessions_active,
             sessions,
             bytes,

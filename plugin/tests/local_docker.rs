@@ -265,15 +265,7 @@ fn the_debug_image_is_pulled_from_a_registry_with_progress() {
 
 /// The agent's `pulls_total` counter: how many pull requests it answered.
 fn pulls(agent: &support::Agent) -> u64 {
-    let metrics = Command::new("curl")
-        .args(["-sf", &format!("http://{}/metrics", agent.address())])
-        .output()
-        .unwrap();
-    text(&metrics.stdout)
-        .lines()
-        .filter(|l| l.starts_with("kubectl_debug_agent_pulls_total"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
+    agent.metric("kubectl_debug_agent_pulls_total")
 }
 
 #[test]

@@ -781,10 +781,25 @@ fn idle_and_slow_connections_cost_a_session_nothing() {
     ));
     let agent = Agent::docker_with("limits:\n  headerTimeout: 3s\n");
     let address = agent.address();
+    let open = || agent.metric("kubectl_debug_agent_connections_open");
+    let rss_before = agent.rss_kib();
     // 1,000 idle sockets and 200 slowloris clients (a header line every second).
     let idle: Vec<TcpStream> = (0..1000)
         .map(|_| TcpStream::connect(&address).unwrap())
         .collect();
+    // Idle sockets cost the agent next to nothing: no buffers until their first byte
+    // (hyper's alone are 16 KiB each; they cost 28 MiB before).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while open() < 1000 {
+        assert!(Instant::now() < deadline, "{} connections open", open());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if let (Some(before), Some(now)) = (rss_before, agent.rss_kib()) {
+        assert!(
+            now < before + 8 * 1024,
+            "1,000 idle connections took the agent from {before} to {now} KiB"
+        );
+    }
     let mut slow: Vec<TcpStream> = (0..200)
         .map(|_| {
             let mut s = TcpStream::connect(&address).unwrap();
@@ -822,6 +837,16 @@ fn idle_and_slow_connections_cost_a_session_nothing() {
     assert!(closed(&idle[0]), "an idle connection was never closed");
     assert!(closed(&idle[999]));
     assert!(closed(&slow[0]), "a slowloris connection was never closed");
+    // Every one of them is gone from the agent's count (but /metrics' own).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while open() > 1 {
+        assert!(
+            Instant::now() < deadline,
+            "{} connections still open",
+            open()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     if let Some(rss) = agent.rss_kib() {
         assert!(
             rss < 64 * 1024,

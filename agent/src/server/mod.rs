@@ -129,8 +129,8 @@ impl Agent {
     }
 
     /// Accepts connections on `listener` until shutdown: at most `limits.maxConnections` at
-    /// once (past it, new ones are closed at once), each with `limits.headerTimeout` to finish
-    /// its TLS handshake and send its headers. When accepting fails (no file descriptors
+    /// once (past it, new ones are closed at once), each with `limits.headerTimeout` to send
+    /// its first bytes, and again to finish its TLS handshake and to send its headers. When accepting fails (no file descriptors
     /// left), it backs off, up to a second, and says so once every ten seconds, not every time.
     pub async fn serve(self: Arc<Self>, listener: TcpListener) {
         let open = Arc::new(tokio::sync::Semaphore::new(self.limits.max_connections));
@@ -171,32 +171,45 @@ impl Agent {
             };
             let _ = socket.set_nodelay(true);
             let agent = self.clone();
+            let open = Open::new(permit, &self.metrics.connections_open);
             self.tracker.spawn(async move {
-                let _open = permit;
-                let peer = peer.to_string();
-                match agent.tls.clone() {
-                    None => agent.serve_connection(socket, peer, None).await,
-                    Some(tls) => {
-                        let limit = agent.limits.header_timeout.0;
-                        match tokio::time::timeout(limit, tls.acceptor().accept(socket)).await {
-                            Ok(Ok(stream)) => {
-                                // Verified against the client CA by the handshake.
-                                let named = stream
-                                    .get_ref()
-                                    .1
-                                    .peer_certificates()
-                                    .and_then(|chain| chain.first())
-                                    .map(|leaf| Arc::new(Caller::from_certificate(leaf)));
-                                agent.serve_connection(stream, peer, named).await
-                            }
-                            Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
-                            Err(_) => {
-                                debug!(%peer, "TLS handshake not finished in limits.headerTimeout")
-                            }
-                        }
-                    }
+                let _open = open;
+                // Until its first bytes come, a connection costs only this small task: hyper's
+                // buffers (16 KiB) and the TLS state are made when there is something to read,
+                // so idle sockets held by the thousand cost the agent little memory, and one
+                // closed without a word costs nothing more. (`readable` alone is no proof: it
+                // reports a fresh socket ready; `peek` waits for a byte or the end.)
+                let limit = agent.limits.header_timeout.0;
+                match tokio::time::timeout(limit, socket.peek(&mut [0u8])).await {
+                    Ok(Ok(1..)) => Box::pin(agent.serve_socket(socket, peer.to_string())).await,
+                    Ok(Ok(0)) => debug!(%peer, "connection closed before a request"),
+                    Ok(Err(e)) => debug!(%peer, error = %e, "connection failed before a request"),
+                    Err(_) => debug!(%peer, "nothing sent in limits.headerTimeout"),
                 }
             });
+        }
+    }
+
+    /// Serves one accepted TCP connection that has something to read: through TLS when the
+    /// agent has it, the handshake within `limits.headerTimeout`.
+    async fn serve_socket(self: Arc<Self>, socket: tokio::net::TcpStream, peer: String) {
+        let Some(tls) = self.tls.clone() else {
+            return self.serve_connection(socket, peer, None).await;
+        };
+        let limit = self.limits.header_timeout.0;
+        match tokio::time::timeout(limit, tls.acceptor().accept(socket)).await {
+            Ok(Ok(stream)) => {
+                // Verified against the client CA by the handshake.
+                let named = stream
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|chain| chain.first())
+                    .map(|leaf| Arc::new(Caller::from_certificate(leaf)));
+                self.serve_connection(stream, peer, named).await
+            }
+            Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
+            Err(_) => debug!(%peer, "TLS handshake not finished in limits.headerTimeout"),
         }
     }
 
@@ -640,6 +653,32 @@ fn websocket_handshake(req: &Request<Incoming>) -> Result<(String, Protocol), St
         )
     })?;
     Ok((key, protocol))
+}
+
+/// A connection's place under `limits.maxConnections`, counted in `connections_open` while
+/// it is held.
+struct Open {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    gauge: prometheus_client::metrics::gauge::Gauge,
+}
+
+impl Open {
+    fn new(
+        permit: tokio::sync::OwnedSemaphorePermit,
+        gauge: &prometheus_client::metrics::gauge::Gauge,
+    ) -> Open {
+        gauge.inc();
+        Open {
+            _permit: permit,
+            gauge: gauge.clone(),
+        }
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
 }
 
 /// The answer accepting an upgrade with `key`, speaking `protocol`.

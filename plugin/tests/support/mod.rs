@@ -324,6 +324,26 @@ impl Agent {
         format!("{}:{}", self.host, self.port)
     }
 
+    /// The sum of the samples of `name` (over all their labels) on the agent's `/metrics`,
+    /// e.g. `kubectl_debug_agent_pulls_total`. The agent must serve plain HTTP.
+    pub fn metric(&self, name: &str) -> u64 {
+        let metrics = Command::new("curl")
+            .args(["-sf", &format!("http://{}/metrics", self.address())])
+            .output()
+            .expect("running curl");
+        assert!(
+            metrics.status.success(),
+            "no /metrics from {}",
+            self.address()
+        );
+        text(&metrics.stdout)
+            .lines()
+            .filter_map(|l| l.strip_prefix(name))
+            .filter(|rest| rest.starts_with(['{', ' ']))
+            .filter_map(|rest| rest.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    }
+
     /// Kills the agent with SIGKILL, as a node's OOM killer or a crash would.
     pub fn kill(&mut self) {
         self.process.kill();
