@@ -10,7 +10,7 @@ use tracing::{error, info};
 
 /// mimalloc gives freed memory back to the system within moments: with glibc's allocator the
 /// agent kept about 75 MiB after a flood of 20,000 connections was over (its per-thread arenas
-/// keep what they had), with mimalloc it returns to where it was (benches/flood).
+/// keep what they had; that was when every connection got hyper's buffers at once).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

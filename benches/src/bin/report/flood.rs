@@ -5,22 +5,27 @@ use std::path::Path;
 
 use crate::{read_json, verdict};
 
+/// The section's heading, as it starts in RESULTS.md.
+pub const HEADING: &str = "\n## The agent under a connection flood";
+
 /// Appends the section, if `benches/flood` ran.
 pub fn section(out: &mut String, figures: &Path) {
     let Ok(f) = read_json(&figures.join("flood.json")) else {
         return;
     };
     let num = |key: &str| f[key].as_f64().unwrap_or(f64::NAN);
-    writeln!(out, "\n## The agent under a connection flood\n").unwrap();
+    writeln!(out, "{HEADING}\n").unwrap();
     writeln!(
         out,
         "A separate agent process on loopback (`benches/flood`), session setup (`kubectl-debug \
          local --agent`, `-- true`, median of 5) with nothing else connected, with {} idle and \
          {} slowloris connections held open, and after {} connection attempts (up to 5,000 open \
-         at once); the agent's RSS at each step.\n",
+         at once; they took {:.1} s, {} failed to connect); the agent's RSS at each step.\n",
         num("idle"),
         num("slowloris"),
-        num("attempts")
+        num("attempts"),
+        num("attempts_s"),
+        num("attempts_refused")
     )
     .unwrap();
     writeln!(out, "| state | session setup | agent RSS | target | |").unwrap();

@@ -38,8 +38,27 @@ fn verdict(ok: bool) -> &'static str {
 }
 
 fn main() -> Result<(), String> {
-    if std::env::args().nth(1).as_deref() == Some("real") {
-        return update_real_section();
+    match std::env::args().nth(1).as_deref() {
+        Some("real") => {
+            return update_section(
+                real::HEADING,
+                real::section,
+                "`benches/real-path docker`, `benches/real-path containerd`, then `report real`",
+            );
+        }
+        Some("flood") => {
+            return update_section(
+                flood::HEADING,
+                flood::section,
+                "`benches/flood`, then `report flood`",
+            );
+        }
+        Some(other) => {
+            return Err(format!(
+                "unknown section {other:?}: real or flood, or none for every section"
+            ));
+        }
+        None => {}
     }
     let figures = figures_dir();
     let criterion = figures.parent().expect("target dir").join("criterion");
@@ -222,36 +241,41 @@ fn results_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("RESULTS.md")
 }
 
-/// `report real`: after `benches/real-path` alone, replaces only the real-path section of
-/// RESULTS.md (or adds it before "How the figures are measured"), and says so in it: the other
-/// sections keep the figures of the run that wrote them.
-fn update_real_section() -> Result<(), String> {
+/// `report real` (after `benches/real-path` alone) and `report flood` (after `benches/flood`
+/// alone): replaces only the section under `heading` of RESULTS.md (or adds it before "How the
+/// figures are measured"), and says so in it: the other sections keep the figures of the run
+/// that wrote them.
+fn update_section(heading: &str, write: fn(&mut String, &Path), how: &str) -> Result<(), String> {
     let path = results_path();
     let old = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut section = String::new();
-    real::section(&mut section, &figures_dir());
-    section.push_str(
-        "
-This section was measured on its own (`benches/real-path docker`, `benches/real-path \
-         containerd`, then `report real`), not in the run that measured the sections around it.\n",
-    );
+    write(&mut section, &figures_dir());
+    if section.is_empty() {
+        return Err(format!("no figures for{heading}: run its script first"));
+    }
+    writeln!(
+        section,
+        "\nThis section was measured on its own ({how}), not in the run that measured the \
+         sections around it."
+    )
+    .unwrap();
     let start = old
-        .find(real::HEADING)
+        .find(heading)
         .or_else(|| old.find(HOW_HEADING))
         .unwrap_or(old.len());
-    let end = match old[start..].strip_prefix(real::HEADING) {
+    let end = match old[start..].strip_prefix(heading) {
         Some(rest) => rest
             .find("\n## ")
-            .map_or(old.len(), |i| start + real::HEADING.len() + i),
+            .map_or(old.len(), |i| start + heading.len() + i),
         None => start,
     };
     let new = format!("{}{}{}", &old[..start], section, &old[end..]);
     std::fs::write(&path, new).map_err(|e| format!("{}: {e}", path.display()))?;
-    println!("updated the real-path section of {}", path.display());
+    println!("updated{heading:?} in {}", path.display());
     Ok(())
 }
 
-/// The heading of the last section, which `report real` adds the real-path section before.
+/// The heading of the last section, which `report real` and `report flood` add theirs before.
 const HOW_HEADING: &str = "\n## How the figures are measured";
 
 /// One runtime's session comparison, as its script measured it.
