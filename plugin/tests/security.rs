@@ -770,8 +770,8 @@ fn bad_requests_are_400s_naming_the_parameter() {
     assert!(got == 414 || got == 431, "{got}: {body}");
 }
 
-#[test]
-fn idle_and_slow_connections_cost_a_session_nothing() {
+/// Pod shop/web on the test Docker engine, and its target.
+fn web_pod() -> (Box<dyn support::engine::Targeted>, Cluster) {
     let target = DockerEngine.target("exec sleep 3600");
     let cluster = Cluster::new("shop");
     cluster.api.add_pod(running_pod(
@@ -779,9 +779,51 @@ fn idle_and_slow_connections_cost_a_session_nothing() {
         "web",
         &[("app", &target.pod_reference(), true)],
     ));
+    (target, cluster)
+}
+
+/// Waits up to 10 s for `done`, else fails saying `what`.
+fn until(what: impl Fn() -> String, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(Instant::now() < deadline, "{}", what());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The agent's `connections_open` gauge (the request reading it is one of them).
+fn connections_open(agent: &Agent) -> u64 {
+    agent.metric("kubectl_debug_agent_connections_open")
+}
+
+/// Whether the agent has closed `s`: a read sees the end within `within`.
+fn closed_within(mut s: &TcpStream, within: Duration) -> bool {
+    s.set_read_timeout(Some(within)).unwrap();
+    let mut buf = [0u8; 512];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// A session in shop/web that echoes `word`, which must succeed.
+fn session_echoes(cluster: &Cluster, agent: &Agent, word: &str) {
+    let out = run(
+        &mut cluster.debug(agent.port, &["web", "--", "echo", word]),
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), format!("{word}\n"));
+}
+
+#[test]
+fn idle_and_slow_connections_cost_a_session_nothing() {
+    let (target, cluster) = web_pod();
     let agent = Agent::docker_with("limits:\n  headerTimeout: 3s\n");
     let address = agent.address();
-    let open = || agent.metric("kubectl_debug_agent_connections_open");
     let rss_before = agent.rss_kib();
     // 1,000 idle sockets and 200 slowloris clients (a header line every second).
     let idle: Vec<TcpStream> = (0..1000)
@@ -789,11 +831,10 @@ fn idle_and_slow_connections_cost_a_session_nothing() {
         .collect();
     // Idle sockets cost the agent next to nothing: no buffers until their first byte
     // (hyper's alone are 16 KiB each; they cost 28 MiB before).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while open() < 1000 {
-        assert!(Instant::now() < deadline, "{} connections open", open());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    until(
+        || format!("{} connections open", connections_open(&agent)),
+        || connections_open(&agent) > 1000,
+    );
     if let (Some(before), Some(now)) = (rss_before, agent.rss_kib()) {
         assert!(
             now < before + 8 * 1024,
@@ -809,12 +850,7 @@ fn idle_and_slow_connections_cost_a_session_nothing() {
         })
         .collect();
     let started = Instant::now();
-    let out = run(
-        &mut cluster.debug(agent.port, &["web", "--", "echo", "served"]),
-        b"",
-    );
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert_eq!(text(&out.stdout), "served\n");
+    session_echoes(&cluster, &agent, "served");
     eprintln!(
         "a session beside 1,200 held connections: {:?}",
         started.elapsed()
@@ -823,30 +859,15 @@ fn idle_and_slow_connections_cost_a_session_nothing() {
         let _ = s.write_all(b"X-Slow: 1\r\n");
     }
     // The agent closes them all after its header timeout: reads see the end.
-    let closed = |mut s: &TcpStream| {
-        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-        let mut buf = [0u8; 512];
-        loop {
-            match s.read(&mut buf) {
-                Ok(0) => return true,
-                Ok(_) => continue,
-                Err(_) => return false,
-            }
-        }
-    };
+    let closed = |s: &TcpStream| closed_within(s, Duration::from_secs(15));
     assert!(closed(&idle[0]), "an idle connection was never closed");
     assert!(closed(&idle[999]));
     assert!(closed(&slow[0]), "a slowloris connection was never closed");
     // Every one of them is gone from the agent's count (but /metrics' own).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while open() > 1 {
-        assert!(
-            Instant::now() < deadline,
-            "{} connections still open",
-            open()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    until(
+        || format!("{} connections still open", connections_open(&agent)),
+        || connections_open(&agent) == 1,
+    );
     if let Some(rss) = agent.rss_kib() {
         assert!(
             rss < 64 * 1024,
@@ -854,11 +875,73 @@ fn idle_and_slow_connections_cost_a_session_nothing() {
         );
     }
     drop((idle, slow));
-    let out = run(
-        &mut cluster.debug(agent.port, &["web", "--", "echo", "still"]),
-        b"",
+    session_echoes(&cluster, &agent, "still");
+    support::assert_removed_soon(|| target.leftovers());
+}
+
+#[test]
+fn connections_past_the_limit_are_closed_at_once_and_logged_sparingly() {
+    let (target, cluster) = web_pod();
+    let agent = Agent::docker_with("limits:\n  maxConnections: 100\n  headerTimeout: 60s\n");
+    let address = agent.address();
+    // 100 held: the limit. The 50 after them (accepted in the order they came) are each
+    // closed as soon as they are accepted; the 100 stay open.
+    let held: Vec<TcpStream> = (0..100)
+        .map(|_| TcpStream::connect(&address).unwrap())
+        .collect();
+    let over: Vec<TcpStream> = (0..50)
+        .map(|_| TcpStream::connect(&address).unwrap())
+        .collect();
+    for s in &over {
+        assert!(
+            closed_within(s, Duration::from_secs(5)),
+            "a connection past limits.maxConnections was kept"
+        );
+    }
+    assert!(!closed_within(&held[0], Duration::from_millis(200)));
+    assert!(!closed_within(&held[99], Duration::from_millis(200)));
+    // Said at the 1st, 2nd, 4th, ... refusal, not 50 times.
+    let said = agent
+        .log()
+        .matches("connection refused: limits.maxConnections connections are open")
+        .count();
+    assert!((1..=7).contains(&said), "{said} warnings:\n{}", agent.log());
+    drop(held);
+    until(
+        || format!("{} connections still open", connections_open(&agent)),
+        || connections_open(&agent) == 1,
     );
-    assert_eq!(text(&out.stdout), "still\n", "{}", text(&out.stderr));
+    assert_eq!(
+        agent.metric("kubectl_debug_agent_errors_total{kind=\"connection_limit\"}"),
+        50
+    );
+    session_echoes(&cluster, &agent, "served");
+    support::assert_removed_soon(|| target.leftovers());
+}
+
+#[test]
+fn an_agent_out_of_file_descriptors_backs_off_and_says_so_once() {
+    let (target, cluster) = web_pod();
+    // 64 descriptors, and 200 connections waiting: accept fails with EMFILE again and again.
+    let agent = Agent::docker_with_file_limit("limits:\n  headerTimeout: 60s\n", 64);
+    let address = agent.address();
+    let held: Vec<TcpStream> = (0..200)
+        .map(|_| TcpStream::connect(&address).unwrap())
+        .collect();
+    let said = || agent.log().matches("accepting connections fails").count();
+    until(|| agent.log(), || said() > 0);
+    std::thread::sleep(Duration::from_secs(3));
+    // Backing off up to a second, and saying so once every ten: once here, not every 100 ms.
+    assert_eq!(said(), 1, "{}", agent.log());
+    assert!(
+        agent
+            .log()
+            .contains("too many open files? lower limits.maxConnections")
+    );
+    // The descriptors come back: the agent serves again, and has counted the failures.
+    drop(held);
+    session_echoes(&cluster, &agent, "served");
+    assert!(agent.metric("kubectl_debug_agent_errors_total{kind=\"accept\"}") > 0);
     support::assert_removed_soon(|| target.leftovers());
 }
 

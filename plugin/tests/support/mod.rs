@@ -216,7 +216,22 @@ impl Agent {
 
     /// An agent whose config has `runtime` (indented YAML lines), `image` by default, and
     /// `extra` top-level YAML (which may set `listen`).
+    /// An agent on the test Docker engine, as [`Agent::docker_with`], allowed only `files`
+    /// open file descriptors (soft and hard limit), as a node's tight limit would.
+    pub fn docker_with_file_limit(extra: &str, files: u64) -> Agent {
+        Agent::with_limit(
+            &format!("  kind: docker\n  endpoint: \"{}\"\n", docker_host()),
+            &image(),
+            extra,
+            Some(files),
+        )
+    }
+
     fn with_config(runtime: &str, image: &str, extra: &str) -> Agent {
+        Agent::with_limit(runtime, image, extra, None)
+    }
+
+    fn with_limit(runtime: &str, image: &str, extra: &str, files: Option<u64>) -> Agent {
         static N: AtomicUsize = AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!(
             "kdbg-agent-{}-{}",
@@ -257,8 +272,8 @@ impl Agent {
         )
         .unwrap();
         let process = match agent_image() {
-            Some(image) => AgentProcess::start_container(&image, &dir),
-            None => AgentProcess::start_child(&config, &dir),
+            Some(image) => AgentProcess::start_container(&image, &dir, files),
+            None => AgentProcess::start_child(&config, &dir, files),
         };
         let mut agent = Agent {
             port: 0,
@@ -304,15 +319,20 @@ impl Agent {
         }
     }
 
-    /// The agent's resident memory, in KiB, as the kernel counts it.
-    pub fn rss_kib(&self) -> Option<u64> {
-        let pid = match &self.process {
+    /// The agent's process id on this machine (a containerised agent's too).
+    pub fn pid(&self) -> String {
+        match &self.process {
             AgentProcess::Child { child, .. } => child.id().to_string(),
             AgentProcess::Container(name) => {
                 let out = docker(&["inspect", "-f", "{{.State.Pid}}", name]);
                 text(&out.stdout).trim().to_owned()
             }
-        };
+        }
+    }
+
+    /// The agent's resident memory, in KiB, as the kernel counts it.
+    pub fn rss_kib(&self) -> Option<u64> {
+        let pid = self.pid();
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
         status
             .lines()
@@ -367,9 +387,22 @@ impl Agent {
 }
 
 impl AgentProcess {
-    fn start_child(config: &std::path::Path, dir: &std::path::Path) -> AgentProcess {
+    fn start_child(
+        config: &std::path::Path,
+        dir: &std::path::Path,
+        files: Option<u64>,
+    ) -> AgentProcess {
         let log = dir.join("agent.log");
-        let child = Command::new(agent_binary())
+        // prlimit sets the limit and execs the agent: the child's pid is the agent's.
+        let mut command = match files {
+            Some(n) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={n}")).arg("--").arg(agent_binary());
+                c
+            }
+            None => Command::new(agent_binary()),
+        };
+        let child = command
             .arg("--config")
             .arg(config)
             .stderr(std::fs::File::create(&log).unwrap())
@@ -380,7 +413,7 @@ impl AgentProcess {
 
     /// `docker run` of the agent's image with the DaemonSet's settings. The scratch files of
     /// the tests (sockets, FIFOs, recordings) are all under /tmp, mounted at the same path.
-    fn start_container(image: &str, dir: &std::path::Path) -> AgentProcess {
+    fn start_container(image: &str, dir: &std::path::Path, files: Option<u64>) -> AgentProcess {
         let name = dir.file_name().unwrap().to_string_lossy().into_owned();
         // One an earlier, killed run may have left under the same name.
         let _ = Command::new("/usr/bin/docker")
@@ -406,6 +439,9 @@ impl AgentProcess {
         ];
         for cap in DAEMONSET_CAPABILITIES {
             args.extend(["--cap-add".into(), cap.into()]);
+        }
+        if let Some(n) = files {
+            args.extend(["--ulimit".into(), format!("nofile={n}:{n}")]);
         }
         args.extend([
             "-e".into(),
