@@ -130,8 +130,9 @@ impl Agent {
 
     /// Accepts connections on `listener` until shutdown: at most `limits.maxConnections` at
     /// once (past it, new ones are closed at once), each with `limits.headerTimeout` to send
-    /// its first bytes, and again to finish its TLS handshake and to send its headers. When accepting fails (no file descriptors
-    /// left), it backs off, up to a second, and says so once every ten seconds, not every time.
+    /// its first bytes, and again to finish its TLS handshake and to send its headers. When
+    /// accepting fails (no file descriptors left), it backs off, up to a second, and says so
+    /// once every ten seconds, not every time.
     pub async fn serve(self: Arc<Self>, listener: TcpListener) {
         let open = Arc::new(tokio::sync::Semaphore::new(self.limits.max_connections));
         let mut backoff = Duration::ZERO;
