@@ -524,6 +524,59 @@ async fn output_a_slow_reader_has_not_taken_yet_outlives_the_drain_time() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_read_from_an_exited_process_but_not_yet_sent_outlives_the_close_time() {
+    // The same pager, with less output: the server has read all of it from the process (so
+    // the drain is over) and holds the tail, then the status and the close frame, behind a
+    // transport the reader has not emptied. The close handshake's time starts only once they
+    // are sent; before that, they wait for the reader as the output did.
+    let config = Config {
+        close_timeout: Duration::from_millis(200),
+        ..Config::default()
+    };
+    for len in [150 * 1024, 200 * 1024, 250 * 1024] {
+        reader_away(
+            config.clone(),
+            len,
+            exits_with(0),
+            Duration::from_millis(1000),
+        )
+        .await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_peer_that_takes_nothing_is_ended_by_the_idle_timeout() {
+    // What waits for a reader waits for a live one: a peer whose connection stays open but
+    // that takes nothing at all (and answers no ping) is ended by the idle timeout, with the
+    // close handshake it never finishes given one more.
+    let (server, client) = duplex_pair(64 * 1024).await;
+    let config = Config {
+        close_timeout: Duration::from_millis(200),
+        idle_timeout: Some(Duration::from_secs(10)),
+        ..Config::default()
+    };
+    let io = ServerIo {
+        stdout: boxed_read(std::io::Cursor::new(vec![7u8; MIB as usize])),
+        ..server_io(exits_with(0))
+    };
+    let started = tokio::time::Instant::now();
+    let end = tokio::time::timeout(
+        Duration::from_secs(120),
+        serve(server, Protocol::V5, io, &config),
+    )
+    .await
+    .expect("the session ended on its own")
+    .unwrap();
+    let waited = started.elapsed();
+    assert_eq!(end.outcome, ServerEnd::Idle);
+    assert!(
+        waited >= Duration::from_secs(20) && waited <= Duration::from_secs(25),
+        "ended after {waited:?}"
+    );
+    drop(client);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_away_longer_than_the_peer_timeout_is_not_declared_dead() {
     // A pager read for minutes: the client answers no pings while its terminal takes
     // nothing, and the server's output waits. That is not a dead peer.

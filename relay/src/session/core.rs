@@ -35,9 +35,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket for S {}
 pub(super) enum Phase {
     Running,
     /// A close frame went one way; nothing new is sent, and the connection gets until the
-    /// deadline to finish the close handshake.
+    /// deadline to finish the close handshake. While what was queued before the close frame
+    /// (and the frame itself) still waits for room toward the peer, the handshake has not
+    /// begun and the deadline keeps moving, up to the idle timeout without progress.
     Closing {
         deadline: Pin<Box<Sleep>>,
+        /// `bytes_sent` when last seen, and when it last changed.
+        progress: (u64, Instant),
     },
     /// The connection ended: finish local writes, then end.
     Finishing,
@@ -161,6 +165,7 @@ impl<'c, S: Socket> Core<'c, S> {
     pub fn closing(&self) -> Phase {
         Phase::Closing {
             deadline: Box::pin(tokio::time::sleep(self.config.close_timeout)),
+            progress: (self.stats.bytes_sent, Instant::now()),
         }
     }
 
@@ -237,6 +242,12 @@ impl<'c, S: Socket> Core<'c, S> {
             }
             Poll::Ready(Err(e)) => Err(Error::Send(tungstenite::Error::Io(e))),
         }
+    }
+
+    /// Whether anything handed to this end is not yet out to the socket: control messages
+    /// (a status, a close frame), direct frames, or tungstenite's or the socket's buffer.
+    fn sends_waiting(&self) -> bool {
+        !self.outbox.is_empty() || !self.direct.is_empty() || self.unflushed || self.raw_unflushed
     }
 
     /// Pushes out what is queued and buffered for the socket. Returns whether the socket is
@@ -471,7 +482,26 @@ impl<'c, S: Socket, R: Role> Pump<'c, S, R> {
     /// Keepalive pings, the dead-peer check, and the close deadline. Returns whether it queued
     /// work.
     fn poll_clocks(&mut self, cx: &mut Context<'_>) -> Result<bool, Error> {
-        if let Phase::Closing { deadline } = &mut self.core.phase {
+        let waiting = self.core.sends_waiting();
+        let sent = self.core.stats.bytes_sent;
+        if let Phase::Closing { deadline, progress } = &mut self.core.phase {
+            let now = Instant::now();
+            if progress.0 != sent {
+                *progress = (sent, now);
+            }
+            // A reader that paused (`cmd | less`) has not taken what came before the close
+            // frame: that is not a peer slow to close. The idle timeout bounds a peer that
+            // takes nothing at all; one that broke the protocol gets no such patience.
+            let stalled_too_long = self
+                .core
+                .config
+                .idle_timeout
+                .is_some_and(|idle| now.duration_since(progress.1) >= idle);
+            if waiting && !stalled_too_long && !self.core.stop_reading {
+                deadline
+                    .as_mut()
+                    .reset(now + self.core.config.close_timeout);
+            }
             if deadline.as_mut().poll(cx).is_ready() {
                 debug!("close handshake not finished in time; ending anyway");
                 self.connection_ended(None)?;
