@@ -534,7 +534,7 @@ fn output_waits_for_a_reader_that_pauses_past_the_process_exit() {
     let fifos = scratch("fifo-paused");
     let agent = support::Agent::containerd(&fifos, "");
     let address = agent.address();
-    support::a_paused_reader_gets_every_byte(|script| {
+    support::a_paused_reader_gets_every_byte(&agent, |script| {
         via_agent(&target, &address, &["--", "sh", "-c", script])
     });
     support::assert_agent_removed(|| target.leftovers(), &agent);

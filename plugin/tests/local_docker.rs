@@ -188,7 +188,7 @@ fn output_waits_for_a_reader_that_pauses_past_the_process_exit() {
     let target = Target::start("exec sleep 3600");
     let agent = support::Agent::start();
     let address = agent.address();
-    support::a_paused_reader_gets_every_byte(|script| {
+    support::a_paused_reader_gets_every_byte(&agent, |script| {
         local(&target, &["--agent", &address, "--", "sh", "-c", script])
     });
     support::assert_agent_removed(|| target.leftovers(), &agent);
@@ -308,6 +308,16 @@ fn the_image_is_pulled_only_when_absent_or_asked_for() {
     assert!(err.contains("Pulling from kdbg-tools"), "{err}");
     assert!(!err.contains("Never"), "{err}");
     assert_eq!(pulls(&agent), 1);
+    // The agent's audit log says what the first try met: not a denial, an absent image.
+    let refusals = |decision: &str| {
+        agent
+            .log()
+            .lines()
+            .filter(|l| l.contains("session refused") && l.contains(decision))
+            .count()
+    };
+    assert_eq!(refusals("image absent"), 1, "{}", agent.log());
+    assert_eq!(refusals("denied"), 0, "{}", agent.log());
     // Present: the session alone, no pull request.
     let err = session(&[]);
     assert!(!err.contains("Pulling"), "{err}");

@@ -590,7 +590,7 @@ impl Audit {
     }
 
     fn refused(&self, refusal: &session::Refusal) {
-        info!(target: "audit", event = "session refused", user = %self.user, groups = %self.groups, verified = self.verified, pod = %self.pod, target = %self.target, image = %self.image, command = %self.command, peer = %self.peer, decision = "denied", code = refusal.code, reason = %refusal.message, "audit");
+        info!(target: "audit", event = "session refused", user = %self.user, groups = %self.groups, verified = self.verified, pod = %self.pod, target = %self.target, image = %self.image, command = %self.command, peer = %self.peer, decision = refusal.decision(), code = refusal.code, reason = %refusal.message, "audit");
     }
 
     fn started(&self, container: &str, recording: Option<&str>) {

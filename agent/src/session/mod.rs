@@ -72,6 +72,17 @@ impl Refusal {
             reason: None,
         }
     }
+
+    /// The decision the audit log records: `image absent` when the image is not on the node
+    /// (the plugin's first try under IfNotPresent, which it follows with a pull), else
+    /// `denied`.
+    pub fn decision(&self) -> &'static str {
+        if self.reason == Some(kdbg_api::reason::IMAGE_ABSENT) {
+            "image absent"
+        } else {
+            "denied"
+        }
+    }
 }
 
 impl From<Error> for Refusal {

@@ -771,8 +771,8 @@ pub fn pty_session(tag: &str, command: &str) {
 /// size ends with output still behind the process when it exits depends on the buffers on
 /// the way, so there are five (the default `policy.maxSessions.perTarget`); each of them lost
 /// its tail on one runtime or the other before the agent waited for slow readers.
-/// `session(script)` runs `sh -c script` in a debug session.
-pub fn a_paused_reader_gets_every_byte(session: impl Fn(&str) -> Command) {
+/// `session(script)` runs `sh -c script` in a debug session of `agent`.
+pub fn a_paused_reader_gets_every_byte(agent: &Agent, session: impl Fn(&str) -> Command) {
     let sizes = [192, 256, 384, 768, 1024].map(|kb| kb * 1000);
     let running: Vec<_> = sizes
         .iter()
@@ -799,7 +799,11 @@ pub fn a_paused_reader_gets_every_byte(session: impl Fn(&str) -> Command) {
             ));
         }
     }
-    assert!(short.is_empty(), "{short:#?}");
+    assert!(
+        short.is_empty(),
+        "{short:#?}\nthe agent's log:\n{}",
+        agent.log()
+    );
 }
 
 /// Waits (at most 20 s) until `leftovers` finds a debug container, and returns its ID.
