@@ -476,6 +476,21 @@ async fn slow_consumer_keeps_buffering_bounded() {
 /// then exit code 0.
 async fn reader_away(config: Config, len: usize, exit: ExitFuture, away: Duration) {
     let (server, client) = duplex_pair(64 * 1024).await;
+    reader_away_on(server, client, config, len, exit, away).await;
+}
+
+/// [`reader_away`] over the given WebSockets.
+async fn reader_away_on<S, C>(
+    server: WebSocketStream<S>,
+    client: WebSocketStream<C>,
+    config: Config,
+    len: usize,
+    exit: ExitFuture,
+    away: Duration,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let output: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
     let expected = output.clone();
     let served = {
@@ -535,6 +550,33 @@ async fn output_read_from_an_exited_process_but_not_yet_sent_outlives_the_close_
     };
     for len in [150 * 1024, 200 * 1024, 250 * 1024] {
         reader_away(
+            config.clone(),
+            len,
+            exits_with(0),
+            Duration::from_millis(1000),
+        )
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_reader_that_still_pings_keeps_its_closing_session() {
+    // Over real TCP: everything, the status and the close frame are in the kernel's buffers,
+    // and the reader's client, paused, still pings. Were the server to give up on the close
+    // handshake and close its socket, the next ping would meet a closed socket, and the
+    // kernel's reset would throw away what the client had not read yet. A peer that is heard
+    // is alive: the server waits for its close reply. The default timing's ratio: the
+    // reader's first ping comes one close timeout after the session began.
+    let config = Config {
+        keepalive_interval: Duration::from_millis(200),
+        close_timeout: Duration::from_millis(200),
+        ..Config::default()
+    };
+    for len in [64 * 1024, 150 * 1024] {
+        let pair = loopback_pair().await;
+        reader_away_on(
+            pair.server,
+            pair.client,
             config.clone(),
             len,
             exits_with(0),

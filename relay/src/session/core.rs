@@ -161,10 +161,17 @@ impl<'c, S: Socket> Core<'c, S> {
         }
     }
 
-    /// A closing phase with its deadline.
+    /// A closing phase with its deadline: the close timeout, or two keepalive intervals if
+    /// that is longer, so that a live peer (whose pings come at that interval, the same
+    /// default on both ends) is heard before the deadline and gets more time (see
+    /// [`Pump::poll_clocks`]).
     pub fn closing(&self) -> Phase {
+        let first = self
+            .config
+            .close_timeout
+            .max(self.config.keepalive_interval * 2);
         Phase::Closing {
-            deadline: Box::pin(tokio::time::sleep(self.config.close_timeout)),
+            deadline: Box::pin(tokio::time::sleep(first)),
             progress: (self.stats.bytes_sent, Instant::now()),
         }
     }
@@ -489,18 +496,33 @@ impl<'c, S: Socket, R: Role> Pump<'c, S, R> {
             if progress.0 != sent {
                 *progress = (sent, now);
             }
+            let heard = std::mem::take(&mut self.core.heard);
             // A reader that paused (`cmd | less`) has not taken what came before the close
-            // frame: that is not a peer slow to close. The idle timeout bounds a peer that
-            // takes nothing at all; one that broke the protocol gets no such patience.
+            // frame, or has not read the frame yet: that is not a peer slow to close. While
+            // what came before waits for room, the handshake has not begun; while the peer
+            // is heard (its pings), it is alive, and closing the socket under it would have
+            // its next ping answered by a reset that throws away what it has not read. The
+            // idle timeout bounds a peer that takes nothing at all; one that broke the
+            // protocol gets no such patience.
             let stalled_too_long = self
                 .core
                 .config
                 .idle_timeout
                 .is_some_and(|idle| now.duration_since(progress.1) >= idle);
-            if waiting && !stalled_too_long && !self.core.stop_reading {
-                deadline
-                    .as_mut()
-                    .reset(now + self.core.config.close_timeout);
+            if !stalled_too_long && !self.core.stop_reading {
+                let config = &self.core.config;
+                let patience = if heard {
+                    Some(config.peer_timeout)
+                } else if waiting {
+                    Some(config.close_timeout)
+                } else {
+                    None
+                };
+                if let Some(patience) = patience
+                    && now + patience > deadline.deadline()
+                {
+                    deadline.as_mut().reset(now + patience);
+                }
             }
             if deadline.as_mut().poll(cx).is_ready() {
                 debug!("close handshake not finished in time; ending anyway");

@@ -90,8 +90,10 @@ pub struct Config {
     pub keepalive_interval: Duration,
     /// How long the peer may stay silent (pongs count) before it is declared dead.
     pub peer_timeout: Duration,
-    /// How long to wait for the peer's close reply, and for output to go quiet after the
-    /// process ended (each byte that moves starts the wait again), before ending anyway.
+    /// How long to wait for the peer's close reply (at least two keepalive intervals; a peer
+    /// heard meanwhile, or output still on its way to it, gets more), and for output to go
+    /// quiet after the process ended (each byte that moves starts the wait again), before
+    /// ending anyway.
     pub close_timeout: Duration,
     /// Server: a session with no input and no output this long ends ([`ServerEnd::Idle`]);
     /// `None`: never. The kubelet's streaming idle timeout is 4 h.
