@@ -164,12 +164,15 @@ impl<'c, S: Socket> Core<'c, S> {
     /// A closing phase with its deadline: the close timeout, or two keepalive intervals if
     /// that is longer, so that a live peer (whose pings come at that interval, the same
     /// default on both ends) is heard before the deadline and gets more time (see
-    /// [`Pump::poll_clocks`]).
+    /// [`Pump::poll_clocks`]); a peer that broke the protocol gets the close timeout.
     pub fn closing(&self) -> Phase {
-        let first = self
-            .config
-            .close_timeout
-            .max(self.config.keepalive_interval * 2);
+        let first = if self.stop_reading {
+            self.config.close_timeout
+        } else {
+            self.config
+                .close_timeout
+                .max(self.config.keepalive_interval * 2)
+        };
         Phase::Closing {
             deadline: Box::pin(tokio::time::sleep(first)),
             progress: (self.stats.bytes_sent, Instant::now()),
@@ -374,15 +377,19 @@ impl<'c, S: Socket, R: Role> Pump<'c, S, R> {
                 busy |= core.send_control(cx)?;
                 busy |= match self.receive(cx) {
                     Ok(busy) => busy,
-                    Err(e) => match self.role.violated(&mut self.core, &e) {
-                        Some(outcome) => {
-                            debug!(error = %e, "the peer broke the protocol; told it and closing");
-                            self.core.stop_reading = true;
-                            self.outcome.get_or_insert(outcome);
-                            true
+                    Err(e) => {
+                        // Nothing more is read from a peer that broke the protocol (set first:
+                        // its closing phase gets no patience).
+                        self.core.stop_reading = true;
+                        match self.role.violated(&mut self.core, &e) {
+                            Some(outcome) => {
+                                debug!(error = %e, "the peer broke the protocol; told it and closing");
+                                self.outcome.get_or_insert(outcome);
+                                true
+                            }
+                            None => return Poll::Ready(Err(e)),
                         }
-                        None => return Poll::Ready(Err(e)),
-                    },
+                    }
                 };
             }
             let core = &mut self.core;
