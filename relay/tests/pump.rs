@@ -543,9 +543,11 @@ async fn output_read_from_an_exited_process_but_not_yet_sent_outlives_the_close_
     // The same pager, with less output: the server has read all of it from the process (so
     // the drain is over) and holds the tail, then the status and the close frame, behind a
     // transport the reader has not emptied. The close handshake's time starts only once they
-    // are sent; before that, they wait for the reader as the output did.
+    // are sent; before that, they wait for the reader as the output did. (Pings at half the
+    // close time, so the close handshake's own first deadline is the close time.)
     let config = Config {
         close_timeout: Duration::from_millis(200),
+        keepalive_interval: Duration::from_millis(100),
         ..Config::default()
     };
     for len in [150 * 1024, 200 * 1024, 250 * 1024] {
