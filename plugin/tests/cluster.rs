@@ -296,10 +296,11 @@ fn version_metrics_and_each_verbs_help() {
     let target = Target::start("exec sleep 3600");
     let (cluster, agent) = cluster_with(&target);
     let out = run(
-        &mut cluster.debug(agent.port, &["web-1", "--", "true"]),
+        &mut cluster.debug(agent.port, &["web-1", "--", "echo", "counted"]),
         b"",
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "counted\n");
     let out = run(
         &mut cluster.debug(agent.port, &["version", "-o", "json"]),
         b"",
@@ -315,21 +316,13 @@ fn version_metrics_and_each_verbs_help() {
         "{version}"
     );
     // Prometheus' text format, counting the session above.
-    let metrics = Command::new("curl")
-        .args(["-sf", &format!("http://{}/metrics", agent.address())])
-        .output()
-        .unwrap();
-    let metrics = text(&metrics.stdout);
-    assert!(
-        metrics.contains(
-            "kubectl_debug_agent_sessions_total{runtime=\"docker\",outcome=\"completed\"} 1"
-        ),
-        "{metrics}"
+    assert_eq!(
+        agent
+            .metric("kubectl_debug_agent_sessions_total{runtime=\"docker\",outcome=\"completed\"}"),
+        1
     );
-    assert!(
-        metrics.contains("kubectl_debug_agent_relayed_bytes_total"),
-        "{metrics}"
-    );
+    // "counted\n" out, nothing in.
+    assert_eq!(agent.metric("kubectl_debug_agent_relayed_bytes_total"), 8);
     // Each verb's help shows the flags that apply to it.
     let help = |args: &[&str]| text(&run(plugin().args(args), b"").stdout);
     let local = help(&["local", "--help"]);

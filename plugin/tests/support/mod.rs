@@ -196,11 +196,7 @@ impl Agent {
 
     /// An agent on the test Docker engine with `extra` top-level YAML in its configuration.
     pub fn docker_with(extra: &str) -> Agent {
-        Agent::with_config(
-            &format!("  kind: docker\n  endpoint: \"{}\"\n", docker_host()),
-            &image(),
-            extra,
-        )
+        Agent::with_config(&docker_runtime(), &image(), extra)
     }
 
     /// An agent on the test containerd with `extra` top-level YAML in its configuration.
@@ -214,23 +210,18 @@ impl Agent {
         Agent::with_config(&containerd_runtime(fifo_dir, extra), &ctd_image(), "")
     }
 
-    /// An agent whose config has `runtime` (indented YAML lines), `image` by default, and
-    /// `extra` top-level YAML (which may set `listen`).
     /// An agent on the test Docker engine, as [`Agent::docker_with`], allowed only `files`
     /// open file descriptors (soft and hard limit), as a node's tight limit would.
     pub fn docker_with_file_limit(extra: &str, files: u64) -> Agent {
-        Agent::with_limit(
-            &format!("  kind: docker\n  endpoint: \"{}\"\n", docker_host()),
-            &image(),
-            extra,
-            Some(files),
-        )
+        Agent::with_limit(&docker_runtime(), &image(), extra, Some(files))
     }
 
     fn with_config(runtime: &str, image: &str, extra: &str) -> Agent {
         Agent::with_limit(runtime, image, extra, None)
     }
 
+    /// An agent whose config has `runtime` (indented YAML lines), `image` by default, and
+    /// `extra` top-level YAML (which may set `listen`); with `files`, that file limit.
     fn with_limit(runtime: &str, image: &str, extra: &str, files: Option<u64>) -> Agent {
         static N: AtomicUsize = AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!(
@@ -541,6 +532,11 @@ fn ready_address(log: &str) -> Option<(String, u16)> {
         .collect();
     let (host, port) = address.rsplit_once(':')?;
     Some((host.to_owned(), port.parse().ok()?))
+}
+
+/// The `runtime:` lines of an agent on the test Docker engine.
+fn docker_runtime() -> String {
+    format!("  kind: docker\n  endpoint: \"{}\"\n", docker_host())
 }
 
 /// The `runtime:` lines of an agent on the test containerd.
