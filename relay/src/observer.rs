@@ -12,7 +12,9 @@
 //!
 //! Every observer's first event is [`EventKind::Start`] with the terminal size as the session
 //! knows it at that moment (the size the client asked for at the start, or the latest resize),
-//! so a recorder can write its header before any output. Keystrokes ([`EventKind::Input`]) go
+//! so a recorder can write its header before any output. Observers see sizes within
+//! [`TerminalSize::MAX_KEPT`]: a client may give its process any size the kernel takes, but a
+//! screen kept for watchers costs memory by the cell. Keystrokes ([`EventKind::Input`]) go
 //! only to observers that ask for them ([`ObserverOptions::input`]): they may hold passwords.
 //!
 //! Events are numbered ([`Event::seq`]). A tap can also keep the session's recent output and
@@ -131,7 +133,9 @@ struct Shared {
 struct RecentBuffer {
     /// Output and resizes, with their numbers, oldest first.
     events: VecDeque<(u64, EventKind)>,
-    /// The output bytes in `events`, at most `cap` (the oldest go first).
+    /// What `events` cost ([`EventKind::cost`]: output bytes, and [`EVENT_OVERHEAD`] for
+    /// every event, resizes included, so a flood of resizes is bounded like output), at
+    /// most `cap` (the oldest go first).
     bytes: usize,
     cap: usize,
     /// The reader looked since the last change: the next change wakes it.
@@ -259,7 +263,7 @@ impl Tap {
     /// A tap with no observers yet; `size` is the terminal size at the start, if known.
     pub fn new(size: Option<TerminalSize>) -> Tap {
         let tap = Tap::default();
-        tap.lock().size = size;
+        tap.lock().size = size.map(TerminalSize::kept);
         tap
     }
 
@@ -302,8 +306,8 @@ impl Tap {
         self.lock().observers.len()
     }
 
-    /// Keeps the session's output and resizes from now on, the last `cap` bytes of output at
-    /// most, for a reader that looks now and then.
+    /// Keeps the session's output and resizes from now on, `cap` bytes of them at most
+    /// (output bytes, and [`EVENT_OVERHEAD`] for each event), for a reader that looks now and then.
     pub fn keep_recent(&self, cap: usize) -> Recent {
         let notify = Arc::new(Notify::new());
         self.lock().recent = Some(RecentBuffer {
@@ -322,6 +326,12 @@ impl Tap {
     /// Hands `kind` to every observer that wants it, without waiting; drops those past their
     /// budget (telling them) and those that went away.
     pub fn offer(&self, kind: EventKind) {
+        // Observers keep screens and write headers of the sizes they see: they see sizes
+        // within TerminalSize::MAX_KEPT (the process itself got the size asked for).
+        let kind = match kind {
+            EventKind::Resize(size) => EventKind::Resize(size.kept()),
+            other => other,
+        };
         let mut shared = self.lock();
         if let EventKind::Resize(size) = kind {
             shared.size = Some(size);
@@ -389,14 +399,11 @@ impl Tap {
 
 impl RecentBuffer {
     fn keep(&mut self, seq: u64, kind: &EventKind) {
-        if let EventKind::Output { data, .. } = kind {
-            self.bytes += data.len();
-        }
+        self.bytes += kind.cost();
         self.events.push_back((seq, kind.clone()));
         while self.bytes > self.cap {
             match self.events.pop_front() {
-                Some((_, EventKind::Output { data, .. })) => self.bytes -= data.len(),
-                Some(_) => {}
+                Some((_, gone)) => self.bytes -= gone.cost(),
                 None => break,
             }
         }
@@ -507,7 +514,8 @@ mod tests {
     #[tokio::test]
     async fn recent_output_is_kept_to_its_cap_numbered_and_wakes_its_reader_once() {
         let tap = Tap::new(None);
-        let recent = tap.keep_recent(2);
+        // Room for two one-byte outputs and a resize.
+        let recent = tap.keep_recent(3 * EVENT_OVERHEAD + 2);
         tap.offer(output("a"));
         tap.offer(EventKind::Resize(TerminalSize { cols: 9, rows: 9 }));
         tap.offer(output("b"));
@@ -539,5 +547,61 @@ mod tests {
         tap.end();
         recent.changed().await;
         assert!(recent.take(0).ended);
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_resizes_is_kept_within_the_cap() {
+        // The hostile probe's 150 MiB of resize messages: each kept event costs at least
+        // EVENT_OVERHEAD, so what the buffer holds stays under its cap however many come.
+        let tap = Tap::new(None);
+        let cap = 64 << 10;
+        let recent = tap.keep_recent(cap);
+        for i in 0..100_000u32 {
+            let n = u16::try_from(i % 500).unwrap_or(0) + 1;
+            tap.offer(EventKind::Resize(TerminalSize { cols: n, rows: n }));
+        }
+        let taken = recent.take(0);
+        assert!(taken.skipped);
+        assert!(
+            taken.events.len() <= cap / EVENT_OVERHEAD,
+            "{} resizes kept",
+            taken.events.len()
+        );
+        // The latest size is still there to rebuild the screen with.
+        assert_eq!(
+            taken.events.last().map(|(_, kind)| kind.clone()),
+            Some(EventKind::Resize(TerminalSize {
+                cols: 500,
+                rows: 500
+            }))
+        );
+    }
+
+    #[tokio::test]
+    async fn observers_see_sizes_within_what_is_kept() {
+        let huge = TerminalSize {
+            cols: u16::MAX,
+            rows: u16::MAX,
+        };
+        let tap = Tap::new(Some(huge));
+        assert_eq!(tap.size(), Some(TerminalSize::MAX_KEPT));
+        let mut observer = tap.subscribe(ObserverOptions::default());
+        tap.offer(EventKind::Resize(TerminalSize {
+            cols: 120,
+            rows: u16::MAX,
+        }));
+        assert_eq!(
+            observer.recv().await.map(|e| e.kind),
+            Some(EventKind::Start {
+                size: Some(TerminalSize::MAX_KEPT)
+            })
+        );
+        assert_eq!(
+            observer.recv().await.map(|e| e.kind),
+            Some(EventKind::Resize(TerminalSize {
+                cols: 120,
+                rows: 1000
+            }))
+        );
     }
 }

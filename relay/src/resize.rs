@@ -22,6 +22,23 @@ pub struct TerminalSize {
 }
 
 impl TerminalSize {
+    /// The largest size the agent keeps anything of: the screen kept for watchers and a
+    /// recording's sizes are at most this many columns and rows. (The process gets the size
+    /// its client asked for, up to the kernel's u16 each way; a 65535 x 65535 screen kept
+    /// in memory would be tens of gigabytes.)
+    pub const MAX_KEPT: TerminalSize = TerminalSize {
+        cols: 1000,
+        rows: 1000,
+    };
+
+    /// This size, within [`TerminalSize::MAX_KEPT`].
+    pub fn kept(self) -> TerminalSize {
+        TerminalSize {
+            cols: self.cols.min(Self::MAX_KEPT.cols),
+            rows: self.rows.min(Self::MAX_KEPT.rows),
+        }
+    }
+
     /// The JSON message a client sends, in the spelling kubectl uses, newline-terminated.
     pub fn to_json(self) -> Bytes {
         Bytes::from(format!(
