@@ -106,7 +106,11 @@ fn name_resolution_comes_from_the_target_without_leaving_its_root() {
 fn sys_admin_serves_nsenter_but_cannot_undo_read_only_kernel_settings() {
     let target = CtdTarget::start("exec sleep 3600");
     let out = run(
-        &mut local(&target, &ctd_image(), &["--", "sh", "-c", SYS_ADMIN_PROBE]),
+        &mut local(
+            &target,
+            &ctd_image(),
+            &["--profile", "sysadmin", "--", "sh", "-c", SYS_ADMIN_PROBE],
+        ),
         b"",
     );
     assert_sys_admin_is_confined(&out);

@@ -46,7 +46,17 @@ fn wget_reaches_a_server_on_the_targets_loopback() {
 fn sys_admin_serves_nsenter_but_cannot_undo_read_only_kernel_settings() {
     let target = Target::start("exec sleep 3600");
     let out = run(
-        &mut local(&target, &["--", "sh", "-c", support::SYS_ADMIN_PROBE]),
+        &mut local(
+            &target,
+            &[
+                "--profile",
+                "sysadmin",
+                "--",
+                "sh",
+                "-c",
+                support::SYS_ADMIN_PROBE,
+            ],
+        ),
         b"",
     );
     support::assert_sys_admin_is_confined(&out);

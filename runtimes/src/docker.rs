@@ -251,7 +251,8 @@ impl Runtime for DockerRuntime {
                         .map(|c| (*c).to_owned())
                         .collect(),
                 ),
-                // Docker's own profile allows mounts once SYS_ADMIN is added; ours does not.
+                // Ours, an allow-list like Docker's default, the same on every backend (Docker's
+                // own would allow mounts once SYS_ADMIN is added; ours does not).
                 security_opt: Some(vec![format!(
                     "seccomp={}",
                     crate::seccomp_profile(spec.profile)

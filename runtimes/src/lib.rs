@@ -26,12 +26,14 @@ mod error;
 #[cfg(feature = "fake")]
 pub mod fake;
 pub mod reference;
+pub mod seccomp;
 
 pub use containerd::ContainerdRuntime;
 pub use containerd::registry::RegistryError;
 pub use docker::DockerRuntime;
 pub use error::{Error, PullError};
 pub use reference::{InvalidReference, Reference};
+pub use seccomp::seccomp_profile;
 
 #[cfg(feature = "fake")]
 pub use fake::FakeRuntime;
@@ -70,45 +72,15 @@ pub mod label {
     /// containerd: the exit code of the container's main process, kept once its task is
     /// deleted.
     pub const EXIT_CODE: &str = label_key!("exit-code");
+    /// Set when the container gives its user the node itself, saying why (its target shares
+    /// the node's namespaces, or its profile grants node-level power): every later use of it
+    /// (attach, rm, list, watch, its recordings) needs the node-level permission too.
+    pub const NODE_LEVEL: &str = label_key!("node-level");
 }
 
 /// Capabilities a debug container gets beyond the runtime's defaults, on every backend:
 /// enough for `strace`, `gdb` and `nsenter`, like the peers.
 pub const DEBUG_CAPABILITIES: [&str; 2] = ["SYS_PTRACE", "SYS_ADMIN"];
-
-/// Syscalls a debug container may not make, on every backend, whatever its capabilities.
-/// SYS_ADMIN lets a process mount and unmount: it could undo the read-only `/proc/sys` and
-/// `/sys` and reach the node through `kernel.core_pattern` or a cgroup `release_agent`, so the
-/// mount family (old and new API) is refused; modules, kexec, reboot, swap and accounting act
-/// on the node itself. `setns` (nsenter), `ptrace`, `perf_event_open` and `bpf` stay allowed:
-/// they are what debugging needs.
-pub const REFUSED_SYSCALLS: [&str; 21] = [
-    "mount",
-    "umount",
-    "umount2",
-    "pivot_root",
-    "fsopen",
-    "fsconfig",
-    "fsmount",
-    "fspick",
-    "move_mount",
-    "open_tree",
-    "mount_setattr",
-    "open_by_handle_at",
-    "init_module",
-    "finit_module",
-    "delete_module",
-    "kexec_load",
-    "kexec_file_load",
-    "reboot",
-    "swapon",
-    "swapoff",
-    "acct",
-];
-
-/// Syscalls for node-wide kernel tracing: `bpf` (maps and programs) and system-wide
-/// `perf_event_open`. Only the `sysadmin` profile may make them.
-pub const TRACING_SYSCALLS: [&str; 2] = ["bpf", "perf_event_open"];
 
 /// What a debug container may do, chosen per session like `kubectl debug --profile`; the
 /// agent's policy says which profiles are allowed and which is the default.
@@ -117,12 +89,14 @@ pub const TRACING_SYSCALLS: [&str; 2] = ["bpf", "perf_event_open"];
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Profile {
-    /// SYS_PTRACE: strace, gdb, reading other processes' /proc.
+    /// SYS_PTRACE: strace, gdb, reading other processes' /proc. The default, as
+    /// `kubectl debug`'s.
+    #[default]
     General,
     /// NET_ADMIN and NET_RAW: tcpdump, ip, iptables in the target's network.
     Netadmin,
-    /// SYS_PTRACE and SYS_ADMIN (nsenter, and bpf and perf tracing), mounts refused.
-    #[default]
+    /// SYS_PTRACE and SYS_ADMIN (nsenter, and bpf and perf tracing), mounts refused: power
+    /// over the node, not only the pod ([`Profile::node_level`]).
     Sysadmin,
     /// No capability beyond the runtime's defaults.
     Restricted,
@@ -147,6 +121,15 @@ impl Profile {
         }
     }
 
+    /// Why the profile gives power over the node itself, beyond the target's pod, if it
+    /// does: `sysadmin`'s CAP_SYS_ADMIN, `bpf` and `perf_event_open` reach every process
+    /// on the node (a tracing program reads any process's memory).
+    pub fn node_level(self) -> Option<&'static str> {
+        (self == Profile::Sysadmin).then_some(
+            "profile sysadmin grants CAP_SYS_ADMIN, bpf and perf_event_open, which reach every process on the node",
+        )
+    }
+
     /// The capabilities it adds to the runtime's defaults.
     pub fn capabilities(self) -> &'static [&'static str] {
         match self {
@@ -155,15 +138,6 @@ impl Profile {
             Profile::Sysadmin => &DEBUG_CAPABILITIES,
             Profile::Restricted => &[],
         }
-    }
-
-    /// The syscalls its seccomp profile refuses.
-    pub fn refused_syscalls(self) -> Vec<&'static str> {
-        let mut refused = REFUSED_SYSCALLS.to_vec();
-        if self != Profile::Sysadmin {
-            refused.extend(TRACING_SYSCALLS);
-        }
-        refused
     }
 }
 
@@ -183,26 +157,6 @@ impl FromStr for Profile {
                 format!("unknown profile {s:?}; the profiles are general, netadmin, sysadmin and restricted")
             })
     }
-}
-
-/// The seccomp profile of a debug container of `profile` (OCI runtime spec and Docker share
-/// the format): everything allowed but [`Profile::refused_syscalls`], which fail with EPERM,
-/// for every ABI of this machine's architecture.
-pub fn seccomp_profile(profile: Profile) -> serde_json::Value {
-    let architectures: &[&str] = match std::env::consts::ARCH {
-        "x86_64" => &["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
-        "aarch64" => &["SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"],
-        _ => &[],
-    };
-    serde_json::json!({
-        "defaultAction": "SCMP_ACT_ALLOW",
-        "architectures": architectures,
-        "syscalls": [{
-            "names": profile.refused_syscalls(),
-            "action": "SCMP_ACT_ERRNO",
-            "errnoRet": 1
-        }]
-    })
 }
 
 /// Which runtime a container ID belongs to, as in a pod's `containerID` (`docker://...`).

@@ -96,7 +96,8 @@ impl Default for Profiles {
     fn default() -> Self {
         Profiles {
             allowed: Profile::ALL.to_vec(),
-            default: Profile::Sysadmin,
+            // As `kubectl debug`'s: sysadmin is node-level power, asked for by name.
+            default: Profile::General,
         }
     }
 }
@@ -136,8 +137,15 @@ impl Default for MaxSessions {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct Limits {
-    /// Open connections at most; past it, new ones are closed at once.
+    /// Open connections at most; past it, new ones are closed at once. The agent also keeps
+    /// it under its file limit (raised to the hard limit at start), with room to spare for
+    /// the runtime's sockets and the sessions' streams.
     pub max_connections: usize,
+    /// Connections that have not yet made an authenticated request (a TLS handshake or
+    /// headers under way, or idle) at most; when one more comes, the oldest of them is
+    /// closed. 0: three quarters of `maxConnections`, so authenticated sessions and health
+    /// checks always keep headroom, however many sockets a client holds open.
+    pub max_unauthenticated: usize,
     /// A client has this long to send a request's headers (and, with TLS, to finish the
     /// handshake); an idle connection is closed after it too.
     pub header_timeout: GoDuration,
@@ -145,10 +153,23 @@ pub struct Limits {
     pub max_query_bytes: usize,
 }
 
+impl Limits {
+    /// How many connections may wait to authenticate: `maxUnauthenticated`, else three
+    /// quarters of `maxConnections`; at least 1, and below `maxConnections`.
+    pub fn unauthenticated_cap(&self) -> usize {
+        let cap = match self.max_unauthenticated {
+            0 => self.max_connections / 4 * 3,
+            n => n,
+        };
+        cap.min(self.max_connections.saturating_sub(1)).max(1)
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_connections: 4096,
+            max_unauthenticated: 0,
             header_timeout: GoDuration(Duration::from_secs(10)),
             max_query_bytes: 16 << 10,
         }

@@ -317,31 +317,32 @@ mod tests {
         assert_eq!(env, ["PATH=/bin", "A=1"]);
         let caps = process["capabilities"]["effective"].as_array().unwrap();
         assert!(caps.contains(&json!("CAP_SYS_PTRACE")) && caps.contains(&json!("CAP_SYS_ADMIN")));
-        // SYS_ADMIN, but no mounts: seccomp refuses them.
-        let refused = &value["linux"]["seccomp"]["syscalls"][0];
-        assert_eq!(refused["action"], "SCMP_ACT_ERRNO");
+        // An allow-list: SYS_ADMIN, but no mounts (not allowed, so refused by default).
+        let seccomp = &value["linux"]["seccomp"];
+        assert_eq!(seccomp["defaultAction"], "SCMP_ACT_ERRNO");
+        let allowed = |v: &Value| -> Vec<Value> {
+            v["linux"]["seccomp"]["syscalls"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|rule| rule["action"] == "SCMP_ACT_ALLOW" && rule.get("args").is_none())
+                .flat_map(|rule| rule["names"].as_array().unwrap().clone())
+                .collect()
+        };
         for name in ["mount", "umount2", "fsmount", "move_mount"] {
-            assert!(
-                refused["names"].as_array().unwrap().contains(&json!(name)),
-                "{name}"
-            );
+            assert!(!allowed(&value).contains(&json!(name)), "{name}");
         }
         // Node-wide tracing (bpf, perf_event_open) for sysadmin only; each profile its own
         // capabilities.
-        let names = |v: &Value| v["linux"]["seccomp"]["syscalls"][0]["names"].clone();
-        assert!(!names(&value).as_array().unwrap().contains(&json!("bpf")));
+        assert!(allowed(&value).contains(&json!("bpf")));
         for (profile, caps) in [
             (Profile::General, vec!["CAP_SYS_PTRACE"]),
             (Profile::Netadmin, vec!["CAP_NET_ADMIN"]),
             (Profile::Restricted, vec![]),
         ] {
             let spec = runtime_spec(Path::new("/i"), &image(), 4242, profile).unwrap();
-            let refused = names(&spec);
-            for call in ["bpf", "perf_event_open", "mount"] {
-                assert!(
-                    refused.as_array().unwrap().contains(&json!(call)),
-                    "{profile}: {call}"
-                );
+            for call in ["bpf", "perf_event_open", "mount", "unshare"] {
+                assert!(!allowed(&spec).contains(&json!(call)), "{profile}: {call}");
             }
             let effective = spec["process"]["capabilities"]["effective"]
                 .as_array()
