@@ -3,7 +3,7 @@
 //! the caller may debug the node), and the node's policy (images, profiles, how many
 //! sessions).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use kdbg_runtimes::{Profile, TargetInfo, TargetRef, label};
@@ -16,6 +16,8 @@ use crate::session::Refusal;
 pub const POD_NAMESPACE_LABEL: &str = "io.kubernetes.pod.namespace";
 /// See [`POD_NAMESPACE_LABEL`].
 pub const POD_NAME_LABEL: &str = "io.kubernetes.pod.name";
+/// See [`POD_NAMESPACE_LABEL`]: the container's name in its pod.
+pub const CONTAINER_NAME_LABEL: &str = "io.kubernetes.container.name";
 
 /// Checks that `target` (as the runtime describes it in `info`) is a container of pod
 /// `namespace/pod`: a client must not reach a container of another pod by naming one it
@@ -84,12 +86,31 @@ fn node_reference() -> &'static str {
     })
 }
 
-/// The refusal for a node-level target whose caller may not debug the node.
-pub fn node_level_refusal(target: &TargetRef, why: &str, access: &Access) -> Refusal {
+/// Why a debug container that exists (with `labels`) gives the node itself, if it does:
+/// what the agent that made it recorded ([`label::NODE_LEVEL`]), else, for a container made
+/// before that label, what its target is (`target`, as the runtime describes it), when known.
+pub fn debug_container_node_level(
+    labels: &BTreeMap<String, String>,
+    target: Option<&TargetInfo>,
+) -> Option<String> {
+    labels
+        .get(label::NODE_LEVEL)
+        .cloned()
+        .or_else(|| target.and_then(node_level))
+}
+
+/// Why a new debug container with `profile` gives the node itself, if it does.
+pub fn profile_node_level(profile: Profile) -> Option<String> {
+    profile.node_level().map(str::to_owned)
+}
+
+/// The refusal for `subject` (a target, a debug container, a profile, a session), which
+/// gives the node itself because of `why`, to a caller who may not debug the node.
+pub fn node_level_refusal(subject: &str, why: &str, access: &Access) -> Refusal {
     Refusal::new(
         403,
         format!(
-            "Forbidden: target container {target} gives a debug container the node itself: {why}; debugging it needs node-level permission ({}), which an administrator grants with a ClusterRole",
+            "Forbidden: {subject} gives the node itself: {why}; that needs node-level permission ({}), which an administrator grants with a ClusterRole",
             access.describe()
         ),
     )

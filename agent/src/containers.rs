@@ -41,7 +41,8 @@ fn label<'a>(c: &'a DebugContainer, key: &str) -> Option<&'a str> {
     c.labels.get(key).map(String::as_str)
 }
 
-fn in_scope(c: &DebugContainer, scope: &PodScope) -> bool {
+/// Whether `c` is a container of a pod in `scope`.
+pub fn in_scope(c: &DebugContainer, scope: &PodScope) -> bool {
     scope.contains(label(c, label::POD_NAMESPACE), label(c, label::POD_NAME))
 }
 
@@ -56,15 +57,26 @@ async fn orphaned(agent: &Agent, c: &DebugContainer) -> bool {
     )
 }
 
-/// The debug containers in `scope`, as `list` shows them.
-pub async fn list(agent: &Agent, scope: &PodScope) -> Result<Vec<ContainerItem>, Error> {
-    let found: Vec<DebugContainer> = agent
+/// The debug containers in `scope`.
+pub async fn find_all(agent: &Agent, scope: &PodScope) -> Result<Vec<DebugContainer>, Error> {
+    Ok(agent
         .runtime
         .list()
         .await?
         .into_iter()
         .filter(|c| in_scope(c, scope))
-        .collect();
+        .collect())
+}
+
+/// The debug containers in `scope`, as `list` shows them, whoever asks (the endpoint leaves
+/// out node-level ones for callers not allowed the node).
+pub async fn list(agent: &Agent, scope: &PodScope) -> Result<Vec<ContainerItem>, Error> {
+    let found = find_all(agent, scope).await?;
+    Ok(items(agent, &found).await)
+}
+
+/// Debug containers `found`, as `list` shows them.
+pub async fn items(agent: &Agent, found: &[DebugContainer]) -> Vec<ContainerItem> {
     let items = found.iter().map(|c| async move {
         let sessions = agent.live.sessions(&c.id);
         let watchers = agent.live.watchers(&c.id);
@@ -87,7 +99,7 @@ pub async fn list(agent: &Agent, scope: &PodScope) -> Result<Vec<ContainerItem>,
             ..item(c, status, sessions)
         }
     });
-    Ok(join_all(items).await)
+    join_all(items).await
 }
 
 fn item(c: &DebugContainer, status: ContainerStatus, sessions: Vec<String>) -> ContainerItem {
@@ -111,8 +123,8 @@ fn item(c: &DebugContainer, status: ContainerStatus, sessions: Vec<String>) -> C
     }
 }
 
-/// Removes our debug container `name`, which must be in `scope`; returns what it was.
-pub async fn remove(agent: &Agent, name: &str, scope: &PodScope) -> Result<ContainerItem, Error> {
+/// Our debug container `name`, which must be in `scope`.
+pub async fn find_in(agent: &Agent, name: &str, scope: &PodScope) -> Result<DebugContainer, Error> {
     let found = find(agent, name).await?;
     if !in_scope(&found, scope) {
         // Not the pod's: as if it did not exist, so one pod's users cannot reach another's.
@@ -120,8 +132,13 @@ pub async fn remove(agent: &Agent, name: &str, scope: &PodScope) -> Result<Conta
             name: name.to_owned(),
         });
     }
+    Ok(found)
+}
+
+/// Removes our debug container `found`; returns what it was.
+pub async fn remove(agent: &Agent, found: &DebugContainer) -> Result<ContainerItem, Error> {
     let removed = item(
-        &found,
+        found,
         ContainerStatus::Exited {
             code: 0,
             oom_killed: false,

@@ -122,6 +122,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     // The address bound, which tells the port when the config asked for any (`:0`).
     let bound = listener.local_addr().unwrap_or(config.listen);
     let mut settings = kdbg_agent::Settings::from_config(&config);
+    fit_file_limit(&mut settings.limits);
     if config.auth.mode == kdbg_agent::config::AuthMode::Kubernetes {
         settings.auth = Some(std::sync::Arc::new(
             kdbg_agent::auth::Authenticator::connect(&config.auth).await?,
@@ -141,6 +142,46 @@ async fn run(config: Config) -> anyhow::Result<()> {
     agent.stop(SHUTDOWN_GRACE).await;
     let _ = serving.await;
     Ok(())
+}
+
+/// Files the agent keeps for itself beyond its connections: the runtime's sockets, the
+/// sessions' streams and recordings.
+const RESERVED_FILES: u64 = 256;
+
+/// Raises the agent's file limit to its hard limit (a node's default soft limit, often 1,024,
+/// would let a few held sockets lock every client out), and keeps the connections that wait
+/// to authenticate below what it allows: unless `limits.maxUnauthenticated` is set, three
+/// quarters of what the files leave after [`RESERVED_FILES`], when that is less than three
+/// quarters of `limits.maxConnections`.
+fn fit_file_limit(limits: &mut kdbg_agent::config::Limits) {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut files = getrlimit(Resource::Nofile);
+    if files.current != files.maximum {
+        files.current = files.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, files.clone()) {
+            tracing::warn!(error = %e, "could not raise the file limit to its hard limit");
+        }
+    }
+    let Some(soft) = getrlimit(Resource::Nofile).current else {
+        return;
+    };
+    let room = usize::try_from(soft.saturating_sub(RESERVED_FILES)).unwrap_or(usize::MAX);
+    if limits.max_unauthenticated == 0 {
+        limits.max_unauthenticated = (limits.max_connections.min(room) / 4 * 3).max(1);
+    }
+    if limits.max_connections > room {
+        tracing::warn!(
+            files = soft,
+            max_connections = limits.max_connections,
+            "limits.maxConnections is more than the file limit leaves room for; raise the agent's file limit (ulimit -n) or lower limits.maxConnections"
+        );
+    }
+    info!(
+        files = soft,
+        max_connections = limits.max_connections,
+        max_unauthenticated = limits.max_unauthenticated,
+        "connection limits"
+    );
 }
 
 /// Resolves on SIGTERM or SIGINT.

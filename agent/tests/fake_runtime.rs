@@ -461,11 +461,12 @@ async fn list_says_running_idle_exited_or_orphaned() {
     let pod = kdbg_agent::containers::list(&agent, &scope).await.unwrap();
     assert_eq!(pod.len(), 2);
     // Removal checks the pod: another pod's container is not found.
-    let err = kdbg_agent::containers::remove(&agent, "orphan", &scope)
+    let err = kdbg_agent::containers::find_in(&agent, "orphan", &scope)
         .await
         .unwrap_err();
     assert!(err.to_string().contains("not found"), "{err}");
-    kdbg_agent::containers::remove(&agent, "idle", &scope)
+    let idle = kdbg_agent::containers::find_in(&agent, "idle", &scope)
         .await
         .unwrap();
+    kdbg_agent::containers::remove(&agent, &idle).await.unwrap();
 }

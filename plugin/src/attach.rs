@@ -157,6 +157,7 @@ fn local_header(request: &DebugRequest, session: &Session) -> Header {
         user: request.user.clone(),
         session_id: session.id.clone(),
         node: session.node.clone(),
+        node_level: None,
     };
     let mut env = std::collections::BTreeMap::new();
     if request.tty {

@@ -206,7 +206,11 @@ impl AgentClient {
             }
             Transport::InProcess(agent) => {
                 let (ours, theirs) = tokio::io::duplex(256 * 1024);
-                tokio::spawn(agent.clone().serve_connection(theirs, "local".into(), None));
+                tokio::spawn(
+                    agent
+                        .clone()
+                        .serve_connection(theirs, "local".into(), None, None),
+                );
                 Ok(Box::new(ours))
             }
             Transport::PortForward {

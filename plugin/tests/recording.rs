@@ -131,7 +131,8 @@ fn a_recorded_session_replays_what_it_printed(engine: &dyn Engine) {
     let pod = format!("recorded-{}", engine.name());
     let dir = scratch(&pod);
     let records = dir.join("recordings");
-    let target = engine.target("exec sleep 3600");
+    // With the kubelet's labels: the recording names the container they name.
+    let target = engine.pod_target("shop", &pod, false, "exec sleep 3600");
     let agent = engine.agent(&recordings(&records, "always", "  format: v2\n"));
     let cluster = pod_of(&pod, target.as_ref());
 

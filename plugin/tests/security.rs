@@ -319,16 +319,16 @@ fn callers_are_checked_by_the_cluster(engine: &dyn Engine) {
     let log = agent.log();
     assert!(
         log.lines().any(|l| l.contains("session started")
-            && l.contains("user=alice")
-            && l.contains("pod=shop/web")),
+            && l.contains("user=\"alice\"")
+            && l.contains("pod=\"shop/web\"")),
         "{log}"
     );
     assert!(
         log.lines().any(|l| l.contains("session refused")
-            && l.contains("user=alice")
+            && l.contains("user=\"alice\"")
             && l.contains("decision=\"denied\"")
             || l.contains("session refused")
-                && l.contains("user=alice")
+                && l.contains("user=\"alice\"")
                 && l.contains("decision=denied")),
         "{log}"
     );
@@ -549,7 +549,7 @@ fn a_client_certificate_signed_by_the_cluster_ca_names_the_user() {
         assert_eq!(text(&out.stdout), format!("{word}\n"));
         let started = session_started(agent);
         assert_eq!(started.len(), 1, "{}", agent.log());
-        for expected in ["user=erin", "oncall", "developers", "verified=true"] {
+        for expected in ["user=\"erin\"", "oncall", "developers", "verified=true"] {
             assert!(started[0].contains(expected), "{expected}: {}", started[0]);
         }
     };

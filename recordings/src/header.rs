@@ -87,6 +87,10 @@ pub struct Metadata {
     /// The node the pod runs on.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    /// Set when the session's debug container gave its user the node itself, saying why:
+    /// reading the recording needs the node-level permission too.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_level: Option<String>,
 }
 
 impl Metadata {

@@ -107,14 +107,28 @@ impl Recordings {
 
     /// The recordings in `scope` (`local` ones only when the scope is the whole node).
     pub fn list(&self, scope: &PodScope) -> Vec<RecordingItem> {
-        let mut items: Vec<RecordingItem> = self
+        self.list_with_node_level(scope)
+            .into_iter()
+            .map(|(item, _)| item)
+            .collect()
+    }
+
+    /// [`Recordings::list`], each with why its session gave the node itself, if it did (its
+    /// header's `node_level`).
+    pub fn list_with_node_level(&self, scope: &PodScope) -> Vec<(RecordingItem, Option<String>)> {
+        let mut items: Vec<(RecordingItem, Option<String>)> = self
             .all()
             .into_iter()
             .filter(|(namespace, pod, _)| in_scope(scope, namespace, pod))
             .filter_map(|(namespace, pod, found)| self.item(namespace, pod, &found))
             .collect();
-        items.sort_by(|a, b| a.started.cmp(&b.started).then(a.session.cmp(&b.session)));
+        items.sort_by(|(a, _), (b, _)| a.started.cmp(&b.started).then(a.session.cmp(&b.session)));
         items
+    }
+
+    /// Why the session recorded in `path` gave the node itself, if it did.
+    pub fn node_level_of(path: &Path) -> Option<String> {
+        summarize(path).ok()?.header.metadata.node_level
     }
 
     /// Recording `session`'s file, if it is in `scope`.
@@ -148,7 +162,7 @@ impl Recordings {
         namespace: Option<String>,
         pod: Option<String>,
         found: &Found,
-    ) -> Option<RecordingItem> {
+    ) -> Option<(RecordingItem, Option<String>)> {
         let session = found.path.file_stem()?.to_str()?.to_owned();
         let live = self.is_live(&found.path);
         let summary = summarize(&found.path).unwrap_or_default();
@@ -159,7 +173,8 @@ impl Recordings {
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs();
-        Some(RecordingItem {
+        let node_level = meta.node_level;
+        let item = RecordingItem {
             session,
             namespace: meta.namespace.or(namespace),
             pod: meta.pod.or(pod),
@@ -175,7 +190,8 @@ impl Recordings {
             .into(),
             incomplete: summary.incomplete || (!live && !summary.ended),
             live,
-        })
+        };
+        Some((item, node_level))
     }
 
     /// Removes recordings older than `retention.maxAge`, then the oldest until all of them

@@ -1,13 +1,20 @@
 //! Who is calling, and whether the cluster lets them: checked on the agent for every endpoint
 //! but `/healthz` and `/metrics`, never only in the client. A session's own checks (its
 //! target, the node's policy) are in [`Agent::admit`].
+//!
+//! Node-level power is decided in one place, [`Agent::require_node`], on what a container
+//! actually joins: a new one's target as the runtime describes it and its profile
+//! ([`Agent::admit_target`], [`Agent::admit`]), an existing one's own label, written by the
+//! agent that made it, or its target ([`Agent::admit_container`]), a running session's
+//! container (watch) and a recording's header. Every endpoint that touches a container, its
+//! sessions or its recordings goes through them.
 
 use std::sync::Arc;
 
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use kdbg_api::{DebugRequest, PodScope, PullRequest, WatchRequest, path};
-use kdbg_runtimes::Runtime;
+use kdbg_runtimes::{DebugContainer, Runtime, TargetInfo, TargetRef, label};
 use tracing::info;
 
 use super::{Agent, Body, refuse, refuse_with};
@@ -126,21 +133,33 @@ impl Agent {
             self.allow(caller, &Access::pods("create", "exec", ns, pod))
                 .await?;
             if let Some(target) = &request.target {
-                let info = self.runtime.check_target(target).await?;
-                admission::check_pod(target, &info, ns, pod)?;
-                if let Some(why) = admission::node_level(&info) {
-                    let node = Access::node_debugging(&self.node);
-                    self.allow(caller, &node)
-                        .await
-                        .map_err(|_| admission::node_level_refusal(target, &why, &node))?;
-                    info!(user = %caller.user, %target, why, "node-level target allowed");
+                self.admit_target(caller, ns, pod, target).await?;
+            }
+            if let Some(name) = &request.container {
+                let found = crate::containers::find(self, name).await?;
+                let scope = PodScope {
+                    namespace: Some(ns.clone()),
+                    pod: Some(pod.clone()),
+                };
+                if !crate::containers::in_scope(&found, &scope) {
+                    return Err(Refusal::new(
+                        404,
+                        format!(
+                            "debug container {name:?} not found for pod {ns}/{pod}; kubectl-debug list shows the pod's"
+                        ),
+                    ));
                 }
+                self.admit_container(caller, &found).await?;
             }
         }
         if request.container.is_none() {
             let image = request.image.as_deref().unwrap_or(&self.defaults.image);
             admission::check_image(&self.policy, image)?;
-            request.profile = Some(admission::profile(&self.policy, request.profile)?);
+            let profile = admission::profile(&self.policy, request.profile)?;
+            let why = admission::profile_node_level(profile);
+            self.require_node(caller, &format!("profile {profile}"), why.as_deref())
+                .await?;
+            request.profile = Some(profile);
         }
         let target = match (&request.target, &request.container) {
             (Some(target), _) => target.to_string(),
@@ -150,6 +169,114 @@ impl Agent {
         let user = request.user.clone().unwrap_or_else(|| "unknown".into());
         self.sessions
             .admit(&self.policy.max_sessions, &user, &target)
+    }
+}
+
+impl Agent {
+    /// The one check of node-level power: when `why` says that `subject` gives the node
+    /// itself, the caller needs `create nodes/proxy` on this node (what the kubelet asks for
+    /// the same power). Without `auth`, everything is allowed.
+    pub(super) async fn require_node(
+        &self,
+        caller: &Caller,
+        subject: &str,
+        why: Option<&str>,
+    ) -> Result<(), Refusal> {
+        let Some(why) = why else {
+            return Ok(());
+        };
+        let node = Access::node_debugging(&self.node);
+        self.allow(caller, &node)
+            .await
+            .map_err(|_| admission::node_level_refusal(subject, why, &node))?;
+        if self.auth.is_some() {
+            info!(
+                user = caller.user.as_str(),
+                subject, why, "node-level access allowed"
+            );
+        }
+        Ok(())
+    }
+
+    /// Admits `target` for a new debug container or a pull on behalf of pod `ns/pod`: it
+    /// must be that pod's (the kubelet's labels, as the runtime gives them), and, if it
+    /// shares the node's namespaces, the caller must be allowed the node.
+    pub(super) async fn admit_target(
+        &self,
+        caller: &Caller,
+        ns: &str,
+        pod: &str,
+        target: &TargetRef,
+    ) -> Result<TargetInfo, Refusal> {
+        let info = self.runtime.check_target(target).await?;
+        admission::check_pod(target, &info, ns, pod)?;
+        let why = admission::node_level(&info);
+        self.require_node(
+            caller,
+            &format!("target container {target}"),
+            why.as_deref(),
+        )
+        .await?;
+        Ok(info)
+    }
+
+    /// Admits a pull as a session would be admitted: the image against `policy.images`, and
+    /// a named target as [`Agent::admit_target`] does (with `auth`; `authorize` has made
+    /// sure the pod is named).
+    pub(super) async fn admit_pull(
+        &self,
+        caller: &Caller,
+        request: &PullRequest,
+    ) -> Result<(), Refusal> {
+        let image = request.image.as_deref().unwrap_or(&self.defaults.image);
+        admission::check_image(&self.policy, image)?;
+        let Some(target) = &request.target else {
+            return Ok(());
+        };
+        match (&request.pod_namespace, &request.pod_name) {
+            (Some(ns), Some(pod)) if self.auth.is_some() => {
+                self.admit_target(caller, ns, pod, target).await?;
+            }
+            _ if self.auth.is_some() => {
+                return Err(Refusal::new(
+                    400,
+                    "query parameters podNamespace and podName are required for pulling an image: this agent checks the caller's permissions on the pod",
+                ));
+            }
+            _ => {
+                self.runtime.check_target(target).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Admits an existing debug container for `attach`, `rm`, `list` and `watch`: if it gives
+    /// the node itself (its own label, or, for one made before that label, its target), the
+    /// caller must be allowed the node.
+    pub(super) async fn admit_container(
+        &self,
+        caller: &Caller,
+        c: &DebugContainer,
+    ) -> Result<(), Refusal> {
+        let why = self.container_node_level(c).await;
+        self.require_node(
+            caller,
+            &format!("debug container {:?}", c.name),
+            why.as_deref(),
+        )
+        .await
+    }
+
+    /// Why existing debug container `c` gives the node itself, if it does.
+    pub(super) async fn container_node_level(&self, c: &DebugContainer) -> Option<String> {
+        let target = match c.labels.get(label::NODE_LEVEL) {
+            Some(_) => None,
+            None => match c.labels.get(label::TARGET).map(|t| t.parse::<TargetRef>()) {
+                Some(Ok(target)) => self.runtime.check_target(&target).await.ok(),
+                _ => None,
+            },
+        };
+        admission::debug_container_node_level(&c.labels, target.as_ref())
     }
 }
 

@@ -30,6 +30,7 @@ use crate::config::{Defaults, Lifecycle};
 use crate::{containers, recordings, session};
 
 mod guard;
+pub mod pending;
 mod views;
 
 pub use guard::RECORDINGS_SUBRESOURCE;
@@ -135,9 +136,11 @@ impl Agent {
     /// once every ten seconds, not every time.
     pub async fn serve(self: Arc<Self>, listener: TcpListener) {
         let open = Arc::new(tokio::sync::Semaphore::new(self.limits.max_connections));
+        let pending = pending::Pending::new(self.limits.unauthenticated_cap());
         let mut backoff = Duration::ZERO;
         let mut warned: Option<std::time::Instant> = None;
         let mut refused = 0u64;
+        let mut evictions = 0u64;
         loop {
             let (socket, peer) = tokio::select! {
                 accepted = listener.accept() => match accepted {
@@ -171,21 +174,40 @@ impl Agent {
                 continue;
             };
             let _ = socket.set_nodelay(true);
+            let (ticket, evicted) = pending.admit();
+            if evicted {
+                evictions += 1;
+                if evictions.is_power_of_two() {
+                    warn!(%peer, evictions, limit = self.limits.unauthenticated_cap(), "the oldest unauthenticated connection was closed to make room: limits.maxUnauthenticated connections wait to authenticate");
+                }
+                self.metrics.error("unauthenticated_limit");
+            }
             let agent = self.clone();
             let open = Open::new(permit, &self.metrics.connections_open);
             self.tracker.spawn(async move {
                 let _open = open;
+                let ticket = Arc::new(ticket);
                 // Until its first bytes come, a connection costs only this small task: hyper's
                 // buffers (16 KiB) and the TLS state are made when there is something to read,
                 // so idle sockets held by the thousand cost the agent little memory, and one
                 // closed without a word costs nothing more. (`readable` alone is no proof: it
                 // reports a fresh socket ready; `peek` waits for a byte or the end.)
                 let limit = agent.limits.header_timeout.0;
-                match tokio::time::timeout(limit, socket.peek(&mut [0u8])).await {
-                    Ok(Ok(1..)) => Box::pin(agent.serve_socket(socket, peer.to_string())).await,
-                    Ok(Ok(0)) => debug!(%peer, "connection closed before a request"),
-                    Ok(Err(e)) => debug!(%peer, error = %e, "connection failed before a request"),
-                    Err(_) => debug!(%peer, "nothing sent in limits.headerTimeout"),
+                let serving = async {
+                    match tokio::time::timeout(limit, socket.peek(&mut [0u8])).await {
+                        Ok(Ok(1..)) => {
+                            let connection =
+                                agent.serve_socket(socket, peer.to_string(), ticket.clone());
+                            Box::pin(connection).await;
+                        }
+                        Ok(Ok(0)) => debug!(%peer, "connection closed before a request"),
+                        Ok(Err(e)) => debug!(%peer, error = %e, "connection failed before a request"),
+                        Err(_) => debug!(%peer, "nothing sent in limits.headerTimeout"),
+                    }
+                };
+                tokio::select! {
+                    () = serving => {}
+                    () = ticket.evicted() => debug!(%peer, "closed unauthenticated to make room for newer connections"),
                 }
             });
         }
@@ -193,9 +215,16 @@ impl Agent {
 
     /// Serves one accepted TCP connection that has something to read: through TLS when the
     /// agent has it, the handshake within `limits.headerTimeout`.
-    async fn serve_socket(self: Arc<Self>, socket: tokio::net::TcpStream, peer: String) {
+    async fn serve_socket(
+        self: Arc<Self>,
+        socket: tokio::net::TcpStream,
+        peer: String,
+        ticket: Arc<pending::Ticket>,
+    ) {
         let Some(tls) = self.tls.clone() else {
-            return self.serve_connection(socket, peer, None).await;
+            return self
+                .serve_connection(socket, peer, None, Some(ticket))
+                .await;
         };
         let limit = self.limits.header_timeout.0;
         match tokio::time::timeout(limit, tls.acceptor().accept(socket)).await {
@@ -207,7 +236,8 @@ impl Agent {
                     .peer_certificates()
                     .and_then(|chain| chain.first())
                     .map(|leaf| Arc::new(Caller::from_certificate(leaf)));
-                self.serve_connection(stream, peer, named).await
+                self.serve_connection(stream, peer, named, Some(ticket))
+                    .await
             }
             Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
             Err(_) => debug!(%peer, "TLS handshake not finished in limits.headerTimeout"),
@@ -216,12 +246,15 @@ impl Agent {
 
     /// Serves one HTTP connection (a TCP socket, or an in-memory pipe for `kubectl-debug local`,
     /// which then exposes no port at all). `peer` names the client in logs; `certificate` is
-    /// who the connection's verified client certificate names, if it presented one.
+    /// who the connection's verified client certificate names, if it presented one; `ticket`
+    /// its place among the unauthenticated connections, given up at its first authenticated
+    /// request.
     pub async fn serve_connection<IO>(
         self: Arc<Self>,
         io: IO,
         peer: String,
         certificate: Option<Arc<Result<Caller, String>>>,
+        ticket: Option<Arc<pending::Ticket>>,
     ) where
         IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
@@ -232,7 +265,13 @@ impl Agent {
             let agent = agent.clone();
             let peer = peer.clone();
             let certificate = certificate.clone();
-            async move { Ok::<_, Infallible>(agent.handle(req, &peer, certificate.as_deref()).await) }
+            let ticket = ticket.clone();
+            async move {
+                let response = agent
+                    .handle(req, &peer, certificate.as_deref(), ticket.as_deref())
+                    .await;
+                Ok::<_, Infallible>(response)
+            }
         });
         let connection = hyper::server::conn::http1::Builder::new()
             .timer(hyper_util::rt::TokioTimer::new())
@@ -250,9 +289,10 @@ impl Agent {
         req: Request<Incoming>,
         peer: &str,
         certificate: Option<&Result<Caller, String>>,
+        ticket: Option<&pending::Ticket>,
     ) -> Response<Body> {
         let agent = self.clone();
-        let response = self.route(req, peer, certificate).await;
+        let response = self.route(req, peer, certificate, ticket).await;
         let code = response.status();
         if code.is_client_error() || code.is_server_error() {
             agent.metrics.error(crate::metrics::kind_of(code.as_u16()));
@@ -265,6 +305,7 @@ impl Agent {
         req: Request<Incoming>,
         peer: &str,
         certificate: Option<&Result<Caller, String>>,
+        ticket: Option<&pending::Ticket>,
     ) -> Response<Body> {
         let query = req.uri().query().unwrap_or("").to_owned();
         if query.len() > self.limits.max_query_bytes {
@@ -291,9 +332,14 @@ impl Agent {
             _ => {}
         }
         let caller = match self.caller(&req, certificate).await {
-            Ok(caller) => caller,
+            Ok(caller) => {
+                if let Some(ticket) = ticket {
+                    ticket.authenticated();
+                }
+                caller
+            }
             Err(refused) => {
-                info!(target: "audit", %peer, method = %req.method(), path = req.uri().path(), decision = "unauthenticated", "request refused");
+                info!(target: "audit", peer, method = req.method().as_str(), path = req.uri().path(), decision = "unauthenticated", "request refused");
                 return refused;
             }
         };
@@ -301,7 +347,7 @@ impl Agent {
             .authorize(req.method(), req.uri().path(), &query, &caller)
             .await
         {
-            info!(target: "audit", %peer, user = %caller.user, method = %req.method(), path = req.uri().path(), decision = "forbidden", "request refused");
+            info!(target: "audit", peer, user = caller.user.as_str(), method = req.method().as_str(), path = req.uri().path(), decision = "forbidden", "request refused");
             return refused;
         }
         let name = path::container_name(req.uri().path()).map(str::to_owned);
@@ -315,16 +361,16 @@ impl Agent {
                 },
             ),
             (&Method::GET, path::DEBUG, _) => self.debug(req, peer, caller).await,
-            (&Method::GET, path::CONTAINERS, _) => self.containers(&query).await,
-            (&Method::DELETE, _, Some(name)) => self.remove(&name, &query).await,
-            (&Method::GET, path::PULL, _) => self.pull(&query).await,
-            (&Method::GET, path::RECORDINGS, _) => self.recordings(&query).await,
-            (&Method::GET, path::WATCH, _) => self.watch(req, peer),
+            (&Method::GET, path::CONTAINERS, _) => self.containers(&query, &caller).await,
+            (&Method::DELETE, _, Some(name)) => self.remove(&name, &query, &caller).await,
+            (&Method::GET, path::PULL, _) => self.pull(&query, &caller).await,
+            (&Method::GET, path::RECORDINGS, _) => self.recordings(&query, &caller).await,
+            (&Method::GET, path::WATCH, _) => self.watch(req, peer, &caller).await,
             (&Method::GET, wanted, _) if path::recording_session(wanted).is_some() => {
                 let session = path::recording_session(wanted)
                     .unwrap_or_default()
                     .to_owned();
-                self.recording(&session, &query).await
+                self.recording(&session, &query, &caller).await
             }
             (method, wanted, name) => {
                 let known = path::ENDPOINTS
@@ -348,15 +394,15 @@ impl Agent {
 
     /// Makes sure an image is present as a pull policy says, streaming progress as JSON lines
     /// (`{"id":..,"status":..,"current":..,"total":..}`) and a last line that says how it ended.
-    async fn pull(&self, query: &str) -> Response<Body> {
+    /// Admitted as a session would be: the image against `policy.images`, and the target
+    /// as the named pod's and, if it is the node, with the node-level permission.
+    async fn pull(&self, query: &str, caller: &Caller) -> Response<Body> {
         let request = match PullRequest::from_query(query) {
             Ok(request) => request,
             Err(message) => return refuse(StatusCode::BAD_REQUEST, &message),
         };
-        if let Some(target) = &request.target
-            && let Err(e) = self.runtime.check_target(target).await
-        {
-            return refuse_with(session::Refusal::from(e));
+        if let Err(refusal) = self.admit_pull(caller, &request).await {
+            return refuse_with(refusal);
         }
         let (progress_tx, mut progress) = tokio::sync::mpsc::channel(64);
         let (lines_tx, lines) = tokio::sync::mpsc::channel::<Bytes>(64);
@@ -416,23 +462,50 @@ impl Agent {
         response
     }
 
-    async fn containers(&self, query: &str) -> Response<Body> {
+    /// The debug containers in a scope. Those that give the node itself are listed only to
+    /// callers allowed the node: a list of one pod's is refused with the reason, a wider one
+    /// leaves them out.
+    async fn containers(&self, query: &str, caller: &Caller) -> Response<Body> {
         let scope = match PodScope::from_query(query) {
             Ok(scope) => scope,
             Err(message) => return refuse(StatusCode::BAD_REQUEST, &message),
         };
-        match containers::list(self, &scope).await {
-            Ok(items) => json(StatusCode::OK, &ContainerList { items }),
-            Err(e) => refuse_with(session::Refusal::from(e)),
+        let found = match containers::find_all(self, &scope).await {
+            Ok(found) => found,
+            Err(e) => return refuse_with(session::Refusal::from(e)),
+        };
+        let mut shown = Vec::with_capacity(found.len());
+        for c in found {
+            match self.admit_container(caller, &c).await {
+                Ok(()) => shown.push(c),
+                Err(refusal) if scope.pod.is_some() => return refuse_with(refusal),
+                Err(_) => debug!(
+                    container = c.name.as_str(),
+                    "left out of a list: node-level"
+                ),
+            }
         }
+        json(
+            StatusCode::OK,
+            &ContainerList {
+                items: containers::items(self, &shown).await,
+            },
+        )
     }
 
-    async fn remove(&self, name: &str, query: &str) -> Response<Body> {
+    async fn remove(&self, name: &str, query: &str, caller: &Caller) -> Response<Body> {
         let scope = match PodScope::from_query(query) {
             Ok(scope) => scope,
             Err(message) => return refuse(StatusCode::BAD_REQUEST, &message),
         };
-        match containers::remove(self, name, &scope).await {
+        let found = match containers::find_in(self, name, &scope).await {
+            Ok(found) => found,
+            Err(e) => return refuse_with(session::Refusal::from(e)),
+        };
+        if let Err(refusal) = self.admit_container(caller, &found).await {
+            return refuse_with(refusal);
+        }
+        match containers::remove(self, &found).await {
             Ok(item) => json(StatusCode::OK, &item),
             Err(e) => refuse_with(session::Refusal::from(e)),
         }
@@ -485,7 +558,7 @@ impl Agent {
                 );
             }
             Ok(Err(refusal)) => {
-                span.in_scope(|| info!(error = %refusal.message, "debug request refused"));
+                span.in_scope(|| info!(error = refusal.message.as_str(), "debug request refused"));
                 audit.refused(&refusal);
                 return refuse_with(refusal);
             }
@@ -536,7 +609,10 @@ impl Agent {
 }
 
 /// A session's lines in the audit log (target `audit`, one JSON object a line with
-/// `log.format: json`): its start or refusal, and its end.
+/// `log.format: json`): its start or refusal, and its end. Every value a client may have
+/// chosen is logged as a string field, never with `%` (Display): the text format quotes and
+/// escapes string fields (newlines, quotes, escape sequences), so one event is one line and
+/// a value cannot forge another field or line; the JSON format escapes them as JSON.
 #[derive(Debug, Clone)]
 struct Audit {
     user: String,
@@ -584,21 +660,22 @@ impl Audit {
                 .image
                 .clone()
                 .unwrap_or_else(|| defaults.image.clone()),
-            command: command.join(" "),
+            // As a JSON array: arguments keep their boundaries (`["sh","-c","a b"]`).
+            command: serde_json::to_string(command).unwrap_or_default(),
             peer: peer.to_owned(),
         }
     }
 
     fn refused(&self, refusal: &session::Refusal) {
-        info!(target: "audit", event = "session refused", user = %self.user, groups = %self.groups, verified = self.verified, pod = %self.pod, target = %self.target, image = %self.image, command = %self.command, peer = %self.peer, decision = refusal.decision(), code = refusal.code, reason = %refusal.message, "audit");
+        info!(target: "audit", event = "session refused", user = self.user.as_str(), groups = self.groups.as_str(), verified = self.verified, pod = self.pod.as_str(), target = self.target.as_str(), image = self.image.as_str(), command = self.command.as_str(), peer = self.peer.as_str(), decision = refusal.decision(), code = refusal.code, reason = refusal.message.as_str(), "audit");
     }
 
     fn started(&self, container: &str, recording: Option<&str>) {
-        info!(target: "audit", event = "session started", user = %self.user, groups = %self.groups, verified = self.verified, pod = %self.pod, target = %self.target, container, image = %self.image, command = %self.command, peer = %self.peer, decision = "allowed", recording = recording.unwrap_or(""), "audit");
+        info!(target: "audit", event = "session started", user = self.user.as_str(), groups = self.groups.as_str(), verified = self.verified, pod = self.pod.as_str(), target = self.target.as_str(), container, image = self.image.as_str(), command = self.command.as_str(), peer = self.peer.as_str(), decision = "allowed", recording = recording.unwrap_or(""), "audit");
     }
 
     fn ended(&self, summary: &session::Summary) {
-        info!(target: "audit", event = "session ended", user = %self.user, pod = %self.pod, target = %self.target, image = %self.image, outcome = summary.outcome, status = %summary.status, bytes_out = summary.bytes_out, bytes_in = summary.bytes_in, "audit");
+        info!(target: "audit", event = "session ended", user = self.user.as_str(), pod = self.pod.as_str(), target = self.target.as_str(), image = self.image.as_str(), outcome = summary.outcome, status = %summary.status, bytes_out = summary.bytes_out, bytes_in = summary.bytes_in, "audit");
     }
 }
 

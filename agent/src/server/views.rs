@@ -18,28 +18,59 @@ use kdbg_relay::tungstenite::protocol::{CloseFrame, Role};
 use tokio::sync::mpsc;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use super::{Agent, Body, json, refuse, switching_protocols, websocket_key};
+use super::{Agent, Body, json, refuse, refuse_with, switching_protocols, websocket_key};
+use crate::auth::Caller;
 use crate::session::NoScreen;
 
 impl Agent {
-    /// The recordings in a scope, as a [`RecordingList`].
-    pub(super) async fn recordings(self: Arc<Self>, query: &str) -> Response<Body> {
+    /// The recordings in a scope, as a [`RecordingList`]. Recordings of sessions that gave
+    /// the node itself are listed only to callers allowed the node: a list of one pod's is
+    /// refused with the reason, a wider one leaves them out.
+    pub(super) async fn recordings(
+        self: Arc<Self>,
+        query: &str,
+        caller: &Caller,
+    ) -> Response<Body> {
         let scope = match PodScope::from_query(query) {
             Ok(scope) => scope,
             Err(message) => return refuse(StatusCode::BAD_REQUEST, &message),
         };
-        let agent = self.clone();
-        match tokio::task::spawn_blocking(move || agent.recordings.list(&scope)).await {
-            Ok(items) => json(StatusCode::OK, &RecordingList { items }),
-            Err(e) => refuse(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                &format!("listing recordings failed: {e}"),
-            ),
+        let (agent, wanted) = (self.clone(), scope.clone());
+        let found = match tokio::task::spawn_blocking(move || {
+            agent.recordings.list_with_node_level(&wanted)
+        })
+        .await
+        {
+            Ok(found) => found,
+            Err(e) => {
+                return refuse(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &format!("listing recordings failed: {e}"),
+                );
+            }
+        };
+        let mut items = Vec::with_capacity(found.len());
+        for (item, why) in found {
+            let subject = format!("the recording of session {}", item.session);
+            match self.require_node(caller, &subject, why.as_deref()).await {
+                Ok(()) => items.push(item),
+                Err(refusal) if scope.pod.is_some() => return refuse_with(refusal),
+                Err(_) => debug!(
+                    session = item.session.as_str(),
+                    "left out of a list: node-level"
+                ),
+            }
         }
+        json(StatusCode::OK, &RecordingList { items })
     }
 
     /// One recording, streamed as written (asciicast).
-    pub(super) async fn recording(self: Arc<Self>, session: &str, query: &str) -> Response<Body> {
+    pub(super) async fn recording(
+        self: Arc<Self>,
+        session: &str,
+        query: &str,
+        caller: &Caller,
+    ) -> Response<Body> {
         let scope = match PodScope::from_query(query) {
             Ok(scope) => scope,
             Err(message) => return refuse(StatusCode::BAD_REQUEST, &message),
@@ -52,6 +83,16 @@ impl Agent {
             Ok(path) => path,
             Err(message) => return refuse(StatusCode::NOT_FOUND, &message),
         };
+        let read = path.clone();
+        let why = tokio::task::spawn_blocking(move || {
+            crate::recordings::Recordings::node_level_of(&read)
+        })
+        .await
+        .unwrap_or(Some("its header could not be read".into()));
+        let subject = format!("the recording of session {session}");
+        if let Err(refusal) = self.require_node(caller, &subject, why.as_deref()).await {
+            return refuse_with(refusal);
+        }
         let file = match tokio::fs::File::open(&path).await {
             Ok(file) => file,
             Err(e) => {
@@ -85,7 +126,12 @@ impl Agent {
 
     /// A running session's live view, read-only: a WebSocket speaking
     /// [`path::WATCH_PROTOCOL`].
-    pub(super) fn watch(self: Arc<Self>, req: Request<Incoming>, peer: &str) -> Response<Body> {
+    pub(super) async fn watch(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        peer: &str,
+        caller: &Caller,
+    ) -> Response<Body> {
         let request = match WatchRequest::from_query(req.uri().query().unwrap_or("")) {
             Ok(request) => request,
             Err(message) => return refuse(StatusCode::BAD_REQUEST, &message),
@@ -108,7 +154,7 @@ impl Agent {
             (Some(ns), Some(pod)) => format!(" of pod {ns}/{pod}"),
             _ => String::new(),
         };
-        let (session, screen) = match self.live.screen(wanted, &request.scope) {
+        let watched = match self.live.screen(wanted, &request.scope) {
             Ok(found) => found,
             Err(NoScreen::NotFound) => {
                 return refuse(
@@ -138,6 +184,14 @@ impl Agent {
                 );
             }
         };
+        let (session, screen) = (watched.session, watched.screen);
+        let subject = format!("session {session}");
+        if let Err(refusal) = self
+            .require_node(caller, &subject, watched.node_level.as_deref())
+            .await
+        {
+            return refuse_with(refusal);
+        }
         let Some(lines) = screen.join() else {
             return refuse(
                 StatusCode::NOT_FOUND,
@@ -150,10 +204,11 @@ impl Agent {
             async move {
                 match hyper::upgrade::on(req).await {
                     Ok(upgraded) => {
+                        // A session's limits (1 MiB messages), not the library's 64 MiB.
                         let ws = WebSocketStream::from_raw_socket(
                             TokioIo::new(upgraded),
                             Role::Server,
-                            None,
+                            Some(kdbg_relay::session::websocket_config()),
                         )
                         .await;
                         relay_view(ws, lines).await;
@@ -168,13 +223,19 @@ impl Agent {
     }
 }
 
+/// What a watcher may send in data messages (a client's stray keystrokes) before it is closed
+/// with 1008: watching is read-only.
+pub const WATCHER_INPUT_ALLOWANCE: usize = 4096;
+
 /// Sends the view's lines to the watcher until the session ends or the watcher leaves. What
-/// the watcher sends is read (to see it leave, and to answer pings) and dropped.
+/// the watcher sends is read (to see it leave, and to answer pings) and dropped; past
+/// [`WATCHER_INPUT_ALLOWANCE`] bytes of it, the watcher is closed with 1008 (policy).
 async fn relay_view<S>(mut ws: WebSocketStream<S>, mut lines: mpsc::Receiver<String>)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let mut told = false;
+    let mut input = 0usize;
     loop {
         tokio::select! {
             line = lines.recv() => match line {
@@ -199,7 +260,17 @@ where
             },
             message = ws.next() => match message {
                 None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
-                Some(Ok(Message::Text(_) | Message::Binary(_))) => {
+                Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) => {
+                    input += message.len();
+                    if input > WATCHER_INPUT_ALLOWANCE {
+                        warn!(bytes = input, "a watcher kept sending input; closed (1008): watching is read-only");
+                        let close = CloseFrame {
+                            code: CloseCode::Policy,
+                            reason: "a live view is read-only: send nothing".into(),
+                        };
+                        let _ = ws.close(Some(close)).await;
+                        return;
+                    }
                     if !told {
                         debug!("a watcher sent input; watching is read-only, dropped");
                         told = true;

@@ -18,6 +18,8 @@ struct LiveContainer {
     retain: bool,
     namespace: Option<String>,
     pod: Option<String>,
+    /// Why the container gives the node itself, if it does.
+    node_level: Option<String>,
     /// Session ID -> its screen, for terminal sessions.
     sessions: BTreeMap<String, Option<Screen>>,
 }
@@ -35,6 +37,20 @@ pub struct Entry<'a> {
     pub namespace: Option<&'a str>,
     /// See `namespace`.
     pub pod: Option<&'a str>,
+    /// Why the container gives the node itself, if it does ([`kdbg_runtimes::label::NODE_LEVEL`]).
+    pub node_level: Option<&'a str>,
+}
+
+/// A session found to watch.
+#[derive(Debug)]
+pub struct Watched {
+    /// The session's ID.
+    pub session: String,
+    /// Its screen.
+    pub screen: Screen,
+    /// Why its container gives the node itself, if it does: watching it needs the
+    /// node-level permission.
+    pub node_level: Option<String>,
 }
 
 /// Why [`Live::screen`] found no screen to watch.
@@ -58,6 +74,7 @@ impl Live {
                 retain: entry.retain,
                 namespace: entry.namespace.map(str::to_owned),
                 pod: entry.pod.map(str::to_owned),
+                node_level: entry.node_level.map(str::to_owned),
                 sessions: BTreeMap::new(),
             })
             .sessions
@@ -115,15 +132,20 @@ impl Live {
 
     /// The screen of running session `wanted`, given by its ID or by its debug container's
     /// name (which must then have one terminal session), within `scope`.
-    pub fn screen(&self, wanted: &str, scope: &PodScope) -> Result<(String, Screen), NoScreen> {
+    pub fn screen(&self, wanted: &str, scope: &PodScope) -> Result<Watched, NoScreen> {
         let live = self.lock();
         let containers = live
             .values()
             .filter(|c| scope.contains(c.namespace.as_deref(), c.pod.as_deref()));
         for container in containers {
+            let watched = |(session, screen): (String, Screen)| Watched {
+                session,
+                screen,
+                node_level: container.node_level.clone(),
+            };
             if let Some(screen) = container.sessions.get(wanted) {
                 let screen = screen.clone().ok_or(NoScreen::NoTerminal)?;
-                return Ok((wanted.to_owned(), screen));
+                return Ok(watched((wanted.to_owned(), screen)));
             }
             if container.name == wanted {
                 let mut screens = container
@@ -131,7 +153,7 @@ impl Live {
                     .iter()
                     .filter_map(|(id, s)| Some((id.clone(), s.clone()?)));
                 return match (screens.next(), screens.next()) {
-                    (Some(only), None) => Ok(only),
+                    (Some(only), None) => Ok(watched(only)),
                     (None, _) => Err(NoScreen::NoTerminal),
                     (Some(_), Some(_)) => Err(NoScreen::Ambiguous(
                         container.sessions.keys().cloned().collect(),

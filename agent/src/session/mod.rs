@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use kdbg_api::DebugRequest;
 use kdbg_recordings::{Header, Metadata};
 use kdbg_runtimes::{
-    ContainerState, DebugSpec, Error, ProcessSpec, Runtime, Stdio, TargetRef, label,
+    ContainerState, DebugSpec, Error, ProcessSpec, Runtime, Stdio, TargetInfo, TargetRef, label,
 };
 use tracing::{debug, info, warn};
 
@@ -249,6 +249,7 @@ fn labels(
     target: &TargetRef,
     image: &str,
     session: &str,
+    node_level: Option<&str>,
 ) -> BTreeMap<String, String> {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -268,6 +269,9 @@ fn labels(
     }
     if let Some(pod) = &request.pod_name {
         labels.insert(label::POD_NAME.to_owned(), pod.clone());
+    }
+    if let Some(why) = node_level {
+        labels.insert(label::NODE_LEVEL.to_owned(), why.to_owned());
     }
     labels
 }
@@ -372,6 +376,7 @@ async fn prepare_unless_stopped(
             retain: found.retain,
             namespace: request.pod_namespace.as_deref(),
             pod: request.pod_name.as_deref(),
+            node_level: found.node_level.as_deref(),
         },
         session,
     );
@@ -414,6 +419,11 @@ struct Found {
     target: TargetRef,
     image: String,
     warnings: Vec<String>,
+    /// What the runtime says of the target (its labels), when it could be asked: what the
+    /// recording and the audit line name, never the client's word.
+    verified: Option<TargetInfo>,
+    /// Why the container gives the node itself, if it does ([`label::NODE_LEVEL`]).
+    node_level: Option<String>,
 }
 
 /// Creates and starts a new debug container for `request`.
@@ -424,11 +434,16 @@ async fn create(
     session: &str,
 ) -> Result<Found, Refusal> {
     let runtime = &agent.runtime;
-    runtime.check_target(&target).await?;
+    let verified = runtime.check_target(&target).await?;
     let image = request
         .image
         .clone()
         .unwrap_or_else(|| agent.defaults.image.clone());
+    let profile = request.profile.unwrap_or_default();
+    // What the container will join, as the runtime says, and what its profile grants: kept
+    // in its labels, so every later use of it is checked against it.
+    let node_level = crate::admission::node_level(&verified)
+        .or_else(|| crate::admission::profile_node_level(profile));
     runtime
         .ensure_image(&image, request.pull_policy, None)
         .await?;
@@ -436,9 +451,16 @@ async fn create(
         target: target.clone(),
         image: image.clone(),
         name: String::new(),
-        labels: labels(agent, request, &target, &image, session),
+        labels: labels(
+            agent,
+            request,
+            &target,
+            &image,
+            session,
+            node_level.as_deref(),
+        ),
         init: agent.init.clone(),
-        profile: request.profile.unwrap_or_default(),
+        profile,
     };
     let mut attempt = 0;
     let created = loop {
@@ -465,6 +487,8 @@ async fn create(
         target,
         image,
         warnings: created.warnings,
+        verified: Some(verified),
+        node_level,
     })
 }
 
@@ -517,18 +541,20 @@ async fn reopen(agent: &Agent, request: &DebugRequest, name: &str) -> Result<Fou
             ),
         ));
     }
+    let verified = runtime.check_target(&target).await;
     if found.state != ContainerState::Running {
-        if let Err(e) = runtime.check_target(&target).await {
+        if let Err(e) = &verified {
             return Err(Refusal::new(
                 409,
                 format!(
                     "debug container {name:?} is orphaned: {}; remove it with kubectl-debug rm",
-                    crate::chain(&e)
+                    crate::chain(e)
                 ),
             ));
         }
         runtime.start(&found.id).await?;
     }
+    let node_level = crate::admission::debug_container_node_level(labels, verified.as_ref().ok());
     Ok(Found {
         image: labels
             .get(label::IMAGE)
@@ -539,10 +565,15 @@ async fn reopen(agent: &Agent, request: &DebugRequest, name: &str) -> Result<Fou
         retain: true,
         target,
         warnings: Vec::new(),
+        verified: verified.ok(),
+        node_level,
     })
 }
 
-/// The header of the session's recording and live view: who debugs what, where.
+/// The header of the session's recording and live view: who debugs what, where. The pod
+/// and the target container are what the runtime's labels of the target say (the kubelet's),
+/// else the target's ID; the request's `podContainer` is the client's word and is not used.
+/// (With authentication, the request's pod was checked against those labels already.)
 fn header(
     agent: &Agent,
     request: &DebugRequest,
@@ -550,19 +581,31 @@ fn header(
     session: &str,
     command: &[String],
 ) -> Header {
+    let label = |key: &str| {
+        found
+            .verified
+            .as_ref()
+            .and_then(|info| info.labels.get(key))
+            .cloned()
+    };
+    let pod_labels =
+        label(crate::admission::POD_NAMESPACE_LABEL).zip(label(crate::admission::POD_NAME_LABEL));
+    let (namespace, pod) = match pod_labels {
+        Some((namespace, pod)) => (Some(namespace), Some(pod)),
+        None => (request.pod_namespace.clone(), request.pod_name.clone()),
+    };
     let metadata = Metadata {
-        pod: request.pod_name.clone(),
-        namespace: request.pod_namespace.clone(),
+        pod,
+        namespace,
         target: Some(
-            request
-                .pod_container
-                .clone()
+            label(crate::admission::CONTAINER_NAME_LABEL)
                 .unwrap_or_else(|| found.target.to_string()),
         ),
         image: Some(found.image.clone()),
         user: Some(user_of(request).to_owned()),
         session_id: Some(session.to_owned()),
         node: Some(agent.node.clone()),
+        node_level: found.node_level.clone(),
     };
     let mut env = BTreeMap::new();
     if request.tty {

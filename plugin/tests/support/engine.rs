@@ -20,11 +20,12 @@ pub trait Targeted {
     fn pid(&self) -> u32;
 }
 
-/// The kubelet's labels of a container of pod `namespace/pod`, as `key=value`.
-fn pod_labels(namespace: &str, pod: &str) -> [String; 2] {
+/// The kubelet's labels of container `app` of pod `namespace/pod`, as `key=value`.
+fn pod_labels(namespace: &str, pod: &str) -> [String; 3] {
     [
         format!("io.kubernetes.pod.namespace={namespace}"),
         format!("io.kubernetes.pod.name={pod}"),
+        "io.kubernetes.container.name=app".to_owned(),
     ]
 }
 
@@ -90,7 +91,9 @@ impl Engine for DockerEngine {
         script: &str,
     ) -> Box<dyn Targeted> {
         let labels = pod_labels(namespace, pod);
-        let mut options = vec!["--label", &labels[0], "--label", &labels[1]];
+        let mut options = vec![
+            "--label", &labels[0], "--label", &labels[1], "--label", &labels[2],
+        ];
         if host_pid {
             options.extend(["--pid", "host"]);
         }
@@ -164,7 +167,9 @@ impl Engine for ContainerdEngine {
         script: &str,
     ) -> Box<dyn Targeted> {
         let labels = pod_labels(namespace, pod);
-        let mut options = vec!["--label", &labels[0], "--label", &labels[1]];
+        let mut options = vec![
+            "--label", &labels[0], "--label", &labels[1], "--label", &labels[2],
+        ];
         if host_pid {
             // kthreadd is in the node's namespaces (PID 1 here may refuse to be inspected).
             options.extend(["--with-ns", "pid:/proc/2/ns/pid"]);

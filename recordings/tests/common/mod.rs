@@ -19,6 +19,7 @@ pub fn sample_header() -> Header {
         user: Some("alice".into()),
         session_id: Some("s-42".into()),
         node: Some("node-a".into()),
+        node_level: None,
     };
     Header {
         cols: 80,
