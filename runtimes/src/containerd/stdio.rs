@@ -117,19 +117,31 @@ impl Fifos {
             }));
             paths.stdin = path.display().to_string();
         }
-        // With a terminal, output comes on stdout only.
+        // With a terminal, output comes on stdout only. Without one, the shim is given both
+        // FIFOs (containerd's shim fails to start a process whose stdout or stderr path is
+        // empty while the other is not), and a stream the client did not ask for is read and
+        // dropped, as Docker drops it.
         let streams = [
-            ("stdout", spec.stdout || spec.tty),
-            ("stderr", spec.stderr && !spec.tty),
+            ("stdout", spec.stdout || spec.tty, true),
+            ("stderr", spec.stderr && !spec.tty, !spec.tty),
         ];
-        for (name, wanted) in streams {
-            if !wanted {
+        for (name, wanted, made) in streams {
+            if !made {
                 continue;
             }
             let path = make(dir, name)?;
             let ours = OpenOptions::new().open_receiver(&path)?;
             keep_out.push(OpenOptions::new().open_sender(&path)?);
             let path_text = path.display().to_string();
+            if !wanted {
+                discard(ours);
+                if name == "stdout" {
+                    paths.stdout = path_text;
+                } else {
+                    paths.stderr = path_text;
+                }
+                continue;
+            }
             if name == "stdout" {
                 stdio.stdout = Some(Box::pin(ours));
                 paths.stdout = path_text;
@@ -151,6 +163,16 @@ impl Fifos {
     /// The paths for containerd and our ends.
     pub fn into_parts(self) -> (Paths, Opened) {
         (self.paths, self.opened)
+    }
+}
+
+/// Reads what comes on `unwanted` and drops it, until its writers are gone, so a process
+/// writing to a stream nobody asked for never blocks on a full pipe.
+fn discard(mut unwanted: Receiver) {
+    if let Ok(handle) = tokio::runtime::Handle::try_current() {
+        handle.spawn(async move {
+            let _ = tokio::io::copy(&mut unwanted, &mut tokio::io::sink()).await;
+        });
     }
 }
 
