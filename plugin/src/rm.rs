@@ -34,11 +34,13 @@ pub async fn run(global: &Global, args: RmArgs) -> anyhow::Result<()> {
     } else {
         args.names
     };
+    // With --all, one that is gone between the list and its removal (an unretained one its
+    // agent was removing) is what was asked for.
     remove(
         &agent,
         &names,
         &scope,
-        args.ignore_not_found,
+        args.ignore_not_found || args.all,
         &format!("pod {name}"),
     )
     .await
