@@ -235,6 +235,7 @@ pub fn agent(runtime: AnyRuntime, settings: Settings) -> Result<Arc<Agent>, init
         policy: settings.policy,
         limits: settings.limits,
         sessions: Arc::default(),
+        retaining: tokio::sync::Mutex::new(()),
         tls: settings.tls,
     }))
 }

@@ -158,7 +158,7 @@ fn fit_file_limit(limits: &mut kdbg_agent::config::Limits) {
     let mut files = getrlimit(Resource::Nofile);
     if files.current != files.maximum {
         files.current = files.maximum;
-        if let Err(e) = setrlimit(Resource::Nofile, files.clone()) {
+        if let Err(e) = setrlimit(Resource::Nofile, files) {
             tracing::warn!(error = %e, "could not raise the file limit to its hard limit");
         }
     }

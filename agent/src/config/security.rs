@@ -70,7 +70,7 @@ pub enum AuthMode {
 }
 
 /// `policy:`: what sessions may ask for.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct Policy {
     /// The images sessions may use, as patterns where `*` stands for any run of characters
@@ -80,6 +80,22 @@ pub struct Policy {
     pub profiles: Profiles,
     /// How many sessions may run at once.
     pub max_sessions: MaxSessions,
+    /// How many retained debug containers (`--retain`) one user may have on the node.
+    pub max_retained_per_user: usize,
+    /// How many retained debug containers the node may have.
+    pub max_retained_per_node: usize,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            images: None,
+            profiles: Profiles::default(),
+            max_sessions: MaxSessions::default(),
+            max_retained_per_user: 10,
+            max_retained_per_node: 50,
+        }
+    }
 }
 
 /// `policy.profiles`.
@@ -266,6 +282,24 @@ pub fn check(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_defaults_are_the_safest_useful_ones() {
+        let policy = Policy::default();
+        assert_eq!(policy.profiles.default, Profile::General);
+        assert_eq!(
+            (policy.max_retained_per_user, policy.max_retained_per_node),
+            (10, 50)
+        );
+        let limits = Limits::default();
+        assert_eq!(limits.unauthenticated_cap(), 3072);
+        let tight = Limits {
+            max_connections: 100,
+            max_unauthenticated: 500,
+            ..limits
+        };
+        assert_eq!(tight.unauthenticated_cap(), 99, "below maxConnections");
+    }
 
     #[test]
     fn image_patterns_match_as_globs() {

@@ -69,6 +69,9 @@ pub struct Agent {
     pub limits: crate::config::Limits,
     /// The sessions running, against `policy.maxSessions`.
     pub sessions: Arc<crate::admission::Sessions>,
+    /// Held while a retained container is counted against `policy.maxRetained*` and created,
+    /// so concurrent requests cannot both take the last place.
+    pub retaining: tokio::sync::Mutex<()>,
     /// The listener's TLS; `None`: plain HTTP.
     pub tls: Option<Arc<crate::tls::Tls>>,
 }

@@ -69,7 +69,7 @@ impl Pending {
     }
 
     /// How many connections wait to authenticate.
-    pub fn len(&self) -> usize {
+    pub fn waiting(&self) -> usize {
         self.lock().waiting.len()
     }
 }
@@ -109,8 +109,8 @@ mod tests {
         assert!(evicted);
         assert!(a.closed.is_cancelled(), "the oldest goes");
         assert!(!b.closed.is_cancelled() && !c.closed.is_cancelled());
-        assert_eq!(pending.len(), 2);
+        assert_eq!(pending.waiting(), 2);
         drop(c);
-        assert_eq!(pending.len(), 1);
+        assert_eq!(pending.waiting(), 1);
     }
 }

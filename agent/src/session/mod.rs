@@ -462,6 +462,14 @@ async fn create(
         init: agent.init.clone(),
         profile,
     };
+    // A retained container is counted against the node's limits and created under one lock.
+    let _retaining = if request.retain {
+        let held = agent.retaining.lock().await;
+        check_retained(agent, user_of(request)).await?;
+        Some(held)
+    } else {
+        None
+    };
     let mut attempt = 0;
     let created = loop {
         attempt += 1;
@@ -490,6 +498,45 @@ async fn create(
         verified: Some(verified),
         node_level,
     })
+}
+
+/// Refuses one more retained container for `user` past `policy.maxRetainedPerUser`, or on
+/// the node past `policy.maxRetainedPerNode`: retained containers are kept for days by
+/// default, so without a limit one user could fill a node with them.
+async fn check_retained(agent: &Agent, user: &str) -> Result<(), Refusal> {
+    let retained: Vec<_> = agent
+        .runtime
+        .list()
+        .await?
+        .into_iter()
+        .filter(|c| c.labels.get(label::RETAIN).map(String::as_str) == Some("true"))
+        .collect();
+    let of_user = retained
+        .iter()
+        .filter(|c| c.labels.get(label::USER).map(String::as_str) == Some(user))
+        .count();
+    let policy = &agent.policy;
+    let full = if of_user >= policy.max_retained_per_user {
+        format!(
+            "user \"{user}\" has {of_user} retained debug containers on node {}, the limit (policy.maxRetainedPerUser: {})",
+            agent.node, policy.max_retained_per_user
+        )
+    } else if retained.len() >= policy.max_retained_per_node {
+        format!(
+            "node {} has {} retained debug containers, the limit (policy.maxRetainedPerNode: {})",
+            agent.node,
+            retained.len(),
+            policy.max_retained_per_node
+        )
+    } else {
+        return Ok(());
+    };
+    Err(Refusal::new(
+        429,
+        format!(
+            "Too many retained containers: {full}; remove those you no longer need with kubectl-debug rm (kubectl-debug list shows them), or debug without --retain"
+        ),
+    ))
 }
 
 /// Finds retained debug container `name` for an `attach` and makes sure it runs.
