@@ -10,7 +10,7 @@
 
 pub mod store;
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -34,7 +34,9 @@ pub const EXTENSION: &str = "cast";
 pub struct Recordings {
     config: config::Recordings,
     /// Files being written now.
-    live: Arc<Mutex<HashSet<PathBuf>>>,
+    /// The recordings being written, with why their session gives the node itself, if it
+    /// does (their header may not be on disk yet).
+    live: Arc<Mutex<Live>>,
 }
 
 /// A recording's file, opened before its session's container is created. Dropped unstarted
@@ -146,7 +148,8 @@ impl Recordings {
         };
         let live = self.live.clone();
         let path = opened.path.clone();
-        lock(&live).insert(path.clone());
+        let node_level = options.header.metadata.node_level.clone();
+        lock(&live).insert(path.clone(), node_level);
         // Once the recorder is done with the file, it is no longer being written.
         let spawned = record::spawn(tap, file, options, move |_| {
             lock(&live).remove(&path);
@@ -162,7 +165,17 @@ impl Recordings {
 
     /// Whether `path` is being written now.
     pub fn is_live(&self, path: &Path) -> bool {
-        lock(&self.live).contains(path)
+        lock(&self.live).contains_key(path)
+    }
+
+    /// Why the session recorded in `path` gives the node itself, if it does: as its session
+    /// said while it is written, else as its header says. A recording whose header cannot be
+    /// read is taken to be the node's: nothing shows it is not.
+    pub fn node_level_of(&self, path: &Path) -> Option<String> {
+        if let Some(live) = lock(&self.live).get(path) {
+            return live.clone();
+        }
+        store::header_node_level(path)
     }
 
     /// `<dir>/<namespace>/<pod>`, or `<dir>/local/<target>`; refuses names that are not
@@ -186,7 +199,10 @@ impl Recordings {
     }
 }
 
-fn lock(live: &Mutex<HashSet<PathBuf>>) -> std::sync::MutexGuard<'_, HashSet<PathBuf>> {
+/// See [`Recordings::live`].
+type Live = HashMap<PathBuf, Option<String>>;
+
+fn lock(live: &Mutex<Live>) -> std::sync::MutexGuard<'_, Live> {
     live.lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -126,11 +126,6 @@ impl Recordings {
         items
     }
 
-    /// Why the session recorded in `path` gave the node itself, if it did.
-    pub fn node_level_of(path: &Path) -> Option<String> {
-        summarize(path).ok()?.header.metadata.node_level
-    }
-
     /// Recording `session`'s file, if it is in `scope`.
     pub fn find(&self, session: &str, scope: &PodScope) -> Result<PathBuf, String> {
         if !is_session_id(session) {
@@ -173,7 +168,7 @@ impl Recordings {
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs();
-        let node_level = meta.node_level;
+        let node_level = self.node_level_of(&found.path);
         let item = RecordingItem {
             session,
             namespace: meta.namespace.or(namespace),
@@ -269,6 +264,17 @@ struct Summary {
 }
 
 /// Reads a recording's header and last line.
+/// Why the session recorded in `path` gave the node itself, as its header says; when the
+/// header cannot be read, that it cannot (the worst is assumed).
+pub(super) fn header_node_level(path: &Path) -> Option<String> {
+    match summarize(path) {
+        Ok(summary) if summary.format.is_some() => summary.header.metadata.node_level,
+        _ => Some(
+            "its header cannot be read, so the agent cannot tell what the session joined".into(),
+        ),
+    }
+}
+
 fn summarize(path: &Path) -> std::io::Result<Summary> {
     let mut file = fs::File::open(path)?;
     let mut header_line = Vec::new();

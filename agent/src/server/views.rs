@@ -83,12 +83,10 @@ impl Agent {
             Ok(path) => path,
             Err(message) => return refuse(StatusCode::NOT_FOUND, &message),
         };
-        let read = path.clone();
-        let why = tokio::task::spawn_blocking(move || {
-            crate::recordings::Recordings::node_level_of(&read)
-        })
-        .await
-        .unwrap_or(Some("its header could not be read".into()));
+        let (agent, read) = (self.clone(), path.clone());
+        let why = tokio::task::spawn_blocking(move || agent.recordings.node_level_of(&read))
+            .await
+            .unwrap_or(Some("its header could not be read".into()));
         let subject = format!("the recording of session {session}");
         if let Err(refusal) = self.require_node(caller, &subject, why.as_deref()).await {
             return refuse_with(refusal);
