@@ -52,6 +52,8 @@ pub trait Engine {
     fn state(&self, id: &str) -> Option<bool>;
     /// Removes debug container `id`, if a test left it.
     fn remove(&self, id: &str);
+    /// How many retained debug containers the engine holds (any agent's).
+    fn retained(&self) -> usize;
 }
 
 /// The test Docker engine.
@@ -120,6 +122,11 @@ impl Engine for DockerEngine {
             .args(["rm", "-f", id])
             .env("DOCKER_HOST", docker_host())
             .output();
+    }
+    fn retained(&self) -> usize {
+        let filter = format!("label={}=true", kdbg_runtimes::label::RETAIN);
+        let out = docker(&["ps", "-aq", "--filter", &filter]);
+        text(&out.stdout).split_whitespace().count()
     }
 }
 
@@ -201,6 +208,11 @@ impl Engine for ContainerdEngine {
         std::thread::sleep(Duration::from_millis(200));
         let _ = ctr(DEBUG_NAMESPACE, &["tasks", "delete", "-f", id]);
         let _ = ctr(DEBUG_NAMESPACE, &["containers", "delete", id]);
+    }
+    fn retained(&self) -> usize {
+        let filter = format!("labels.\"{}\"==\"true\"", kdbg_runtimes::label::RETAIN);
+        let out = ctr(DEBUG_NAMESPACE, &["containers", "ls", "-q", &filter]);
+        text(&out.stdout).split_whitespace().count()
     }
 }
 

@@ -6,6 +6,7 @@ pub mod apiserver;
 pub mod engine;
 pub mod tmux;
 pub mod token;
+pub mod users;
 
 use std::io::Write;
 use std::path::PathBuf;
