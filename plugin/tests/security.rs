@@ -782,10 +782,21 @@ fn connections_past_the_limit_are_closed_at_once_and_logged_sparingly() {
     let (target, cluster) = web_pod();
     let agent = Agent::docker_with("limits:\n  maxConnections: 100\n  headerTimeout: 60s\n");
     let address = agent.address();
-    // 100 held: the limit. The 50 after them (accepted in the order they came) are each
-    // closed as soon as they are accepted; the 100 stay open.
+    // 100 held, each after a request that passed authentication (so they are not the
+    // unauthenticated ones that make room for newer connections): the limit. The 50 after
+    // them (accepted in the order they came) are each closed as soon as they are accepted;
+    // the 100 stay open.
     let held: Vec<TcpStream> = (0..100)
-        .map(|_| TcpStream::connect(&address).unwrap())
+        .map(|_| {
+            let mut s = TcpStream::connect(&address).unwrap();
+            s.write_all(b"GET /version HTTP/1.1\r\nHost: a\r\n\r\n")
+                .unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut answer = [0u8; 4096];
+            let n = s.read(&mut answer).unwrap();
+            assert!(answer[..n].starts_with(b"HTTP/1.1 200"));
+            s
+        })
         .collect();
     let over: Vec<TcpStream> = (0..50)
         .map(|_| TcpStream::connect(&address).unwrap())
