@@ -8,11 +8,13 @@
 //! - [`Status`]: the error body of every refusal (Kubernetes' `metav1.Status`), the same
 //!   document a session's status channel carries;
 //! - [`header`]: the response headers of a debug session;
-//! - [`record`]: recording a session's tap to asciicast, on the agent and in the plugin.
+//! - [`record`]: recording a session's tap to asciicast, on the agent and in the plugin;
+//! - [`view`]: the events of a live view, as a watcher reads them.
 
 pub mod record;
 pub mod request;
 pub mod response;
+pub mod view;
 
 pub use kdbg_relay::error_chain;
 pub use kdbg_relay::status::Status;

@@ -29,15 +29,45 @@ pub fn relay_frame(data: &[u8]) {
 /// several values to a chunk), which is the decoder's only state. The separator stays in
 /// the stream, so the bytes fed are exactly the rest. Feeding stops at the first error, as the
 /// session does.
+///
+/// Every size decoded is offered to a [`kdbg_relay::Tap`] keeping the recent events, as the
+/// session offers it to the screen kept for watchers: what the tap keeps must stay within
+/// `TerminalSize::MAX_KEPT` and within the buffer's cap, whatever sizes come.
 pub fn relay_resize(data: &[u8]) {
+    use kdbg_relay::TerminalSize;
+    use kdbg_relay::observer::{EVENT_OVERHEAD, EventKind};
     let Some((&separator, stream)) = data.split_first() else {
         return;
     };
     let mut decoder = kdbg_relay::resize::ResizeDecoder::default();
+    let tap = kdbg_relay::Tap::new(None);
+    let cap = 16 * EVENT_OVERHEAD;
+    let recent = tap.keep_recent(cap);
     for chunk in stream.split_inclusive(|&b| b == separator) {
-        if decoder.feed(chunk).is_err() {
+        let Ok(sizes) = decoder.feed(chunk) else {
             return;
+        };
+        for size in sizes {
+            tap.offer(EventKind::Resize(size));
+            let kept = tap.size().unwrap_or(TerminalSize::MAX_KEPT);
+            assert!(kept.cols <= TerminalSize::MAX_KEPT.cols && kept.rows <= TerminalSize::MAX_KEPT.rows);
         }
+    }
+    assert!(recent.take(0).events.len() <= cap / EVENT_OVERHEAD);
+}
+
+/// A live view as `kubectl-debug watch` reads it: the first line through the recordings'
+/// header reader, every later line through [`kdbg_api::view::ViewEvent::parse`]. What a
+/// watcher reads comes from an agent over the network.
+pub fn watch_view(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let mut lines = text.lines();
+    let Some(header) = lines.next() else {
+        return;
+    };
+    let _ = kdbg_recordings::Reader::new(header.as_bytes());
+    for line in lines {
+        let _ = kdbg_api::view::ViewEvent::parse(line);
     }
 }
 

@@ -6,6 +6,7 @@ use std::io::{IsTerminal, Write};
 
 use anyhow::{Context as _, bail};
 use futures_util::StreamExt;
+use kdbg_api::view::ViewEvent;
 use kdbg_api::{PodScope, WatchRequest};
 use kdbg_relay::tungstenite::Message;
 use tokio::io::AsyncReadExt;
@@ -93,18 +94,18 @@ pub async fn run(global: &Global, args: WatchArgs) -> anyhow::Result<()> {
         };
         match message {
             Some(Ok(Message::Text(line))) => {
-                let (_, code, data): (f64, String, String) = serde_json::from_str(&line)
-                    .with_context(|| {
-                        format!("reading the live view: {line:?} is not an asciicast v3 event")
-                    })?;
-                match code.as_str() {
-                    "o" => {
+                match ViewEvent::parse(&line)
+                    .map_err(|e| anyhow::anyhow!("reading the live view: {e}"))?
+                {
+                    ViewEvent::Output(data) => {
                         out.write_all(data.as_bytes())?;
                         out.flush()?;
                     }
-                    "x" => ended = Some(format!("the session's command exited with code {data}")),
-                    "m" => ended = Some(data),
-                    _ => {}
+                    ViewEvent::Exit(code) => {
+                        ended = Some(format!("the session's command exited with code {code}"));
+                    }
+                    ViewEvent::Marker(why) => ended = Some(why),
+                    ViewEvent::Other => {}
                 }
             }
             Some(Ok(Message::Close(frame))) => {
