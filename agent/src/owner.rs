@@ -18,7 +18,10 @@ pub fn this_process() -> String {
     )
 }
 
-/// Whether `owner` names a process that is alive now.
+/// Whether `owner` names a process that is alive now. A process that has exited but that its
+/// parent has not reaped yet (state `Z`, zombie, or `X`, dead) still has its `/proc` entry
+/// and start time, and is not alive: an agent killed with SIGKILL whose parent reaps slowly
+/// no longer owns its containers.
 pub fn alive(owner: &str) -> bool {
     let mut parts = owner.split('/');
     let (Some(boot), Some(pid), Some(start), None) =
@@ -29,7 +32,8 @@ pub fn alive(owner: &str) -> bool {
     let Ok(pid) = pid.parse::<u32>() else {
         return false;
     };
-    boot == boot_id() && start_time(pid).is_some_and(|t| t.to_string() == start)
+    boot == boot_id()
+        && stat(pid).is_some_and(|(state, t)| !matches!(state, 'Z' | 'X') && t.to_string() == start)
 }
 
 fn boot_id() -> String {
@@ -40,10 +44,18 @@ fn boot_id() -> String {
 
 /// Field 22 of `/proc/<pid>/stat`: when the process started, in clock ticks since boot.
 fn start_time(pid: u32) -> Option<u64> {
+    stat(pid).map(|(_, start)| start)
+}
+
+/// Fields 3 and 22 of `/proc/<pid>/stat`: the process's state (`R`, `S`, `Z`...) and when it
+/// started, in clock ticks since boot.
+fn stat(pid: u32) -> Option<(char, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may hold spaces and parentheses: the fields follow the last ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    rest.split(' ').nth(19)?.parse().ok()
+    let mut fields = stat[stat.rfind(')')? + 2..].split(' ');
+    let state = fields.next()?.chars().next()?;
+    let start = fields.nth(18)?.parse().ok()?;
+    Some((state, start))
 }
 
 #[cfg(test)]
@@ -72,5 +84,31 @@ mod tests {
         let owner = format!("{boot}/{pid}/{}", start_time(pid).unwrap_or_default());
         child.wait().unwrap();
         assert!(!alive(&owner));
+    }
+
+    #[test]
+    fn a_zombie_is_not_alive() {
+        // A child that exits and is not reaped yet: its /proc entry stays, in state Z.
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "read _"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let (boot, start) = (boot_id(), start_time(pid).unwrap());
+        let owner = format!("{boot}/{pid}/{start}");
+        assert!(alive(&owner));
+        drop(child.stdin.take());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while stat(pid).is_some_and(|(state, _)| state != 'Z') {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the child did not exit"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(stat(pid).map(|(state, _)| state), Some('Z'));
+        assert!(!alive(&owner), "a zombie owns nothing");
+        child.wait().unwrap();
     }
 }
