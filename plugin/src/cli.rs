@@ -13,7 +13,7 @@ use kdbg_api::DEFAULT_PORT;
     version,
     args_conflicts_with_subcommands = true,
     subcommand_negates_reqs = true,
-    after_help = "Examples:\n  kubectl-debug web-1 --image nicolaka/netshoot\n  kubectl-debug -n prod web-1 -c app -- ss -tlnp\n  kubectl-debug web-1 --retain -- sh      # keep the debug container\n  kubectl-debug list -A\n  kubectl-debug attach web-1 web-1-dbg-x7k2q\n  kubectl-debug rm web-1 --all\n  kubectl-debug web-1 --record-local web-1.cast   # keep a recording here\n  kubectl-debug recordings list -A\n  kubectl-debug replay SESSION\n  kubectl-debug watch web-1 web-1-dbg-x7k2q\n  kubectl-debug local docker://my-container --image busybox -- sh\n\nA pod named like a verb (list, attach, rm, local, recordings, replay, watch) is written pod/NAME."
+    after_help = "Examples:\n  kubectl-debug web-1 --image nicolaka/netshoot\n  kubectl-debug -n prod web-1 -c app -- ss -tlnp\n  kubectl-debug web-1 --retain -- sh      # keep the debug container\n  kubectl-debug list -A\n  kubectl-debug attach web-1 web-1-dbg-x7k2q\n  kubectl-debug rm web-1 --all\n  kubectl-debug web-1 --record-local web-1.cast   # keep a recording here\n  kubectl-debug recordings list -A\n  kubectl-debug replay SESSION\n  kubectl-debug watch web-1 web-1-dbg-x7k2q\n  kubectl-debug local docker://my-container --image busybox -- sh\n\nA pod named like a verb (list, attach, rm, local, recordings, replay, watch, version, completion, shell-init, help) is written pod/NAME."
 )]
 pub struct Cli {
     /// Options of every verb.
@@ -36,33 +36,42 @@ pub struct Cli {
     pub debug: DebugOpts,
 }
 
-/// The verbs, by name.
-pub const VERBS: [&str; 11] = [
-    "list",
-    "attach",
-    "rm",
-    "local",
-    "recordings",
-    "replay",
-    "watch",
-    "version",
-    "completion",
-    "shell-init",
-    "help",
-];
+/// The verbs, by name, from the clap model (so none can be forgotten), with `help`.
+pub fn verbs() -> &'static [String] {
+    &model().verbs
+}
 
-/// Global flags that take a value in the next argument.
-const GLOBAL_WITH_VALUE: [&str; 9] = [
-    "-n",
-    "--namespace",
-    "--kubeconfig",
-    "--context",
-    "--agent-port",
-    "--connect",
-    "--agent-namespace",
-    "--agent-selector",
-    "--plugin-config",
-];
+/// What [`verb_first`] needs of the command line, read once from the clap model.
+struct Model {
+    verbs: Vec<String>,
+    /// The flags before a verb that take their value in the next argument (`-n NS`): all the
+    /// root command's flags that take a value, but those that need `=` (`-v=6`).
+    with_value: Vec<String>,
+}
+
+fn model() -> &'static Model {
+    static MODEL: std::sync::OnceLock<Model> = std::sync::OnceLock::new();
+    MODEL.get_or_init(|| {
+        let command = <Cli as clap::CommandFactory>::command();
+        let mut verbs: Vec<String> = command
+            .get_subcommands()
+            .map(|c| c.get_name().to_owned())
+            .collect();
+        verbs.push("help".into());
+        let with_value = command
+            .get_arguments()
+            .filter(|a| {
+                !a.is_positional() && a.get_action().takes_values() && !a.is_require_equals_set()
+            })
+            .flat_map(|a| {
+                let long = a.get_long().map(|l| format!("--{l}"));
+                let short = a.get_short().map(|s| format!("-{s}"));
+                long.into_iter().chain(short)
+            })
+            .collect();
+        Model { verbs, with_value }
+    })
+}
 
 /// Moves a verb given after global flags to the front (`-n prod list` is `list -n prod`),
 /// so global flags may come before the verb, as kubectl's do; clap reads global flags after
@@ -72,7 +81,7 @@ pub fn verb_first(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
         return args;
     };
     let verb = args[at].to_string_lossy().into_owned();
-    if !VERBS.contains(&verb.as_str()) {
+    if !verbs().contains(&verb) {
         return args;
     }
     let mut moved = args;
@@ -98,7 +107,7 @@ fn first_word(args: &[std::ffi::OsString], from: usize) -> Option<usize> {
         if arg == "--" {
             return None;
         }
-        if GLOBAL_WITH_VALUE.contains(&arg.as_ref()) {
+        if model().with_value.iter().any(|f| *f == arg) {
             i += 2;
             continue;
         }
@@ -222,7 +231,8 @@ pub struct DebugOpts {
     pub pull_policy: Option<kdbg_api::PullPolicy>,
     /// What the debug container may do: general (SYS_PTRACE), netadmin (NET_ADMIN, NET_RAW),
     /// sysadmin (SYS_PTRACE, SYS_ADMIN, bpf and perf) or restricted (nothing more); default:
-    /// the agent's (sysadmin unless its policy says otherwise).
+    /// the agent's (general unless its policy says otherwise; sysadmin needs node-level
+    /// permission).
     #[arg(long, value_name = "PROFILE")]
     pub profile: Option<kdbg_api::Profile>,
     /// Pass stdin to the debug container (default with -t on a terminal).
@@ -625,6 +635,44 @@ mod tests {
             "kubectl-debug list -A",
         ] {
             assert_eq!(verb_first(args(line)), args(line), "{line}");
+        }
+    }
+
+    #[test]
+    fn every_global_flag_may_come_before_every_verb() {
+        use clap::Parser;
+        let command = <Cli as clap::CommandFactory>::command();
+        let globals: Vec<String> = <Global as clap::Args>::augment_args(clap::Command::new("g"))
+            .get_arguments()
+            .filter_map(|a| a.get_long().map(|l| format!("--{l}")))
+            .collect();
+        assert!(globals.contains(&"--agent-ca".to_owned()), "{globals:?}");
+        for verb in command.get_subcommands().map(|c| c.get_name()) {
+            for flag in &globals {
+                let value = if flag == "--connect" { "direct" } else { "10" };
+                let line = format!("kubectl-debug {flag} {value} {verb}");
+                let moved = verb_first(args(&line));
+                assert_eq!(moved[1], verb, "{line}");
+                // And clap takes it as that verb, not as a pod named like it.
+                if let Ok(cli) = Cli::try_parse_from(moved) {
+                    assert!(cli.pod.is_none(), "{line}: a pod {:?}", cli.pod);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_help_names_every_verb_a_pod_must_not_be_called() {
+        let help = <Cli as clap::CommandFactory>::command()
+            .get_after_help()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        let named = help.rsplit_once("A pod named like a verb (").unwrap().1;
+        for verb in verbs() {
+            assert!(
+                named.contains(verb.as_str()),
+                "{verb} missing from: {named}"
+            );
         }
     }
 
