@@ -30,10 +30,15 @@ pub struct Cluster {
 /// The ConfigMap (in the agents' namespace) whose `ca.crt` is the CA of agents' certificates.
 pub const AGENT_CA_CONFIGMAP: &str = "kubectl-debug-agent-ca";
 
+/// The API server the kubeconfig names (`HOST:PORT`), once read: for the message when it
+/// cannot be reached.
+pub static SERVER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 impl Cluster {
     /// A client and the namespace to use, read from kubeconfig the way kubectl does
     /// (`--kubeconfig`, else `KUBECONFIG`, else `~/.kube/config`; `--context`, else the
     /// current context; `-n`, else the context's namespace, else `default`).
+    /// Reads the kubeconfig as kubectl does, and makes the cluster's client.
     pub async fn connect(global: &Global) -> anyhow::Result<Cluster> {
         let options = KubeConfigOptions {
             context: global.context.clone(),
@@ -53,6 +58,15 @@ impl Cluster {
             .namespace
             .clone()
             .unwrap_or_else(|| config.default_namespace.clone());
+        let url = &config.cluster_url;
+        let _ = SERVER.set(format!(
+            "{}:{}",
+            url.host().unwrap_or_default(),
+            url.port_u16().unwrap_or(match url.scheme_str() {
+                Some("http") => 80,
+                _ => 443,
+            })
+        ));
         let bearer = crate::credentials::bearer(&config.auth_info)?;
         let identity = crate::credentials::identity(&config.auth_info)?;
         let client = Client::try_from(config).context("building the Kubernetes client")?;

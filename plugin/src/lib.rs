@@ -108,11 +108,31 @@ pub fn run(mut cli: Cli) -> ExitCode {
             ExitCode::from(1)
         }
         Err(e) if broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) if refused_by_the_api_server(&e) => {
+            // As kubectl says it.
+            let server = cluster::SERVER.get().map_or("", String::as_str);
+            eprintln!(
+                "error: The connection to the server {server} was refused - did you specify the right host or port? (check the kubeconfig's server, --kubeconfig and --context)"
+            );
+            ExitCode::from(1)
+        }
         Err(e) => {
             eprintln!("error: {}", kdbg_api::error_chain(e.as_ref()));
             ExitCode::from(1)
         }
     }
+}
+
+/// Whether the error is the Kubernetes API server refusing the connection: a client error
+/// of kube's whose cause is a refused TCP connection.
+fn refused_by_the_api_server(e: &anyhow::Error) -> bool {
+    e.chain()
+        .any(|cause| cause.downcast_ref::<kube::Error>().is_some())
+        && e.chain().any(|cause| {
+            cause
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == ErrorKind::ConnectionRefused)
+        })
 }
 
 /// Whether the error is our stdout having gone away (`kubectl-debug ... | head`): not an error.

@@ -127,6 +127,41 @@ fn no_agent_on_the_node_or_one_not_ready_says_what_to_do() {
 }
 
 #[test]
+fn an_api_server_that_refuses_is_named_as_kubectl_names_it() {
+    // A port nothing listens on.
+    let port = support::free_port();
+    let dir = std::env::temp_dir().join(format!("kdbg-refused-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:{port}\ncontexts:\n- name: c\n  context: {{cluster: c, user: u}}\ncurrent-context: c\nusers:\n- name: u\n  user: {{token: t}}\n"
+        ),
+    )
+    .unwrap();
+    for args in [
+        &["web-1", "--", "true"][..],
+        &["list"],
+        &["rm", "web-1", "--all"],
+    ] {
+        let out = run(
+            plugin().arg("--kubeconfig").arg(&kubeconfig).args(args),
+            b"",
+        );
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = text(&out.stderr);
+        assert!(
+            err.contains(&format!(
+                "The connection to the server 127.0.0.1:{port} was refused - did you specify the right host or port?"
+            )),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("ServiceError"), "{err}");
+    }
+}
+
+#[test]
 fn the_plugin_config_file_sets_defaults_that_flags_override() {
     let target = Target::start("exec sleep 3600");
     let (cluster, agent) = cluster_with(&target);
