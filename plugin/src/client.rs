@@ -111,6 +111,18 @@ impl AgentClient {
     /// `error` with what the port-forward said went wrong, if it said anything (it is read, in
     /// order, before the stream ends).
     fn explain(&self, error: anyhow::Error) -> anyhow::Error {
+        if self.tls.is_none() && answered_with_tls(&error) {
+            return error.context(format!(
+                "{} answered with TLS, and this plugin spoke plain HTTP: it has no CA for the agents; give it with --agent-ca FILE, agentCA in the plugin config, or the kubectl-debug-agent-ca ConfigMap in the agents' namespace",
+                self.describe()
+            ));
+        }
+        if self.tls.is_some() && answered_in_plain_http(&error) {
+            return error.context(format!(
+                "{} answered in plain HTTP, and this plugin spoke TLS (it has a CA for the agents): the agent serves without tls (insecure: true); configure its tls, or give this plugin no CA for it",
+                self.describe()
+            ));
+        }
         if let Some(alert) = certificate_refused(&error) {
             return error.context(format!(
                 "{} refused the kubeconfig user's client certificate ({alert}); agents accept certificates signed by the cluster's client CA (or their auth.clientCAFile): use a certificate the API server accepts, or a token",
@@ -547,6 +559,30 @@ fn refusal_message(code: u16, status: Option<Status>, body: Option<&[u8]>) -> St
                 .unwrap_or_default()
         ),
     }
+}
+
+/// Whether `error` is a plain HTTP client reading a TLS server's answer: the first bytes of
+/// a TLS record (an alert, `0x15 0x03 ...`) are not an HTTP version, or the server closed
+/// as soon as it saw our request.
+fn answered_with_tls(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        let text = cause.to_string();
+        text.contains("invalid HTTP version")
+            || text.contains("HTTP version")
+            || text.contains("connection closed before message completed")
+    })
+}
+
+/// Whether `error` is a TLS client reading a plain HTTP server's answer (`HTTP/1.1 400`, no
+/// TLS record).
+fn answered_in_plain_http(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        let rustls_error = match cause.downcast_ref::<std::io::Error>() {
+            Some(io) => io.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()),
+            None => cause.downcast_ref::<rustls::Error>(),
+        };
+        matches!(rustls_error, Some(rustls::Error::InvalidMessage(_)))
+    })
 }
 
 /// The TLS alert with which an agent refused the client's certificate, if `error` is one.

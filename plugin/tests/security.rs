@@ -587,6 +587,52 @@ fn agents_speak_tls_verified_against_the_agents_ca() {
     // Plain HTTP to a TLS agent is not answered.
     let (code, _) = raw(&agent.address(), "GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n");
     assert_ne!(code, 200);
+    // A plugin without the agents' CA (a cluster with no CA ConfigMap) is told the agent
+    // speaks TLS, and how to give the CA, for a session and for a list alike.
+    let bare = Cluster::new("shop");
+    bare.api.add_pod(running_pod(
+        "shop",
+        "web",
+        &[("app", &target.pod_reference(), true)],
+    ));
+    for args in [
+        &["web", "--connect", "direct", "--", "true"][..],
+        &["list", "--connect", "direct"],
+    ] {
+        let out = run(&mut bare.debug(agent.port, args), b"");
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("answered with TLS") && err.contains("--agent-ca"),
+            "{args:?}: {err}"
+        );
+        // Said first, before the parser's own words.
+        let said = err.find("answered with TLS").unwrap();
+        assert!(err.find("httparse").is_none_or(|h| said < h), "{err}");
+    }
+    // The opposite: a CA given for an agent that serves plain HTTP.
+    let plain = Agent::docker_with("");
+    let out = run(
+        &mut cluster.debug(
+            plain.port,
+            &[
+                "web",
+                "--connect",
+                "direct",
+                "--agent-ca",
+                &ca.display().to_string(),
+                "--",
+                "true",
+            ],
+        ),
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("answered in plain HTTP") && err.contains("insecure: true"),
+        "{err}"
+    );
     support::assert_removed_soon(|| target.leftovers());
 }
 
