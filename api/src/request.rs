@@ -7,6 +7,7 @@
 //! `retain`, `pullPolicy`, and `podNamespace`, `podName`, `user` that end up in labels and
 //! are checked against them.
 
+use kdbg_relay::TerminalSize;
 use kdbg_runtimes::{Profile, PullPolicy, TargetRef};
 
 /// A checked debug request.
@@ -47,6 +48,17 @@ pub struct DebugRequest {
     pub record: bool,
     /// The capability profile; the agent's default when absent.
     pub profile: Option<Profile>,
+    /// The client's terminal size at the start (`cols`, `rows`), for a terminal session: the
+    /// process starts with it, and a recording's header says it, before the first resize
+    /// message arrives.
+    pub size: Option<TerminalSize>,
+}
+
+/// A terminal dimension, 1 to 65535.
+fn dimension(key: &str, value: &str) -> Result<u16, String> {
+    value.parse::<u16>().ok().filter(|n| *n > 0).ok_or_else(|| {
+        format!("query parameter {key}={value:?} is not a terminal size (1 to 65535)")
+    })
 }
 
 fn flag(key: &str, value: &str) -> Result<bool, String> {
@@ -80,7 +92,9 @@ impl DebugRequest {
             pod_container: None,
             record: false,
             profile: None,
+            size: None,
         };
+        let (mut cols, mut rows) = (None, None);
         for (key, value) in form_urlencoded::parse(query.as_bytes()) {
             let non_empty = |what: &str| {
                 if value.is_empty() {
@@ -107,15 +121,26 @@ impl DebugRequest {
                 "user" => request.user = Some(non_empty("user")?),
                 "podContainer" => request.pod_container = Some(non_empty("podContainer")?),
                 "record" => request.record = flag(&key, &value)?,
+                "cols" => cols = Some(dimension(&key, &value)?),
+                "rows" => rows = Some(dimension(&key, &value)?),
                 other => {
                     return Err(format!(
                         "unknown query parameter {other:?}; known: target, container, image, \
                          command, stdin, stdout, stderr, tty, name, retain, pullPolicy, \
-                         podNamespace, podName, podContainer, user, record, profile"
+                         podNamespace, podName, podContainer, user, record, profile, cols, rows"
                     ));
                 }
             }
         }
+        request.size = match (cols, rows) {
+            (Some(cols), Some(rows)) => Some(TerminalSize { cols, rows }),
+            (None, None) => None,
+            _ => {
+                return Err(
+                    "query parameters cols and rows go together: give both, or neither".into(),
+                );
+            }
+        };
         if request.target.is_none() && request.container.is_none() {
             return Err(
                 "query parameter target is required: the container to join, as <runtime>://<id> \
@@ -165,6 +190,10 @@ impl DebugRequest {
         }
         if let Some(profile) = self.profile {
             q.append_pair("profile", profile.name());
+        }
+        if let Some(size) = self.size {
+            q.append_pair("cols", &size.cols.to_string());
+            q.append_pair("rows", &size.rows.to_string());
         }
         q.append_pair("pullPolicy", &self.pull_policy.to_string());
         for (key, value) in [
@@ -316,11 +345,19 @@ mod tests {
             pod_container: Some("app".into()),
             record: true,
             profile: Some(kdbg_runtimes::Profile::Netadmin),
+            size: Some(TerminalSize {
+                cols: 120,
+                rows: 40,
+            }),
         };
         assert_eq!(
             DebugRequest::from_query(&request.to_query()).unwrap(),
             request
         );
+        let half = DebugRequest::from_query("target=docker://abc&cols=80").unwrap_err();
+        assert!(half.contains("cols and rows go together"), "{half}");
+        let zero = DebugRequest::from_query("target=docker://abc&cols=0&rows=1").unwrap_err();
+        assert!(zero.contains("not a terminal size"), "{zero}");
         let attach = DebugRequest {
             target: None,
             container: Some("web-1-dbg-x7k2q".into()),

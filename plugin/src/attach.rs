@@ -94,7 +94,7 @@ pub async fn debug(
         );
     }
     let recorder = recording.map(|(file, path)| {
-        let tap = Tap::new(None);
+        let tap = Tap::new(request.size);
         let options = RecordOptions {
             format: Format::V2,
             max_bytes: None,
@@ -232,6 +232,8 @@ impl DebugOpts {
             user: std::env::var("USER").ok().filter(|u| !u.is_empty()),
             record: self.record.record.unwrap_or(false),
             profile: self.profile,
+            // The terminal's size now: the process starts with it, and a recording's header.
+            size: tty.then(terminal::size).flatten(),
         }
     }
 }
@@ -258,6 +260,7 @@ impl SessionOpts {
             user: std::env::var("USER").ok().filter(|u| !u.is_empty()),
             record: self.record.record.unwrap_or(false),
             profile: None,
+            size: tty.then(terminal::size).flatten(),
         }
     }
 }

@@ -12,94 +12,13 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use kdbg_relay::handshake;
 use kdbg_relay::tungstenite::Message;
-use kdbg_relay::tungstenite::client::IntoClientRequest;
 use kdbg_relay::tungstenite::protocol::frame::coding::CloseCode;
-use support::apiserver::access::AGENT_TOKEN;
 use support::apiserver::{Cluster, running_pod};
 use support::engine::{ContainerdEngine, DockerEngine, Engine, Targeted};
-use support::users::{kubernetes_auth, raw, scratch, upgrade, users};
+use support::users::{World, raw, scratch, upgrade};
+use support::ws::{expect_output, output_until, runtime, send, session, ws_request};
 use support::{Agent, run, text};
-
-type Ws = kdbg_relay::WebSocketStream<tokio::net::TcpStream>;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-/// A WebSocket upgrade of `path?query` offering `protocol`, with `token` if any.
-fn ws_request(
-    address: &str,
-    path: &str,
-    query: &str,
-    token: Option<&str>,
-) -> kdbg_relay::tungstenite::handshake::client::Request {
-    let mut request = format!("ws://{address}{path}?{query}")
-        .into_client_request()
-        .unwrap();
-    if let Some(token) = token {
-        request
-            .headers_mut()
-            .insert("Authorization", format!("Bearer {token}").parse().unwrap());
-    }
-    request
-}
-
-/// Opens a debug session with `query`; the socket and the session's ID.
-async fn session(address: &str, query: &str, token: Option<&str>) -> (Ws, String) {
-    let request = ws_request(address, kdbg_api::path::DEBUG, query, token);
-    let socket = tokio::net::TcpStream::connect(address).await.unwrap();
-    let (ws, _, headers) = handshake::connect(request, socket)
-        .await
-        .unwrap_or_else(|e| panic!("opening a session ({query}): {e:?}"));
-    let id = headers
-        .get(kdbg_api::header::SESSION)
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
-    (ws, id)
-}
-
-/// Sends `data` on `channel` (0 stdin, 4 resize).
-async fn send(ws: &mut Ws, channel: u8, data: &[u8]) {
-    let mut message = Vec::with_capacity(data.len() + 1);
-    message.push(channel);
-    message.extend_from_slice(data);
-    ws.send(Message::binary(message)).await.unwrap();
-}
-
-/// Reads the session's output until it holds `word`, for at most 30 s.
-async fn expect_output(ws: &mut Ws, word: &str) {
-    output_until(ws, word).await;
-}
-
-/// Reads the session's output until it holds `word`, for at most 30 s; returns it.
-async fn output_until(ws: &mut Ws, word: &str) -> String {
-    let mut seen = Vec::new();
-    let found = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(Ok(message)) = ws.next().await {
-            if let Message::Binary(data) = message
-                && data.first() == Some(&1)
-            {
-                seen.extend_from_slice(&data[1..]);
-                if String::from_utf8_lossy(&seen).contains(word) {
-                    return true;
-                }
-            }
-        }
-        false
-    })
-    .await;
-    assert!(
-        found == Ok(true),
-        "{word:?} not in the output: {}",
-        String::from_utf8_lossy(&seen)
-    );
-    String::from_utf8_lossy(&seen).into_owned()
-}
 
 /// A terminal session in `target` running each line it reads (a shell without line
 /// editing: an interactive one would ask the terminal where its cursor is, and wait).
@@ -314,26 +233,26 @@ fn every_endpoint_checks_the_node(engine: &dyn Engine) {
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let name = engine.name();
-    let dir = scratch(&format!("node-{name}"));
-    let cluster = Cluster::new("shop");
-    users(&cluster);
-    let web = engine.pod_target("shop", "web", false, "exec sleep 3600");
-    let vault = engine.pod_target("bank", "vault", false, "exec sleep 3600");
-    let host = engine.pod_target("shop", "node-exporter", true, "exec sleep 3600");
-    let agent_kubeconfig = cluster
-        .api
-        .kubeconfig_with_token(&dir, "agent.kubeconfig", AGENT_TOKEN);
     let image = match name {
         "docker" => support::image(),
         _ => support::ctd_image(),
     };
-    let agent = engine.agent(&kubernetes_auth(
-        &agent_kubeconfig,
+    let recordings = std::env::temp_dir().join(format!("kdbg-node-{name}-{}", std::process::id()));
+    let world = World::new(
+        engine,
+        &format!("node-{name}"),
         &format!(
             "recordings:\n  dir: \"{}\"\n  mode: always\npolicy:\n  images: [\"{image}\"]\n",
-            dir.join("recordings").display()
+            recordings.display()
         ),
-    ));
+    );
+    let World {
+        web,
+        vault,
+        host,
+        agent,
+        ..
+    } = &world;
     let address = agent.address();
     let host_ref = host.pod_reference();
     let pod = "podNamespace=shop&podName=node-exporter";
@@ -439,9 +358,7 @@ fn every_endpoint_checks_the_node(engine: &dyn Engine) {
     );
     assert_eq!(code, 403, "{body}");
     assert!(body.contains("belongs to pod bank/vault"), "{body}");
-    for t in [&web, &vault, &host] {
-        support::assert_removed_soon(|| t.leftovers());
-    }
+    world.assert_clean();
 }
 
 #[test]
@@ -637,22 +554,8 @@ fn hold_connections() {
 /// authenticated session is served beside them and `/healthz` answers.
 #[test]
 fn held_connections_lock_nobody_out() {
-    let dir = scratch("held");
-    let cluster = Cluster::new("shop");
-    users(&cluster);
-    let web = DockerEngine.pod_target("shop", "web", false, "exec sleep 3600");
-    cluster.api.add_pod(running_pod(
-        "shop",
-        "web",
-        &[("app", &web.pod_reference(), true)],
-    ));
-    let agent_kubeconfig = cluster
-        .api
-        .kubeconfig_with_token(&dir, "agent.kubeconfig", AGENT_TOKEN);
-    let agent = DockerEngine.agent(&kubernetes_auth(
-        &agent_kubeconfig,
-        "limits:\n  headerTimeout: 120s\n",
-    ));
+    let world = World::new(&DockerEngine, "held", "limits:\n  headerTimeout: 120s\n");
+    let (cluster, agent) = (&world.cluster, &world.agent);
     let address = agent.address();
     let started = Instant::now();
     let held = [
@@ -674,10 +577,10 @@ fn held_connections_lock_nobody_out() {
     let started = Instant::now();
     let out = run(
         &mut support::users::as_user(
-            &cluster,
-            &dir,
+            cluster,
+            &world.dir,
             "alice-token",
-            &agent,
+            agent,
             &["web", "--", "echo", "served"],
         ),
         b"",
@@ -696,7 +599,7 @@ fn held_connections_lock_nobody_out() {
     assert_eq!(text(&out.stdout), "served\n");
     assert!(agent.metric("kubectl_debug_agent_errors_total{kind=\"unauthenticated_limit\"}") > 0);
     drop(held);
-    support::assert_removed_soon(|| web.leftovers());
+    world.assert_clean();
 }
 
 /// Held by the tests of this file that retain containers: the node's limit counts every

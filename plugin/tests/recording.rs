@@ -668,3 +668,41 @@ fn retention_runs_when_the_agent_starts() {
         agent.log()
     );
 }
+
+/// A terminal session whose client says its size with the request (as kubectl-debug does)
+/// and sends no resize message: the recording's header has that size, from the start (it had
+/// 80x24, then a resize event, when the first resize came after the header).
+fn a_recording_starts_at_the_size_the_client_said(engine: &dyn Engine) {
+    let pod = format!("sized-{}", engine.name());
+    let dir = scratch(&pod);
+    let records = dir.join("recordings");
+    let target = engine.target("exec sleep 3600");
+    let agent = engine.agent(&recordings(&records, "always", "  format: v2\n"));
+    let query = format!(
+        "target={}&stdin=1&stdout=1&tty=1&cols=123&rows=45&command=sh&command=-c&command=sleep%201%3B%20stty%20size",
+        target.pod_reference()
+    );
+    support::ws::runtime().block_on(async {
+        let (mut ws, _) = support::ws::session(&agent.address(), &query, None).await;
+        // The process has the size without a resize message.
+        support::ws::expect_output(&mut ws, "45 123").await;
+    });
+    let cast = the_recording(&records);
+    let (header, kinds, _) = events(&cast);
+    assert_eq!((header.cols, header.rows), (123, 45), "{header:?}");
+    assert!(
+        !kinds.iter().any(|k| matches!(k, EventKind::Resize { .. })),
+        "{kinds:?}"
+    );
+    support::assert_removed_soon(|| target.leftovers());
+}
+
+#[test]
+fn a_recording_starts_at_the_size_the_client_said_on_docker() {
+    a_recording_starts_at_the_size_the_client_said(&DockerEngine);
+}
+
+#[test]
+fn a_recording_starts_at_the_size_the_client_said_on_containerd() {
+    a_recording_starts_at_the_size_the_client_said(&ContainerdEngine);
+}

@@ -334,6 +334,11 @@ impl Tap {
         };
         let mut shared = self.lock();
         if let EventKind::Resize(size) = kind {
+            // The size it already is (a client's first message repeating the size it gave
+            // with its request): nothing changes, nothing to tell.
+            if shared.size == Some(size) {
+                return;
+            }
             shared.size = Some(size);
         }
         let seq = shared.seq;

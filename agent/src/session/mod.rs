@@ -120,6 +120,8 @@ pub struct Prepared {
     stdio: Option<Stdio>,
     /// Whether the session has a terminal.
     tty: bool,
+    /// The client's terminal size at the start, if it said.
+    size: Option<kdbg_relay::TerminalSize>,
     /// The recording's file, if the session is recorded.
     recording: Option<Opened>,
     /// Who debugs what: for the recording and the live view.
@@ -391,6 +393,7 @@ async fn prepare_unless_stopped(
         process: String::new(),
         stdio: None,
         tty: request.tty,
+        size: request.size.filter(|_| request.tty),
         recording,
         header,
         warnings: found.warnings,

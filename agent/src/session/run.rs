@@ -65,6 +65,10 @@ where
     };
     // Terminal sizes: only the latest matters, so a slow runtime call never queues them up.
     let (size_tx, mut size_rx) = watch::channel(None);
+    // The process gets the client's size at once, not after its first resize message.
+    if prepared.size.is_some() {
+        size_tx.send_replace(prepared.size);
+    }
     let resizer = {
         let runtime = agent.runtime.clone();
         let (id, process) = (prepared.container.clone(), prepared.process.clone());
@@ -243,7 +247,8 @@ fn observe(prepared: &mut Prepared) -> Option<Tap> {
         return None;
     }
     let agent = &prepared.agent;
-    let tap = Tap::new(None);
+    // With the client's size at the start, a recording's header has it before any resize.
+    let tap = Tap::new(prepared.size);
     if let Some(recording) = prepared.recording.take() {
         agent
             .recordings

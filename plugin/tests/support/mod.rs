@@ -7,6 +7,7 @@ pub mod engine;
 pub mod tmux;
 pub mod token;
 pub mod users;
+pub mod ws;
 
 use std::io::Write;
 use std::path::PathBuf;
