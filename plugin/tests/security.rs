@@ -16,39 +16,28 @@ use std::time::{Duration, Instant};
 use support::apiserver::access::AGENT_TOKEN;
 use support::apiserver::{AGENT_NAMESPACE, Cluster, running_pod};
 use support::engine::{ContainerdEngine, DockerEngine, Engine};
-use support::users::{as_user, kubernetes_auth, raw, scratch, upgrade, users};
+use support::users::{World, as_user, raw, scratch, upgrade, users};
 use support::{Agent, run, text};
 
 fn callers_are_checked_by_the_cluster(engine: &dyn Engine) {
     let name = engine.name();
-    let dir = scratch(&format!("auth-{name}"));
-    let cluster = Cluster::new("shop");
-    users(&cluster);
-    let web = engine.pod_target("shop", "web", false, "exec sleep 3600");
-    let vault = engine.pod_target("bank", "vault", false, "exec sleep 3600");
-    let host = engine.pod_target("shop", "node-exporter", true, "exec sleep 3600");
-    cluster.api.add_pod(running_pod(
-        "shop",
-        "web",
-        &[("app", &web.pod_reference(), true)],
-    ));
-    cluster.api.add_pod(running_pod(
-        "shop",
-        "node-exporter",
-        &[("app", &host.pod_reference(), true)],
-    ));
-    let agent_kubeconfig = cluster
-        .api
-        .kubeconfig_with_token(&dir, "agent.kubeconfig", AGENT_TOKEN);
-    let agent = engine.agent(&kubernetes_auth(&agent_kubeconfig, ""));
+    let world = World::new(engine, &format!("auth-{name}"), "");
+    let World {
+        cluster,
+        web,
+        vault,
+        agent,
+        dir,
+        ..
+    } = &world;
 
     // Allowed: alice's session runs, and the container carries her verified name, not $USER.
     let out = run(
         as_user(
-            &cluster,
-            &dir,
+            cluster,
+            dir,
             "alice-token",
-            &agent,
+            agent,
             &[
                 "web",
                 "--retain",
@@ -72,10 +61,10 @@ fn callers_are_checked_by_the_cluster(engine: &dyn Engine) {
     assert_eq!(text(&out.stdout), "in\n");
     let listed = run(
         &mut as_user(
-            &cluster,
-            &dir,
+            cluster,
+            dir,
             "alice-token",
-            &agent,
+            agent,
             &["list", "web", "-o", "json"],
         ),
         b"",
@@ -86,10 +75,10 @@ fn callers_are_checked_by_the_cluster(engine: &dyn Engine) {
     assert!(!listed.contains("mallory"), "{listed}");
     let removed = run(
         &mut as_user(
-            &cluster,
-            &dir,
+            cluster,
+            dir,
             "alice-token",
-            &agent,
+            agent,
             &["rm", "web", &format!("sec-{name}-alice")],
         ),
         b"",
@@ -112,7 +101,7 @@ fn callers_are_checked_by_the_cluster(engine: &dyn Engine) {
         ),
     ] {
         let out = run(
-            &mut as_user(&cluster, &dir, token, &agent, &["web", "--", "true"]),
+            &mut as_user(cluster, dir, token, agent, &["web", "--", "true"]),
             b"",
         );
         assert_eq!(out.status.code(), Some(1), "{token}");
@@ -123,7 +112,7 @@ fn callers_are_checked_by_the_cluster(engine: &dyn Engine) {
         );
     }
     let out = run(
-        &mut as_user(&cluster, &dir, "bob-token", &agent, &["list", "web"]),
+        &mut as_user(cluster, dir, "bob-token", agent, &["list", "web"]),
         b"",
     );
     assert!(
@@ -186,10 +175,10 @@ fn callers_are_checked_by_the_cluster(engine: &dyn Engine) {
     // A target in the node's PID namespace is the node: alice may not, dave (nodes/proxy) may.
     let out = run(
         &mut as_user(
-            &cluster,
-            &dir,
+            cluster,
+            dir,
             "alice-token",
-            &agent,
+            agent,
             &["node-exporter", "--", "true"],
         ),
         b"",
@@ -202,10 +191,10 @@ fn callers_are_checked_by_the_cluster(engine: &dyn Engine) {
     );
     let out = run(
         &mut as_user(
-            &cluster,
-            &dir,
+            cluster,
+            dir,
             "dave-token",
-            &agent,
+            agent,
             &["node-exporter", "--", "echo", "node"],
         ),
         b"",
@@ -233,9 +222,7 @@ fn callers_are_checked_by_the_cluster(engine: &dyn Engine) {
     // Reviews are cached: dozens of requests above, far fewer token reviews.
     let reviews = cluster.api.access.lock().unwrap().token_reviews;
     assert!(reviews < 20, "{reviews} token reviews");
-    for t in [&web, &vault, &host] {
-        support::assert_removed_soon(|| t.leftovers());
-    }
+    world.assert_clean();
 }
 
 #[test]

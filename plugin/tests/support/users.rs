@@ -118,3 +118,56 @@ pub fn upgrade(query: &str, token: Option<&str>) -> String {
         "GET /api/v1/debug?{query} HTTP/1.1\r\nHost: agent\r\n{auth}Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: v5.channel.k8s.io\r\n\r\n"
     )
 }
+
+/// The security tests' world on one engine: the API stand-in with the test users ([`users`]),
+/// pods `shop/web`, `bank/vault` (another pod's container) and `shop/node-exporter` (in the
+/// node's PID namespace), and an agent that reviews every caller with the stand-in.
+pub struct World {
+    pub cluster: Cluster,
+    pub web: Box<dyn super::engine::Targeted>,
+    pub vault: Box<dyn super::engine::Targeted>,
+    pub host: Box<dyn super::engine::Targeted>,
+    pub agent: Agent,
+    /// The test's scratch directory.
+    pub dir: PathBuf,
+}
+
+impl World {
+    /// The world on `engine`, scratch directory `tag`, with `more` top-level agent YAML.
+    pub fn new(engine: &dyn super::engine::Engine, tag: &str, more: &str) -> World {
+        let dir = scratch(tag);
+        let cluster = Cluster::new("shop");
+        users(&cluster);
+        let web = engine.pod_target("shop", "web", false, "exec sleep 3600");
+        let vault = engine.pod_target("bank", "vault", false, "exec sleep 3600");
+        let host = engine.pod_target("shop", "node-exporter", true, "exec sleep 3600");
+        for (pod, target) in [("web", &web), ("node-exporter", &host)] {
+            cluster.api.add_pod(super::apiserver::running_pod(
+                "shop",
+                pod,
+                &[("app", &target.pod_reference(), true)],
+            ));
+        }
+        let kubeconfig = cluster.api.kubeconfig_with_token(
+            &dir,
+            "agent.kubeconfig",
+            super::apiserver::access::AGENT_TOKEN,
+        );
+        let agent = engine.agent(&kubernetes_auth(&kubeconfig, more));
+        World {
+            cluster,
+            web,
+            vault,
+            host,
+            agent,
+            dir,
+        }
+    }
+
+    /// Waits until no debug container of the world's pods is left.
+    pub fn assert_clean(&self) {
+        for t in [&self.web, &self.vault, &self.host] {
+            super::assert_removed_soon(|| t.leftovers());
+        }
+    }
+}
