@@ -386,7 +386,7 @@ impl Authenticator {
             Ok(())
         } else {
             Err(format!(
-                "Forbidden: user \"{}\" may not {}{}; ask an administrator for a Role that grants it (see the README's security section)",
+                "Forbidden: user \"{}\" may not {}{}; ask an administrator for a Role that grants it (see docs/security.md, RBAC a user needs)",
                 caller.user,
                 access.describe(),
                 status

@@ -28,7 +28,7 @@ const LISTEN_BACKLOG: u32 = 4096;
 #[derive(Parser)]
 #[command(version)]
 struct Args {
-    /// The YAML configuration file (see the README).
+    /// The YAML configuration file (see docs/agent.md).
     #[arg(long, value_name = "FILE")]
     config: PathBuf,
 }

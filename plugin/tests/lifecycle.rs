@@ -620,10 +620,10 @@ fn local_verbs_list_attach_and_rm_without_a_cluster() {
     }
 }
 
-/// The README's retain / list / attach / rm walk-through, on the real engine through the API
+/// The user guide's (docs/user-guide.md) retain / list / attach / rm walk-through, on the real engine through the API
 /// stand-in: run with `--ignored --nocapture` to print each command and what it printed.
 #[test]
-#[ignore = "prints the README's walk-through; run by hand"]
+#[ignore = "prints the user guide's walk-through; run by hand"]
 fn readme_walk_through() {
     let engine = DockerEngine;
     let target = engine.target("exec sleep 3600");

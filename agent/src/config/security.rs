@@ -223,7 +223,7 @@ pub fn check(
 ) -> Result<(), String> {
     if tls.is_none() && !insecure {
         return Err(
-            "tls is not set, so the agent would serve plain HTTP to the network; give tls.certFile and tls.keyFile (see the README's security section), or set insecure: true for tests and loopback-only agents".into(),
+            "tls is not set, so the agent would serve plain HTTP to the network; give tls.certFile and tls.keyFile (see docs/security.md, TLS), or set insecure: true for tests and loopback-only agents".into(),
         );
     }
     if auth.mode == AuthMode::None && !insecure {

@@ -252,8 +252,8 @@ fn setup_and_stdin(out: &mut String, f: &Value) {
     writeln!(
         out,
         "\nstdin takes the same two processes more in the other direction: {:.0} ms through the \
-         port-forward, {:.0} ms reaching the agent directly, {:.0} ms for theirs (the README's \
-         performance section says what was tried on it).",
+         port-forward, {:.0} ms reaching the agent directly, {:.0} ms for theirs (docs/performance.md \
+         says what was tried on it).",
         ms("stdin_wc", "ours_ms"),
         ms("stdin_wc_direct", "ours_ms"),
         ms("stdin_wc", "theirs_ms"),
