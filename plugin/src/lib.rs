@@ -109,10 +109,11 @@ pub fn run(mut cli: Cli) -> ExitCode {
         }
         Err(e) if broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) if refused_by_the_api_server(&e) => {
-            // As kubectl says it.
+            // What was being done, then the cause as kubectl says it (in place of the
+            // client library's chain: "ServiceError: client error (Connect): ...").
             let server = cluster::SERVER.get().map_or("", String::as_str);
             eprintln!(
-                "error: The connection to the server {server} was refused - did you specify the right host or port? (check the kubeconfig's server, --kubeconfig and --context)"
+                "error: {e}: The connection to the server {server} was refused - did you specify the right host or port? (check the kubeconfig's server, --kubeconfig and --context)"
             );
             ExitCode::from(1)
         }
