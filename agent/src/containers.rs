@@ -41,8 +41,7 @@ fn label<'a>(c: &'a DebugContainer, key: &str) -> Option<&'a str> {
     c.labels.get(key).map(String::as_str)
 }
 
-/// Whether `c` is a container of a pod in `scope`.
-pub fn in_scope(c: &DebugContainer, scope: &PodScope) -> bool {
+fn in_scope(c: &DebugContainer, scope: &PodScope) -> bool {
     scope.contains(label(c, label::POD_NAMESPACE), label(c, label::POD_NAME))
 }
 

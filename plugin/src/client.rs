@@ -562,15 +562,12 @@ fn refusal_message(code: u16, status: Option<Status>, body: Option<&[u8]>) -> St
 }
 
 /// Whether `error` is a plain HTTP client reading a TLS server's answer: the first bytes of
-/// a TLS record (an alert, `0x15 0x03 ...`) are not an HTTP version, or the server closed
-/// as soon as it saw our request.
+/// a TLS record (an alert, `0x15 0x03 ...`) are not an HTTP version (hyper's "invalid HTTP
+/// version parsed", httparse's "invalid HTTP version").
 fn answered_with_tls(error: &anyhow::Error) -> bool {
-    error.chain().any(|cause| {
-        let text = cause.to_string();
-        text.contains("invalid HTTP version")
-            || text.contains("HTTP version")
-            || text.contains("connection closed before message completed")
-    })
+    error
+        .chain()
+        .any(|cause| cause.to_string().contains("invalid HTTP version"))
 }
 
 /// Whether `error` is a TLS client reading a plain HTTP server's answer (`HTTP/1.1 400`, no

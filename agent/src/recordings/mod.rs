@@ -172,10 +172,14 @@ impl Recordings {
     /// said while it is written, else as its header says. A recording whose header cannot be
     /// read is taken to be the node's: nothing shows it is not.
     pub fn node_level_of(&self, path: &Path) -> Option<String> {
-        if let Some(live) = lock(&self.live).get(path) {
-            return live.clone();
-        }
-        store::header_node_level(path)
+        self.live_node_level(path)
+            .unwrap_or_else(|| store::header_node_level(&store::summarize(path).ok()))
+    }
+
+    /// For a recording being written, why its session gives the node itself, if it does;
+    /// `None` when it is not being written.
+    fn live_node_level(&self, path: &Path) -> Option<Option<String>> {
+        lock(&self.live).get(path).cloned()
     }
 
     /// `<dir>/<namespace>/<pod>`, or `<dir>/local/<target>`; refuses names that are not

@@ -160,7 +160,12 @@ impl Recordings {
     ) -> Option<(RecordingItem, Option<String>)> {
         let session = found.path.file_stem()?.to_str()?.to_owned();
         let live = self.is_live(&found.path);
-        let summary = summarize(&found.path).unwrap_or_default();
+        let summary = summarize(&found.path).ok();
+        // Read once: the header's reason, unless the session is still writing it.
+        let node_level = self
+            .live_node_level(&found.path)
+            .unwrap_or_else(|| header_node_level(&summary));
+        let summary = summary.unwrap_or_default();
         let meta = summary.header.metadata;
         let started = summary.header.timestamp.unwrap_or(0);
         let modified = found
@@ -168,7 +173,6 @@ impl Recordings {
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs();
-        let node_level = self.node_level_of(&found.path);
         let item = RecordingItem {
             session,
             namespace: meta.namespace.or(namespace),
@@ -254,7 +258,7 @@ fn entries(dir: &Path) -> Vec<(String, PathBuf)> {
 
 /// What a listing needs from a recording's content.
 #[derive(Debug, Default)]
-struct Summary {
+pub(super) struct Summary {
     header: kdbg_recordings::Header,
     format: Option<Format>,
     /// Its last line says it ended: an exit, or a marker saying how the session ended.
@@ -264,18 +268,18 @@ struct Summary {
 }
 
 /// Reads a recording's header and last line.
-/// Why the session recorded in `path` gave the node itself, as its header says; when the
+/// Why the session recorded gave the node itself, as its header (`summary`) says; when the
 /// header cannot be read, that it cannot (the worst is assumed).
-pub(super) fn header_node_level(path: &Path) -> Option<String> {
-    match summarize(path) {
-        Ok(summary) if summary.format.is_some() => summary.header.metadata.node_level,
+pub(super) fn header_node_level(summary: &Option<Summary>) -> Option<String> {
+    match summary {
+        Some(summary) if summary.format.is_some() => summary.header.metadata.node_level.clone(),
         _ => Some(
             "its header cannot be read, so the agent cannot tell what the session joined".into(),
         ),
     }
 }
 
-fn summarize(path: &Path) -> std::io::Result<Summary> {
+pub(super) fn summarize(path: &Path) -> std::io::Result<Summary> {
     let mut file = fs::File::open(path)?;
     let mut header_line = Vec::new();
     BufReader::new((&mut file).take(MAX_HEADER)).read_until(b'\n', &mut header_line)?;

@@ -136,19 +136,11 @@ impl Agent {
                 self.admit_target(caller, ns, pod, target).await?;
             }
             if let Some(name) = &request.container {
-                let found = crate::containers::find(self, name).await?;
                 let scope = PodScope {
                     namespace: Some(ns.clone()),
                     pod: Some(pod.clone()),
                 };
-                if !crate::containers::in_scope(&found, &scope) {
-                    return Err(Refusal::new(
-                        404,
-                        format!(
-                            "debug container {name:?} not found for pod {ns}/{pod}; kubectl-debug list shows the pod's"
-                        ),
-                    ));
-                }
+                let found = crate::containers::find_in(self, name, &scope).await?;
                 self.admit_container(caller, &found).await?;
             }
         }
