@@ -10,17 +10,11 @@ fn auto_config() -> kdbg_agent::config::RuntimeConfig {
     Config::parse(text).unwrap().runtime
 }
 
-fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!("{name} is not set: run the tests with scripts/test, which starts the engines")
-    })
-}
-
 #[tokio::test]
 async fn auto_takes_the_first_socket_that_answers_in_order() {
     let config = auto_config();
-    let containerd = env("KDBG_CONTAINERD");
-    let docker = env("DOCKER_HOST");
+    let containerd = kdbg_testkit::containerd_socket();
+    let docker = kdbg_testkit::docker_host();
     let absent = "/nonexistent/containerd.sock";
     let chosen = detect_runtime(
         &config,

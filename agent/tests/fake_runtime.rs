@@ -10,7 +10,7 @@ use kdbg_relay::status::Status;
 use kdbg_relay::{ClientIo, Config, ExitStatus, TerminalSize, attach, handshake, tungstenite};
 use kdbg_runtimes::fake::{Call, FakeRuntime, Script};
 use kdbg_runtimes::{AnyRuntime, label};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 struct Running {
@@ -61,6 +61,20 @@ async fn wait_until(mut check: impl FnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     panic!("condition not met within 5 s");
+}
+
+/// What the agent at `address` lists (`GET /api/v1/containers`).
+async fn listed(address: &str) -> kdbg_api::ContainerList {
+    let mut socket = TcpStream::connect(address).await.unwrap();
+    // HTTP/1.0: the agent closes the connection after its answer, which ends the body.
+    let request = format!("GET {} HTTP/1.0\r\n\r\n", kdbg_api::path::CONTAINERS);
+    socket.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    socket.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8(answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    assert!(head.split_whitespace().nth(1) == Some("200"), "{answer}");
+    serde_json::from_str(body).unwrap()
 }
 
 fn kind(call: &Call) -> &'static str {
@@ -178,7 +192,20 @@ async fn resizes_reach_the_runtime_and_retained_containers_stay() {
         })
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The session is over once the agent lists no session in the container: the agent
+    // forgets a session and decides whether its container goes in one step, with no await
+    // between, so a wrong removal would have been asked of the runtime by then.
+    let mut polls = 0;
+    while listed(&running.address)
+        .await
+        .items
+        .iter()
+        .any(|c| !c.sessions.is_empty())
+    {
+        polls += 1;
+        assert!(polls < 200, "the session still listed after 5 s");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
     assert_eq!(running.fake.containers().len(), 1, "retained");
     let calls = running.fake.calls();
     assert!(!calls.iter().any(|c| kind(c) == "remove"));

@@ -3,7 +3,7 @@
 //! the shell function and completions in a real bash (and zsh); version, metrics and each
 //! verb's help.
 
-mod support;
+use kdbg_testkit as support;
 
 use std::process::{Command, Stdio};
 

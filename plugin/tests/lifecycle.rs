@@ -2,14 +2,14 @@
 //! fault provoked for real, then what the user sees and what is left checked. Every scenario
 //! runs on Docker and on containerd; the pod verbs go through the Kubernetes API stand-in.
 
-mod support;
+use kdbg_testkit as support;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use support::apiserver::{Cluster, agent_pod, pod_on_node, running_pod};
-use support::engine::{ContainerdEngine, DockerEngine, Engine, Targeted, eventually};
-use support::{Agent, run, text};
+use support::engine::{ContainerdEngine, DockerEngine, Engine, Targeted};
+use support::{Agent, eventually, run, text};
 
 /// The name of the debug container the plugin said it kept.
 fn kept_name(stderr: &str, pod: &str) -> String {
@@ -194,7 +194,11 @@ fn debug_container_killed(engine: &dyn Engine) {
         &[("app", &target.pod_reference(), true)],
     ));
     let (child, id) = long_session(&cluster, &agent, target.as_ref(), &pod);
-    std::thread::sleep(Duration::from_millis(300));
+    eventually(
+        support::READY_BOUND,
+        "the debug container's main process to run",
+        || engine.state(&id) == Some(true),
+    );
     engine.kill(&id);
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(137), "{}", text(&out.stderr));
@@ -236,7 +240,7 @@ fn stopped_client(engine: &dyn Engine) {
     // Declared gone after 3 s, its process stopped within the 2 s grace, the container removed.
     eventually(
         Duration::from_secs(15),
-        "the container of a stopped client removed",
+        "the stopped client's container to be removed",
         || engine.state(&id).is_none(),
     );
     let _ = child.kill();
@@ -278,7 +282,7 @@ fn killed_agent(engine: &dyn Engine) {
     let _agent = engine.agent(&format!("listen: \"127.0.0.1:{}\"\n", agent.port));
     eventually(
         Duration::from_secs(5),
-        "the dead agent's container reaped",
+        "the dead agent's container to be reaped",
         || engine.state(&id).is_none(),
     );
 }
@@ -369,7 +373,7 @@ fn nothing_left_in_the_targets_pid_namespace(engine: &dyn Engine) {
     let init = target.pid();
     eventually(
         Duration::from_secs(3),
-        "the session's processes gone",
+        "the session's processes to go",
         || {
             let left: Vec<String> = std::fs::read_dir("/proc")
                 .unwrap()

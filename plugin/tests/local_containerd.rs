@@ -3,7 +3,7 @@
 //! `scripts/test-world`, which exports `KDBG_CONTAINERD` and `KDBG_TEST_REGISTRY` and puts the
 //! test image into the registry and into containerd's `k8s.io` namespace, where targets live).
 
-mod support;
+use kdbg_testkit as support;
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -58,7 +58,7 @@ fn ps_and_the_targets_loopback_are_visible() {
     let target = CtdTarget::start(
         "mkdir /www && echo marker-c1 > /www/index.html && httpd -p 127.0.0.1:8080 -h /www && exec sleep 3611",
     );
-    std::thread::sleep(Duration::from_millis(300));
+    support::wait_for_listener(&target, 8080);
     let out = run(
         &mut local(
             &target,
@@ -81,7 +81,7 @@ fn name_resolution_comes_from_the_target_without_leaving_its_root() {
     let target = CtdTarget::start(
         "echo '10.1.2.3 db.internal' > /etc/hosts && ln -s /etc/passwd /etc/resolv.conf && exec sleep 3600",
     );
-    std::thread::sleep(Duration::from_millis(300));
+    support::wait_for_exec(&target, "sleep 3600");
     let out = run(
         &mut local(
             &target,
@@ -360,8 +360,7 @@ fn a_retained_container_stays_and_holds_between_sessions() {
     let ps = text(&ctr(DEBUG_NAMESPACE, &["tasks", "ps", &kept[0]]).stdout);
     assert_eq!(ps.lines().count(), 2, "only the holder runs: {ps}");
     assert!(snapshot_of(&kept[0]), "its filesystem stays");
-    let _ = ctr(DEBUG_NAMESPACE, &["tasks", "kill", "-s", "KILL", &kept[0]]);
-    std::thread::sleep(Duration::from_millis(300));
+    support::kill_task(DEBUG_NAMESPACE, &kept[0]);
     let _ = ctr(DEBUG_NAMESPACE, &["tasks", "delete", &kept[0]]);
     let _ = ctr(DEBUG_NAMESPACE, &["containers", "delete", &kept[0]]);
     assert!(!snapshot_of(&kept[0]));
@@ -384,11 +383,24 @@ fn plugin_killed_mid_session_leaves_nothing_behind() {
     session.kill().unwrap(); // SIGKILL
     session.wait().unwrap();
     support::assert_agent_removed(|| target.leftovers(), &agent);
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(!snapshot_of(&id), "snapshot {id} left behind");
-    assert!(!fifos.join(&id).exists(), "FIFOs of {id} left behind");
-    let tasks = text(&ctr(DEBUG_NAMESPACE, &["tasks", "ls", "-q"]).stdout);
-    assert!(!tasks.contains(&id), "{tasks}");
+    // The container goes first; its snapshot, FIFOs and task go with it or just after.
+    support::assert_agent_removed(
+        || {
+            let mut left = Vec::new();
+            if snapshot_of(&id) {
+                left.push(format!("snapshot {id}"));
+            }
+            if fifos.join(&id).exists() {
+                left.push(format!("FIFOs of {id}"));
+            }
+            let tasks = text(&ctr(DEBUG_NAMESPACE, &["tasks", "ls", "-q"]).stdout);
+            if tasks.contains(&id) {
+                left.push(format!("task {id}: {tasks}"));
+            }
+            left
+        },
+        &agent,
+    );
     drop(agent);
 }
 
@@ -566,7 +578,18 @@ fn a_retained_container_outlives_a_client_that_vanished_without_its_process() {
     .spawn()
     .unwrap();
     let id = support::wait_for_debug_container(|| target.leftovers());
-    std::thread::sleep(Duration::from_millis(500));
+    // The session's script has written /kept and exec'd `sleep 300`, beside the container's
+    // main process (the holder).
+    support::eventually(
+        support::READY_BOUND,
+        "the session's `sleep 300` to run",
+        || {
+            text(&ctr(DEBUG_NAMESPACE, &["tasks", "ps", &id]).stdout)
+                .lines()
+                .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+                .any(|pid| support::runs(pid, "sleep 300"))
+        },
+    );
     session.kill().unwrap(); // SIGKILL: the client vanishes
     session.wait().unwrap();
     // The session's process gets SIGTERM (sleep dies of it at once); the container stays,
@@ -585,8 +608,7 @@ fn a_retained_container_outlives_a_client_that_vanished_without_its_process() {
     }
     assert_eq!(target.leftovers(), std::slice::from_ref(&id));
     assert!(snapshot_of(&id), "its filesystem stays");
-    let _ = ctr(DEBUG_NAMESPACE, &["tasks", "kill", "-s", "KILL", &id]);
-    std::thread::sleep(Duration::from_millis(300));
+    support::kill_task(DEBUG_NAMESPACE, &id);
     let _ = ctr(DEBUG_NAMESPACE, &["tasks", "delete", &id]);
     let _ = ctr(DEBUG_NAMESPACE, &["containers", "delete", &id]);
 }

@@ -1,7 +1,7 @@
 //! End-to-end: the real `kubectl-debug` and `kubectl-debug-agent` binaries against a real
 //! Docker engine (started by `scripts/test-world`, which exports `DOCKER_HOST`).
 
-mod support;
+use kdbg_testkit as support;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -33,7 +33,7 @@ fn wget_reaches_a_server_on_the_targets_loopback() {
     let target = Target::start(
         "mkdir /www && echo marker-7a1 > /www/index.html && exec httpd -f -p 127.0.0.1:8080 -h /www",
     );
-    std::thread::sleep(Duration::from_millis(300));
+    support::wait_for_listener(&target, 8080);
     let out = run(
         &mut local(&target, &["--", "wget", "-qO-", "http://127.0.0.1:8080/"]),
         b"",
@@ -401,6 +401,9 @@ async fn a_client_that_stops_reading_then_leaves_does_not_wedge_the_engine() {
     // client fills up.
     let ws = silent_session(&agent.address(), &target, &["cat", "/dev/zero"]).await;
     support::wait_for_debug_container(|| target.leftovers());
+    // Not a wait for readiness but the scenario: `cat /dev/zero` fills the buffers on the way
+    // (a pipe, the agent's queue, two sockets' few MiB) in well under a second; 3 s of it
+    // leaves them full for a while before the client leaves.
     tokio::time::sleep(Duration::from_secs(3)).await;
     drop(ws);
     support::assert_removed_soon(|| target.leftovers());
@@ -491,7 +494,16 @@ fn a_retained_container_outlives_a_client_that_vanished_without_its_process() {
     .spawn()
     .unwrap();
     let id = support::wait_for_debug_container(|| target.leftovers());
-    std::thread::sleep(Duration::from_millis(500));
+    // Its script has written /kept and exec'd `sleep 300` (`sh -c ...` shows that too).
+    support::eventually(
+        support::READY_BOUND,
+        "the session's `sleep 300` to run",
+        || {
+            text(&docker(&["top", &id]).stdout)
+                .lines()
+                .any(|l| l.trim_end().ends_with(" sleep 300") && !l.contains("sh -c"))
+        },
+    );
     session.kill().unwrap(); // SIGKILL: the client vanishes
     session.wait().unwrap();
     // The session's process gets SIGTERM (sleep dies of it at once); the container stays,

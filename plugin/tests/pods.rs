@@ -2,10 +2,12 @@
 //! stand-in (proved faithful with the real `kubectl`), reaches the real agent on the pod's
 //! "node" (127.0.0.1), which debugs a real container.
 
-mod support;
+use kdbg_testkit as support;
 
 use std::io::{BufRead, BufReader, Read, Write};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use support::apiserver::{Cluster, running_pod, spdy};
 use support::{Agent, CtdTarget, Target, container_id, free_port, plugin, run, text};
@@ -71,40 +73,73 @@ fn kubectl_reads_pods_from_the_stand_in() {
 }
 
 /// `kubectl port-forward pod/echo :PORT` against the stand-in, over WebSocket (kubectl's
-/// default) or SPDY (`KUBECTL_PORT_FORWARD_WEBSOCKETS=false`): the local port and kubectl's
-/// first line.
-fn kubectl_port_forward(cluster: &Cluster, port: u16, websockets: bool) -> (Child, u16) {
-    let mut child = Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(&cluster.kubeconfig)
-        .args(["port-forward", "-v=6", "pod/echo", &format!(":{port}")])
-        .env("KUBECTL_PORT_FORWARD_WEBSOCKETS", websockets.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("running kubectl");
-    let mut line = String::new();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    stdout.read_line(&mut line).unwrap();
-    // kubectl prints a line per connection, and a closed pipe would kill it (SIGPIPE).
-    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-    // "Forwarding from 127.0.0.1:LOCAL -> PORT"
-    let local = line
-        .strip_prefix("Forwarding from 127.0.0.1:")
-        .and_then(|rest| rest.split_once(' '))
-        .and_then(|(local, _)| local.parse().ok());
-    let Some(local) = local else {
-        let _ = child.kill();
-        let out = child.wait_with_output().unwrap();
-        panic!("kubectl port-forward said {line:?}; {}", text(&out.stderr));
-    };
-    (child, local)
+/// default) or SPDY (`KUBECTL_PORT_FORWARD_WEBSOCKETS=false`), once it has said its local
+/// port.
+struct PortForward {
+    child: Child,
+    /// The local port it listens on.
+    local: u16,
+    /// Where its log (stderr) goes.
+    log: PathBuf,
 }
 
-/// kubectl's log once it is stopped.
-fn stop(mut child: Child) -> String {
-    let _ = child.kill();
-    text(&child.wait_with_output().unwrap().stderr)
+impl PortForward {
+    fn start(cluster: &Cluster, port: u16, websockets: bool) -> PortForward {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let log = std::env::temp_dir().join(format!(
+            "kdbg-port-forward-{}-{}.log",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let mut child = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&cluster.kubeconfig)
+            .args(["port-forward", "-v=6", "pod/echo", &format!(":{port}")])
+            .env("KUBECTL_PORT_FORWARD_WEBSOCKETS", websockets.to_string())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("running kubectl");
+        let mut line = String::new();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        stdout.read_line(&mut line).unwrap();
+        // kubectl prints a line per connection, and a closed pipe would kill it (SIGPIPE).
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+        // "Forwarding from 127.0.0.1:LOCAL -> PORT"
+        let local = line
+            .strip_prefix("Forwarding from 127.0.0.1:")
+            .and_then(|rest| rest.split_once(' '))
+            .and_then(|(local, _)| local.parse().ok());
+        let forward = PortForward {
+            child,
+            local: local.unwrap_or_default(),
+            log,
+        };
+        if local.is_none() {
+            panic!("kubectl port-forward said {line:?}; {}", forward.stop());
+        }
+        forward
+    }
+
+    /// What kubectl has logged so far.
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Stops kubectl; its whole log.
+    fn stop(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.log()
+    }
+}
+
+impl Drop for PortForward {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
+    }
 }
 
 #[test]
@@ -128,7 +163,8 @@ fn kubectl_port_forward_carries_connections_through_the_stand_in() {
     // Two connections at once through one port-forward: two stream pairs, 1 MiB each way.
     let payload: Vec<u8> = (0..1 << 20).map(|i: u32| (i * 7 % 251) as u8).collect();
     for websockets in [true, false] {
-        let (child, local) = kubectl_port_forward(&cluster, port, websockets);
+        let forward = PortForward::start(&cluster, port, websockets);
+        let local = forward.local;
         let round_trips: Vec<_> = (0..2)
             .map(|_| {
                 let payload = payload.clone();
@@ -151,7 +187,7 @@ fn kubectl_port_forward_carries_connections_through_the_stand_in() {
             .into_iter()
             .map(|t| t.join().unwrap().map_err(|e| e.to_string()))
             .collect();
-        let log = stop(child);
+        let log = forward.stop();
         assert_eq!(
             echoed,
             [Ok(true), Ok(true)],
@@ -163,18 +199,19 @@ fn kubectl_port_forward_carries_connections_through_the_stand_in() {
     // A port nothing listens on: the error stream says why, and kubectl prints it.
     let closed = support::free_port();
     for websockets in [true, false] {
-        let (child, local) = kubectl_port_forward(&cluster, closed, websockets);
-        let mut socket = std::net::TcpStream::connect(("127.0.0.1", local)).unwrap();
+        let forward = PortForward::start(&cluster, closed, websockets);
+        let mut socket = std::net::TcpStream::connect(("127.0.0.1", forward.local)).unwrap();
         let mut got = Vec::new();
         let _ = socket.read_to_end(&mut got);
-        std::thread::sleep(std::time::Duration::from_millis(300));
-        let log = stop(child);
-        assert!(got.is_empty(), "websockets={websockets}: {got:?}");
-        assert!(
+        // The connection ends with the error stream; kubectl logs the error a moment later.
+        let said = |log: &str| {
             log.contains(&format!("error forwarding port {closed} to pod"))
-                && log.contains("onnection refused"),
-            "websockets={websockets}: {log}"
-        );
+                && log.contains("onnection refused")
+        };
+        support::within(support::READY_BOUND, || said(&forward.log()));
+        let log = forward.stop();
+        assert!(got.is_empty(), "websockets={websockets}: {got:?}");
+        assert!(said(&log), "websockets={websockets}: {log}");
     }
 }
 

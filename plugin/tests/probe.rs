@@ -5,7 +5,7 @@
 //! the policy, oversized watch messages, unlimited retained containers, forged audit lines and
 //! a recording that named what the client said.
 
-mod support;
+use kdbg_testkit as support;
 
 use std::net::TcpStream;
 use std::path::Path;
@@ -85,7 +85,9 @@ fn a_client_cannot_make_the_agent_keep_what_it_sends(engine: &dyn Engine) {
         assert!(sized.contains("20000 20000"), "{sized}\n{}", agent.log());
         // And the probe's message.
         send(&mut huge, 4, br#"{"Width":65535,"Height":65535}"#).await;
-        // The screen keeper parses after a pause in the output.
+        // The screen keeper parses after a pause in the output: 100 ms of quiet
+        // (`IDLE_PARSE`, agent/src/watch.rs). 2 s is twenty of those, for a loaded machine;
+        // nothing shows that it has parsed but the memory this checks.
         tokio::time::sleep(Duration::from_secs(2)).await;
         assert_rss_bounded(&agent, "a 65535x65535 terminal");
 
@@ -102,6 +104,7 @@ fn a_client_cannot_make_the_agent_keep_what_it_sends(engine: &dyn Engine) {
         }
         send(&mut huge, 0, b"echo after-$((3+3))\n").await;
         expect_output(&mut huge, "after-6").await;
+        // As above: the output has paused, and the keeper parses within 100 ms of that.
         tokio::time::sleep(Duration::from_secs(2)).await;
         assert_rss_bounded(&agent, "150 MiB of resizes");
         send(&mut bystander, 0, b"echo still-$((4+4))\n").await;
@@ -371,40 +374,6 @@ fn every_endpoint_checks_the_node_on_containerd() {
     every_endpoint_checks_the_node(&ContainerdEngine);
 }
 
-/// The syscall probe (tests/support/syscall_probe.rs), built once as a static binary.
-fn syscall_probe() -> Vec<u8> {
-    static PROBE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
-    PROBE
-        .get_or_init(|| {
-            let source =
-                Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/syscall_probe.rs");
-            let out =
-                std::env::temp_dir().join(format!("kdbg-syscall-probe-{}", std::process::id()));
-            let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-            let built = std::process::Command::new(rustc)
-                .args([
-                    "--edition",
-                    "2024",
-                    "-C",
-                    "target-feature=+crt-static",
-                    "-C",
-                    "opt-level=s",
-                ])
-                .args(["-C", "panic=abort", "-o"])
-                .arg(&out)
-                .arg(&source)
-                .output()
-                .expect("running rustc");
-            assert!(
-                built.status.success(),
-                "building the probe: {}",
-                text(&built.stderr)
-            );
-            std::fs::read(&out).unwrap()
-        })
-        .clone()
-}
-
 /// Item 3: each profile's seccomp filter, seen from inside its debug container by a static
 /// program that makes each call: what it refuses (errno) and what it allows.
 fn profiles_refuse_what_they_say(engine: &dyn Engine) {
@@ -416,7 +385,7 @@ fn profiles_refuse_what_they_say(engine: &dyn Engine) {
         &[("app", &target.pod_reference(), true)],
     ));
     let agent = engine.agent("");
-    let probe = syscall_probe();
+    let probe = support::syscall_probe();
     let run_probe = |profile: &str| {
         let out = run(
             &mut cluster.debug(

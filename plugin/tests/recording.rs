@@ -2,7 +2,7 @@
 //! replayed by the real asciinema, the recording modes, failures of the disk, terminal sizes
 //! under a real terminal (tmux), and a watcher joining a running session.
 
-mod support;
+use kdbg_testkit as support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -68,7 +68,7 @@ fn the_recording(dir: &Path) -> PathBuf {
     let mut found = cast_files(dir);
     assert_eq!(found.len(), 1, "one recording expected: {found:?}");
     let path = found.pop().unwrap();
-    support::engine::eventually(Duration::from_secs(10), "the recording finished", || {
+    support::eventually(Duration::from_secs(10), "the recording to finish", || {
         let (_, kinds, truncated) = events(&path);
         truncated
             || matches!(
@@ -436,14 +436,11 @@ fn a_terminal_session_records_its_first_size_and_every_resize_but_no_keystrokes(
     tmux.wait_for("s", "/ #");
     tmux.line("s", "echo secret-$((1+1))");
     tmux.wait_for("s", "secret-2");
+    // Each new size reaches the container's terminal a moment after the window's.
     tmux.resize("s", 120, 40);
-    std::thread::sleep(Duration::from_millis(300));
-    tmux.line("s", "stty size");
-    tmux.wait_for("s", "40 120");
+    tmux.retype_until("s", "stty size", "40 120");
     tmux.resize("s", 90, 25);
-    std::thread::sleep(Duration::from_millis(300));
-    tmux.line("s", "stty size");
-    tmux.wait_for("s", "25 90");
+    tmux.retype_until("s", "stty size", "25 90");
     tmux.line("s", "exit");
     tmux.wait_for("s", "EXIT=0");
 
@@ -556,6 +553,10 @@ fn a_watcher_sees_the_screen_then_live_output_and_cannot_type(engine: &dyn Engin
     // The session goes on, and shows only its user's typing.
     tmux.line("user", "echo user-still-$((7*7))");
     let screen = tmux.wait_for("user", "user-still-49");
+    // Nothing marks input dropped, so: the watchers typed before the user did, and the
+    // user's line has come through the agent to the shell and back to the screen; had the
+    // agent passed the watchers' keys on, the same way would have brought them by now, and
+    // 500 ms more leaves room for a loaded machine.
     std::thread::sleep(Duration::from_millis(500));
     let screen = screen + &tmux.screen("user");
     assert!(
@@ -657,7 +658,7 @@ fn retention_runs_when_the_agent_starts() {
         "optional",
         "  retention: {maxAge: \"1h\", maxTotalBytes: 1000000}\n",
     ));
-    support::engine::eventually(Duration::from_secs(10), "the old recording removed", || {
+    support::eventually(Duration::from_secs(10), "the old recording to go", || {
         !old.exists()
     });
     assert!(

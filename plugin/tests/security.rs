@@ -5,7 +5,7 @@
 //! or a file; and hostile connections (idle, slowloris, oversized queries) that cost nothing
 //! and harm no other session.
 
-mod support;
+use kdbg_testkit as support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -715,11 +715,7 @@ fn web_pod() -> (Box<dyn support::engine::Targeted>, Cluster) {
 
 /// Waits up to 10 s for `done`, else fails saying `what`.
 fn until(what: impl Fn() -> String, done: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !done() {
-        assert!(Instant::now() < deadline, "{}", what());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    assert!(support::within(Duration::from_secs(10), done), "{}", what());
 }
 
 /// The agent's `connections_open` gauge (the request reading it is one of them).
@@ -877,6 +873,10 @@ fn an_agent_out_of_file_descriptors_backs_off_and_says_so_once() {
         .collect();
     let said = || agent.log().matches("accepting connections fails").count();
     until(|| agent.log(), || said() > 0);
+    // Nothing but a line would show another failure (`/metrics` needs a descriptor too), so:
+    // in 3 s the agent fails to accept eight more times (its back-off doubles from 10 ms to
+    // its 1 s cap), each a line if it said every one; the next line it may say is due 10 s
+    // after the first.
     std::thread::sleep(Duration::from_secs(3));
     // Backing off up to a second, and saying so once every ten: once here, not every 100 ms.
     assert_eq!(said(), 1, "{}", agent.log());

@@ -1,23 +1,14 @@
-//! The Kubernetes API stand-in of the end-to-end tests (`plugin/tests/support/apiserver.rs`,
-//! the same source) as a process of its own, for benchmark scripts: it serves the pods given
-//! on the command line, writes a kubeconfig for itself, prints the kubeconfig's path, and
-//! serves until killed.
+//! The Kubernetes API stand-in of the end-to-end tests (`kdbg_testkit::apiserver`, the same
+//! code) as a process of its own, for benchmark scripts: it serves the pods given on the
+//! command line, writes a kubeconfig for itself, prints the kubeconfig's path, and serves
+//! until killed.
 //!
 //! `apiserver DIR NAMESPACE/POD=CONTAINER_ID_URL...` (e.g. `bench/web=docker://abc`): each
 //! pod Running on node `stand-in-node` (hostIP 127.0.0.1) with one container `app`. The node's
 //! agent pod is there too, as `deploy/` labels it, so the plugin finds the agent the way it
 //! does in a cluster: a port-forward to it, which the stand-in carries to 127.0.0.1.
 
-#[path = "../../../plugin/tests/support/apiserver/mod.rs"]
-#[allow(dead_code, missing_docs)]
-mod apiserver;
-
-use apiserver::{ApiServer, agent_pod, running_pod};
-
-/// The plugin, for the stand-in's `Cluster::debug` (not used here).
-fn plugin() -> std::process::Command {
-    std::process::Command::new("kubectl-debug")
-}
+use kdbg_testkit::apiserver::{ApiServer, agent_pod, running_pod};
 
 fn main() {
     let mut args = std::env::args().skip(1);

@@ -88,11 +88,7 @@ fn main() {
         let api_address = api.local_addr().unwrap();
         let pods = pod_list();
         serve(api, move |_| (Duration::ZERO, pods.clone()));
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = kdbg_testkit::free_port();
         for i in 0..NODES {
             let listener = tokio::net::TcpListener::bind(format!("{}:{port}", node_ip(i)))
                 .await

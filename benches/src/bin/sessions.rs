@@ -27,11 +27,7 @@ struct FakeAgent {
 
 impl FakeAgent {
     fn start(mode: &str) -> FakeAgent {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = kdbg_testkit::free_port();
         let address = format!("127.0.0.1:{port}");
         let binary = std::env::current_exe()
             .unwrap()

@@ -123,10 +123,15 @@ pub fn upgrade(query: &str, token: Option<&str>) -> String {
 /// pods `shop/web`, `bank/vault` (another pod's container) and `shop/node-exporter` (in the
 /// node's PID namespace), and an agent that reviews every caller with the stand-in.
 pub struct World {
+    /// The API stand-in, with the test users.
     pub cluster: Cluster,
+    /// The target of pod `shop/web`.
     pub web: Box<dyn super::engine::Targeted>,
+    /// The target of pod `bank/vault`: another pod's container (the stand-in has no such pod).
     pub vault: Box<dyn super::engine::Targeted>,
+    /// The target of pod `shop/node-exporter`, in the node's PID namespace.
     pub host: Box<dyn super::engine::Targeted>,
+    /// The agent, reviewing every caller with the stand-in.
     pub agent: Agent,
     /// The test's scratch directory.
     pub dir: PathBuf,

@@ -8,8 +8,10 @@ use kdbg_relay::handshake;
 use kdbg_relay::tungstenite::Message;
 use kdbg_relay::tungstenite::client::IntoClientRequest;
 
+/// A session's WebSocket, as the agent's client end.
 pub type Ws = kdbg_relay::WebSocketStream<tokio::net::TcpStream>;
 
+/// A single-threaded runtime for a test's async part.
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -46,9 +46,7 @@ pub struct TokenServer {
 }
 
 fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!("{name} is not set: run the tests with scripts/test, which sets up the registries")
-    })
+    super::world_variable(name)
 }
 
 /// The DER inside a PEM file.

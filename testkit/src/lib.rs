@@ -1,6 +1,11 @@
-//! Helpers shared by the end-to-end tests: the real engine, target containers, the real
-//! binaries, and the Kubernetes API stand-in.
-#![allow(dead_code)]
+//! Test support shared by the end-to-end tests and the benchmarks: the real engines, target
+//! containers, the real binaries, and the Kubernetes API stand-in.
+//!
+//! The tests need the test world `scripts/test-world` sets up (a Docker engine and containerd on
+//! private sockets, loopback registries, the test image) and every binary of the workspace
+//! built. Every helper that needs it checks it first ([`require_world`]): without it, the test
+//! process ends at once with one line that says to run `scripts/test`, rather than with a
+//! panic per test deep in here.
 
 pub mod apiserver;
 pub mod engine;
@@ -10,24 +15,102 @@ pub mod users;
 pub mod ws;
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::Once;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 pub use kdbg_runtimes::containerd::DEBUG_NAMESPACE;
 pub use kdbg_runtimes::label::TARGET as LABEL_TARGET;
 
-pub fn docker_host() -> String {
-    std::env::var("DOCKER_HOST").expect(
-        "DOCKER_HOST is not set: run the tests with scripts/test, which starts a Docker engine",
-    )
+/// The variables `scripts/test-world` exports, each of which some test reads.
+const WORLD_VARIABLES: [&str; 9] = [
+    "DOCKER_HOST",
+    "KDBG_CONTAINERD",
+    "KDBG_TEST_REGISTRY",
+    "KDBG_AUTH_REGISTRY",
+    "KDBG_AUTH_CONFIG",
+    "KDBG_TOKEN_REGISTRY",
+    "KDBG_TOKEN_REALM",
+    "KDBG_TOKEN_KEY",
+    "KDBG_TOKEN_CERT",
+];
+
+/// Checks, once per test process, that the test world is up: the variables
+/// `scripts/test-world` exports are set and its engines' sockets are there. If not, ends the
+/// process (exit status 2) with one line naming `scripts/test`. Every helper that needs the
+/// world calls it, so tests need not.
+pub fn require_world() {
+    static CHECKED: Once = Once::new();
+    // Other tests' threads wait here while the first checks; if it ends the process, they
+    // never run on into a panic of their own.
+    CHECKED.call_once(|| {
+        if let Some(why) = world_missing() {
+            no_world(&why);
+        }
+    });
 }
 
+/// What of the test world is missing, if anything.
+fn world_missing() -> Option<String> {
+    let missing = WORLD_VARIABLES
+        .iter()
+        .find(|name| std::env::var_os(name).is_none_or(|v| v.is_empty()));
+    if let Some(name) = missing {
+        return Some(format!("{name} is not set"));
+    }
+    let docker = std::env::var("DOCKER_HOST").unwrap_or_default();
+    if let Some(socket) = docker.strip_prefix("unix://")
+        && !Path::new(socket).exists()
+    {
+        return Some(format!("no Docker engine socket at {socket}"));
+    }
+    let containerd = std::env::var("KDBG_CONTAINERD").unwrap_or_default();
+    if !Path::new(&containerd).exists() {
+        return Some(format!("no containerd socket at {containerd}"));
+    }
+    None
+}
+
+/// Ends the test process: the test world is not there (`why`).
+fn no_world(why: &str) -> ! {
+    stop_tests(&format!(
+        "the test world is not running ({why}): run the tests with scripts/test, which starts it"
+    ))
+}
+
+/// Ends the test process with exit status 2 and `line` on its stderr, once: tests running
+/// on other threads that get here meanwhile wait for the end instead of saying it again.
+fn stop_tests(line: &str) -> ! {
+    static STOPPING: Once = Once::new();
+    STOPPING.call_once(|| {
+        // Straight to the process's stderr: the test harness captures what a test's thread
+        // prints with `eprintln!`, and that would go with the process.
+        let _ = writeln!(std::io::stderr(), "{line}");
+        std::process::exit(2);
+    });
+    std::process::exit(2)
+}
+
+/// The test Docker engine's address (`unix://...`), as `DOCKER_HOST` names it.
+pub fn docker_host() -> String {
+    world_variable("DOCKER_HOST")
+}
+
+/// A variable of the test world, once [`require_world`] has checked it is set.
+pub(crate) fn world_variable(name: &str) -> String {
+    require_world();
+    std::env::var(name).unwrap_or_else(|_| no_world(&format!("{name} is not set")))
+}
+
+/// The tools image the Docker tests debug with.
 pub fn image() -> String {
     std::env::var("KDBG_TEST_IMAGE").unwrap_or_else(|_| "kdbg-busybox:test".into())
 }
 
+/// Runs `/usr/bin/docker` (Debian's client, which talks to Debian's engine) with `args` on the
+/// test engine; fails the test unless it succeeds.
 pub fn docker(args: &[&str]) -> Output {
     let out = Command::new("/usr/bin/docker")
         .args(args)
@@ -44,10 +127,12 @@ pub fn docker(args: &[&str]) -> Output {
 
 /// A target container, removed when dropped.
 pub struct Target {
+    /// Its container name, unique to this test process.
     pub name: String,
 }
 
 impl Target {
+    /// A target running `sh -c script`, with no network.
     pub fn start(script: &str) -> Target {
         Target::start_with(&[], script)
     }
@@ -68,6 +153,7 @@ impl Target {
         Target { name }
     }
 
+    /// As the plugin's `local` verbs name it: `docker://<name>`.
     pub fn reference(&self) -> String {
         format!("docker://{}", self.name)
     }
@@ -102,10 +188,16 @@ impl Drop for Target {
     }
 }
 
+/// `kubectl-debug`, the binary of this tree, with the test engine as its `DOCKER_HOST`.
 pub fn plugin() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kubectl-debug"));
+    let mut cmd = Command::new(plugin_binary());
     cmd.env("DOCKER_HOST", docker_host());
     cmd
+}
+
+/// The plugin binary of this tree.
+pub fn plugin_binary() -> PathBuf {
+    built("kubectl-debug")
 }
 
 /// Runs the plugin with `stdin` as input, killed after 60 s. Input is written and output
@@ -141,20 +233,42 @@ pub fn run(cmd: &mut Command, stdin: &[u8]) -> Output {
     output
 }
 
+/// `bytes` as text, invalid UTF-8 replaced.
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// The agent binary, built beside the plugin (scripts/test builds every binary first).
+/// The agent binary of this tree (scripts/test builds every binary first).
 pub fn agent_binary() -> PathBuf {
-    let plugin = PathBuf::from(env!("CARGO_BIN_EXE_kubectl-debug"));
-    let agent = plugin.with_file_name("kubectl-debug-agent");
-    assert!(
-        agent.exists(),
-        "{} is missing: run the tests with scripts/test, which builds every binary first",
-        agent.display()
-    );
-    agent
+    built("kubectl-debug-agent")
+}
+
+/// Binary `name` of this workspace, as cargo built it for the tests; ends the test process
+/// with one line if it is not there.
+fn built(name: &str) -> PathBuf {
+    // Cargo names a package's own binaries to its integration tests; any other's is in the
+    // directory above the test binary's `deps/`.
+    let path = match std::env::var_os(format!("CARGO_BIN_EXE_{name}")) {
+        Some(path) => PathBuf::from(path),
+        None => {
+            let exe = std::env::current_exe().expect("the test binary's path");
+            let mut dir = exe
+                .parent()
+                .expect("the test binary's directory")
+                .to_path_buf();
+            if dir.ends_with("deps") {
+                dir.pop();
+            }
+            dir.join(name)
+        }
+    };
+    if !path.exists() {
+        stop_tests(&format!(
+            "{} is not built: run the tests with scripts/test, which builds every binary first",
+            path.display()
+        ));
+    }
+    path
 }
 
 /// A real `kubectl-debug-agent` on 127.0.0.1, stopped when dropped (and its scratch
@@ -164,7 +278,9 @@ pub fn agent_binary() -> PathBuf {
 /// every capability dropped but the DaemonSet's, the config file mounted read-only where the
 /// ConfigMap is, the runtime's socket and /run/kubectl-debug from the host.
 pub struct Agent {
+    /// The port it listens on.
     pub port: u16,
+    /// The address it listens on, without the port.
     pub host: String,
     process: AgentProcess,
     dir: PathBuf,
@@ -333,6 +449,7 @@ impl Agent {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
     }
 
+    /// `host:port`, where it listens.
     pub fn address(&self) -> String {
         format!("{}:{}", self.host, self.port)
     }
@@ -566,22 +683,17 @@ pub fn container_id(name: &str) -> String {
 
 /// The test containerd's socket.
 pub fn containerd_socket() -> String {
-    std::env::var("KDBG_CONTAINERD").expect(
-        "KDBG_CONTAINERD is not set: run the tests with scripts/test, which starts containerd",
-    )
+    world_variable("KDBG_CONTAINERD")
 }
 
 /// The loopback registry, `host:port`.
 pub fn registry() -> String {
-    std::env::var("KDBG_TEST_REGISTRY").expect(
-        "KDBG_TEST_REGISTRY is not set: run the tests with scripts/test, which starts a registry",
-    )
+    world_variable("KDBG_TEST_REGISTRY")
 }
 
 /// The loopback registry that wants a password, `host:port`.
 pub fn auth_registry() -> String {
-    std::env::var("KDBG_AUTH_REGISTRY")
-        .expect("KDBG_AUTH_REGISTRY is not set: run the tests with scripts/test, which starts it")
+    world_variable("KDBG_AUTH_REGISTRY")
 }
 
 /// The tools image containerd tests debug with, served by the loopback registry.
@@ -601,10 +713,12 @@ pub fn ctr(namespace: &str, args: &[&str]) -> Output {
 /// A target container in containerd's `k8s.io` namespace, as a pod's would be; removed
 /// when dropped.
 pub struct CtdTarget {
+    /// Its container ID, unique to this test process.
     pub id: String,
 }
 
 impl CtdTarget {
+    /// A target running `sh -c script`.
     pub fn start(script: &str) -> CtdTarget {
         CtdTarget::start_with(&[], script)
     }
@@ -626,6 +740,7 @@ impl CtdTarget {
         CtdTarget { id }
     }
 
+    /// As a pod's status and the plugin's `local` verbs name it: `containerd://<ID>`.
     pub fn reference(&self) -> String {
         format!("containerd://{}", self.id)
     }
@@ -647,22 +762,27 @@ impl CtdTarget {
 
     /// Kills the target's task and waits until it has stopped.
     pub fn stop(&self) {
-        ctr("k8s.io", &["task", "kill", "-s", "KILL", &self.id]);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let out = ctr("k8s.io", &["task", "ls"]);
-            let line = text(&out.stdout)
-                .lines()
-                .find(|l| l.starts_with(&format!("{} ", self.id)))
-                .map(str::to_owned)
-                .unwrap_or_default();
-            if line.contains("STOPPED") {
-                return;
-            }
-            assert!(Instant::now() < deadline, "task {} never stopped", self.id);
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        kill_task("k8s.io", &self.id);
     }
+}
+
+/// Kills task `id` of containerd's `namespace` with SIGKILL and waits (at most
+/// [`READY_BOUND`]) until it has stopped, as deleting it needs.
+pub fn kill_task(namespace: &str, id: &str) {
+    ctr(namespace, &["task", "kill", "-s", "KILL", id]);
+    eventually(READY_BOUND, &format!("task {id} to stop"), || {
+        task_stopped(namespace, id)
+    });
+}
+
+/// Whether task `id` of containerd's `namespace` has stopped, or is not there at all.
+fn task_stopped(namespace: &str, id: &str) -> bool {
+    let out = ctr(namespace, &["task", "ls"]);
+    out.status.success()
+        && text(&out.stdout)
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(id))
+            .is_none_or(|l| l.contains("STOPPED"))
 }
 
 impl Drop for CtdTarget {
@@ -756,9 +876,8 @@ pub fn pty_session(tag: &str, command: &str) {
     tmux.wait_for("e2e", "30 100");
     tmux.wait_for("e2e", "/dev/pts/");
     tmux.resize("e2e", 120, 40);
-    std::thread::sleep(Duration::from_millis(300));
-    tmux.line("e2e", "stty size");
-    tmux.wait_for("e2e", "40 120");
+    // The new size reaches the container's terminal a moment after the window's.
+    tmux.retype_until("e2e", "stty size", "40 120");
     tmux.line("e2e", "exit 3");
     tmux.wait_for("e2e", "EXIT=3");
 }
@@ -784,6 +903,8 @@ pub fn a_paused_reader_gets_every_byte(agent: &Agent, session: impl Fn(&str) -> 
             (*size, child)
         })
         .collect();
+    // The pause is the scenario, not a wait for something: 7 s is past the agent's 5 s drain
+    // time and containerd's 2 s, as above.
     std::thread::sleep(Duration::from_secs(7));
     let mut short = Vec::new();
     for (size, child) in running {
@@ -804,14 +925,128 @@ pub fn a_paused_reader_gets_every_byte(agent: &Agent, session: impl Fn(&str) -> 
     );
 }
 
-/// Waits (at most 20 s) until `leftovers` finds a debug container, and returns its ID.
+/// Waits (at most [`READY_BOUND`]) until `leftovers` finds a debug container, and returns
+/// its ID.
 pub fn wait_for_debug_container(leftovers: impl Fn() -> Vec<String>) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut found = None;
+    eventually(READY_BOUND, "a debug container to appear", || {
+        found = leftovers().pop();
+        found.is_some()
+    });
+    found.expect("found")
+}
+
+/// How long something a test started may take to be ready (a container's process, a
+/// listener, a resize reaching a terminal): a moment here; the bound is for a loaded 2-core
+/// machine that runs the tests and the engines at once.
+pub const READY_BOUND: Duration = Duration::from_secs(20);
+
+/// Waits (at most `limit`) until `done` holds, asking every 50 ms; fails the test saying
+/// `what` it waited for if it never does.
+pub fn eventually(limit: Duration, what: &str, done: impl FnMut() -> bool) {
+    assert!(
+        within(limit, done),
+        "timed out after {limit:?} waiting for {what}"
+    );
+}
+
+/// Whether `done` holds within `limit`, asking every 50 ms: for a caller that says more than
+/// [`eventually`] when it does not.
+pub fn within(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
     loop {
-        if let Some(id) = leftovers().pop() {
-            return id;
+        if done() {
+            return true;
         }
-        assert!(Instant::now() < deadline, "debug container never appeared");
-        std::thread::sleep(Duration::from_millis(100));
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Waits (at most [`READY_BOUND`]) until `target`'s main process runs `command` (its program
+/// and arguments, joined by spaces): its script has come to its final `exec`, so what it did
+/// before (files written, daemons started) is done.
+pub fn wait_for_exec(target: &dyn engine::Targeted, command: &str) {
+    eventually(
+        READY_BOUND,
+        &format!("the target's script to exec {command:?}"),
+        || runs(target.pid(), command),
+    );
+}
+
+/// Whether process `pid` of this machine runs `command` (program and arguments joined by
+/// spaces).
+pub fn runs(pid: u32, command: &str) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
+        let words: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .filter(|w| !w.is_empty())
+            .map(text)
+            .collect();
+        words.join(" ") == command
+    })
+}
+
+/// Waits (at most [`READY_BOUND`]) until something listens on TCP `port` in `target`'s
+/// network namespace.
+pub fn wait_for_listener(target: &dyn engine::Targeted, port: u16) {
+    eventually(
+        READY_BOUND,
+        &format!("a listener on port {port} in the target"),
+        || listens(target.pid(), port),
+    );
+}
+
+/// Whether a TCP socket listens on `port` in the network namespace of process `pid`, as its
+/// `/proc/PID/net/tcp` and `tcp6` list them.
+pub fn listens(pid: u32, port: u16) -> bool {
+    let wanted = format!("{port:04X}");
+    ["tcp", "tcp6"].iter().any(|table| {
+        std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).is_ok_and(|sockets| {
+            sockets.lines().skip(1).any(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                // `local_address` is `ADDRESS:PORT` in hex; state 0A is LISTEN.
+                fields.len() > 3
+                    && fields[1].rsplit(':').next() == Some(wanted.as_str())
+                    && fields[3] == "0A"
+            })
+        })
+    })
+}
+
+/// The syscall probe (`assets/syscall_probe.rs`: each syscall the debug profiles' seccomp
+/// filters decide on, tried), built once per test process as a static binary with `rustc`
+/// alone, so that it runs in any image.
+pub fn syscall_probe() -> Vec<u8> {
+    static PROBE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    PROBE
+        .get_or_init(|| {
+            let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/syscall_probe.rs");
+            let out =
+                std::env::temp_dir().join(format!("kdbg-syscall-probe-{}", std::process::id()));
+            let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+            let built = Command::new(rustc)
+                .args([
+                    "--edition",
+                    "2024",
+                    "-C",
+                    "target-feature=+crt-static",
+                    "-C",
+                    "opt-level=s",
+                ])
+                .args(["-C", "panic=abort", "-o"])
+                .arg(&out)
+                .arg(&source)
+                .output()
+                .expect("running rustc");
+            assert!(
+                built.status.success(),
+                "building the probe: {}",
+                text(&built.stderr)
+            );
+            std::fs::read(&out).unwrap()
+        })
+        .clone()
 }

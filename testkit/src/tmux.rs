@@ -72,6 +72,29 @@ impl Tmux {
         }
     }
 
+    /// Types `line` into session `name`, again every second, until its screen shows `needle`
+    /// (at most 20 s); returns the screen. For what takes effect a moment after the test acts,
+    /// such as a resize reaching the terminal of a process in a container.
+    pub fn retype_until(&self, name: &str, line: &str, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            self.line(name, line);
+            let typed = Instant::now();
+            while typed.elapsed() < Duration::from_secs(1) {
+                let s = self.screen(name);
+                if s.contains(needle) {
+                    return s;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} never showed {needle:?} after {line:?}:\n{}",
+                self.screen(name)
+            );
+        }
+    }
+
     /// Types `keys` (tmux key names, e.g. `Enter`) into session `name`.
     pub fn keys(&self, name: &str, keys: &[&str]) {
         let mut args = vec!["send-keys", "-t", name];

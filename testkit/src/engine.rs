@@ -2,9 +2,11 @@
 //! and for containerd.
 
 use std::process::Command;
-use std::time::{Duration, Instant};
 
-use super::{Agent, CtdTarget, DEBUG_NAMESPACE, Target, ctr, docker, docker_host, text};
+use super::{
+    Agent, CtdTarget, DEBUG_NAMESPACE, READY_BOUND, Target, ctr, docker, docker_host, task_stopped,
+    text, within,
+};
 
 /// A target container of some engine.
 pub trait Targeted {
@@ -205,7 +207,8 @@ impl Engine for ContainerdEngine {
     }
     fn remove(&self, id: &str) {
         let _ = ctr(DEBUG_NAMESPACE, &["tasks", "kill", "-s", "KILL", id]);
-        std::thread::sleep(Duration::from_millis(200));
+        // Best effort, as a test's cleanup: `delete -f` below deals with a task still running.
+        let _ = within(READY_BOUND, || task_stopped(DEBUG_NAMESPACE, id));
         let _ = ctr(DEBUG_NAMESPACE, &["tasks", "delete", "-f", id]);
         let _ = ctr(DEBUG_NAMESPACE, &["containers", "delete", id]);
     }
@@ -213,14 +216,5 @@ impl Engine for ContainerdEngine {
         let filter = format!("labels.\"{}\"==\"true\"", kdbg_runtimes::label::RETAIN);
         let out = ctr(DEBUG_NAMESPACE, &["containers", "ls", "-q", &filter]);
         text(&out.stdout).split_whitespace().count()
-    }
-}
-
-/// Waits (at most `limit`) until `done` holds.
-pub fn eventually(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(100));
     }
 }

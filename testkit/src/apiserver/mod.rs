@@ -514,7 +514,9 @@ fn handle(
 
 /// A stand-in cluster: the API server and a kubeconfig for it.
 pub struct Cluster {
+    /// The API server.
     pub api: ApiServer,
+    /// A kubeconfig for it (user `tester`, token `stand-in-token`).
     pub kubeconfig: PathBuf,
     dir: PathBuf,
 }
@@ -557,7 +559,7 @@ impl Cluster {
 
     /// `kubectl-debug` against it, reaching agents on `agent_port`.
     pub fn debug(&self, agent_port: u16, args: &[&str]) -> std::process::Command {
-        let mut cmd = super::plugin();
+        let mut cmd = crate::plugin();
         cmd.arg("--kubeconfig")
             .arg(&self.kubeconfig)
             .arg("--agent-port")

@@ -139,13 +139,37 @@ pub fn dictionary() -> Vec<u8> {
 #[derive(Debug, PartialEq)]
 pub enum Frame {
     /// A new stream; its header block still compressed.
-    SynStream { id: u32, fin: bool, headers: Bytes },
+    SynStream {
+        /// The stream.
+        id: u32,
+        /// Whether the sender's side ends with it.
+        fin: bool,
+        /// The compressed header block.
+        headers: Bytes,
+    },
     /// The answer to a SYN_STREAM; its header block compressed.
-    SynReply { id: u32, headers: Bytes },
+    SynReply {
+        /// The stream.
+        id: u32,
+        /// The compressed header block.
+        headers: Bytes,
+    },
     /// A stream's bytes; `fin` ends the sender's side.
-    Data { id: u32, fin: bool, data: Bytes },
+    Data {
+        /// The stream.
+        id: u32,
+        /// Whether the sender's side ends with these bytes.
+        fin: bool,
+        /// The bytes.
+        data: Bytes,
+    },
     /// A stream abandoned.
-    RstStream { id: u32, status: u32 },
+    RstStream {
+        /// The stream.
+        id: u32,
+        /// Why (`PROTOCOL_ERROR`, ...).
+        status: u32,
+    },
     /// A liveness check, answered with the same frame.
     Ping(u32),
     /// The end of the session.
@@ -154,7 +178,7 @@ pub enum Frame {
     Other(u16),
 }
 
-/// A frame that breaks the protocol.
+/// A frame that breaks the protocol, and how.
 #[derive(Debug)]
 pub struct Malformed(pub String);
 
