@@ -46,6 +46,106 @@ pub struct Caller {
     pub verified: bool,
 }
 
+/// Why a caller's credential was not accepted: the caller reads it in a 401.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CredentialRejected {
+    /// The client certificate does not parse.
+    #[error("Unauthorized: the client certificate cannot be read ({0})")]
+    Certificate(webpki::Error),
+    /// The client certificate's subject does not parse.
+    #[error(
+        "Unauthorized: the client certificate's subject cannot be read; issue one whose subject is CN=<user>, O=<group>"
+    )]
+    Subject,
+    /// The client certificate names no user.
+    #[error(
+        "Unauthorized: the client certificate has no common name (CN), which names the user; issue one with CN=<user>"
+    )]
+    NoCommonName,
+    /// The cluster's TokenReview did not accept the bearer token.
+    #[error(
+        "Unauthorized: the cluster did not accept the bearer token{}; log in again (kubectl's credentials may have expired)",
+        aside(.reason)
+    )]
+    Token {
+        /// The review's error, if it gave one.
+        reason: Option<String>,
+    },
+}
+
+/// The cluster's answer that a caller may not do something: the caller reads it in a 403.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "Forbidden: user \"{user}\" may not {}{}; ask an administrator for a Role that grants it (see docs/security.md, RBAC a user needs)",
+    .access.describe(),
+    aside(.reason)
+)]
+pub struct Forbidden {
+    /// The user.
+    pub user: String,
+    /// What they asked to do.
+    pub access: Access,
+    /// The review's reason, if it gave one.
+    pub reason: Option<String>,
+}
+
+/// ` (reason)`, or nothing.
+fn aside(reason: &Option<String>) -> String {
+    reason
+        .as_deref()
+        .map(|r| format!(" ({r})"))
+        .unwrap_or_default()
+}
+
+/// Why no client of the cluster could be made for `auth.mode: kubernetes`.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The in-cluster service account cannot be read.
+    #[error(
+        "reading the in-cluster service account for auth.mode: kubernetes (is automountServiceAccountToken on in the DaemonSet? or set auth.kubeconfig)"
+    )]
+    InCluster {
+        /// What kube said.
+        source: kube::config::InClusterError,
+    },
+    /// `auth.kubeconfig` cannot be read.
+    #[error("reading auth.kubeconfig {path}")]
+    ReadKubeconfig {
+        /// `auth.kubeconfig`.
+        path: String,
+        /// What kube said.
+        source: kube::config::KubeconfigError,
+    },
+    /// `auth.kubeconfig` does not make a client configuration.
+    #[error("loading auth.kubeconfig {path}")]
+    LoadKubeconfig {
+        /// `auth.kubeconfig`.
+        path: String,
+        /// What kube said.
+        source: kube::config::KubeconfigError,
+    },
+    /// The client cannot be built from the configuration.
+    #[error("building the Kubernetes client")]
+    Client {
+        /// What kube said.
+        source: kube::Error,
+    },
+}
+
+/// Why the cluster's client CA ([`CLUSTER_CLIENT_CA`]) could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientCaError {
+    /// The API server could not be asked, or refused.
+    #[error("reading ConfigMap kube-system/{map}: {0}", map = CLUSTER_CLIENT_CA.0)]
+    Read(kube::Error),
+    /// The ConfigMap does not exist.
+    #[error("there is no ConfigMap kube-system/{}", CLUSTER_CLIENT_CA.0)]
+    NoConfigMap,
+    /// The ConfigMap has no client CA.
+    #[error("ConfigMap kube-system/{} has no {}", CLUSTER_CLIENT_CA.0, CLUSTER_CLIENT_CA.1)]
+    NoKey,
+}
+
 impl Caller {
     /// A caller nobody checked (`auth.mode: none`), named as the client says.
     pub fn unverified(claimed: Option<&str>) -> Caller {
@@ -58,16 +158,15 @@ impl Caller {
     /// The caller a client certificate names, as the API server reads it: the subject's
     /// common name is the user, its organisations the groups (and `system:authenticated`).
     /// Only for a certificate the TLS handshake has verified against the client CA.
-    pub fn from_certificate(der: &[u8]) -> Result<Caller, String> {
+    pub fn from_certificate(der: &[u8]) -> Result<Caller, CredentialRejected> {
         let der = CertificateDer::from(der);
-        let cert = webpki::EndEntityCert::try_from(&der)
-            .map_err(|e| format!("Unauthorized: the client certificate cannot be read ({e})"))?;
-        let (user, mut groups) = subject_names(cert.subject()).ok_or(
-            "Unauthorized: the client certificate's subject cannot be read; issue one whose subject is CN=<user>, O=<group>",
-        )?;
-        let user = user.filter(|u| !u.is_empty()).ok_or(
-            "Unauthorized: the client certificate has no common name (CN), which names the user; issue one with CN=<user>",
-        )?;
+        let cert =
+            webpki::EndEntityCert::try_from(&der).map_err(CredentialRejected::Certificate)?;
+        let (user, mut groups) =
+            subject_names(cert.subject()).ok_or(CredentialRejected::Subject)?;
+        let user = user
+            .filter(|u| !u.is_empty())
+            .ok_or(CredentialRejected::NoCommonName)?;
         groups.push("system:authenticated".to_owned());
         Ok(Caller {
             user,
@@ -236,27 +335,32 @@ pub struct Authenticator {
     client: Client,
     audiences: Vec<String>,
     ttl: Duration,
-    tokens: Mutex<Cache<[u8; 32], Result<Caller, String>>>,
-    decisions: Mutex<Cache<(String, Access), Result<(), String>>>,
+    tokens: Mutex<Cache<[u8; 32], Result<Caller, CredentialRejected>>>,
+    decisions: Mutex<Cache<(String, Access), Result<(), Forbidden>>>,
 }
 
 impl Authenticator {
     /// A client of the cluster as `auth` says: its kubeconfig, else the in-cluster service
     /// account.
-    pub async fn connect(auth: &config::Auth) -> anyhow::Result<Authenticator> {
-        use anyhow::Context as _;
+    pub async fn connect(auth: &config::Auth) -> Result<Authenticator, ConnectError> {
         let config = if auth.kubeconfig.is_empty() {
-            kube::Config::incluster().context(
-                "reading the in-cluster service account for auth.mode: kubernetes (is automountServiceAccountToken on in the DaemonSet? or set auth.kubeconfig)",
-            )?
+            kube::Config::incluster().map_err(|source| ConnectError::InCluster { source })?
         } else {
-            let kubeconfig = kube::config::Kubeconfig::read_from(&auth.kubeconfig)
-                .with_context(|| format!("reading auth.kubeconfig {}", auth.kubeconfig))?;
+            let kubeconfig =
+                kube::config::Kubeconfig::read_from(&auth.kubeconfig).map_err(|source| {
+                    ConnectError::ReadKubeconfig {
+                        path: auth.kubeconfig.clone(),
+                        source,
+                    }
+                })?;
             kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
                 .await
-                .with_context(|| format!("loading auth.kubeconfig {}", auth.kubeconfig))?
+                .map_err(|source| ConnectError::LoadKubeconfig {
+                    path: auth.kubeconfig.clone(),
+                    source,
+                })?
         };
-        let client = Client::try_from(config).context("building the Kubernetes client")?;
+        let client = Client::try_from(config).map_err(|source| ConnectError::Client { source })?;
         Ok(Authenticator {
             client,
             audiences: auth.audiences.clone(),
@@ -269,22 +373,17 @@ impl Authenticator {
     /// The cluster's client CA, as the API server publishes it for other servers: the
     /// `client-ca-file` of ConfigMap `kube-system/extension-apiserver-authentication`; an error
     /// saying why when there is none or the agent may not read it (deploy/ grants it).
-    pub async fn cluster_client_ca(&self) -> Result<Vec<u8>, String> {
+    pub async fn cluster_client_ca(&self) -> Result<Vec<u8>, ClientCaError> {
         let maps: Api<ConfigMap> = Api::namespaced(self.client.clone(), "kube-system");
         let map = maps
             .get_opt(CLUSTER_CLIENT_CA.0)
             .await
-            .map_err(|e| format!("reading ConfigMap kube-system/{}: {e}", CLUSTER_CLIENT_CA.0))?
-            .ok_or_else(|| format!("there is no ConfigMap kube-system/{}", CLUSTER_CLIENT_CA.0))?;
+            .map_err(ClientCaError::Read)?
+            .ok_or(ClientCaError::NoConfigMap)?;
         map.data
             .and_then(|mut d| d.remove(CLUSTER_CLIENT_CA.1))
             .map(String::into_bytes)
-            .ok_or_else(|| {
-                format!(
-                    "ConfigMap kube-system/{} has no {}",
-                    CLUSTER_CLIENT_CA.0, CLUSTER_CLIENT_CA.1
-                )
-            })
+            .ok_or(ClientCaError::NoKey)
     }
 
     /// The caller of a request: the one its connection's client certificate names
@@ -293,10 +392,12 @@ impl Authenticator {
     pub async fn authenticate(
         &self,
         headers: &HeaderMap,
-        certificate: Option<&Result<Caller, String>>,
+        certificate: Option<&Result<Caller, CredentialRejected>>,
     ) -> Result<Caller, Denied> {
+        let unauthenticated =
+            |rejected: CredentialRejected| Denied::Unauthenticated(rejected.to_string());
         if let Some(named) = certificate {
-            return named.clone().map_err(Denied::Unauthenticated);
+            return named.clone().map_err(unauthenticated);
         }
         let token = bearer(headers).ok_or_else(|| {
             Denied::Unauthenticated(
@@ -306,7 +407,7 @@ impl Authenticator {
         let key = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
         let key: [u8; 32] = key.as_ref().try_into().unwrap_or([0; 32]);
         if let Some(known) = lock(&self.tokens).get(&key) {
-            return known.map_err(Denied::Unauthenticated);
+            return known.map_err(unauthenticated);
         }
         let review = TokenReview {
             spec: TokenReviewSpec {
@@ -332,24 +433,20 @@ impl Authenticator {
                 extra: user.extra.unwrap_or_default(),
                 verified: true,
             }),
-            _ => Err(format!(
-                "Unauthorized: the cluster did not accept the bearer token{}; log in again (kubectl's credentials may have expired)",
-                status
-                    .error
-                    .filter(|e| !e.is_empty())
-                    .map(|e| format!(" ({e})"))
-                    .unwrap_or_default()
-            )),
+            _ => Err(CredentialRejected::Token {
+                reason: status.error.filter(|e| !e.is_empty()),
+            }),
         };
         lock(&self.tokens).insert(key, outcome.clone(), self.ttl);
-        outcome.map_err(Denied::Unauthenticated)
+        outcome.map_err(unauthenticated)
     }
 
     /// Whether the cluster lets `caller` do `access`.
     pub async fn authorize(&self, caller: &Caller, access: &Access) -> Result<(), Denied> {
         let key = (caller.user.clone(), access.clone());
+        let forbidden = |no: Forbidden| Denied::Forbidden(no.to_string());
         if let Some(known) = lock(&self.decisions).get(&key) {
-            return known.map_err(Denied::Forbidden);
+            return known.map_err(forbidden);
         }
         let review = SubjectAccessReview {
             spec: SubjectAccessReviewSpec {
@@ -385,19 +482,14 @@ impl Authenticator {
         let outcome = if status.allowed && status.denied != Some(true) {
             Ok(())
         } else {
-            Err(format!(
-                "Forbidden: user \"{}\" may not {}{}; ask an administrator for a Role that grants it (see docs/security.md, RBAC a user needs)",
-                caller.user,
-                access.describe(),
-                status
-                    .reason
-                    .filter(|r| !r.is_empty())
-                    .map(|r| format!(" ({r})"))
-                    .unwrap_or_default()
-            ))
+            Err(Forbidden {
+                user: caller.user.clone(),
+                access: access.clone(),
+                reason: status.reason.filter(|r| !r.is_empty()),
+            })
         };
         lock(&self.decisions).insert(key, outcome.clone(), self.ttl);
-        outcome.map_err(Denied::Forbidden)
+        outcome.map_err(forbidden)
     }
 }
 
@@ -546,7 +638,9 @@ mod tests {
 
     #[test]
     fn a_certificate_that_is_not_one_is_refused_with_a_reason() {
-        let err = Caller::from_certificate(b"not DER").unwrap_err();
+        let err = Caller::from_certificate(b"not DER")
+            .unwrap_err()
+            .to_string();
         assert!(
             err.starts_with("Unauthorized: the client certificate"),
             "{err}"

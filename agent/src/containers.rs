@@ -22,7 +22,7 @@ use kdbg_api::{ContainerItem, ContainerStatus, PodScope};
 use kdbg_runtimes::{ContainerState, DebugContainer, Error, Runtime, TargetRef, label};
 use tracing::{info, warn};
 
-use crate::server::Agent;
+use crate::Agent;
 
 /// Our debug container named `name` (or with that ID).
 pub async fn find(agent: &Agent, name: &str) -> Result<DebugContainer, Error> {

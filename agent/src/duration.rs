@@ -9,16 +9,22 @@ use serde::{Deserialize, Deserializer};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct GoDuration(pub Duration);
 
+/// Text that is not a duration the agent can use.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidDuration {
+    /// Not written as a duration.
+    #[error("{0:?} is not a duration; write e.g. 10s, 1m, 4h, 1h30m, 500ms, or 0")]
+    Syntax(String),
+    /// A duration longer than the agent can wait.
+    #[error("{0:?} is longer than any duration the agent can wait; write e.g. 4h or 168h")]
+    TooLong(String),
+}
+
 impl GoDuration {
     /// Parses `text`.
-    pub fn parse(text: &str) -> Result<GoDuration, String> {
-        let bad =
-            || format!("{text:?} is not a duration; write e.g. 10s, 1m, 4h, 1h30m, 500ms, or 0");
-        let too_long = || {
-            format!(
-                "{text:?} is longer than any duration the agent can wait; write e.g. 4h or 168h"
-            )
-        };
+    pub fn parse(text: &str) -> Result<GoDuration, InvalidDuration> {
+        let bad = || InvalidDuration::Syntax(text.to_owned());
+        let too_long = || InvalidDuration::TooLong(text.to_owned());
         let text = text.trim();
         if text == "0" {
             return Ok(GoDuration(Duration::ZERO));
@@ -128,7 +134,7 @@ mod tests {
             "99999999999999999999s",
             "10000000000000000000s10000000000000000000s",
         ] {
-            let err = GoDuration::parse(huge).unwrap_err();
+            let err = GoDuration::parse(huge).unwrap_err().to_string();
             assert!(err.contains("longer than any duration"), "{err}");
         }
     }

@@ -9,19 +9,24 @@
 //! - [`recordings`]: sessions recorded on the node, listed, fetched and expired;
 //! - [`watch`]: terminal sessions' screens, for watchers;
 //! - [`metrics`]: what `/metrics` shows;
-//! - [`server`]: the HTTP endpoints.
+//! - [`server`]: the HTTP server: accepting, routing, WebSocket upgrades;
+//! - [`endpoints`]: what each endpoint does, and who may call it ([`endpoints::guard`]);
+//! - [`Agent`]: the state they share.
 
 pub mod admission;
 pub mod auth;
 pub mod config;
 pub mod containers;
 pub mod duration;
+pub mod endpoints;
 pub mod init;
 pub mod metrics;
 pub mod owner;
+pub mod record;
 pub mod recordings;
 pub mod server;
 pub mod session;
+mod state;
 pub mod tls;
 pub mod watch;
 
@@ -33,7 +38,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use server::Agent;
+pub use state::Agent;
 
 pub use kdbg_api::error_chain as chain;
 

@@ -130,12 +130,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
     }
     if let Some(tls) = &config.tls {
         let client_ca = client_ca(&config, settings.auth.as_deref()).await;
-        settings.tls = Some(std::sync::Arc::new(
-            kdbg_agent::tls::Tls::load(tls, client_ca).map_err(anyhow::Error::msg)?,
-        ));
+        let tls = kdbg_agent::tls::Tls::load(tls, client_ca)?;
+        settings.tls = Some(std::sync::Arc::new(tls));
     }
-    let (agent, serving) = kdbg_agent::spawn(runtime, settings, listener)
-        .map_err(|e| anyhow::anyhow!(kdbg_agent::chain(&e)))?;
+    let (agent, serving) = kdbg_agent::spawn(runtime, settings, listener)?;
     info!(listen = %bound, tls = config.tls.is_some(), auth = ?config.auth.mode, runtime = ?config.runtime.kind, endpoint = ?config.runtime.endpoint, "agent ready");
     shutdown_signal().await;
     info!("shutting down: telling sessions, removing their containers");

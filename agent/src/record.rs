@@ -1,6 +1,7 @@
 //! Recording a session to asciicast: the bridge from the relay's observer tap to the
 //! recordings crate, shared by the agent (recordings on the node) and the plugin
-//! (`--record-local`).
+//! (`--record-local`, through this crate, which it links for `local` already). Not part of
+//! the wire contract: `kdbg-api` has no threads and no files.
 //!
 //! A recorder runs on a thread of its own and never slows the session: it takes events from an
 //! [`Observer`] (which the session never waits for) and writes lines in batches, flushing
@@ -133,7 +134,7 @@ pub fn record(tap: &Tap, mut observer: Observer, file: File, options: &RecordOpt
     let mut recording = match recorder.start(&header) {
         Ok(recording) => recording,
         Err(e) => {
-            let why = format!("writing the header failed: {}", crate::error_chain(&e));
+            let why = format!("writing the header failed: {}", crate::chain(&e));
             warn!(recording = %path, error = %why, "recording stopped; the session goes on");
             return Outcome::Incomplete(why);
         }
@@ -204,7 +205,7 @@ pub fn record(tap: &Tap, mut observer: Observer, file: File, options: &RecordOpt
             Outcome::Complete
         }
         Err(e) => {
-            let why = format!("finishing it failed: {}", crate::error_chain(&e));
+            let why = format!("finishing it failed: {}", crate::chain(&e));
             warn!(recording = %path, error = %why, "recording incomplete");
             Outcome::Incomplete(why)
         }
@@ -260,7 +261,7 @@ pub fn exit_events(status: &ExitStatus) -> Vec<kdbg_recordings::EventKind> {
 fn stop(recording: Recording<File>, at: Duration, error: &RecordingError, path: &str) -> Outcome {
     let why = match error {
         RecordingError::ByteLimit { limit } => format!("it reached maxBytes ({limit} bytes)"),
-        other => crate::error_chain(other),
+        other => crate::chain(other),
     };
     warn!(recording = %path, "recording stopped: {why}; the session goes on");
     end_incomplete(recording, at, why, path)
@@ -268,7 +269,7 @@ fn stop(recording: Recording<File>, at: Duration, error: &RecordingError, path: 
 
 fn end_incomplete(recording: Recording<File>, at: Duration, why: String, path: &str) -> Outcome {
     if let Err(e) = recording.end_incomplete_repairing(at, &why) {
-        warn!(recording = %path, error = %crate::error_chain(&e), "could not mark the recording incomplete");
+        warn!(recording = %path, error = %crate::chain(&e), "could not mark the recording incomplete");
     }
     Outcome::Incomplete(why)
 }

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use rustls::ServerConfig;
-use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use tokio_rustls::TlsAcceptor;
@@ -44,6 +44,95 @@ pub enum ClientCa {
     },
 }
 
+/// Why the listener's TLS does not load: the file, and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A file of `tls:` cannot be read.
+    #[error("reading {path} (tls)")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// `tls.certFile` is not PEM.
+    #[error("{path} (tls.certFile) is not PEM certificates")]
+    CertificatePem {
+        /// The file.
+        path: PathBuf,
+        /// What the PEM reader said.
+        source: pem::Error,
+    },
+    /// `tls.certFile` holds no certificate.
+    #[error("{path} (tls.certFile) holds no certificate")]
+    NoCertificate {
+        /// The file.
+        path: PathBuf,
+    },
+    /// `tls.keyFile` holds no private key.
+    #[error("{path} (tls.keyFile) holds no PEM private key")]
+    KeyPem {
+        /// The file.
+        path: PathBuf,
+        /// What the PEM reader said.
+        source: pem::Error,
+    },
+    /// The protocol versions cannot be set up.
+    #[error("TLS")]
+    Protocols {
+        /// What rustls said.
+        source: rustls::Error,
+    },
+    /// The certificate and the key do not go together.
+    #[error("{cert} and {key} (tls) do not make a certificate and its key")]
+    KeyMismatch {
+        /// `tls.certFile`.
+        cert: PathBuf,
+        /// `tls.keyFile`.
+        key: PathBuf,
+        /// What rustls said.
+        source: rustls::Error,
+    },
+    /// `auth.clientCAFile` cannot be read.
+    #[error("reading {path} (auth.clientCAFile)")]
+    ReadClientCa {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The client CA is not PEM.
+    #[error("{origin} is not PEM certificates")]
+    ClientCaPem {
+        /// Where the client CA came from.
+        origin: String,
+        /// What the PEM reader said.
+        source: pem::Error,
+    },
+    /// A client CA certificate cannot be used.
+    #[error("{origin} holds a CA certificate that cannot be used")]
+    ClientCaUnusable {
+        /// Where the client CA came from.
+        origin: String,
+        /// What rustls said.
+        source: rustls::Error,
+    },
+    /// The client CA holds no certificate.
+    #[error("{origin} holds no CA certificate")]
+    NoClientCa {
+        /// Where the client CA came from.
+        origin: String,
+    },
+    /// No verifier of client certificates can be made of the client CA.
+    #[error("{origin}")]
+    ClientVerifier {
+        /// Where the client CA came from.
+        origin: String,
+        /// What rustls said.
+        source: rustls::server::VerifierBuilderError,
+    },
+}
+
 type Stamps = [Option<SystemTime>; 3];
 
 struct Loaded {
@@ -63,7 +152,7 @@ impl std::fmt::Debug for Tls {
 impl Tls {
     /// Loads `tls:`'s files and the client CA; an error names the file and what is wrong
     /// with it.
-    pub fn load(config: &config::Tls, client_ca: ClientCa) -> Result<Tls, String> {
+    pub fn load(config: &config::Tls, client_ca: ClientCa) -> Result<Tls, TlsError> {
         let (cert_file, key_file) = (config.cert_file.clone(), config.key_file.clone());
         let stamps = stamps(&cert_file, &key_file, &client_ca);
         let acceptor = acceptor(&cert_file, &key_file, &client_ca)?;
@@ -90,7 +179,7 @@ impl Tls {
                     info!(cert = %self.cert_file.display(), "TLS certificate reloaded");
                 }
                 Err(e) => {
-                    warn!(error = %e, "TLS certificate changed but does not load; serving the previous one")
+                    warn!(error = %crate::chain(&e), "TLS certificate changed but does not load; serving the previous one")
                 }
             }
         }
@@ -111,76 +200,85 @@ fn stamps(cert: &Path, key: &Path, client_ca: &ClientCa) -> Stamps {
 fn client_verifier(
     client_ca: &ClientCa,
     provider: &Arc<rustls::crypto::CryptoProvider>,
-) -> Result<Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>, String> {
-    let (pem, source) = match client_ca {
+) -> Result<Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>, TlsError> {
+    let (pem, origin) = match client_ca {
         ClientCa::None => return Ok(None),
         ClientCa::File(path) => (
-            std::fs::read(path)
-                .map_err(|e| format!("reading {} (auth.clientCAFile): {e}", path.display()))?,
+            std::fs::read(path).map_err(|source| TlsError::ReadClientCa {
+                path: path.clone(),
+                source,
+            })?,
             format!("{} (auth.clientCAFile)", path.display()),
         ),
         ClientCa::Pem { pem, source } => (pem.clone(), source.clone()),
     };
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(&pem) {
-        let cert = cert.map_err(|e| format!("{source} is not PEM certificates: {e}"))?;
+        let cert = cert.map_err(|source| TlsError::ClientCaPem {
+            origin: origin.clone(),
+            source,
+        })?;
         roots
             .add(cert)
-            .map_err(|e| format!("{source} holds a CA certificate that cannot be used: {e}"))?;
+            .map_err(|source| TlsError::ClientCaUnusable {
+                origin: origin.clone(),
+                source,
+            })?;
     }
     if roots.is_empty() {
-        return Err(format!("{source} holds no CA certificate"));
+        return Err(TlsError::NoClientCa { origin });
     }
     WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .allow_unauthenticated()
         .build()
         .map(Some)
-        .map_err(|e| format!("{source}: {e}"))
+        .map_err(|source| TlsError::ClientVerifier { origin, source })
 }
 
 fn acceptor(
     cert_file: &Path,
     key_file: &Path,
     client_ca: &ClientCa,
-) -> Result<TlsAcceptor, String> {
-    let read =
-        |p: &Path| std::fs::read(p).map_err(|e| format!("reading {} (tls): {e}", p.display()));
+) -> Result<TlsAcceptor, TlsError> {
+    let read = |p: &Path| {
+        std::fs::read(p).map_err(|source| TlsError::Read {
+            path: p.to_owned(),
+            source,
+        })
+    };
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&read(cert_file)?)
         .collect::<Result<_, _>>()
-        .map_err(|e| {
-            format!(
-                "{} (tls.certFile) is not PEM certificates: {e}",
-                cert_file.display()
-            )
+        .map_err(|source| TlsError::CertificatePem {
+            path: cert_file.to_owned(),
+            source,
         })?;
     if certs.is_empty() {
-        return Err(format!(
-            "{} (tls.certFile) holds no certificate",
-            cert_file.display()
-        ));
+        return Err(TlsError::NoCertificate {
+            path: cert_file.to_owned(),
+        });
     }
-    let key = PrivateKeyDer::from_pem_slice(&read(key_file)?).map_err(|e| {
-        format!(
-            "{} (tls.keyFile) holds no PEM private key: {e}",
-            key_file.display()
-        )
-    })?;
+    let key =
+        PrivateKeyDer::from_pem_slice(&read(key_file)?).map_err(|source| TlsError::KeyPem {
+            path: key_file.to_owned(),
+            source,
+        })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier = client_verifier(client_ca, &provider)?;
     let builder = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS: {e}"))?;
+        .map_err(|source| TlsError::Protocols { source })?;
     let builder = match verifier {
         Some(verifier) => builder.with_client_cert_verifier(verifier),
         None => builder.with_no_client_auth(),
     };
-    let mut config = builder.with_single_cert(certs, key).map_err(|e| {
-        format!(
-            "{} and {} (tls) do not make a certificate and its key: {e}",
-            cert_file.display(),
-            key_file.display()
-        )
-    })?;
+    let mut config =
+        builder
+            .with_single_cert(certs, key)
+            .map_err(|source| TlsError::KeyMismatch {
+                cert: cert_file.to_owned(),
+                key: key_file.to_owned(),
+                source,
+            })?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }

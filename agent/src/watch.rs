@@ -64,7 +64,7 @@ impl Screen {
             header,
             joined,
             count: watchers.clone(),
-            vt: Vt::new(tap.size().unwrap_or(kdbg_api::record::DEFAULT_SIZE)),
+            vt: Vt::new(tap.size().unwrap_or(crate::record::DEFAULT_SIZE)),
             parsed: recent.next_seq(),
             observer: None,
             watchers: Vec::new(),
@@ -173,7 +173,7 @@ impl Keeper {
                         while let Some(Ok(Some(event))) = self.observer.as_mut().map(Observer::try_recv) {
                             self.handle(event);
                         }
-                        tokio::time::sleep(kdbg_api::record::LINGER).await;
+                        tokio::time::sleep(crate::record::LINGER).await;
                     }
                     None => ended = true,
                 },
@@ -303,7 +303,7 @@ impl Keeper {
                 cols: size.cols,
                 rows: size.rows,
             }],
-            Seen::Exit(status) => kdbg_api::record::exit_events(&status),
+            Seen::Exit(status) => crate::record::exit_events(&status),
             Seen::Dropped => {
                 debug!("live view fell behind its session; its watchers get the screen again");
                 self.observer = Some(self.tap.subscribe(ObserverOptions {

@@ -3,23 +3,25 @@
 //! Neither side spells a path, a query parameter or a JSON body by hand.
 //!
 //! - [`path`]: the endpoints, and [`DEFAULT_PORT`];
+//! - [`Endpoint`]: one request to them, method, path and query parsed once, which the
+//!   agent routes and authorises and the plugin sends;
 //! - [`request`]: the query of a debug session and of a pull;
 //! - [`response`]: pull progress lines and the container list;
 //! - [`Status`]: the error body of every refusal (Kubernetes' `metav1.Status`), the same
 //!   document a session's status channel carries;
 //! - [`header`]: the response headers of a debug session;
-//! - [`record`]: recording a session's tap to asciicast, on the agent and in the plugin;
 //! - [`view`]: the events of a live view, as a watcher reads them.
 
-pub mod record;
+pub mod endpoint;
 pub mod request;
 pub mod response;
 pub mod view;
 
+pub use endpoint::{Endpoint, Unroutable};
+pub use kdbg_model::{Profile, PullPolicy, PullProgress, RuntimeKind, TargetRef};
 pub use kdbg_relay::error_chain;
 pub use kdbg_relay::status::Status;
-pub use kdbg_runtimes::{Profile, PullPolicy, PullProgress, RuntimeKind, TargetRef};
-pub use request::{DebugRequest, PodScope, PullRequest, WatchRequest};
+pub use request::{BadQuery, DebugRequest, PodScope, PullRequest, WatchRequest};
 pub use response::{
     ContainerItem, ContainerList, ContainerStatus, PullLine, RecordingItem, RecordingList,
     VersionInfo,
@@ -88,7 +90,8 @@ pub mod path {
         (!name.is_empty() && !name.contains('/')).then_some(name)
     }
 
-    /// Every endpoint with its method, for the agent's router and its 404 message.
+    /// Every endpoint with its method: what [`crate::Endpoint::parse`] routes, and what its
+    /// refusals list.
     pub const ENDPOINTS: [(&str, &str); 10] = [
         ("GET", HEALTHZ),
         ("GET", VERSION),

@@ -7,8 +7,68 @@
 //! `retain`, `pullPolicy`, and `podNamespace`, `podName`, `user` that end up in labels and
 //! are checked against them.
 
+use kdbg_model::{InvalidReference, InvalidValue, Profile, PullPolicy, TargetRef};
 use kdbg_relay::TerminalSize;
-use kdbg_runtimes::{Profile, PullPolicy, TargetRef};
+
+/// A query the agent does not take: what is wrong with it, and what it takes. The agent
+/// answers it with a 400 before it authorises anything.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadQuery {
+    /// A parameter the endpoint does not know.
+    #[error("unknown query parameter {key:?}; known: {known}")]
+    Unknown {
+        /// The parameter.
+        key: String,
+        /// The endpoint's parameters.
+        known: &'static str,
+    },
+    /// A parameter the endpoint does not know, or one it knows given empty.
+    #[error("unknown or empty query parameter {key:?}; known: {known}")]
+    UnknownOrEmpty {
+        /// The parameter.
+        key: String,
+        /// The endpoint's parameters.
+        known: &'static str,
+    },
+    /// A parameter that must have a value given empty.
+    #[error("query parameter {0} is empty")]
+    Empty(&'static str),
+    /// A flag that is not a boolean.
+    #[error("query parameter {key}={value:?} is not a boolean; use true, false, 1 or 0")]
+    NotBoolean {
+        /// The parameter.
+        key: String,
+        /// Its value.
+        value: String,
+    },
+    /// A terminal dimension out of range.
+    #[error("query parameter {key}={value:?} is not a terminal size (1 to 65535)")]
+    NotSize {
+        /// The parameter.
+        key: String,
+        /// Its value.
+        value: String,
+    },
+    /// A value of the shared vocabulary (target, profile, pull policy) that does not parse.
+    #[error("query parameter {key}: {why}")]
+    Value {
+        /// The parameter.
+        key: &'static str,
+        /// What is wrong with it.
+        why: InvalidValue,
+    },
+    /// An image reference that does not parse.
+    #[error("query parameter image: {0}")]
+    Image(InvalidReference),
+    /// A container name Docker would refuse.
+    #[error(
+        "container name {0:?} is invalid: use letters, digits, '_', '.', '-', starting with a letter or digit"
+    )]
+    Name(String),
+    /// Parameters missing, or given together where they cannot be: the rule, in words.
+    #[error("{0}")]
+    Rule(&'static str),
+}
 
 /// A checked debug request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,25 +115,39 @@ pub struct DebugRequest {
 }
 
 /// A terminal dimension, 1 to 65535.
-fn dimension(key: &str, value: &str) -> Result<u16, String> {
-    value.parse::<u16>().ok().filter(|n| *n > 0).ok_or_else(|| {
-        format!("query parameter {key}={value:?} is not a terminal size (1 to 65535)")
-    })
+fn dimension(key: &str, value: &str) -> Result<u16, BadQuery> {
+    value
+        .parse::<u16>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| BadQuery::NotSize {
+            key: key.to_owned(),
+            value: value.to_owned(),
+        })
 }
 
-fn flag(key: &str, value: &str) -> Result<bool, String> {
+fn flag(key: &str, value: &str) -> Result<bool, BadQuery> {
     match value {
         "true" | "1" => Ok(true),
         "false" | "0" => Ok(false),
-        other => Err(format!(
-            "query parameter {key}={other:?} is not a boolean; use true, false, 1 or 0"
-        )),
+        other => Err(BadQuery::NotBoolean {
+            key: key.to_owned(),
+            value: other.to_owned(),
+        }),
     }
+}
+
+/// A value of the shared vocabulary, parsed for query parameter `key`.
+fn value<T: std::str::FromStr<Err = InvalidValue>>(
+    key: &'static str,
+    value: &str,
+) -> Result<T, BadQuery> {
+    value.parse().map_err(|why| BadQuery::Value { key, why })
 }
 
 impl DebugRequest {
     /// Parses a URL query string.
-    pub fn from_query(query: &str) -> Result<DebugRequest, String> {
+    pub fn from_query(query: &str) -> Result<DebugRequest, BadQuery> {
         let mut request = DebugRequest {
             target: None,
             container: None,
@@ -96,9 +170,9 @@ impl DebugRequest {
         };
         let (mut cols, mut rows) = (None, None);
         for (key, value) in form_urlencoded::parse(query.as_bytes()) {
-            let non_empty = |what: &str| {
+            let non_empty = |what: &'static str| {
                 if value.is_empty() {
-                    Err(format!("query parameter {what} is empty"))
+                    Err(BadQuery::Empty(what))
                 } else {
                     Ok(value.to_string())
                 }
@@ -107,7 +181,7 @@ impl DebugRequest {
                 "target" => request.target = Some(target(&value)?),
                 "container" => request.container = Some(valid_name(&value)?),
                 "image" => request.image = Some(image(&value)?),
-                "profile" => request.profile = Some(value.parse()?),
+                "profile" => request.profile = Some(self::value("profile", &value)?),
                 "command" => request.command.push(value.to_string()),
                 "stdin" | "input" => request.stdin = flag(&key, &value)?,
                 "stdout" | "output" => request.stdout = flag(&key, &value)?,
@@ -115,7 +189,7 @@ impl DebugRequest {
                 "tty" => request.tty = flag(&key, &value)?,
                 "name" => request.name = Some(valid_name(&value)?),
                 "retain" => request.retain = flag(&key, &value)?,
-                "pullPolicy" => request.pull_policy = value.parse()?,
+                "pullPolicy" => request.pull_policy = self::value("pullPolicy", &value)?,
                 "podNamespace" => request.pod_namespace = Some(non_empty("podNamespace")?),
                 "podName" => request.pod_name = Some(non_empty("podName")?),
                 "user" => request.user = Some(non_empty("user")?),
@@ -124,11 +198,12 @@ impl DebugRequest {
                 "cols" => cols = Some(dimension(&key, &value)?),
                 "rows" => rows = Some(dimension(&key, &value)?),
                 other => {
-                    return Err(format!(
-                        "unknown query parameter {other:?}; known: target, container, image, \
-                         command, stdin, stdout, stderr, tty, name, retain, pullPolicy, \
-                         podNamespace, podName, podContainer, user, record, profile, cols, rows"
-                    ));
+                    return Err(BadQuery::Unknown {
+                        key: other.to_owned(),
+                        known: "target, container, image, command, stdin, stdout, stderr, tty, \
+                                name, retain, pullPolicy, podNamespace, podName, podContainer, \
+                                user, record, profile, cols, rows",
+                    });
                 }
             }
         }
@@ -136,24 +211,25 @@ impl DebugRequest {
             (Some(cols), Some(rows)) => Some(TerminalSize { cols, rows }),
             (None, None) => None,
             _ => {
-                return Err(
-                    "query parameters cols and rows go together: give both, or neither".into(),
-                );
+                return Err(BadQuery::Rule(
+                    "query parameters cols and rows go together: give both, or neither",
+                ));
             }
         };
         if request.target.is_none() && request.container.is_none() {
-            return Err(
+            return Err(BadQuery::Rule(
                 "query parameter target is required: the container to join, as <runtime>://<id> \
-                 (or container: an existing retained debug container)"
-                    .into(),
-            );
+                 (or container: an existing retained debug container)",
+            ));
         }
         // The kubelet's rules.
         if request.tty && request.stderr {
-            return Err("tty and stderr cannot both be true (a terminal merges them)".into());
+            return Err(BadQuery::Rule(
+                "tty and stderr cannot both be true (a terminal merges them)",
+            ));
         }
         if !(request.stdin || request.stdout || request.stderr) {
-            return Err("one of stdin, stdout, stderr must be set".into());
+            return Err(BadQuery::Rule("one of stdin, stdout, stderr must be set"));
         }
         Ok(request)
     }
@@ -228,7 +304,7 @@ pub struct PullRequest {
 
 impl PullRequest {
     /// Parses a URL query string.
-    pub fn from_query(query: &str) -> Result<PullRequest, String> {
+    pub fn from_query(query: &str) -> Result<PullRequest, BadQuery> {
         let mut image = None;
         let mut target = None;
         let mut policy = PullPolicy::default();
@@ -237,13 +313,14 @@ impl PullRequest {
             match &*key {
                 "image" if !value.is_empty() => image = Some(self::image(&value)?),
                 "target" => target = Some(self::target(&value)?),
-                "pullPolicy" => policy = value.parse()?,
+                "pullPolicy" => policy = self::value("pullPolicy", &value)?,
                 "podNamespace" if !value.is_empty() => pod_namespace = Some(value.into_owned()),
                 "podName" if !value.is_empty() => pod_name = Some(value.into_owned()),
                 other => {
-                    return Err(format!(
-                        "unknown or empty query parameter {other:?}; known: target, image, pullPolicy, podNamespace, podName"
-                    ));
+                    return Err(BadQuery::UnknownOrEmpty {
+                        key: other.to_owned(),
+                        known: "target, image, pullPolicy, podNamespace, podName",
+                    });
                 }
             }
         }
@@ -279,21 +356,19 @@ impl PullRequest {
 }
 
 /// Query parameter `target`, checked.
-fn target(value: &str) -> Result<TargetRef, String> {
-    value
-        .parse()
-        .map_err(|e| format!("query parameter target: {e}"))
+fn target(value: &str) -> Result<TargetRef, BadQuery> {
+    self::value("target", value)
 }
 
 /// Query parameter `image`: a reference the runtimes can pull.
-fn image(value: &str) -> Result<String, String> {
-    kdbg_runtimes::Reference::parse(value)
+fn image(value: &str) -> Result<String, BadQuery> {
+    kdbg_model::Reference::parse(value)
         .map(|_| value.to_owned())
-        .map_err(|e| format!("query parameter image: {e}"))
+        .map_err(BadQuery::Image)
 }
 
 /// Container names as Docker accepts them: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
-pub fn valid_name(name: &str) -> Result<String, String> {
+pub fn valid_name(name: &str) -> Result<String, BadQuery> {
     let mut chars = name.chars();
     let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
     if first_ok
@@ -302,9 +377,7 @@ pub fn valid_name(name: &str) -> Result<String, String> {
     {
         Ok(name.to_owned())
     } else {
-        Err(format!(
-            "container name {name:?} is invalid: use letters, digits, '_', '.', '-', starting with a letter or digit"
-        ))
+        Err(BadQuery::Name(name.to_owned()))
     }
 }
 
@@ -344,7 +417,7 @@ mod tests {
             user: Some("alice".into()),
             pod_container: Some("app".into()),
             record: true,
-            profile: Some(kdbg_runtimes::Profile::Netadmin),
+            profile: Some(kdbg_model::Profile::Netadmin),
             size: Some(TerminalSize {
                 cols: 120,
                 rows: 40,
@@ -354,9 +427,13 @@ mod tests {
             DebugRequest::from_query(&request.to_query()).unwrap(),
             request
         );
-        let half = DebugRequest::from_query("target=docker://abc&cols=80").unwrap_err();
+        let half = DebugRequest::from_query("target=docker://abc&cols=80")
+            .unwrap_err()
+            .to_string();
         assert!(half.contains("cols and rows go together"), "{half}");
-        let zero = DebugRequest::from_query("target=docker://abc&cols=0&rows=1").unwrap_err();
+        let zero = DebugRequest::from_query("target=docker://abc&cols=0&rows=1")
+            .unwrap_err()
+            .to_string();
         assert!(zero.contains("not a terminal size"), "{zero}");
         let attach = DebugRequest {
             target: None,
@@ -388,11 +465,14 @@ mod tests {
             ),
         ];
         for (query, expected) in cases {
-            let err = DebugRequest::from_query(query).unwrap_err();
+            let err = DebugRequest::from_query(query).unwrap_err().to_string();
             assert!(err.contains(expected), "{query}: {err}");
         }
     }
 }
+
+/// The parameters of a [`PodScope`].
+const SCOPE_PARAMETERS: &str = "podNamespace, podName";
 
 /// The scope of a container list or removal: the debug containers of one pod, or all.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -405,21 +485,22 @@ pub struct PodScope {
 
 impl PodScope {
     /// Parses `podNamespace` and `podName`.
-    pub fn from_query(query: &str) -> Result<PodScope, String> {
+    pub fn from_query(query: &str) -> Result<PodScope, BadQuery> {
         let mut scope = PodScope::default();
         for (key, value) in form_urlencoded::parse(query.as_bytes()) {
             match &*key {
                 "podNamespace" if !value.is_empty() => scope.namespace = Some(value.into()),
                 "podName" if !value.is_empty() => scope.pod = Some(value.into()),
                 other => {
-                    return Err(format!(
-                        "unknown or empty query parameter {other:?}; known: podNamespace, podName"
-                    ));
+                    return Err(BadQuery::UnknownOrEmpty {
+                        key: other.to_owned(),
+                        known: SCOPE_PARAMETERS,
+                    });
                 }
             }
         }
         if scope.pod.is_some() && scope.namespace.is_none() {
-            return Err("query parameter podName needs podNamespace".into());
+            return Err(BadQuery::Rule("query parameter podName needs podNamespace"));
         }
         Ok(scope)
     }
@@ -457,7 +538,7 @@ pub struct WatchRequest {
 
 impl WatchRequest {
     /// Parses `session` (or `container`), `podNamespace` and `podName`.
-    pub fn from_query(query: &str) -> Result<WatchRequest, String> {
+    pub fn from_query(query: &str) -> Result<WatchRequest, BadQuery> {
         let mut session = None;
         let mut rest = form_urlencoded::Serializer::new(String::new());
         for (key, value) in form_urlencoded::parse(query.as_bytes()) {
@@ -468,11 +549,16 @@ impl WatchRequest {
                 }
             }
         }
-        let scope = PodScope::from_query(&rest.finish())
-            .map_err(|e| e.replace("known: ", "known: session, container, "))?;
-        let session = session.ok_or(
+        let scope = PodScope::from_query(&rest.finish()).map_err(|e| match e {
+            BadQuery::UnknownOrEmpty { key, .. } => BadQuery::UnknownOrEmpty {
+                key,
+                known: "session, container, podNamespace, podName",
+            },
+            other => other,
+        })?;
+        let session = session.ok_or(BadQuery::Rule(
             "query parameter session (a session ID) or container (a debug container's name) is required",
-        )?;
+        ))?;
         Ok(WatchRequest { session, scope })
     }
 
@@ -514,11 +600,13 @@ mod watch_tests {
         assert!(
             WatchRequest::from_query("podNamespace=a")
                 .unwrap_err()
+                .to_string()
                 .contains("session")
         );
         assert!(
             WatchRequest::from_query("session=a&input=1")
                 .unwrap_err()
+                .to_string()
                 .contains("input")
         );
     }

@@ -1,6 +1,6 @@
 //! The JSON bodies the agent answers with (refusals aside, which are [`crate::Status`]).
 
-use kdbg_runtimes::PullProgress;
+use kdbg_model::PullProgress;
 use serde::{Deserialize, Serialize};
 
 /// One line of the pull endpoint's answer: progress, then exactly one `Done` or `Error`.

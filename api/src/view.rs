@@ -16,11 +16,24 @@ pub enum ViewEvent {
     Other,
 }
 
+/// A line of a live view that is not an asciicast v3 event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{line:?} is not an asciicast v3 event ({why})")]
+pub struct NotAnEvent {
+    /// The line.
+    pub line: String,
+    /// What the JSON parser said.
+    pub why: String,
+}
+
 impl ViewEvent {
     /// Parses one event line; an error names what is wrong with it.
-    pub fn parse(line: &str) -> Result<ViewEvent, String> {
-        let (_, code, data): (f64, String, String) = serde_json::from_str(line)
-            .map_err(|e| format!("{line:?} is not an asciicast v3 event ({e})"))?;
+    pub fn parse(line: &str) -> Result<ViewEvent, NotAnEvent> {
+        let (_, code, data): (f64, String, String) =
+            serde_json::from_str(line).map_err(|e| NotAnEvent {
+                line: line.to_owned(),
+                why: e.to_string(),
+            })?;
         Ok(match code.as_str() {
             "o" => ViewEvent::Output(data),
             "x" => ViewEvent::Exit(data),
@@ -48,7 +61,7 @@ mod tests {
             ViewEvent::parse(r#"[0.1, "r", "80x24"]"#),
             Ok(ViewEvent::Other)
         );
-        let bad = ViewEvent::parse(r#"{"o": 1}"#).unwrap_err();
+        let bad = ViewEvent::parse(r#"{"o": 1}"#).unwrap_err().to_string();
         assert!(bad.contains("not an asciicast v3 event"), "{bad}");
     }
 }

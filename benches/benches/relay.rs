@@ -79,7 +79,7 @@ fn observed_throughput(c: &mut Criterion) {
                             let (took, outcome) =
                                 rt.block_on(relay_observed(reader, TRANSFER, observed.clone()));
                             runs += 1;
-                            if matches!(outcome, Some(kdbg_api::record::Outcome::Incomplete(_))) {
+                            if matches!(outcome, Some(kdbg_agent::record::Outcome::Incomplete(_))) {
                                 incomplete += 1;
                             }
                             let _ = std::fs::remove_file(&path);

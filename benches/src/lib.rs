@@ -188,7 +188,7 @@ pub async fn relay_observed(
     reader: PatternReader,
     total: u64,
     observed: Observed,
-) -> (Duration, Option<kdbg_api::record::Outcome>) {
+) -> (Duration, Option<kdbg_agent::record::Outcome>) {
     let (recorder_tx, recorder_rx) = std::sync::mpsc::channel();
     let (server, ws, protocol) = server_session_on_own_thread(move || {
         let tap = observe(&observed, recorder_tx);
@@ -225,7 +225,7 @@ pub async fn relay_observed(
 /// `recorder`.
 fn observe(
     observed: &Observed,
-    recorder: std::sync::mpsc::Sender<Option<std::thread::JoinHandle<kdbg_api::record::Outcome>>>,
+    recorder: std::sync::mpsc::Sender<Option<std::thread::JoinHandle<kdbg_agent::record::Outcome>>>,
 ) -> Option<Tap> {
     let tap = match observed {
         Observed::Nothing => None,
@@ -238,7 +238,7 @@ fn observe(
         Observed::Recorded(path) => {
             let tap = Tap::new(None);
             let file = std::fs::File::create(path).expect("recording file");
-            let options = kdbg_api::record::RecordOptions {
+            let options = kdbg_agent::record::RecordOptions {
                 format: kdbg_recordings::Format::V2,
                 max_bytes: None,
                 header: kdbg_recordings::Header::default(),
@@ -246,7 +246,7 @@ fn observe(
                 input: false,
                 path: path.clone(),
             };
-            let thread = kdbg_api::record::spawn(&tap, file, options, |_| {}).expect("recorder");
+            let thread = kdbg_agent::record::spawn(&tap, file, options, |_| {}).expect("recorder");
             let _ = recorder.send(Some(thread));
             Some(tap)
         }

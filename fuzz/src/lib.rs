@@ -98,11 +98,11 @@ pub fn recordings_reader(data: &[u8]) {
     let _ = reader.is_truncated();
 }
 
-/// An image reference through [`kdbg_runtimes::Reference::parse`] (a request's `image`
+/// An image reference through [`kdbg_model::Reference::parse`] (a request's `image`
 /// parameter), and a parsed one back through `Display`.
 pub fn image_reference(data: &[u8]) {
     let image = String::from_utf8_lossy(data);
-    if let Ok(reference) = kdbg_runtimes::Reference::parse(&image) {
+    if let Ok(reference) = kdbg_model::Reference::parse(&image) {
         let _ = reference.to_string();
     }
 }

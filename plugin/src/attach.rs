@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use anyhow::Context as _;
-use kdbg_api::record::{self, Outcome, RecordOptions};
+use kdbg_agent::record::{self, Outcome, RecordOptions};
 use kdbg_api::{DebugRequest, PullPolicy, TargetRef};
 use kdbg_recordings::{Format, Header, Metadata};
 use kdbg_relay::{ClientIo, Config, ExitStatus, Tap};

@@ -16,8 +16,8 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response};
 use hyper_util::rt::TokioIo;
 use kdbg_api::{
-    ContainerItem, ContainerList, DebugRequest, PodScope, PullLine, PullProgress, PullRequest,
-    RecordingItem, RecordingList, Status, WatchRequest, header, path,
+    ContainerItem, ContainerList, DebugRequest, Endpoint, PodScope, PullLine, PullProgress,
+    PullRequest, RecordingItem, RecordingList, Status, WatchRequest, header, path,
 };
 use kdbg_relay::{Error as RelayError, Protocol, WebSocketStream, handshake, tungstenite};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -267,18 +267,11 @@ impl AgentClient {
         }
     }
 
-    /// GETs `path_and_query`; a refusal is an error saying what the agent said.
-    async fn get(&self, path_and_query: &str) -> anyhow::Result<Response<Incoming>> {
-        self.send(Method::GET, path_and_query).await
-    }
-
-    /// Sends `method` to `path_and_query`; a refusal is an error saying what the agent said
+    /// Sends a request to `endpoint`; a refusal is an error saying what the agent said
     /// ([`Refused`], with the status code).
-    async fn send(
-        &self,
-        method: Method,
-        path_and_query: &str,
-    ) -> anyhow::Result<Response<Incoming>> {
+    async fn send(&self, endpoint: Endpoint) -> anyhow::Result<Response<Incoming>> {
+        let method = Method::from_bytes(endpoint.method().as_bytes()).expect("a known method");
+        let path_and_query = &endpoint.uri();
         let mut result = self.send_once(method.clone(), path_and_query).await;
         // A port-forward now and then ends a connection before the agent's answer is all
         // through (seen with kube's port-forwarder under load); a GET (a pull, a list, the
@@ -332,9 +325,7 @@ impl AgentClient {
         request: &PullRequest,
         mut show: impl FnMut(&PullProgress),
     ) -> anyhow::Result<()> {
-        let response = self
-            .get(&format!("{}?{}", path::PULL, request.to_query()))
-            .await?;
+        let response = self.send(Endpoint::Pull(request.clone())).await?;
         let mut body = response.into_body();
         let mut pending = BytesMut::new();
         while let Some(frame) = body.frame().await {
@@ -373,10 +364,9 @@ impl AgentClient {
     async fn open_session_once(&self, request: &DebugRequest) -> anyhow::Result<Session> {
         let stream = self.connect().await?;
         let url = format!(
-            "ws://{}{}?{}",
+            "ws://{}{}",
             self.authority(),
-            path::DEBUG,
-            request.to_query()
+            Endpoint::Debug(request.clone()).uri()
         );
         let mut upgrade = tungstenite::client::IntoClientRequest::into_client_request(url)?;
         if let Some(token) = &self.bearer {
@@ -408,16 +398,14 @@ impl AgentClient {
             node: match &self.transport {
                 Transport::Tcp { node, .. } => node.clone(),
                 Transport::PortForward { node, .. } => Some(node.clone()),
-                Transport::InProcess(agent) => Some(agent.node.clone()),
+                Transport::InProcess(agent) => Some(agent.node().to_owned()),
             },
         })
     }
 
     /// The debug containers on the agent's node, in `scope`.
     pub async fn list(&self, scope: &PodScope) -> anyhow::Result<Vec<ContainerItem>> {
-        let response = self
-            .get(&format!("{}?{}", path::CONTAINERS, scope.to_query()))
-            .await?;
+        let response = self.send(Endpoint::Containers(scope.clone())).await?;
         let body = response.into_body().collect().await?.to_bytes();
         let list: ContainerList = serde_json::from_slice(&body)
             .with_context(|| format!("reading the container list of {}", self.describe()))?;
@@ -427,10 +415,10 @@ impl AgentClient {
     /// Removes debug container `name`, which must be in `scope`; a refusal is a [`Refused`].
     pub async fn remove(&self, name: &str, scope: &PodScope) -> anyhow::Result<ContainerItem> {
         let response = self
-            .send(
-                Method::DELETE,
-                &format!("{}?{}", path::container(name), scope.to_query()),
-            )
+            .send(Endpoint::RemoveContainer {
+                name: name.to_owned(),
+                scope: scope.clone(),
+            })
             .await?;
         let body = response.into_body().collect().await?.to_bytes();
         serde_json::from_slice(&body)
@@ -441,7 +429,7 @@ impl AgentClient {
 impl AgentClient {
     /// The agent's version.
     pub async fn version(&self) -> anyhow::Result<kdbg_api::VersionInfo> {
-        let response = self.get(path::VERSION).await?;
+        let response = self.send(Endpoint::Version).await?;
         let body = response.into_body().collect().await?.to_bytes();
         serde_json::from_slice(&body)
             .with_context(|| format!("reading the version of {}", self.describe()))
@@ -449,9 +437,7 @@ impl AgentClient {
 
     /// The recordings on the agent's node, in `scope`.
     pub async fn recordings(&self, scope: &PodScope) -> anyhow::Result<Vec<RecordingItem>> {
-        let response = self
-            .get(&format!("{}?{}", path::RECORDINGS, scope.to_query()))
-            .await?;
+        let response = self.send(Endpoint::Recordings(scope.clone())).await?;
         let body = response.into_body().collect().await?.to_bytes();
         let list: RecordingList = serde_json::from_slice(&body)
             .with_context(|| format!("reading the recording list of {}", self.describe()))?;
@@ -466,11 +452,10 @@ impl AgentClient {
         out: &mut (dyn std::io::Write + Send),
     ) -> anyhow::Result<u64> {
         let response = self
-            .get(&format!(
-                "{}?{}",
-                path::recording(session),
-                scope.to_query()
-            ))
+            .send(Endpoint::Recording {
+                session: session.to_owned(),
+                scope: scope.clone(),
+            })
             .await?;
         let mut body = response.into_body();
         let mut written = 0;
@@ -491,10 +476,9 @@ impl AgentClient {
         use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
         let stream = self.connect().await?;
         let url = format!(
-            "ws://{}{}?{}",
+            "ws://{}{}",
             self.authority(),
-            path::WATCH,
-            request.to_query()
+            Endpoint::Watch(request.clone()).uri()
         );
         let mut ws_request = url.into_client_request()?;
         ws_request.headers_mut().insert(

@@ -179,8 +179,7 @@ impl Client {
     /// Lets the in-process agent finish its cleanup, then gives `outcome`.
     async fn finish<T>(&self, outcome: anyhow::Result<T>) -> anyhow::Result<T> {
         if let Some(agent) = &self.local {
-            agent.tracker.close();
-            agent.tracker.wait().await;
+            agent.settle().await;
         }
         outcome
     }
@@ -234,8 +233,7 @@ async fn in_process_agent(
         init_dir: config.init_dir.clone(),
         ..Settings::default()
     };
-    let agent = kdbg_agent::agent(connected, settings)
-        .map_err(|e| anyhow::anyhow!(kdbg_agent::chain(&e)))?;
+    let agent = kdbg_agent::agent(connected, settings)?;
     // What an earlier `local` that was killed left behind goes now.
     kdbg_agent::containers::reap(&agent).await;
     Ok(agent)

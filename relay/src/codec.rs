@@ -40,6 +40,10 @@ impl Protocol {
     /// All supported protocols, most preferred first.
     pub const ALL: [Protocol; 2] = [Protocol::V5, Protocol::V4];
 
+    /// Their `Sec-WebSocket-Protocol` tokens, most preferred first: what a server passes to
+    /// [`crate::handshake::check_upgrade`].
+    pub const NAMES: [&'static str; 2] = [Protocol::V5.name(), Protocol::V4.name()];
+
     /// The `Sec-WebSocket-Protocol` token.
     pub const fn name(self) -> &'static str {
         match self {
@@ -51,19 +55,6 @@ impl Protocol {
     /// Whether the `[255, channel]` close signal exists in this protocol.
     pub const fn has_close_signal(self) -> bool {
         matches!(self, Protocol::V5)
-    }
-
-    /// Picks the most preferred protocol among the comma-separated tokens a client offered in
-    /// `Sec-WebSocket-Protocol` (several header values may be passed one after the other).
-    pub fn negotiate<'a>(offered: impl IntoIterator<Item = &'a str>) -> Option<Protocol> {
-        let offered: Vec<&str> = offered
-            .into_iter()
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .collect();
-        Protocol::ALL
-            .into_iter()
-            .find(|p| offered.contains(&p.name()))
     }
 
     /// Recognises one token as chosen by a server.
@@ -190,18 +181,5 @@ mod tests {
         };
         assert_eq!(payload, "hello");
         assert_eq!(payload.as_ptr(), message[1..].as_ptr());
-    }
-
-    #[test]
-    fn negotiation_prefers_v5_and_accepts_v4() {
-        assert_eq!(
-            Protocol::negotiate(["v4.channel.k8s.io, v5.channel.k8s.io"]),
-            Some(Protocol::V5)
-        );
-        assert_eq!(
-            Protocol::negotiate(["channel.k8s.io", "v4.channel.k8s.io"]),
-            Some(Protocol::V4)
-        );
-        assert_eq!(Protocol::negotiate(["base64.channel.k8s.io"]), None);
     }
 }

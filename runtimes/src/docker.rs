@@ -205,7 +205,7 @@ impl Runtime for DockerRuntime {
         policy: PullPolicy,
         progress: Option<mpsc::Sender<PullProgress>>,
     ) -> Result<(), Error> {
-        if policy.needs_pull(image, self.image_present(image).await?)? {
+        if crate::needs_pull(policy, image, self.image_present(image).await?)? {
             self.pull(image, progress).await?;
         }
         Ok(())

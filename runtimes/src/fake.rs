@@ -225,7 +225,7 @@ impl Runtime for FakeRuntime {
     ) -> Result<(), Error> {
         self.record(Call::EnsureImage(image.to_owned(), policy));
         let present = self.lock().images.iter().any(|i| i == image);
-        if policy.needs_pull(image, present)? {
+        if crate::needs_pull(policy, image, present)? {
             if let Some(tx) = progress {
                 let _ = tx.try_send(PullProgress {
                     id: None,

@@ -271,13 +271,147 @@ pub enum ConfigError {
         /// Why.
         source: std::io::Error,
     },
-    /// The YAML does not fit the schema (message names the key and line).
-    #[error("{path}: {message}")]
+    /// The file's content is not a configuration the agent can use.
+    #[error("{path}")]
     Invalid {
         /// The file.
         path: String,
-        /// What is wrong, and where.
-        message: String,
+        /// What is wrong, and where (boxed: it is large, and rare).
+        source: Box<InvalidConfig>,
+    },
+}
+
+/// Where in the file a key is set: shown as ` (line N)`, or as nothing when the key was not
+/// found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Line(pub Option<usize>);
+
+impl std::fmt::Display for Line {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(n) => write!(f, " (line {n})"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A configuration the agent cannot use: what is wrong, the key and its line, and the way
+/// out.
+#[derive(Debug, thiserror::Error)]
+pub enum InvalidConfig {
+    /// The YAML does not fit the schema (the parser's message names the key and line).
+    #[error("{0}")]
+    Yaml(serde_saphyr::Error),
+    /// `runtime.endpoint` with `kind: auto`.
+    #[error(
+        "runtime.endpoint{line} is set with kind: auto, which probes the usual sockets; remove it, or name the kind (docker or containerd)"
+    )]
+    EndpointWithAuto {
+        /// Where `endpoint` is set.
+        line: Line,
+    },
+    /// An empty `runtime.endpoint`.
+    #[error(
+        "runtime.endpoint{line} is empty; give the runtime's socket, e.g. unix:///var/run/docker.sock, or remove the key for the usual one"
+    )]
+    EmptyEndpoint {
+        /// Where `endpoint` is set.
+        line: Line,
+    },
+    /// A containerd-only key of `runtime` with `kind: docker`.
+    #[error(
+        "runtime.{key}{line} applies to containerd only; Docker pulls and stores images itself (for registries, configure dockerd's daemon.json)"
+    )]
+    ContainerdOnly {
+        /// The key, e.g. `insecureRegistries`.
+        key: &'static str,
+        /// Where it is set.
+        line: Line,
+    },
+    /// The file `runtime.registryAuth` names cannot be used.
+    #[error("runtime.registryAuth{line}: {}; fix the file, or the key", crate::chain(.error))]
+    RegistryAuth {
+        /// Where `registryAuth` is set.
+        line: Line,
+        /// What is wrong with the file (said inside the message, before the way out).
+        error: CredentialsError,
+    },
+    /// An empty `defaults.image`.
+    #[error("defaults.image{line} is empty; give a tools image, e.g. nicolaka/netshoot:latest")]
+    EmptyImage {
+        /// Where `image` is set.
+        line: Line,
+    },
+    /// An empty `defaults.command`.
+    #[error("defaults.command{line} is empty; give a command, e.g. [\"bash\"]")]
+    EmptyCommand {
+        /// Where `command` is set.
+        line: Line,
+    },
+    /// No `tls:` and no `insecure: true`.
+    #[error(
+        "tls is not set, so the agent would serve plain HTTP to the network; give tls.certFile and tls.keyFile (see docs/security.md, TLS), or set insecure: true for tests and loopback-only agents"
+    )]
+    PlainHttp,
+    /// `auth.mode: none` without `insecure: true`.
+    #[error(
+        "auth.mode{line}: none lets anyone who reaches the port create root-capable containers in any pod; use mode: kubernetes, or set insecure: true as well for tests and loopback-only agents"
+    )]
+    NoAuth {
+        /// Where `mode` is set.
+        line: Line,
+    },
+    /// `auth.clientCAFile` with `auth.mode: none`.
+    #[error(
+        "auth.clientCAFile{line}: client certificates are checked only with auth.mode: kubernetes; set the mode, or remove the key"
+    )]
+    ClientCaWithoutAuth {
+        /// Where `clientCAFile` is set.
+        line: Line,
+    },
+    /// `auth.clientCAFile` without `tls:`.
+    #[error(
+        "auth.clientCAFile{line}: client certificates come with TLS, and tls is not set; give tls.certFile and tls.keyFile, or remove the key"
+    )]
+    ClientCaWithoutTls {
+        /// Where `clientCAFile` is set.
+        line: Line,
+    },
+    /// An empty `policy.profiles.allowed`.
+    #[error(
+        "policy.profiles.allowed{line} is empty; allow at least one of general, netadmin, sysadmin, restricted"
+    )]
+    NoProfiles {
+        /// Where `allowed` is set.
+        line: Line,
+    },
+    /// A `policy.profiles.default` that `policy.profiles.allowed` does not allow.
+    #[error(
+        "policy.profiles.default{line} is {default}, which policy.profiles.allowed does not allow; allow it, or choose another default"
+    )]
+    DefaultNotAllowed {
+        /// Where `default` is set.
+        line: Line,
+        /// The default profile.
+        default: kdbg_runtimes::Profile,
+    },
+    /// An empty pattern in `policy.images`.
+    #[error(
+        "policy.images{line} has an empty pattern (item {item}); give patterns like nicolaka/netshoot:*"
+    )]
+    EmptyImagePattern {
+        /// Where `images` is set.
+        line: Line,
+        /// Which item, counted from 1.
+        item: usize,
+    },
+    /// A 0 in `policy.maxSessions`.
+    #[error(
+        "policy.maxSessions{line} has a 0, which would refuse every session; give counts of 1 or more"
+    )]
+    ZeroMaxSessions {
+        /// Where `maxSessions` is set.
+        line: Line,
     },
 }
 
@@ -288,38 +422,35 @@ impl Config {
             path: path.display().to_string(),
             source,
         })?;
-        let invalid = |message| ConfigError::Invalid {
+        let invalid = |source| ConfigError::Invalid {
             path: path.display().to_string(),
-            message,
+            source: Box::new(source),
         };
         let mut config = Config::parse(&text).map_err(invalid)?;
-        config.runtime.load_credentials().map_err(|e| {
-            invalid(format!(
-                "runtime.registryAuth{}: {}; fix the file, or the key",
-                line_of(&text, "registryAuth"),
-                crate::chain(&e)
-            ))
+        config.runtime.load_credentials().map_err(|error| {
+            invalid(InvalidConfig::RegistryAuth {
+                line: line_of(&text, "registryAuth"),
+                error,
+            })
         })?;
         Ok(config)
     }
 
     /// Parses and checks YAML text.
-    pub fn parse(text: &str) -> Result<Config, String> {
-        let config: Config = serde_saphyr::from_str(text).map_err(|e| e.to_string())?;
+    pub fn parse(text: &str) -> Result<Config, InvalidConfig> {
+        let config: Config = serde_saphyr::from_str(text).map_err(InvalidConfig::Yaml)?;
         let line_of = |key: &str| line_of(text, key);
         let runtime = &config.runtime;
         match (runtime.kind, &runtime.endpoint) {
             (RuntimeKindConfig::Auto, Some(_)) => {
-                return Err(format!(
-                    "runtime.endpoint{} is set with kind: auto, which probes the usual sockets; remove it, or name the kind (docker or containerd)",
-                    line_of("endpoint")
-                ));
+                return Err(InvalidConfig::EndpointWithAuto {
+                    line: line_of("endpoint"),
+                });
             }
             (_, Some(endpoint)) if endpoint.trim().is_empty() => {
-                return Err(format!(
-                    "runtime.endpoint{} is empty; give the runtime's socket, e.g. unix:///var/run/docker.sock, or remove the key for the usual one",
-                    line_of("endpoint")
-                ));
+                return Err(InvalidConfig::EmptyEndpoint {
+                    line: line_of("endpoint"),
+                });
             }
             _ => {}
         }
@@ -334,11 +465,11 @@ impl Config {
                 ("registryAuth", runtime.registry_auth.is_some()),
                 ("fifoDir", runtime.fifo_dir.is_some()),
             ];
-            if let Some((key, _)) = containerd_only.iter().find(|(_, set)| *set) {
-                return Err(format!(
-                    "runtime.{key}{} applies to containerd only; Docker pulls and stores images itself (for registries, configure dockerd's daemon.json)",
-                    line_of(key)
-                ));
+            if let Some(&(key, _)) = containerd_only.iter().find(|(_, set)| *set) {
+                return Err(InvalidConfig::ContainerdOnly {
+                    key,
+                    line: line_of(key),
+                });
             }
         }
         security::check(
@@ -349,26 +480,26 @@ impl Config {
             line_of,
         )?;
         if config.defaults.image.trim().is_empty() {
-            return Err(format!(
-                "defaults.image{} is empty; give a tools image, e.g. nicolaka/netshoot:latest",
-                line_of("image")
-            ));
+            return Err(InvalidConfig::EmptyImage {
+                line: line_of("image"),
+            });
         }
         if config.defaults.command.is_empty() {
-            return Err(format!(
-                "defaults.command{} is empty; give a command, e.g. [\"bash\"]",
-                line_of("command")
-            ));
+            return Err(InvalidConfig::EmptyCommand {
+                line: line_of("command"),
+            });
         }
         Ok(config)
     }
 }
 
-/// ` (line N)` for the first line of `text` that sets `key`, or nothing.
-fn line_of(text: &str, key: &str) -> String {
-    text.lines()
-        .position(|l| l.trim_start().starts_with(&format!("{key}:")))
-        .map_or(String::new(), |i| format!(" (line {})", i + 1))
+/// The first line of `text` that sets `key`, if one does.
+fn line_of(text: &str, key: &str) -> Line {
+    Line(
+        text.lines()
+            .position(|l| l.trim_start().starts_with(&format!("{key}:")))
+            .map(|i| i + 1),
+    )
 }
 
 #[cfg(test)]
@@ -376,9 +507,10 @@ mod tests {
     use super::*;
 
     /// Parses `text` as the configuration of an agent on loopback without TLS (the checks of
-    /// `tls`, `auth` and `policy` have tests of their own).
+    /// `tls`, `auth` and `policy` have tests of their own); an error as the user reads it.
     pub(crate) fn parse(text: &str) -> Result<Config, String> {
         Config::parse(&format!("{text}insecure: true\nauth:\n  mode: none\n"))
+            .map_err(|e| e.to_string())
     }
 
     const GOOD: &str = r#"

@@ -9,6 +9,7 @@ use std::time::Duration;
 use kdbg_runtimes::Profile;
 use serde::Deserialize;
 
+use super::{InvalidConfig, Line};
 use crate::duration::GoDuration;
 
 /// `tls:`: the listener's certificate and key (PEM), read again when either file changes.
@@ -219,62 +220,53 @@ pub fn check(
     insecure: bool,
     auth: &Auth,
     policy: &Policy,
-    line_of: impl Fn(&str) -> String,
-) -> Result<(), String> {
+    line_of: impl Fn(&str) -> Line,
+) -> Result<(), InvalidConfig> {
     if tls.is_none() && !insecure {
-        return Err(
-            "tls is not set, so the agent would serve plain HTTP to the network; give tls.certFile and tls.keyFile (see docs/security.md, TLS), or set insecure: true for tests and loopback-only agents".into(),
-        );
+        return Err(InvalidConfig::PlainHttp);
     }
     if auth.mode == AuthMode::None && !insecure {
-        return Err(format!(
-            "auth.mode{}: none lets anyone who reaches the port create root-capable containers in any pod; use mode: kubernetes, or set insecure: true as well for tests and loopback-only agents",
-            line_of("mode")
-        ));
+        return Err(InvalidConfig::NoAuth {
+            line: line_of("mode"),
+        });
     }
     if !auth.client_ca_file.trim().is_empty() {
         if auth.mode == AuthMode::None {
-            return Err(format!(
-                "auth.clientCAFile{}: client certificates are checked only with auth.mode: kubernetes; set the mode, or remove the key",
-                line_of("clientCAFile")
-            ));
+            return Err(InvalidConfig::ClientCaWithoutAuth {
+                line: line_of("clientCAFile"),
+            });
         }
         if tls.is_none() {
-            return Err(format!(
-                "auth.clientCAFile{}: client certificates come with TLS, and tls is not set; give tls.certFile and tls.keyFile, or remove the key",
-                line_of("clientCAFile")
-            ));
+            return Err(InvalidConfig::ClientCaWithoutTls {
+                line: line_of("clientCAFile"),
+            });
         }
     }
     let profiles = &policy.profiles;
     if profiles.allowed.is_empty() {
-        return Err(format!(
-            "policy.profiles.allowed{} is empty; allow at least one of general, netadmin, sysadmin, restricted",
-            line_of("allowed")
-        ));
+        return Err(InvalidConfig::NoProfiles {
+            line: line_of("allowed"),
+        });
     }
     if !profiles.allowed.contains(&profiles.default) {
-        return Err(format!(
-            "policy.profiles.default{} is {}, which policy.profiles.allowed does not allow; allow it, or choose another default",
-            line_of("default"),
-            profiles.default
-        ));
+        return Err(InvalidConfig::DefaultNotAllowed {
+            line: line_of("default"),
+            default: profiles.default,
+        });
     }
     if let Some(images) = &policy.images
         && let Some(empty) = images.iter().position(|p| p.trim().is_empty())
     {
-        return Err(format!(
-            "policy.images{} has an empty pattern (item {}); give patterns like nicolaka/netshoot:*",
-            line_of("images"),
-            empty + 1
-        ));
+        return Err(InvalidConfig::EmptyImagePattern {
+            line: line_of("images"),
+            item: empty + 1,
+        });
     }
     let max = &policy.max_sessions;
     if max.total == 0 || max.per_user == 0 || max.per_target == 0 {
-        return Err(format!(
-            "policy.maxSessions{} has a 0, which would refuse every session; give counts of 1 or more",
-            line_of("maxSessions")
-        ));
+        return Err(InvalidConfig::ZeroMaxSessions {
+            line: line_of("maxSessions"),
+        });
     }
     Ok(())
 }

@@ -12,14 +12,15 @@
 use std::sync::Arc;
 
 use hyper::body::Incoming;
-use hyper::{Method, Request, Response, StatusCode};
-use kdbg_api::{DebugRequest, PodScope, PullRequest, WatchRequest, path};
+use hyper::{Request, Response, StatusCode};
+use kdbg_api::{DebugRequest, Endpoint, PodScope, PullRequest};
 use kdbg_runtimes::{DebugContainer, Runtime, TargetInfo, TargetRef, label};
 use tracing::info;
 
-use super::{Agent, Body, refuse, refuse_with};
+use crate::Agent;
 use crate::admission::{self, Slot};
-use crate::auth::{Access, Caller, Denied};
+use crate::auth::{Access, Caller, CredentialRejected, Denied};
+use crate::server::{Body, refuse, refuse_with};
 use crate::session::Refusal;
 
 /// The resource of ours that recordings and live views need `get` on (a subresource of
@@ -29,10 +30,10 @@ pub const RECORDINGS_SUBRESOURCE: &str = "debug-recordings";
 impl Agent {
     /// The caller of `req` (whose connection's client certificate named `certificate`):
     /// reviewed by the cluster, or, without `auth`, unverified.
-    pub(super) async fn caller(
+    pub(crate) async fn caller(
         &self,
         req: &Request<Incoming>,
-        certificate: Option<&Result<Caller, String>>,
+        certificate: Option<&Result<Caller, CredentialRejected>>,
     ) -> Result<Caller, Response<Body>> {
         let Some(auth) = &self.auth else {
             return Ok(Caller::unverified(None));
@@ -43,7 +44,7 @@ impl Agent {
     }
 
     /// Whether `caller` may do `access` (always, without `auth`).
-    pub(super) async fn allow(&self, caller: &Caller, access: &Access) -> Result<(), Refusal> {
+    pub(crate) async fn allow(&self, caller: &Caller, access: &Access) -> Result<(), Refusal> {
         let Some(auth) = &self.auth else {
             return Ok(());
         };
@@ -53,13 +54,11 @@ impl Agent {
     }
 
     /// Authorises a request to any endpoint but a session's (whose checks need its target:
-    /// [`Agent::admit`]). A query that does not parse is let through to its handler, which
-    /// refuses it with a 400.
-    pub(super) async fn authorize(
+    /// [`Agent::admit`]). The request has been parsed: every endpoint's access is decided on
+    /// its typed query.
+    pub(crate) async fn authorize(
         &self,
-        method: &Method,
-        wanted: &str,
-        query: &str,
+        endpoint: &Endpoint,
         caller: &Caller,
     ) -> Result<(), Response<Body>> {
         if self.auth.is_none() {
@@ -73,49 +72,39 @@ impl Agent {
                 scope.pod.as_deref().unwrap_or(""),
             )
         };
-        let access = match (method, wanted) {
-            (&Method::GET, path::CONTAINERS) => PodScope::from_query(query)
-                .ok()
-                .map(|s| Access::pods("list", "", s.namespace.as_deref().unwrap_or(""), "")),
-            (&Method::DELETE, _) => match PodScope::from_query(query) {
-                Ok(PodScope {
+        let access = match endpoint {
+            Endpoint::Healthz | Endpoint::Metrics | Endpoint::Version | Endpoint::Debug(_) => {
+                return Ok(());
+            }
+            Endpoint::Containers(scope) => {
+                Access::pods("list", "", scope.namespace.as_deref().unwrap_or(""), "")
+            }
+            Endpoint::RemoveContainer { scope, .. } => match scope {
+                PodScope {
                     namespace: Some(ns),
                     pod: Some(pod),
-                }) => Some(Access::pods("create", "exec", &ns, &pod)),
-                Ok(_) => return Err(pod_needed("removing a debug container")),
-                Err(_) => None,
+                } => Access::pods("create", "exec", ns, pod),
+                _ => return Err(pod_needed("removing a debug container")),
             },
-            (&Method::GET, path::PULL) => match PullRequest::from_query(query) {
-                Ok(PullRequest {
+            Endpoint::Pull(request) => match request {
+                PullRequest {
                     pod_namespace: Some(ns),
                     pod_name: Some(pod),
                     ..
-                }) => Some(Access::pods("create", "exec", &ns, &pod)),
-                Ok(_) => return Err(pod_needed("pulling an image")),
-                Err(_) => None,
+                } => Access::pods("create", "exec", ns, pod),
+                _ => return Err(pod_needed("pulling an image")),
             },
-            (&Method::GET, path::RECORDINGS) => {
-                PodScope::from_query(query).ok().map(|s| recordings(&s))
-            }
-            (&Method::GET, path::WATCH) => WatchRequest::from_query(query)
-                .ok()
-                .map(|w| recordings(&w.scope)),
-            (&Method::GET, other) if path::recording_session(other).is_some() => {
-                PodScope::from_query(query).ok().map(|s| recordings(&s))
-            }
-            _ => None,
+            Endpoint::Recordings(scope) | Endpoint::Recording { scope, .. } => recordings(scope),
+            Endpoint::Watch(request) => recordings(&request.scope),
         };
-        match access {
-            Some(access) => self.allow(caller, &access).await.map_err(refuse_with),
-            None => Ok(()),
-        }
+        self.allow(caller, &access).await.map_err(refuse_with)
     }
 
     /// Everything a session needs before anything is created: permission on its pod, a
     /// target that is that pod's and is not the node, an allowed image and profile, and room
     /// under `policy.maxSessions`. Fills in what the caller may not choose: the verified
     /// user and the profile. Returns the session's place, to hold while it runs.
-    pub(super) async fn admit(
+    pub(crate) async fn admit(
         self: &Arc<Self>,
         caller: &Caller,
         request: &mut DebugRequest,
@@ -168,7 +157,7 @@ impl Agent {
     /// The one check of node-level power: when `why` says that `subject` gives the node
     /// itself, the caller needs `create nodes/proxy` on this node (what the kubelet asks for
     /// the same power). Without `auth`, everything is allowed.
-    pub(super) async fn require_node(
+    pub(crate) async fn require_node(
         &self,
         caller: &Caller,
         subject: &str,
@@ -193,7 +182,7 @@ impl Agent {
     /// Admits `target` for a new debug container or a pull on behalf of pod `ns/pod`: it
     /// must be that pod's (the kubelet's labels, as the runtime gives them), and, if it
     /// shares the node's namespaces, the caller must be allowed the node.
-    pub(super) async fn admit_target(
+    pub(crate) async fn admit_target(
         &self,
         caller: &Caller,
         ns: &str,
@@ -215,7 +204,7 @@ impl Agent {
     /// Admits a pull as a session would be admitted: the image against `policy.images`, and
     /// a named target as [`Agent::admit_target`] does (with `auth`; `authorize` has made
     /// sure the pod is named).
-    pub(super) async fn admit_pull(
+    pub(crate) async fn admit_pull(
         &self,
         caller: &Caller,
         request: &PullRequest,
@@ -245,7 +234,7 @@ impl Agent {
     /// Admits an existing debug container for `attach`, `rm`, `list` and `watch`: if it gives
     /// the node itself (its own label, or, for one made before that label, its target), the
     /// caller must be allowed the node.
-    pub(super) async fn admit_container(
+    pub(crate) async fn admit_container(
         &self,
         caller: &Caller,
         c: &DebugContainer,
@@ -260,7 +249,7 @@ impl Agent {
     }
 
     /// Why existing debug container `c` gives the node itself, if it does.
-    pub(super) async fn container_node_level(&self, c: &DebugContainer) -> Option<String> {
+    pub(crate) async fn container_node_level(&self, c: &DebugContainer) -> Option<String> {
         let target = match c.labels.get(label::NODE_LEVEL) {
             Some(_) => None,
             None => match c.labels.get(label::TARGET).map(|t| t.parse::<TargetRef>()) {

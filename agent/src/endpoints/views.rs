@@ -1,5 +1,5 @@
-//! The endpoints that look at sessions without taking part: recordings (list and fetch) and
-//! live views (watch).
+//! The endpoints that look at sessions without taking part: `GET /api/v1/recordings` (and
+//! one recording) and `GET /api/v1/watch` (a live view).
 
 use std::sync::Arc;
 
@@ -9,32 +9,28 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use kdbg_api::{PodScope, RecordingList, WatchRequest, path};
 use kdbg_relay::WebSocketStream;
 use kdbg_relay::tungstenite::Message;
+use kdbg_relay::tungstenite::protocol::CloseFrame;
 use kdbg_relay::tungstenite::protocol::frame::coding::CloseCode;
-use kdbg_relay::tungstenite::protocol::{CloseFrame, Role};
 use tokio::sync::mpsc;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use super::{Agent, Body, json, refuse, refuse_with, switching_protocols, websocket_key};
+use crate::Agent;
 use crate::auth::Caller;
+use crate::server::{Body, json, refuse, refuse_with, upgrade};
 use crate::session::NoScreen;
 
 impl Agent {
     /// The recordings in a scope, as a [`RecordingList`]. Recordings of sessions that gave
     /// the node itself are listed only to callers allowed the node: a list of one pod's is
     /// refused with the reason, a wider one leaves them out.
-    pub(super) async fn recordings(
+    pub(crate) async fn recordings(
         self: Arc<Self>,
-        query: &str,
+        scope: PodScope,
         caller: &Caller,
     ) -> Response<Body> {
-        let scope = match PodScope::from_query(query) {
-            Ok(scope) => scope,
-            Err(message) => return refuse(StatusCode::BAD_REQUEST, &message),
-        };
         let (agent, wanted) = (self.clone(), scope.clone());
         let found = match tokio::task::spawn_blocking(move || {
             agent.recordings.list_with_node_level(&wanted)
@@ -65,23 +61,19 @@ impl Agent {
     }
 
     /// One recording, streamed as written (asciicast).
-    pub(super) async fn recording(
+    pub(crate) async fn recording(
         self: Arc<Self>,
         session: &str,
-        query: &str,
+        scope: PodScope,
         caller: &Caller,
     ) -> Response<Body> {
-        let scope = match PodScope::from_query(query) {
-            Ok(scope) => scope,
-            Err(message) => return refuse(StatusCode::BAD_REQUEST, &message),
-        };
         let (agent, wanted) = (self.clone(), session.to_owned());
-        let found = tokio::task::spawn_blocking(move || agent.recordings.find(&wanted, &scope))
-            .await
-            .unwrap_or_else(|e| Err(e.to_string()));
+        let found =
+            tokio::task::spawn_blocking(move || agent.recordings.find(&wanted, &scope)).await;
         let path = match found {
-            Ok(path) => path,
-            Err(message) => return refuse(StatusCode::NOT_FOUND, &message),
+            Ok(Ok(path)) => path,
+            Ok(Err(missing)) => return refuse(StatusCode::NOT_FOUND, &missing.to_string()),
+            Err(e) => return refuse(StatusCode::NOT_FOUND, &e.to_string()),
         };
         let (agent, read) = (self.clone(), path.clone());
         let why = tokio::task::spawn_blocking(move || agent.recordings.node_level_of(&read))
@@ -124,28 +116,18 @@ impl Agent {
 
     /// A running session's live view, read-only: a WebSocket speaking
     /// [`path::WATCH_PROTOCOL`].
-    pub(super) async fn watch(
+    pub(crate) async fn watch(
         self: Arc<Self>,
         req: Request<Incoming>,
+        request: WatchRequest,
         peer: &str,
         caller: &Caller,
     ) -> Response<Body> {
-        let request = match WatchRequest::from_query(req.uri().query().unwrap_or("")) {
-            Ok(request) => request,
-            Err(message) => return refuse(StatusCode::BAD_REQUEST, &message),
-        };
-        let key = match websocket_key(&req, path::WATCH) {
-            Ok((key, mut offered)) => {
-                let wanted = path::WATCH_PROTOCOL;
-                if !offered.any(|o| o.split(',').any(|p| p.trim() == wanted)) {
-                    return refuse(
-                        StatusCode::BAD_REQUEST,
-                        &format!("offer the subprotocol {wanted} in Sec-WebSocket-Protocol"),
-                    );
-                }
-                key
-            }
-            Err(message) => return refuse(StatusCode::BAD_REQUEST, &message),
+        let upgrade::Accepted {
+            response, socket, ..
+        } = match upgrade::accept(req, &[path::WATCH_PROTOCOL]) {
+            Ok(accepted) => accepted,
+            Err(refused) => return refused,
         };
         let wanted = &request.session;
         let in_pod = match (&request.scope.namespace, &request.scope.pod) {
@@ -200,15 +182,8 @@ impl Agent {
         span.in_scope(|| info!("watcher joined"));
         self.tracker.spawn(
             async move {
-                match hyper::upgrade::on(req).await {
-                    Ok(upgraded) => {
-                        // A session's limits (1 MiB messages), not the library's 64 MiB.
-                        let ws = WebSocketStream::from_raw_socket(
-                            TokioIo::new(upgraded),
-                            Role::Server,
-                            Some(kdbg_relay::session::websocket_config()),
-                        )
-                        .await;
+                match socket.await {
+                    Ok(ws) => {
                         relay_view(ws, lines).await;
                         info!("watcher left");
                     }
@@ -217,7 +192,7 @@ impl Agent {
             }
             .instrument(span),
         );
-        switching_protocols(&key, path::WATCH_PROTOCOL)
+        response
     }
 }
 

@@ -5,7 +5,7 @@
 //! (`<dir>/<namespace>/<pod>/<session>.cast`, `<dir>/local/<target>/...` without a pod; files
 //! 0600, directories 0700), so `mode: always` with a directory that cannot be written refuses
 //! the session before anything runs. Once the session runs, a recorder thread writes what the
-//! session's tap shows (see [`kdbg_api::record`]); whatever happens to the recording, the
+//! session's tap shows (see [`crate::record`]); whatever happens to the recording, the
 //! session goes on. [`store`] lists, finds and expires recordings.
 
 pub mod store;
@@ -16,8 +16,8 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use crate::record::{self, RecordOptions};
 use kdbg_api::DebugRequest;
-use kdbg_api::record::{self, RecordOptions};
 use kdbg_recordings::{Format, Header};
 use kdbg_relay::Tap;
 use kdbg_runtimes::TargetRef;

@@ -33,6 +33,37 @@ pub struct Found {
     pub modified: SystemTime,
 }
 
+/// Why no recording could be found.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FindError {
+    /// What was asked for cannot be a session ID.
+    #[error("{session:?} is not a session ID; kubectl-debug recordings list shows them")]
+    NotASessionId {
+        /// What was asked for.
+        session: String,
+    },
+    /// No recording of the session is in the scope asked for.
+    #[error(
+        "no recording of session {session} on this node{}; kubectl-debug recordings list shows the recordings",
+        place(.scope)
+    )]
+    NotFound {
+        /// The session.
+        session: String,
+        /// Where it was looked for.
+        scope: PodScope,
+    },
+}
+
+/// ` for pod ns/pod`, ` in namespace ns`, or nothing: where a recording was looked for.
+fn place(scope: &PodScope) -> String {
+    match (&scope.namespace, &scope.pod) {
+        (Some(ns), Some(pod)) => format!(" for pod {ns}/{pod}"),
+        (Some(ns), None) => format!(" in namespace {ns}"),
+        _ => String::new(),
+    }
+}
+
 /// Whether `name` is a Kubernetes object name (DNS-1123 subdomain): safe as a directory name.
 pub fn is_kubernetes_name(name: &str) -> bool {
     !name.is_empty()
@@ -127,11 +158,11 @@ impl Recordings {
     }
 
     /// Recording `session`'s file, if it is in `scope`.
-    pub fn find(&self, session: &str, scope: &PodScope) -> Result<PathBuf, String> {
+    pub fn find(&self, session: &str, scope: &PodScope) -> Result<PathBuf, FindError> {
         if !is_session_id(session) {
-            return Err(format!(
-                "{session:?} is not a session ID; kubectl-debug recordings list shows them"
-            ));
+            return Err(FindError::NotASessionId {
+                session: session.to_owned(),
+            });
         }
         let file = format!("{session}.{EXTENSION}");
         self.all()
@@ -140,15 +171,9 @@ impl Recordings {
                 in_scope(scope, namespace, pod) && found.path.file_name() == Some(file.as_ref())
             })
             .map(|(_, _, found)| found.path)
-            .ok_or_else(|| {
-                format!(
-                    "no recording of session {session} on this node{}; kubectl-debug recordings list shows the recordings",
-                    match (&scope.namespace, &scope.pod) {
-                        (Some(ns), Some(pod)) => format!(" for pod {ns}/{pod}"),
-                        (Some(ns), None) => format!(" in namespace {ns}"),
-                        _ => String::new(),
-                    }
-                )
+            .ok_or_else(|| FindError::NotFound {
+                session: session.to_owned(),
+                scope: scope.clone(),
             })
     }
 

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use super::Prepared;
-use crate::server::Agent;
+use crate::Agent;
 use crate::watch::Screen;
 
 /// How a session ended, for the audit log.

@@ -54,6 +54,6 @@ fn main() {
         let mut stdin = tokio::io::stdin();
         let mut sink = [0u8; 64];
         while stdin.read(&mut sink).await.is_ok_and(|n| n > 0) {}
-        agent.shutdown.cancel();
+        agent.cancel();
     });
 }

@@ -43,10 +43,10 @@ impl ContainerdRuntime {
         let local = self.local_image(&spec.image).await?;
         let mut runtime_spec =
             runtime_spec::runtime_spec(&spec.init, &local.config, pid, spec.profile).map_err(
-                |message| Error::Call {
+                |why| Error::Call {
                     operation: "building the debug container's spec for",
                     object: spec.target.to_string(),
-                    source: message.into(),
+                    source: why.into(),
                 },
             )?;
         runtime_spec["linux"]["cgroupsPath"] = format!("/{DEBUG_NAMESPACE}/{id}").into();

@@ -36,16 +36,31 @@ pub struct ImageConfig {
     pub user: Option<String>,
 }
 
+/// Why an image's config cannot make a debug container's spec.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    /// The image config document does not parse.
+    #[error("the image config is not valid JSON: {0}")]
+    Json(serde_json::Error),
+    /// The image's `User` is a name, which would need the image's `/etc/passwd`.
+    #[error(
+        "the debug image runs as user {user:?}; only numeric uid[:gid] users are supported, use an image with a numeric USER"
+    )]
+    NamedUser {
+        /// The image's `User`, trimmed.
+        user: String,
+    },
+}
+
 impl ImageConfig {
     /// Reads the `config` object of an OCI (or Docker) image config document.
-    pub fn from_image_config(json: &[u8]) -> Result<ImageConfig, String> {
+    pub fn from_image_config(json: &[u8]) -> Result<ImageConfig, SpecError> {
         #[derive(Deserialize)]
         struct Document {
             #[serde(default)]
             config: Option<ImageConfig>,
         }
-        let doc: Document = serde_json::from_slice(json)
-            .map_err(|e| format!("the image config is not valid JSON: {e}"))?;
+        let doc: Document = serde_json::from_slice(json).map_err(SpecError::Json)?;
         Ok(doc.config.unwrap_or_default())
     }
 }
@@ -70,7 +85,7 @@ const DEFAULT_CAPABILITIES: [&str; 14] = [
 
 /// `uid[:gid]` of the image's user. Names would need the image's /etc/passwd; they are
 /// refused with a way out rather than guessed.
-fn user(image: &ImageConfig) -> Result<(u32, u32), String> {
+fn user(image: &ImageConfig) -> Result<(u32, u32), SpecError> {
     let user = image.user.as_deref().unwrap_or("").trim();
     if user.is_empty() {
         return Ok((0, 0));
@@ -78,9 +93,9 @@ fn user(image: &ImageConfig) -> Result<(u32, u32), String> {
     let (uid, gid) = user.split_once(':').unwrap_or((user, "0"));
     match (uid.parse::<u32>(), gid.parse::<u32>()) {
         (Ok(uid), Ok(gid)) => Ok((uid, gid)),
-        _ => Err(format!(
-            "the debug image runs as user {user:?}; only numeric uid[:gid] users are supported, use an image with a numeric USER"
-        )),
+        _ => Err(SpecError::NamedUser {
+            user: user.to_owned(),
+        }),
     }
 }
 
@@ -92,7 +107,7 @@ pub fn runtime_spec(
     image: &ImageConfig,
     target_pid: u32,
     profile: Profile,
-) -> Result<Value, String> {
+) -> Result<Value, SpecError> {
     let (uid, gid) = user(image)?;
     let mut env = image.env.clone().unwrap_or_default();
     if !env.iter().any(|e| e.starts_with("PATH=")) {
@@ -363,7 +378,9 @@ mod tests {
     fn named_users_are_refused_with_a_way_out() {
         let mut img = image();
         img.user = Some("nobody".into());
-        let err = runtime_spec(Path::new("/i"), &img, 1, Profile::Sysadmin).unwrap_err();
+        let err = runtime_spec(Path::new("/i"), &img, 1, Profile::Sysadmin)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("nobody") && err.contains("numeric"), "{err}");
     }
 }

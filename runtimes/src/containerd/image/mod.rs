@@ -74,7 +74,7 @@ impl ContainerdRuntime {
         let progress = Progress(progress);
         let reference = Reference::parse(image).map_err(|e| pull_error(image)(e.into()))?;
         let present = self.image_target(&reference.to_string()).await?;
-        if policy.needs_pull(image, present.is_some())? {
+        if crate::needs_pull(policy, image, present.is_some())? {
             return self.pull(image, &reference, lease, &progress).await;
         }
         let target = present.expect("only a present image needs no pull");
@@ -133,7 +133,7 @@ impl ContainerdRuntime {
             .pop()
             .ok_or_else(|| fail(PullError::NoLayers))?;
         let config = ImageConfig::from_image_config(&config)
-            .map_err(|why| fail(PullError::ImageConfig(why)))?;
+            .map_err(|why| fail(PullError::ImageConfig(why.to_string())))?;
         Ok(LocalImage {
             name,
             config,

@@ -1,0 +1,242 @@
+//! The vocabulary the agent's wire contract (`kdbg-api`) and the runtimes (`kdbg-runtimes`)
+//! share, without either's machinery: what a debug container may do ([`Profile`]), when to
+//! pull its image ([`PullPolicy`], [`PullProgress`]), which container it joins
+//! ([`TargetRef`]) and image references ([`Reference`]). Everything that speaks the contract
+//! (the plugin, the fuzz targets) compiles this, not the engines' clients.
+
+use std::fmt;
+use std::str::FromStr;
+
+pub mod reference;
+
+pub use reference::{InvalidReference, Reference};
+
+/// A value of this vocabulary that does not parse, saying what is accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidValue {
+    /// Not a profile's name.
+    #[error("unknown profile {0:?}; the profiles are general, netadmin, sysadmin and restricted")]
+    Profile(String),
+    /// Not a pull policy.
+    #[error("pull policy {0:?} is not one of Always, IfNotPresent, Never")]
+    PullPolicy(String),
+    /// A target without `://`.
+    #[error("target {0:?} is not <runtime>://<id>, e.g. docker://3f4e... or containerd://3f4e...")]
+    TargetForm(String),
+    /// A target of a runtime we do not speak.
+    #[error("target {target:?} names runtime {runtime:?}; supported: docker, containerd")]
+    TargetRuntime {
+        /// The target as given.
+        target: String,
+        /// Its scheme.
+        runtime: String,
+    },
+    /// A target whose ID is not a container ID.
+    #[error(
+        "target {target:?} has no valid container ID after {scheme}:// (letters, digits, '_', '.', '-', starting with a letter or digit)"
+    )]
+    TargetId {
+        /// The target as given.
+        target: String,
+        /// Its scheme.
+        scheme: String,
+    },
+}
+
+/// Capabilities a debug container gets beyond the runtime's defaults, on every backend:
+/// enough for `strace`, `gdb` and `nsenter`, like the peers.
+pub const DEBUG_CAPABILITIES: [&str; 2] = ["SYS_PTRACE", "SYS_ADMIN"];
+
+/// What a debug container may do, chosen per session like `kubectl debug --profile`; the
+/// agent's policy says which profiles are allowed and which is the default.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Deserialize, serde::Serialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    /// SYS_PTRACE: strace, gdb, reading other processes' /proc. The default, as
+    /// `kubectl debug`'s.
+    #[default]
+    General,
+    /// NET_ADMIN and NET_RAW: tcpdump, ip, iptables in the target's network.
+    Netadmin,
+    /// SYS_PTRACE and SYS_ADMIN (nsenter, and bpf and perf tracing), mounts refused: power
+    /// over the node, not only the pod ([`Profile::node_level`]).
+    Sysadmin,
+    /// No capability beyond the runtime's defaults.
+    Restricted,
+}
+
+impl Profile {
+    /// Every profile.
+    pub const ALL: [Profile; 4] = [
+        Profile::General,
+        Profile::Netadmin,
+        Profile::Sysadmin,
+        Profile::Restricted,
+    ];
+
+    /// Its name, as `--profile` and the agent's YAML spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Profile::General => "general",
+            Profile::Netadmin => "netadmin",
+            Profile::Sysadmin => "sysadmin",
+            Profile::Restricted => "restricted",
+        }
+    }
+
+    /// Why the profile gives power over the node itself, beyond the target's pod, if it
+    /// does: `sysadmin`'s CAP_SYS_ADMIN, `bpf` and `perf_event_open` reach every process
+    /// on the node (a tracing program reads any process's memory).
+    pub fn node_level(self) -> Option<&'static str> {
+        (self == Profile::Sysadmin).then_some(
+            "profile sysadmin grants CAP_SYS_ADMIN, bpf and perf_event_open, which reach every process on the node",
+        )
+    }
+
+    /// The capabilities it adds to the runtime's defaults.
+    pub fn capabilities(self) -> &'static [&'static str] {
+        match self {
+            Profile::General => &["SYS_PTRACE"],
+            Profile::Netadmin => &["NET_ADMIN", "NET_RAW"],
+            Profile::Sysadmin => &DEBUG_CAPABILITIES,
+            Profile::Restricted => &[],
+        }
+    }
+}
+
+impl fmt::Display for Profile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Profile {
+    type Err = InvalidValue;
+    fn from_str(s: &str) -> Result<Self, InvalidValue> {
+        Profile::ALL
+            .into_iter()
+            .find(|p| p.name() == s)
+            .ok_or_else(|| InvalidValue::Profile(s.to_owned()))
+    }
+}
+
+/// Which runtime a container ID belongs to, as in a pod's `containerID` (`docker://...`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuntimeKind {
+    /// Docker Engine.
+    Docker,
+    /// containerd.
+    Containerd,
+}
+
+impl RuntimeKind {
+    /// The scheme in `containerID` URLs.
+    pub fn scheme(self) -> &'static str {
+        match self {
+            RuntimeKind::Docker => "docker",
+            RuntimeKind::Containerd => "containerd",
+        }
+    }
+}
+
+/// A target container: `<runtime>://<id>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetRef {
+    /// The runtime that runs it.
+    pub kind: RuntimeKind,
+    /// Its ID (or, for Docker, a name).
+    pub id: String,
+}
+
+impl fmt::Display for TargetRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}://{}", self.kind.scheme(), self.id)
+    }
+}
+
+impl FromStr for TargetRef {
+    type Err = InvalidValue;
+
+    fn from_str(s: &str) -> Result<Self, InvalidValue> {
+        let (scheme, id) = s
+            .split_once("://")
+            .ok_or_else(|| InvalidValue::TargetForm(s.to_owned()))?;
+        let kind = match scheme {
+            "docker" => RuntimeKind::Docker,
+            "containerd" => RuntimeKind::Containerd,
+            other => {
+                return Err(InvalidValue::TargetRuntime {
+                    target: s.to_owned(),
+                    runtime: other.to_owned(),
+                });
+            }
+        };
+        // Docker's names and IDs and containerd's IDs alike: a letter or digit, then
+        // letters, digits, '_', '.', '-'.
+        let valid = id.len() <= 255
+            && id.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+        if !valid {
+            return Err(InvalidValue::TargetId {
+                target: s.to_owned(),
+                scheme: scheme.to_owned(),
+            });
+        }
+        Ok(TargetRef {
+            kind,
+            id: id.to_owned(),
+        })
+    }
+}
+
+/// When to pull the debug image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PullPolicy {
+    /// Pull every time.
+    Always,
+    /// Pull only when the image is absent.
+    #[default]
+    IfNotPresent,
+    /// Never pull; fail when the image is absent.
+    Never,
+}
+
+impl FromStr for PullPolicy {
+    type Err = InvalidValue;
+
+    fn from_str(s: &str) -> Result<Self, InvalidValue> {
+        match s {
+            "Always" => Ok(PullPolicy::Always),
+            "IfNotPresent" => Ok(PullPolicy::IfNotPresent),
+            "Never" => Ok(PullPolicy::Never),
+            other => Err(InvalidValue::PullPolicy(other.to_owned())),
+        }
+    }
+}
+
+impl fmt::Display for PullPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PullPolicy::Always => "Always",
+            PullPolicy::IfNotPresent => "IfNotPresent",
+            PullPolicy::Never => "Never",
+        })
+    }
+}
+
+/// One line of image pull progress.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PullProgress {
+    /// The layer or object concerned, if any.
+    pub id: Option<String>,
+    /// What happens, e.g. `Downloading`, `Pull complete`.
+    pub status: String,
+    /// Bytes done and in all, when known.
+    pub current: Option<u64>,
+    /// Bytes in all, when known.
+    pub total: Option<u64>,
+}
