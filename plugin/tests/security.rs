@@ -154,6 +154,51 @@ fn callers_are_checked_by_the_cluster(engine: &dyn Engine) {
         assert_eq!(code, 200, "{endpoint}");
     }
 
+    // A request that does not parse is refused for what it is before anyone is asked who the
+    // caller is or what they may do: a 400 naming the parameter for the anonymous and for bob
+    // (allowed nothing) alike, never a 401 or 403 first, nor let through to a handler.
+    for token in [None, Some("bob-token")] {
+        let auth = token
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
+        for (line, says) in [
+            ("GET /api/v1/containers?bogus=1", "\\\"bogus\\\""),
+            (
+                "DELETE /api/v1/containers/x?podName=web",
+                "podName needs podNamespace",
+            ),
+            (
+                "DELETE /api/v1/containers/-x?podNamespace=shop&podName=web",
+                "container name",
+            ),
+            ("GET /api/v1/pull?pullPolicy=Sometimes", "pull policy"),
+            (
+                "GET /api/v1/recordings?podNamespace=",
+                "\\\"podNamespace\\\"",
+            ),
+            (
+                "GET /api/v1/watch?podNamespace=shop",
+                "query parameter session",
+            ),
+            (
+                "GET /api/v1/debug?stdout=1",
+                "query parameter target is required",
+            ),
+            (
+                "POST /api/v1/containers",
+                "no endpoint POST /api/v1/containers",
+            ),
+        ] {
+            let (code, body) = raw(
+                &address,
+                &format!("{line} HTTP/1.1\r\nHost: a\r\n{auth}Connection: close\r\n\r\n"),
+            );
+            let want = if line.starts_with("POST") { 405 } else { 400 };
+            assert_eq!(code, want, "{token:?} {line}: {body}");
+            assert!(body.contains(says), "{token:?} {line}: {body}");
+        }
+    }
+
     // A pod alice may debug does not open another pod's container.
     let (code, body) = raw(
         &address,
