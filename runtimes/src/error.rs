@@ -175,6 +175,6 @@ pub enum PullError {
         expected: String,
     },
     /// The image config cannot be run.
-    #[error("{0}")]
-    ImageConfig(String),
+    #[error(transparent)]
+    ImageConfig(#[from] crate::containerd::SpecError),
 }

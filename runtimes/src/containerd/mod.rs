@@ -25,6 +25,7 @@ mod target_files;
 mod task;
 
 pub use credentials::{Auths, Credentials, CredentialsError};
+pub use runtime_spec::SpecError;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;

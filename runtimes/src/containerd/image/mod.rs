@@ -133,7 +133,7 @@ impl ContainerdRuntime {
             .pop()
             .ok_or_else(|| fail(PullError::NoLayers))?;
         let config = ImageConfig::from_image_config(&config)
-            .map_err(|why| fail(PullError::ImageConfig(why.to_string())))?;
+            .map_err(|why| fail(PullError::ImageConfig(why)))?;
         Ok(LocalImage {
             name,
             config,
