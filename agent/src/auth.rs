@@ -3,7 +3,8 @@
 //! cluster's client CA, read as the API server reads it) and whether the cluster lets them do what they ask (a
 //! `SubjectAccessReview`), as the kubelet checks its own API. Both answers are cached for
 //! `auth.cacheTTL` in caches of bounded size, so a flood of requests does not become a flood
-//! of reviews, and a revoked permission stops working within that time.
+//! of reviews, and a revoked permission stops working within that time. An on-demand agent
+//! (`auth.mode: token`) asks the cluster nothing: see [`Authenticator::token`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
@@ -24,6 +25,8 @@ use rustls::pki_types::CertificateDer;
 use crate::config;
 
 /// At most this many tokens and decisions are remembered.
+mod certificate;
+
 const CACHE_ENTRIES: usize = 4096;
 
 /// Where the API server publishes its client CA for extension servers: ConfigMap and key.
@@ -41,8 +44,8 @@ pub struct Caller {
     pub groups: Vec<String>,
     /// What else the authenticator said of the user (passed on to access reviews).
     pub extra: BTreeMap<String, Vec<String>>,
-    /// Whether the cluster vouched for this (false with `auth.mode: none`, where the name is
-    /// what the client says).
+    /// Whether the cluster (or the token of `auth.mode: token`) vouched for this (false with
+    /// `auth.mode: none`, where the name is what the client says).
     pub verified: bool,
 }
 
@@ -71,6 +74,12 @@ pub enum CredentialRejected {
         /// The review's error, if it gave one.
         reason: Option<String>,
     },
+    /// `auth.mode: token`: no bearer token (`false`), or not the one the agent admits.
+    #[error(
+        "Unauthorized: {}; present the token kubectl-debug started this agent with",
+        if *.0 { "the bearer token is not the one this agent admits" } else { "no bearer token" }
+    )]
+    NotAgentToken(bool),
 }
 
 /// The cluster's answer that a caller may not do something: the caller reads it in a 403.
@@ -144,92 +153,9 @@ pub enum ClientCaError {
     /// The ConfigMap has no client CA.
     #[error("ConfigMap kube-system/{} has no {}", CLUSTER_CLIENT_CA.0, CLUSTER_CLIENT_CA.1)]
     NoKey,
-}
-
-impl Caller {
-    /// A caller nobody checked (`auth.mode: none`), named as the client says.
-    pub fn unverified(claimed: Option<&str>) -> Caller {
-        Caller {
-            user: claimed.unwrap_or("unknown").to_owned(),
-            ..Caller::default()
-        }
-    }
-
-    /// The caller a client certificate names, as the API server reads it: the subject's
-    /// common name is the user, its organisations the groups (and `system:authenticated`).
-    /// Only for a certificate the TLS handshake has verified against the client CA.
-    pub fn from_certificate(der: &[u8]) -> Result<Caller, CredentialRejected> {
-        let der = CertificateDer::from(der);
-        let cert =
-            webpki::EndEntityCert::try_from(&der).map_err(CredentialRejected::Certificate)?;
-        let (user, mut groups) =
-            subject_names(cert.subject()).ok_or(CredentialRejected::Subject)?;
-        let user = user
-            .filter(|u| !u.is_empty())
-            .ok_or(CredentialRejected::NoCommonName)?;
-        groups.push("system:authenticated".to_owned());
-        Ok(Caller {
-            user,
-            groups,
-            verified: true,
-            ..Caller::default()
-        })
-    }
-}
-
-/// The common name and the organisations of an X.509 subject (a DER `RDNSequence` without
-/// its outer tag), or `None` when it is not well formed. Other attributes are skipped.
-fn subject_names(mut name: &[u8]) -> Option<(Option<String>, Vec<String>)> {
-    const COMMON_NAME: &[u8] = &[0x55, 0x04, 0x03];
-    const ORGANIZATION: &[u8] = &[0x55, 0x04, 0x0a];
-    let (mut common_name, mut organizations) = (None, Vec::new());
-    while !name.is_empty() {
-        let (0x31, mut set, rest) = der(name)? else {
-            return None;
-        };
-        name = rest;
-        while !set.is_empty() {
-            let (0x30, pair, rest) = der(set)? else {
-                return None;
-            };
-            set = rest;
-            let (0x06, oid, value) = der(pair)? else {
-                return None;
-            };
-            let (kind, value, _) = der(value)?;
-            // UTF8String, PrintableString, IA5String, T61String (read as UTF-8, as Go does).
-            if ![0x0c, 0x13, 0x16, 0x14].contains(&kind) {
-                continue;
-            }
-            let value = String::from_utf8(value.to_vec()).ok()?;
-            match oid {
-                COMMON_NAME => common_name = Some(value),
-                ORGANIZATION => organizations.push(value),
-                _ => {}
-            }
-        }
-    }
-    Some((common_name, organizations))
-}
-
-/// One DER element at the start of `input`: its tag, its contents and what follows it.
-fn der(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, rest) = input.split_first()?;
-    let (&first, mut rest) = rest.split_first()?;
-    let length = if first < 0x80 {
-        usize::from(first)
-    } else {
-        let octets = usize::from(first & 0x7f);
-        if octets == 0 || octets > 4 || rest.len() < octets {
-            return None;
-        }
-        let (length, after) = rest.split_at(octets);
-        rest = after;
-        length
-            .iter()
-            .fold(0usize, |n, &b| (n << 8) | usize::from(b))
-    };
-    (rest.len() >= length).then(|| (tag, &rest[..length], &rest[length..]))
+    /// `auth.mode: token`: the agent does not talk to the cluster.
+    #[error("with auth.mode: token the agent does not read the cluster")]
+    NoCluster,
 }
 
 /// What a request needs the cluster to allow, as a SubjectAccessReview's resource attributes.
@@ -330,8 +256,15 @@ impl Denied {
     }
 }
 
-/// Checks callers against the cluster.
-pub struct Authenticator {
+/// Checks callers: against the cluster, or against the one token of `auth.mode: token`.
+pub struct Authenticator(Checks);
+
+enum Checks {
+    Cluster(Box<Reviews>),
+    Token { sha256: [u8; 32], user: String },
+}
+
+struct Reviews {
     client: Client,
     audiences: Vec<String>,
     ttl: Duration,
@@ -361,20 +294,32 @@ impl Authenticator {
                 })?
         };
         let client = Client::try_from(config).map_err(|source| ConnectError::Client { source })?;
-        Ok(Authenticator {
+        Ok(Authenticator(Checks::Cluster(Box::new(Reviews {
             client,
             audiences: auth.audiences.clone(),
             ttl: auth.cache_ttl.0,
             tokens: Mutex::new(Cache::new(CACHE_ENTRIES)),
             decisions: Mutex::new(Cache::new(CACHE_ENTRIES)),
-        })
+        }))))
+    }
+
+    /// `auth.mode: token`, an on-demand agent's: admits only the bearer token whose SHA-256 is
+    /// `sha256`, as `user` (verified, in no group), and lets them do anything, without asking
+    /// the cluster: the API server authorised them when it let them port-forward to the
+    /// agent's pod, which listens on its loopback only.
+    pub fn token(sha256: [u8; 32], user: &str) -> Authenticator {
+        let user = user.to_owned();
+        Authenticator(Checks::Token { sha256, user })
     }
 
     /// The cluster's client CA, as the API server publishes it for other servers: the
     /// `client-ca-file` of ConfigMap `kube-system/extension-apiserver-authentication`; an error
     /// saying why when there is none or the agent may not read it (deploy/ grants it).
     pub async fn cluster_client_ca(&self) -> Result<Vec<u8>, ClientCaError> {
-        let maps: Api<ConfigMap> = Api::namespaced(self.client.clone(), "kube-system");
+        let Checks::Cluster(reviews) = &self.0 else {
+            return Err(ClientCaError::NoCluster);
+        };
+        let maps: Api<ConfigMap> = Api::namespaced(reviews.client.clone(), "kube-system");
         let map = maps
             .get_opt(CLUSTER_CLIENT_CA.0)
             .await
@@ -388,7 +333,8 @@ impl Authenticator {
 
     /// The caller of a request: the one its connection's client certificate names
     /// (`certificate`, already verified by the TLS handshake), else the one its bearer token
-    /// names, reviewed by the cluster.
+    /// names, reviewed by the cluster; with `auth.mode: token`, the token's holder if the
+    /// request presents that token.
     pub async fn authenticate(
         &self,
         headers: &HeaderMap,
@@ -396,6 +342,12 @@ impl Authenticator {
     ) -> Result<Caller, Denied> {
         let unauthenticated =
             |rejected: CredentialRejected| Denied::Unauthenticated(rejected.to_string());
+        let reviews = match &self.0 {
+            Checks::Cluster(reviews) => reviews,
+            Checks::Token { sha256, user } => {
+                return token_holder(headers, sha256, user).map_err(unauthenticated);
+            }
+        };
         if let Some(named) = certificate {
             return named.clone().map_err(unauthenticated);
         }
@@ -406,17 +358,17 @@ impl Authenticator {
         })?;
         let key = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
         let key: [u8; 32] = key.as_ref().try_into().unwrap_or([0; 32]);
-        if let Some(known) = lock(&self.tokens).get(&key) {
+        if let Some(known) = lock(&reviews.tokens).get(&key) {
             return known.map_err(unauthenticated);
         }
         let review = TokenReview {
             spec: TokenReviewSpec {
                 token: Some(token.to_owned()),
-                audiences: (!self.audiences.is_empty()).then(|| self.audiences.clone()),
+                audiences: (!reviews.audiences.is_empty()).then(|| reviews.audiences.clone()),
             },
             ..TokenReview::default()
         };
-        let reviewed = Api::<TokenReview>::all(self.client.clone())
+        let reviewed = Api::<TokenReview>::all(reviews.client.clone())
             .create(&PostParams::default(), &review)
             .await
             .map_err(|e| {
@@ -437,15 +389,18 @@ impl Authenticator {
                 reason: status.error.filter(|e| !e.is_empty()),
             }),
         };
-        lock(&self.tokens).insert(key, outcome.clone(), self.ttl);
+        lock(&reviews.tokens).insert(key, outcome.clone(), reviews.ttl);
         outcome.map_err(unauthenticated)
     }
 
-    /// Whether the cluster lets `caller` do `access`.
+    /// Whether the cluster lets `caller` do `access`; always, with `auth.mode: token`.
     pub async fn authorize(&self, caller: &Caller, access: &Access) -> Result<(), Denied> {
+        let Checks::Cluster(reviews) = &self.0 else {
+            return Ok(());
+        };
         let key = (caller.user.clone(), access.clone());
         let forbidden = |no: Forbidden| Denied::Forbidden(no.to_string());
-        if let Some(known) = lock(&self.decisions).get(&key) {
+        if let Some(known) = lock(&reviews.decisions).get(&key) {
             return known.map_err(forbidden);
         }
         let review = SubjectAccessReview {
@@ -468,7 +423,7 @@ impl Authenticator {
             },
             ..SubjectAccessReview::default()
         };
-        let reviewed = Api::<SubjectAccessReview>::all(self.client.clone())
+        let reviewed = Api::<SubjectAccessReview>::all(reviews.client.clone())
             .create(&PostParams::default(), &review)
             .await
             .map_err(|e| {
@@ -488,18 +443,41 @@ impl Authenticator {
                 reason: status.reason.filter(|r| !r.is_empty()),
             })
         };
-        lock(&self.decisions).insert(key, outcome.clone(), self.ttl);
+        lock(&reviews.decisions).insert(key, outcome.clone(), reviews.ttl);
         outcome.map_err(forbidden)
     }
 }
 
 impl std::fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Authenticator")
-            .field("audiences", &self.audiences)
-            .field("ttl", &self.ttl)
-            .finish_non_exhaustive()
+        let mut out = f.debug_struct("Authenticator");
+        match &self.0 {
+            Checks::Cluster(r) => out.field("audiences", &r.audiences).field("ttl", &r.ttl),
+            Checks::Token { user, .. } => out.field("token_holder", user),
+        };
+        out.finish_non_exhaustive()
     }
+}
+
+/// `user` (verified, in no group), when `headers` present the token whose SHA-256 is
+/// `sha256`; every byte is compared, whatever differs, so the time taken tells nothing.
+fn token_holder(
+    headers: &HeaderMap,
+    sha256: &[u8; 32],
+    user: &str,
+) -> Result<Caller, CredentialRejected> {
+    let token = bearer(headers).ok_or(CredentialRejected::NotAgentToken(false))?;
+    let digest = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+    let differ = (digest.as_ref().iter().zip(sha256)).fold(0, |d, (a, b)| d | (a ^ b));
+    if differ != 0 {
+        return Err(CredentialRejected::NotAgentToken(true));
+    }
+    let user = user.to_owned();
+    Ok(Caller {
+        user,
+        verified: true,
+        ..Caller::default()
+    })
 }
 
 /// The bearer token of `Authorization: Bearer <token>`, if there is one.
@@ -555,6 +533,7 @@ impl<K: Hash + Eq, V: Clone> Cache<K, V> {
 
 #[cfg(test)]
 mod tests {
+    use super::certificate::subject_names;
     use super::*;
 
     #[test]

@@ -242,6 +242,7 @@ pub fn agent(runtime: AnyRuntime, settings: Settings) -> Result<Arc<Agent>, init
         sessions: Arc::default(),
         retaining: tokio::sync::Mutex::new(()),
         tls: settings.tls,
+        activity: state::Activity::default(),
     }))
 }
 

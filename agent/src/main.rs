@@ -1,11 +1,12 @@
-//! `kubectl-debug-agent --config FILE`: the node agent.
+//! `kubectl-debug-agent --config FILE` (or `--config-yaml TEXT`): the node agent.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use kdbg_agent::config::{Config, LogConfig, LogFormat};
+use kdbg_agent::auth::Authenticator;
+use kdbg_agent::config::{AuthMode, Config, LogConfig, LogFormat};
 use tracing::{error, info};
 
 /// mimalloc gives freed memory back to the system within moments: with glibc's allocator the
@@ -27,16 +28,26 @@ const LISTEN_BACKLOG: u32 = 4096;
 /// relays their terminals to `kubectl-debug`.
 #[derive(Parser)]
 #[command(version)]
+#[group(id = "configuration", required = true, multiple = false)]
 struct Args {
     /// The YAML configuration file (see docs/agent.md).
-    #[arg(long, value_name = "FILE")]
-    config: PathBuf,
+    #[arg(long, value_name = "FILE", group = "configuration")]
+    config: Option<PathBuf>,
+    /// The configuration itself, as YAML (or JSON) text: for a pod with no ConfigMap (an
+    /// on-demand agent's).
+    #[arg(long, value_name = "YAML", group = "configuration")]
+    config_yaml: Option<String>,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
     // A bad configuration stops the agent before anything starts.
-    let config = match Config::load(&args.config) {
+    let loaded = match (&args.config, &args.config_yaml) {
+        (Some(path), _) => Config::load(path),
+        (None, Some(text)) => Config::load_inline(text),
+        (None, None) => unreachable!("clap requires one of --config and --config-yaml"),
+    };
+    let config = match loaded {
         Ok(config) => config,
         Err(e) => {
             eprintln!("kubectl-debug-agent: {}", kdbg_agent::chain(&e));
@@ -79,7 +90,7 @@ async fn client_ca(
     auth: Option<&kdbg_agent::auth::Authenticator>,
 ) -> kdbg_agent::tls::ClientCa {
     use kdbg_agent::tls::ClientCa;
-    let Some(auth) = auth else {
+    let Some(auth) = auth.filter(|_| config.auth.mode == AuthMode::Kubernetes) else {
         return ClientCa::None;
     };
     if !config.auth.client_ca_file.trim().is_empty() {
@@ -123,20 +134,29 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let bound = listener.local_addr().unwrap_or(config.listen);
     let mut settings = kdbg_agent::Settings::from_config(&config);
     fit_file_limit(&mut settings.limits);
-    if config.auth.mode == kdbg_agent::config::AuthMode::Kubernetes {
-        settings.auth = Some(std::sync::Arc::new(
-            kdbg_agent::auth::Authenticator::connect(&config.auth).await?,
-        ));
+    settings.auth = match config.auth.mode {
+        AuthMode::Kubernetes => Some(Authenticator::connect(&config.auth).await?),
+        AuthMode::Token => {
+            let sha256 = config.auth.token_digest().context("auth.tokenSha256")?;
+            Some(Authenticator::token(sha256, config.auth.user.trim()))
+        }
+        AuthMode::None => None,
     }
+    .map(std::sync::Arc::new);
     if let Some(tls) = &config.tls {
         let client_ca = client_ca(&config, settings.auth.as_deref()).await;
         let tls = kdbg_agent::tls::Tls::load(tls, client_ca)?;
         settings.tls = Some(std::sync::Arc::new(tls));
     }
     let (agent, serving) = kdbg_agent::spawn(runtime, settings, listener)?;
-    info!(listen = %bound, tls = config.tls.is_some(), auth = ?config.auth.mode, runtime = ?config.runtime.kind, endpoint = ?config.runtime.endpoint, "agent ready");
-    shutdown_signal().await;
-    info!("shutting down: telling sessions, removing their containers");
+    let exit_when_idle = config.lifecycle.exit_when_idle;
+    info!(listen = %bound, tls = config.tls.is_some(), auth = ?config.auth.mode, runtime = ?config.runtime.kind, endpoint = ?config.runtime.endpoint, %exit_when_idle, "agent ready");
+    tokio::select! {
+        () = shutdown_signal() => info!("shutting down: telling sessions, removing their containers"),
+        () = agent.idle_for(exit_when_idle.0) => info!(
+            "no session and no connection for {exit_when_idle} (lifecycle.exitWhenIdle): shutting down, removing unretained debug containers"
+        ),
+    }
     agent.stop(SHUTDOWN_GRACE).await;
     let _ = serving.await;
     Ok(())

@@ -79,6 +79,10 @@ pub struct Lifecycle {
     pub retained_max_age: GoDuration,
     /// How often the reaper looks for debug containers to remove.
     pub reap_interval: GoDuration,
+    /// With no session and no open connection this long (counted from the start and from
+    /// the end of the last one), the agent shuts down as on SIGTERM and exits 0 (an
+    /// on-demand agent's pod ends); `0`: never.
+    pub exit_when_idle: GoDuration,
 }
 
 impl Default for Lifecycle {
@@ -91,6 +95,7 @@ impl Default for Lifecycle {
             orphan_max_age: secs(3600),
             retained_max_age: secs(168 * 3600),
             reap_interval: secs(60),
+            exit_when_idle: secs(0),
         }
     }
 }
@@ -271,10 +276,10 @@ pub enum ConfigError {
         /// Why.
         source: std::io::Error,
     },
-    /// The file's content is not a configuration the agent can use.
+    /// The file's content (or `--config-yaml`'s) is not a configuration the agent can use.
     #[error("{path}")]
     Invalid {
-        /// The file.
+        /// The file, or [`INLINE`].
         path: String,
         /// What is wrong, and where (boxed: it is large, and rare).
         source: Box<InvalidConfig>,
@@ -348,6 +353,42 @@ pub enum InvalidConfig {
         /// Where `command` is set.
         line: Line,
     },
+    /// A key of `auth.mode: token` with another mode.
+    #[error("auth.{key}{line} is used only with auth.mode: token; set the mode, or remove the key")]
+    TokenKeyWithoutToken {
+        /// `tokenSha256` or `user`.
+        key: &'static str,
+        /// Where it is set.
+        line: Line,
+    },
+    /// `auth.mode: token` without a well-formed `auth.tokenSha256`.
+    #[error(
+        "auth.tokenSha256{line} {found}: auth.mode: token needs the SHA-256 of the agent's token as 64 hex digits (kubectl-debug sets it when it starts an on-demand agent); give it, or use auth.mode: kubernetes"
+    )]
+    TokenHash {
+        /// Where `tokenSha256` is set.
+        line: Line,
+        /// What is wrong: `is not set`, `is not 64 hex digits`.
+        found: &'static str,
+    },
+    /// `auth.mode: token` without `auth.user`.
+    #[error(
+        "auth.user{line} is not set: auth.mode: token needs the name of who started the agent, for its sessions' labels, audit and recordings; give it, or use auth.mode: kubernetes"
+    )]
+    NoTokenUser {
+        /// Where `user` is set.
+        line: Line,
+    },
+    /// `auth.mode: token` over plain HTTP on an address other than loopback.
+    #[error(
+        "listen{line} is {listen}, not a loopback address, and tls is not set: with auth.mode: token the token would cross the network in clear; listen on 127.0.0.1 (a port-forward reaches the pod's loopback), or give tls.certFile and tls.keyFile"
+    )]
+    TokenInClear {
+        /// Where `listen` is set.
+        line: Line,
+        /// `listen`.
+        listen: SocketAddr,
+    },
     /// No `tls:` and no `insecure: true`.
     #[error(
         "tls is not set, so the agent would serve plain HTTP to the network; give tls.certFile and tls.keyFile (see docs/security.md, TLS), or set insecure: true for tests and loopback-only agents"
@@ -361,7 +402,7 @@ pub enum InvalidConfig {
         /// Where `mode` is set.
         line: Line,
     },
-    /// `auth.clientCAFile` with `auth.mode: none`.
+    /// `auth.clientCAFile` with `auth.mode: none` or `token`.
     #[error(
         "auth.clientCAFile{line}: client certificates are checked only with auth.mode: kubernetes; set the mode, or remove the key"
     )]
@@ -415,6 +456,9 @@ pub enum InvalidConfig {
     },
 }
 
+/// What errors of a configuration given inline call it.
+pub const INLINE: &str = "--config-yaml";
+
 impl Config {
     /// Reads and checks the file at `path`, and the files it names.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -422,14 +466,26 @@ impl Config {
             path: path.display().to_string(),
             source,
         })?;
-        let invalid = |source| ConfigError::Invalid {
-            path: path.display().to_string(),
-            source: Box::new(source),
+        Config::load_text(&text, &path.display().to_string())
+    }
+
+    /// Checks a configuration given inline (`--config-yaml`, for a pod with no ConfigMap),
+    /// and the files it names, as [`Config::load`] checks a file; errors say [`INLINE`]
+    /// where they would say the file.
+    pub fn load_inline(text: &str) -> Result<Config, ConfigError> {
+        Config::load_text(text, INLINE)
+    }
+
+    /// Checks `text`, read from `source`, and the files it names.
+    fn load_text(text: &str, source: &str) -> Result<Config, ConfigError> {
+        let invalid = |error| ConfigError::Invalid {
+            path: source.to_owned(),
+            source: Box::new(error),
         };
-        let mut config = Config::parse(&text).map_err(invalid)?;
+        let mut config = Config::parse(text).map_err(invalid)?;
         config.runtime.load_credentials().map_err(|error| {
             invalid(InvalidConfig::RegistryAuth {
-                line: line_of(&text, "registryAuth"),
+                line: line_of(text, "registryAuth"),
                 error,
             })
         })?;
@@ -473,6 +529,7 @@ impl Config {
             }
         }
         security::check(
+            config.listen,
             config.tls.as_ref(),
             config.insecure,
             &config.auth,

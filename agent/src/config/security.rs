@@ -3,6 +3,7 @@
 //! defaults are the safe ones: TLS and Kubernetes authentication unless `insecure: true` says
 //! otherwise.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -26,8 +27,8 @@ pub struct Tls {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct Auth {
-    /// `kubernetes` (TokenReview and SubjectAccessReview) or `none` (with `insecure: true`
-    /// only).
+    /// `kubernetes` (TokenReview and SubjectAccessReview), `token` (one bearer token, an
+    /// on-demand agent's) or `none` (with `insecure: true` only).
     pub mode: AuthMode,
     /// Empty: the in-cluster service account; a path: that kubeconfig (tests, agents run out
     /// of the cluster).
@@ -44,6 +45,12 @@ pub struct Auth {
     /// The audiences tokens must be for (TokenReview's `spec.audiences`); empty: the API
     /// server's.
     pub audiences: Vec<String>,
+    /// `mode: token`: the SHA-256 of the one token admitted, as 64 hex digits (the token
+    /// itself is never in the configuration).
+    pub token_sha256: String,
+    /// `mode: token`: who holds the token (who started this agent): the user of its
+    /// sessions' labels, audit lines and recordings.
+    pub user: String,
 }
 
 impl Default for Auth {
@@ -54,7 +61,25 @@ impl Default for Auth {
             client_ca_file: String::new(),
             cache_ttl: GoDuration(Duration::from_secs(10)),
             audiences: Vec::new(),
+            token_sha256: String::new(),
+            user: String::new(),
         }
+    }
+}
+
+impl Auth {
+    /// `tokenSha256` as bytes, when it is 64 hex digits.
+    pub fn token_digest(&self) -> Option<[u8; 32]> {
+        let hex = self.token_sha256.trim().as_bytes();
+        if hex.len() != 64 || !hex.iter().all(u8::is_ascii_hexdigit) {
+            return None;
+        }
+        let mut digest = [0u8; 32];
+        for (byte, pair) in digest.iter_mut().zip(hex.chunks_exact(2)) {
+            let pair = std::str::from_utf8(pair).ok()?;
+            *byte = u8::from_str_radix(pair, 16).ok()?;
+        }
+        Some(digest)
     }
 }
 
@@ -66,6 +91,10 @@ pub enum AuthMode {
     /// SubjectAccessReview.
     #[default]
     Kubernetes,
+    /// One bearer token, whose SHA-256 is `auth.tokenSha256`, held by `auth.user`, who may
+    /// do anything the policy allows: an on-demand agent, which listens on its pod's
+    /// loopback, reached only through a port-forward the API server authorised.
+    Token,
     /// Anyone who reaches the port may do anything: tests and loopback-only agents.
     None,
 }
@@ -214,15 +243,19 @@ pub fn image_matches(pattern: &str, image: &str) -> bool {
     rest.len() >= last.len() && rest.ends_with(last)
 }
 
-/// The checks of these sections that span keys: what `Config::parse` adds.
+/// The checks of these sections that span keys: what `Config::parse` adds. `listen` is
+/// where the agent listens.
 pub fn check(
+    listen: SocketAddr,
     tls: Option<&Tls>,
     insecure: bool,
     auth: &Auth,
     policy: &Policy,
     line_of: impl Fn(&str) -> Line,
 ) -> Result<(), InvalidConfig> {
-    if tls.is_none() && !insecure {
+    check_token(listen, tls, auth, &line_of)?;
+    // A token on loopback is plain HTTP nobody else can read: the port-forward's stream.
+    if tls.is_none() && !insecure && auth.mode != AuthMode::Token {
         return Err(InvalidConfig::PlainHttp);
     }
     if auth.mode == AuthMode::None && !insecure {
@@ -231,7 +264,7 @@ pub fn check(
         });
     }
     if !auth.client_ca_file.trim().is_empty() {
-        if auth.mode == AuthMode::None {
+        if auth.mode != AuthMode::Kubernetes {
             return Err(InvalidConfig::ClientCaWithoutAuth {
                 line: line_of("clientCAFile"),
             });
@@ -271,6 +304,50 @@ pub fn check(
     Ok(())
 }
 
+/// The checks of `auth.mode: token`: a well-formed hash and a user, its keys only with it,
+/// and plain HTTP only on loopback.
+fn check_token(
+    listen: SocketAddr,
+    tls: Option<&Tls>,
+    auth: &Auth,
+    line_of: &impl Fn(&str) -> Line,
+) -> Result<(), InvalidConfig> {
+    if auth.mode != AuthMode::Token {
+        let key = [("tokenSha256", &auth.token_sha256), ("user", &auth.user)]
+            .into_iter()
+            .find(|(_, value)| !value.is_empty());
+        return match key {
+            Some((key, _)) => Err(InvalidConfig::TokenKeyWithoutToken {
+                key,
+                line: line_of(key),
+            }),
+            None => Ok(()),
+        };
+    }
+    if auth.token_digest().is_none() {
+        return Err(InvalidConfig::TokenHash {
+            line: line_of("tokenSha256"),
+            found: if auth.token_sha256.trim().is_empty() {
+                "is not set"
+            } else {
+                "is not 64 hex digits"
+            },
+        });
+    }
+    if auth.user.trim().is_empty() {
+        return Err(InvalidConfig::NoTokenUser {
+            line: line_of("user"),
+        });
+    }
+    if tls.is_none() && !listen.ip().is_loopback() {
+        return Err(InvalidConfig::TokenInClear {
+            line: line_of("listen"),
+            listen,
+        });
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -291,6 +368,20 @@ mod tests {
             ..limits
         };
         assert_eq!(tight.unauthenticated_cap(), 99, "below maxConnections");
+    }
+
+    #[test]
+    fn a_token_hash_is_64_hex_digits_and_nothing_else() {
+        let auth = |hash: &str| Auth {
+            token_sha256: hash.into(),
+            ..Auth::default()
+        };
+        let upper = "AB".repeat(32);
+        assert_eq!(auth(&upper).token_digest(), Some([0xab; 32]));
+        // `u8::from_str_radix` would take "+f" as 15.
+        assert_eq!(auth(&format!("+f{}", "0".repeat(62))).token_digest(), None);
+        assert_eq!(auth(&"0".repeat(63)).token_digest(), None);
+        assert_eq!(auth(&"é".repeat(32)).token_digest(), None);
     }
 
     #[test]

@@ -1,14 +1,18 @@
 //! The agent's HTTP server: accepting connections (TLS, limits, idle and unauthenticated
 //! ones), routing each request ([`route`]) and upgrading to WebSockets ([`upgrade`]). What
-//! each endpoint does is in [`crate::endpoints`].
+//! each endpoint does is in [`crate::endpoints`]. Every accepted socket counts as the agent's
+//! activity until it closes ([`Held`]), for `lifecycle.exitWhenIdle`.
 
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tracing::{debug, warn};
 
@@ -67,6 +71,10 @@ impl Agent {
                 continue;
             };
             let _ = socket.set_nodelay(true);
+            let socket = Held {
+                io: socket,
+                _busy: self.activity.begin(),
+            };
             let (ticket, evicted) = pending.admit();
             if evicted {
                 evictions += 1;
@@ -87,7 +95,7 @@ impl Agent {
                 // reports a fresh socket ready; `peek` waits for a byte or the end.)
                 let limit = agent.limits.header_timeout.0;
                 let serving = async {
-                    match tokio::time::timeout(limit, socket.peek(&mut [0u8])).await {
+                    match tokio::time::timeout(limit, socket.io.peek(&mut [0u8])).await {
                         Ok(Ok(1..)) => {
                             let connection =
                                 agent.serve_socket(socket, peer.to_string(), ticket.clone());
@@ -110,7 +118,7 @@ impl Agent {
     /// agent has it, the handshake within `limits.headerTimeout`.
     async fn serve_socket(
         self: Arc<Self>,
-        socket: tokio::net::TcpStream,
+        socket: Held<tokio::net::TcpStream>,
         peer: String,
         ticket: Arc<pending::Ticket>,
     ) {
@@ -217,5 +225,53 @@ impl Open {
 impl Drop for Open {
     fn drop(&mut self) {
         self.gauge.dec();
+    }
+}
+
+/// An accepted socket, counted in [`Agent`]'s activity until it closes: a WebSocket's socket
+/// outlives its HTTP connection's task (hyper hands it over at the upgrade), so a running
+/// session or watcher keeps the agent busy too.
+struct Held<IO> {
+    io: IO,
+    _busy: crate::state::Busy,
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Held<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Held<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
