@@ -278,21 +278,27 @@ impl Agent {
     /// The sum of the samples of `name` (over all their labels) on the agent's `/metrics`,
     /// e.g. `kubectl_debug_agent_pulls_total`. The agent must serve plain HTTP.
     pub fn metric(&self, name: &str) -> u64 {
+        self.try_metric(name)
+            .unwrap_or_else(|| panic!("no /metrics from {}", self.address()))
+    }
+
+    /// [`Agent::metric`], or `None` when the agent did not answer (e.g. it is at
+    /// `limits.maxConnections` and closes new connections at once).
+    pub fn try_metric(&self, name: &str) -> Option<u64> {
         let metrics = Command::new("curl")
             .args(["-sf", &format!("http://{}/metrics", self.address())])
             .output()
             .expect("running curl");
-        assert!(
-            metrics.status.success(),
-            "no /metrics from {}",
-            self.address()
-        );
-        text(&metrics.stdout)
+        if !metrics.status.success() {
+            return None;
+        }
+        let sum = text(&metrics.stdout)
             .lines()
             .filter_map(|l| l.strip_prefix(name))
             .filter(|rest| rest.starts_with(['{', ' ']))
             .filter_map(|rest| rest.rsplit(' ').next()?.parse::<u64>().ok())
-            .sum()
+            .sum();
+        Some(sum)
     }
 
     /// Kills the agent with SIGKILL, as a node's OOM killer or a crash would.
