@@ -148,3 +148,10 @@ pub fn ctr(namespace: &str, args: &[&str]) -> Output {
         .output()
         .expect("running ctr")
 }
+
+/// The agent's image that on-demand agents run (`scripts/test` builds it from this tree with
+/// `scripts/agent-image`): on the test Docker engine, where the API stand-in's kubelet runs
+/// pods.
+pub fn ondemand_image() -> String {
+    world_variable("KDBG_ONDEMAND_IMAGE")
+}

@@ -189,3 +189,58 @@ pub async fn review(req: Request<hyper::body::Incoming>, table: Shared) -> Respo
     });
     json(StatusCode::CREATED, &review)
 }
+
+/// The API server's refusal, if it refuses, of `verb` on pods (`name`: one pod, or empty) in
+/// `namespace` by the caller of `req`, having authenticated and authorised it. A token of the table authenticates its user,
+/// whose grants decide; an expired one is refused with `401`. Any other token is the
+/// cluster's administrator (the kubeconfig's `tester`), as the stand-in has always treated it.
+pub(crate) fn authorize(
+    table: &Shared,
+    req: &Request<hyper::body::Incoming>,
+    verb: &str,
+    namespace: &str,
+    name: &str,
+) -> Option<Response<Full<Bytes>>> {
+    let token = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let table = table.lock().unwrap();
+    let known = token.and_then(|t| table.tokens.get(t))?;
+    if known.expired {
+        return Some(json(
+            StatusCode::UNAUTHORIZED,
+            &Status::http_error(401, "Unauthorized", "Unauthorized"),
+        ));
+    }
+    let allowed = table.grants.iter().any(|g| {
+        g.user == known.user
+            && g.verb == verb
+            && g.resource == "pods"
+            && (g.namespace.is_empty() || g.namespace == namespace)
+            && (g.name.is_empty() || g.name == name)
+    });
+    if allowed {
+        return None;
+    }
+    let subject = if name.is_empty() {
+        "pods".to_owned()
+    } else {
+        format!("pods \"{name}\"")
+    };
+    let mut status = Status::http_error(
+        403,
+        "Forbidden",
+        format!(
+            "{subject} is forbidden: User \"{}\" cannot {verb} resource \"pods\" in API group \"\" in the namespace \"{namespace}\"",
+            known.user
+        ),
+    );
+    status.details = Some(kdbg_relay::status::StatusDetails {
+        name: (!name.is_empty()).then(|| name.to_owned()),
+        kind: Some("pods".into()),
+        causes: Vec::new(),
+    });
+    Some(json(StatusCode::FORBIDDEN, &status))
+}

@@ -433,8 +433,8 @@ enum Out {
 /// A request's streams until both are open: the error stream, the data stream and its port.
 type Pair = (Option<u32>, Option<(u32, String)>);
 
-/// Serves one port-forward connection: each stream pair to `ip:port`.
-pub async fn serve<S>(io: S, ip: String)
+/// Serves one port-forward connection: each stream pair to a port of `pod`.
+pub async fn serve<S>(io: S, pod: super::portforward::Upstream)
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
@@ -480,7 +480,7 @@ where
                     waiting.remove(&request);
                     let (tx, rx) = mpsc::channel(16);
                     to_pod.insert(data, tx);
-                    tokio::spawn(forward(ip.clone(), port, error, data, rx, out.clone()));
+                    tokio::spawn(forward(pod.clone(), port, error, data, rx, out.clone()));
                 }
             }
             Frame::Data { id, fin, data } => {
@@ -509,9 +509,9 @@ where
     let _ = writer.await;
 }
 
-/// Carries one stream pair to `ip:port`.
+/// Carries one stream pair to `port` of `pod`.
 async fn forward(
-    ip: String,
+    pod: super::portforward::Upstream,
     port: String,
     error: u32,
     data: u32,
@@ -519,9 +519,7 @@ async fn forward(
     out: mpsc::Sender<Out>,
 ) {
     let connected = match port.parse::<u16>() {
-        Ok(n) => tokio::net::TcpStream::connect((ip.as_str(), n))
-            .await
-            .map_err(|e| format!("error forwarding port {port} to pod: {e}")),
+        Ok(n) => pod.connect(n).await,
         Err(_) => Err(format!("invalid port {port:?} in the stream's headers")),
     };
     let tcp = match connected {
