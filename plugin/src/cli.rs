@@ -159,6 +159,18 @@ pub enum Connect {
     Direct,
 }
 
+/// Whether to start an agent on demand on the target's node (`--agentless`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Agentless {
+    /// The node's DaemonSet agent if it has one, else an agent started on demand.
+    Auto,
+    /// An agent started on demand, even where a DaemonSet agent runs.
+    Always,
+    /// Only the node's DaemonSet agent.
+    Never,
+}
+
 /// The flags of the verbs that talk to a cluster, like kubectl's global flags (accepted
 /// before or after the verb).
 #[derive(Debug, Args, Clone, Default)]
@@ -190,6 +202,38 @@ pub struct Global {
     /// plain HTTP, for agents with insecure: true).
     #[arg(long, value_name = "FILE")]
     pub agent_ca: Option<PathBuf>,
+    /// Start an agent pod on the target's node when it has none (auto, the default), always,
+    /// or never; `--agentless` alone is `always`. The pod is deleted when the command ends.
+    #[arg(long, value_enum, value_name = "MODE", num_args = 0..=1, require_equals = true, default_missing_value = "always")]
+    pub agentless: Option<Agentless>,
+    /// The on-demand agent's image (default: kubectl-debug-agent:VERSION, the DaemonSet's).
+    #[arg(long, value_name = "IMAGE")]
+    pub agent_image: Option<String>,
+    /// The on-demand agent's image pull policy (Always, IfNotPresent, Never; default: the
+    /// DaemonSet's).
+    #[arg(long, value_name = "POLICY")]
+    pub agent_image_pull_policy: Option<String>,
+    /// How long an on-demand agent may take to start (default: 2m).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub agent_start_timeout: Option<std::time::Duration>,
+    /// The on-demand agent's resources (plugin config `agentResources` only).
+    #[arg(skip)]
+    pub agent_resources: Option<k8s_openapi::api::core::v1::ResourceRequirements>,
+    /// Runtime sockets on nodes where they are not where deploy/ expects them (plugin config
+    /// `agentRuntimeSockets` only).
+    #[arg(skip)]
+    pub agent_runtime_sockets: std::collections::BTreeMap<String, String>,
+    /// How long an on-demand agent waits after its last session before it exits (plugin
+    /// config `agentExitWhenIdle` only; default 60s).
+    #[arg(skip)]
+    pub agent_exit_when_idle: Option<std::time::Duration>,
+}
+
+/// A duration as kubectl writes them: `90s`, `2m`, `1m30s`.
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    kdbg_agent::duration::GoDuration::parse(text)
+        .map(|d| d.0)
+        .map_err(|e| e.to_string())
 }
 
 /// The agents' namespace when neither a flag nor the configuration names one.
@@ -216,6 +260,11 @@ impl Global {
     /// The agents' label selector.
     pub fn agent_selector(&self) -> &str {
         self.agent_selector.as_deref().unwrap_or(AGENT_SELECTOR)
+    }
+
+    /// Whether agents are started on demand.
+    pub fn agentless(&self) -> Agentless {
+        self.agentless.unwrap_or(Agentless::Auto)
     }
 }
 

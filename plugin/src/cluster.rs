@@ -3,13 +3,13 @@
 //! node's agent pod, the default: nothing but the API server needs to be reachable), or
 //! straight to the node's IP.
 
-use anyhow::{Context as _, anyhow, bail};
+use anyhow::{Context as _, anyhow};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client};
 
-use crate::cli::{Connect, Global};
+use crate::cli::{Agentless, Connect, Global};
 use crate::client::{AgentClient, Transport};
 
 /// A cluster and how to reach its agents.
@@ -119,8 +119,82 @@ impl Cluster {
             .cloned()
     }
 
-    /// The client of the agent on node `node` (whose IP is `host_ip`).
-    pub async fn agent_on(&self, node: &str, host_ip: &str) -> anyhow::Result<AgentClient> {
+    /// The client of the agent on node `node` (whose IP is `host_ip`), as `--agentless` says:
+    /// its DaemonSet agent, else (`auto`) or anyway (`always`) one started on demand.
+    /// `hint` is the runtime of a container on the node, when the caller knows one.
+    pub async fn agent_on(
+        &self,
+        node: &str,
+        host_ip: &str,
+        hint: Option<kdbg_api::RuntimeKind>,
+    ) -> anyhow::Result<AgentClient> {
+        match self.global.agentless() {
+            Agentless::Always => self.on_demand(node, hint).await,
+            Agentless::Never => self.daemonset_agent(node, host_ip).await.map_err(|e| {
+                if e.is::<NoAgent>() {
+                    e.context("or start one for this command with --agentless")
+                } else {
+                    e
+                }
+            }),
+            Agentless::Auto => match self.daemonset_agent(node, host_ip).await {
+                Err(e) if e.is::<NoAgent>() => self.on_demand(node, hint).await,
+                other => other,
+            },
+        }
+    }
+
+    /// Whether agents are started on demand (`--agentless`).
+    pub fn agentless(&self) -> Agentless {
+        self.global.agentless()
+    }
+
+    /// The node's DaemonSet agent, if it has one ([`NoAgent`] if not).
+    pub async fn existing_agent_on(
+        &self,
+        node: &str,
+        host_ip: &str,
+    ) -> anyhow::Result<AgentClient> {
+        self.daemonset_agent(node, host_ip).await
+    }
+
+    /// An agent started on demand on `node`.
+    async fn on_demand(
+        &self,
+        node: &str,
+        hint: Option<kdbg_api::RuntimeKind>,
+    ) -> anyhow::Result<AgentClient> {
+        let settings = crate::ondemand::Settings {
+            image: self.global.agent_image.clone(),
+            pull_policy: self.global.agent_image_pull_policy.clone(),
+            resources: self.global.agent_resources.clone(),
+            sockets: self.global.agent_runtime_sockets.clone(),
+            start_timeout: self
+                .global
+                .agent_start_timeout
+                .unwrap_or(std::time::Duration::from_secs(120)),
+            exit_when_idle: self
+                .global
+                .agent_exit_when_idle
+                .unwrap_or(crate::ondemand::EXIT_WHEN_IDLE),
+        };
+        let user = crate::ondemand::user_name(
+            self.global.kubeconfig.as_deref(),
+            self.global.context.as_deref(),
+        );
+        crate::ondemand::start(
+            self.client.clone(),
+            self.global.agent_namespace(),
+            node,
+            hint,
+            &settings,
+            &user,
+        )
+        .await
+    }
+
+    /// The node's DaemonSet agent.
+    async fn daemonset_agent(&self, node: &str, host_ip: &str) -> anyhow::Result<AgentClient> {
         let port = self.global.agent_port();
         let ca = self.agent_ca().await?;
         let tls = |name: rustls::pki_types::ServerName<'static>| {
@@ -151,7 +225,19 @@ impl Cluster {
                     "finding the kubectl-debug agent of node \"{node}\" (pods labelled {selector} in namespace {namespace}); or reach agents by node IP with --connect direct"
                 )
             })?;
-        let pod = pick(&listed.items, node, namespace, selector)?;
+        // On-demand agents (of other users, too) are not the node's agent.
+        let daemon: Vec<Pod> = listed
+            .items
+            .into_iter()
+            .filter(|p| {
+                p.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(crate::ondemand::COMPONENT_LABEL.0))
+                    .is_none_or(|c| c != crate::ondemand::COMPONENT_LABEL.1)
+            })
+            .collect();
+        let pod = pick(&daemon, node, namespace, selector)?;
         let name =
             rustls::pki_types::ServerName::try_from(crate::credentials::service_name(namespace))
                 .context("the agents' TLS name")?;
@@ -164,6 +250,11 @@ impl Cluster {
         .with_access(self.bearer.clone(), tls(name)))
     }
 }
+
+/// A node without a DaemonSet agent: where `--agentless=auto` starts one on demand.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NoAgent(String);
 
 /// The ready agent pod among `pods` (those of one node), or why there is none.
 fn pick(pods: &[Pod], node: &str, namespace: &str, selector: &str) -> anyhow::Result<String> {
@@ -179,9 +270,9 @@ fn pick(pods: &[Pod], node: &str, namespace: &str, selector: &str) -> anyhow::Re
         return Ok(name(pod));
     }
     let Some(pod) = pods.first() else {
-        bail!(
+        return Err(anyhow::Error::new(NoAgent(format!(
             "no kubectl-debug agent runs on node \"{node}\" (no pod labelled {selector} in namespace {namespace}); install it with: kubectl apply -k deploy/ (from kubectl-debug's source), or name where it runs with --agent-namespace and --agent-selector"
-        );
+        ))));
     };
     let status = pod.status.clone().unwrap_or_default();
     let phase = status.phase.unwrap_or_else(|| "Unknown".into());

@@ -14,6 +14,13 @@
 //! pullPolicy: IfNotPresent   # Always | IfNotPresent | Never
 //! retain: false
 //! record: false
+//! agentless: auto            # always | never
+//! agentImage: registry.example.com/kubectl-debug-agent:0.1.0
+//! agentImagePullPolicy: IfNotPresent
+//! agentStartTimeout: 2m
+//! agentResources: {requests: {cpu: 50m, memory: 64Mi}, limits: {memory: 512Mi}}
+//! agentRuntimeSockets: {containerd: /run/containerd/containerd.sock}   # docker, containerd, k3s
+//! agentExitWhenIdle: 60s     # an on-demand agent's life after its last session
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -27,7 +34,7 @@ use crate::cli::{Cli, Connect, DebugOpts, Global, LocalVerb, RecordOpts, Session
 pub const ENV: &str = "KUBECTL_DEBUG_CONFIG";
 
 /// What the file may say; unknown keys are errors.
-#[derive(Debug, Default, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct PluginConfig {
     /// `--image`.
@@ -52,6 +59,22 @@ pub struct PluginConfig {
     pub retain: Option<bool>,
     /// `--record`.
     pub record: Option<bool>,
+    /// `--agentless`.
+    pub agentless: Option<crate::cli::Agentless>,
+    /// `--agent-image`.
+    pub agent_image: Option<String>,
+    /// `--agent-image-pull-policy`.
+    pub agent_image_pull_policy: Option<String>,
+    /// `--agent-start-timeout`.
+    pub agent_start_timeout: Option<kdbg_agent::duration::GoDuration>,
+    /// The on-demand agent's resource requests and limits.
+    pub agent_resources: Option<k8s_openapi::api::core::v1::ResourceRequirements>,
+    /// Runtime sockets on nodes where they are not where deploy/ expects them, by runtime
+    /// (`docker`, `containerd`, `k3s`).
+    #[serde(default)]
+    pub agent_runtime_sockets: std::collections::BTreeMap<String, String>,
+    /// How long an on-demand agent waits after its last session before it exits.
+    pub agent_exit_when_idle: Option<kdbg_agent::duration::GoDuration>,
 }
 
 impl PluginConfig {
@@ -130,6 +153,26 @@ impl PluginConfig {
         fill(&mut global.agent_port, &self.agent_port);
         fill(&mut global.connect, &self.connect);
         fill(&mut global.agent_ca, &self.agent_ca);
+        fill(&mut global.agentless, &self.agentless);
+        fill(&mut global.agent_image, &self.agent_image);
+        fill(
+            &mut global.agent_image_pull_policy,
+            &self.agent_image_pull_policy,
+        );
+        fill(
+            &mut global.agent_start_timeout,
+            &self.agent_start_timeout.map(|d| d.0),
+        );
+        fill(&mut global.agent_resources, &self.agent_resources);
+        fill(
+            &mut global.agent_exit_when_idle,
+            &self.agent_exit_when_idle.map(|d| d.0),
+        );
+        if global.agent_runtime_sockets.is_empty() {
+            global
+                .agent_runtime_sockets
+                .clone_from(&self.agent_runtime_sockets);
+        }
     }
 
     fn debug(&self, debug: &mut DebugOpts) {

@@ -20,6 +20,7 @@ pub mod config;
 pub mod credentials;
 pub mod list;
 pub mod local;
+pub mod ondemand;
 pub mod output;
 pub mod pod;
 pub mod portforward;
@@ -37,6 +38,7 @@ use std::process::ExitCode;
 
 use cli::{Cli, Verb};
 use kdbg_relay::ExitStatus;
+use tokio::signal::unix::{SignalKind, signal};
 
 /// Sends logs to stderr: none but our own messages unless `-v`/`--v=N` asks (like kubectl's
 /// `-v`) or `KUBECTL_DEBUG_LOG` names a filter; colour only on a terminal.
@@ -58,42 +60,40 @@ pub fn init_logging(verbosity: u8) {
 }
 
 /// Runs the verb `cli` names and maps the outcome to the process's exit code.
-pub fn run(mut cli: Cli) -> ExitCode {
+pub fn run(cli: Cli) -> ExitCode {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
     let result = runtime.block_on(async move {
-        let done = |()| ExitStatus::Code(0);
-        config::PluginConfig::load(cli.common.plugin_config.as_deref())?.apply(&mut cli);
-        match cli.verb {
-            Some(Verb::Local(local)) => local.run().await,
-            Some(Verb::List(args)) => list::run(&args.global.clone(), args).await.map(done),
-            Some(Verb::Attach(args)) => pod::attach(&args.global.clone(), args).await,
-            Some(Verb::Rm(args)) => rm::run(&args.global.clone(), args).await.map(done),
-            Some(Verb::Recordings(args)) => match args.verb {
-                cli::RecordingsVerb::List(args) => {
-                    recordings::list(&args.global.clone(), args).await
-                }
-                cli::RecordingsVerb::Get(args) => recordings::get(&args.global.clone(), args).await,
+        let verb = verb(cli);
+        // SIGINT and SIGTERM end the command, but not before the agents it started on demand
+        // are deleted (a SIGKILL leaves them to end by themselves when idle).
+        let (mut interrupt, mut terminate) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        );
+        let signalled = async {
+            match (&mut interrupt, &mut terminate) {
+                (Ok(i), Ok(t)) => tokio::select! {
+                    _ = i.recv() => 130,
+                    _ = t.recv() => 143,
+                },
+                _ => std::future::pending().await,
             }
-            .map(done),
-            Some(Verb::Replay(args)) => replay::run(&args.global.clone(), args).await.map(done),
-            Some(Verb::Watch(args)) => watch::run(&args.global.clone(), args).await.map(done),
-            Some(Verb::Version(args)) => version::run(args).await.map(done),
-            Some(Verb::Completion(args)) => {
-                print!("{}", shell::completion(args.shell));
-                Ok(ExitStatus::Code(0))
+        };
+        let result = tokio::select! {
+            result = verb => result,
+            code = signalled => {
+                ondemand::clean_up(false).await;
+                return Ok(ExitStatus::Code(code));
             }
-            Some(Verb::ShellInit(args)) => {
-                print!("{}", shell::init(args.shell));
-                Ok(ExitStatus::Code(0))
-            }
-            None => {
-                let pod = cli.pod.expect("clap requires POD without a verb");
-                pod::run(&cli.global, &pod, cli.container.as_deref(), cli.debug).await
-            }
+        };
+        let failed = !matches!(result, Ok(ExitStatus::Code(0)));
+        if let Some(note) = ondemand::clean_up(failed).await {
+            eprintln!("kubectl-debug: {note}");
         }
+        result
     });
     // A blocked read of stdin must not keep the process alive after the session.
     runtime.shutdown_background();
@@ -120,6 +120,38 @@ pub fn run(mut cli: Cli) -> ExitCode {
         Err(e) => {
             eprintln!("error: {}", kdbg_api::error_chain(e.as_ref()));
             ExitCode::from(1)
+        }
+    }
+}
+
+/// Runs the verb `cli` names.
+async fn verb(mut cli: Cli) -> anyhow::Result<ExitStatus> {
+    let done = |()| ExitStatus::Code(0);
+    config::PluginConfig::load(cli.common.plugin_config.as_deref())?.apply(&mut cli);
+    match cli.verb {
+        Some(Verb::Local(local)) => local.run().await,
+        Some(Verb::List(args)) => list::run(&args.global.clone(), args).await.map(done),
+        Some(Verb::Attach(args)) => pod::attach(&args.global.clone(), args).await,
+        Some(Verb::Rm(args)) => rm::run(&args.global.clone(), args).await.map(done),
+        Some(Verb::Recordings(args)) => match args.verb {
+            cli::RecordingsVerb::List(args) => recordings::list(&args.global.clone(), args).await,
+            cli::RecordingsVerb::Get(args) => recordings::get(&args.global.clone(), args).await,
+        }
+        .map(done),
+        Some(Verb::Replay(args)) => replay::run(&args.global.clone(), args).await.map(done),
+        Some(Verb::Watch(args)) => watch::run(&args.global.clone(), args).await.map(done),
+        Some(Verb::Version(args)) => version::run(args).await.map(done),
+        Some(Verb::Completion(args)) => {
+            print!("{}", shell::completion(args.shell));
+            Ok(ExitStatus::Code(0))
+        }
+        Some(Verb::ShellInit(args)) => {
+            print!("{}", shell::init(args.shell));
+            Ok(ExitStatus::Code(0))
+        }
+        None => {
+            let pod = cli.pod.expect("clap requires POD without a verb");
+            pod::run(&cli.global, &pod, cli.container.as_deref(), cli.debug).await
         }
     }
 }

@@ -120,7 +120,7 @@ impl Asked {
         let mut homes = BTreeMap::new();
         if let Some(name) = pod {
             let name = pod::pod_name(name);
-            let (node, ip) = pod::node_of(client, &namespace, name).await?;
+            let (node, ip, _) = pod::node_of(client, &namespace, name).await?;
             let scope = PodScope {
                 namespace: Some(namespace.clone()),
                 pod: Some(name.to_owned()),
@@ -188,8 +188,17 @@ impl Asked {
         Fut: std::future::Future<Output = anyhow::Result<T>>,
     {
         let ask = &ask;
+        // Agents are started on demand for one node (one pod's), or for many only when the
+        // user said --agentless=always: a list is no reason to start a pod on every node.
+        let start =
+            self.nodes.len() == 1 || self.cluster.agentless() == crate::cli::Agentless::Always;
         let asked = futures_util::stream::iter(self.nodes.iter().map(|(node, ip)| async move {
-            let answer = match self.cluster.agent_on(node, ip).await {
+            let agent = if start {
+                self.cluster.agent_on(node, ip, None).await
+            } else {
+                self.cluster.existing_agent_on(node, ip).await
+            };
+            let answer = match agent {
                 Ok(agent) => ask(agent).await,
                 Err(e) => Err(e),
             };
@@ -200,15 +209,26 @@ impl Asked {
         .await;
         let mut answers = Vec::new();
         let mut failures = 0;
+        let mut without = Vec::new();
         for (node, answer) in asked {
             match answer {
                 Ok(answer) => answers.push((node, answer)),
+                Err(e) if e.is::<crate::cluster::NoAgent>() => without.push(node.as_str()),
                 Err(e) => {
                     let reason = kdbg_api::error_chain(e.as_ref());
                     eprintln!("warning: node {node}: {what} not listed: {reason}");
                     failures += 1;
                 }
             }
+        }
+        if !without.is_empty() {
+            eprintln!(
+                "warning: {} not asked: no kubectl-debug agent runs there; --agentless=always starts one on each for this command",
+                match without.as_slice() {
+                    [one] => format!("node {one}"),
+                    many => format!("nodes {}", many.join(", ")),
+                }
+            );
         }
         if answers.is_empty() && failures > 0 {
             bail!(

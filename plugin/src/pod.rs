@@ -191,7 +191,9 @@ pub async fn run(
     request.pod_namespace = Some(found.namespace.clone());
     request.pod_name = Some(found.pod.clone());
     request.pod_container = Some(found.container.clone());
-    let agent = cluster.agent_on(&found.node, &found.host_ip).await?;
+    let agent = cluster
+        .agent_on(&found.node, &found.host_ip, Some(found.target.kind))
+        .await?;
     attach::debug(
         &agent,
         request,
@@ -202,12 +204,13 @@ pub async fn run(
 }
 
 /// The node of pod `name` (which may not be running, and whose containers may be gone: a
-/// retained debug container outlives them): its name and IP.
+/// retained debug container outlives them): its name and IP, and the runtime of its
+/// containers when their IDs say (for an agent started on demand).
 pub async fn node_of(
     client: Client,
     namespace: &str,
     name: &str,
-) -> anyhow::Result<(String, String)> {
+) -> anyhow::Result<(String, String, Option<kdbg_api::RuntimeKind>)> {
     let pods: Api<Pod> = Api::namespaced(client, namespace);
     let pod = pods
         .get_opt(name)
@@ -224,7 +227,16 @@ pub async fn node_of(
         .as_ref()
         .and_then(|s| s.node_name.clone())
         .unwrap_or_else(|| host_ip.clone());
-    Ok((node, host_ip))
+    let runtime = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.container_id.as_deref())
+        .find_map(|id| id.parse::<kdbg_api::TargetRef>().ok())
+        .map(|t| t.kind);
+    Ok((node, host_ip, runtime))
 }
 
 /// Runs `kubectl-debug attach POD NAME`.
@@ -232,12 +244,12 @@ pub async fn attach(global: &Global, args: AttachArgs) -> anyhow::Result<ExitSta
     let pod = pod_name(&args.pod);
     let cluster = Cluster::connect(global).await?;
     let namespace = cluster.namespace.clone();
-    let (node, host_ip) = node_of(cluster.client.clone(), &namespace, pod).await?;
+    let (node, host_ip, runtime) = node_of(cluster.client.clone(), &namespace, pod).await?;
     let record_local = args.session.record.record_local.clone();
     let mut request = args.session.request(&args.name);
     request.pod_namespace = Some(namespace);
     request.pod_name = Some(pod.to_owned());
-    let agent = cluster.agent_on(&node, &host_ip).await?;
+    let agent = cluster.agent_on(&node, &host_ip, runtime).await?;
     attach::debug(
         &agent,
         request,

@@ -211,7 +211,7 @@ pub async fn fetch(
         );
     };
     let ip = asked.nodes.get(&row.node).cloned().unwrap_or_default();
-    let agent: AgentClient = asked.cluster.agent_on(&row.node, &ip).await?;
+    let agent: AgentClient = asked.cluster.agent_on(&row.node, &ip, None).await?;
     let scope = PodScope {
         namespace: row.item.namespace.clone(),
         pod: row.item.pod.clone(),

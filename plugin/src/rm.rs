@@ -14,8 +14,8 @@ pub async fn run(global: &Global, args: RmArgs) -> anyhow::Result<()> {
     let name = pod::pod_name(&args.pod);
     let cluster = crate::cluster::Cluster::connect(global).await?;
     let (client, namespace) = (cluster.client.clone(), cluster.namespace.clone());
-    let (node, ip) = pod::node_of(client, &namespace, name).await?;
-    let agent = cluster.agent_on(&node, &ip).await?;
+    let (node, ip, runtime) = pod::node_of(client, &namespace, name).await?;
+    let agent = cluster.agent_on(&node, &ip, runtime).await?;
     let scope = PodScope {
         namespace: Some(namespace.clone()),
         pod: Some(name.to_owned()),

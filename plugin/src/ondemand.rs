@@ -1,0 +1,782 @@
+//! On-demand agents ("agentless mode"): with no agent on the target's node (or with
+//! `--agentless=always`), the plugin starts one as a pod pinned to that node for its
+//! sessions, reaches it through the API server's port-forward, and deletes it when done.
+//!
+//! The pod is built from the DaemonSet's own manifest (`deploy/base/`, embedded here): the
+//! same image, host PID namespace, runtime socket, shared paths and security context, so an
+//! on-demand agent is never more powerful than the DaemonSet's. What differs: it runs on one
+//! node (`nodeName`), once (`restartPolicy: Never`), without a service account, ports or
+//! probes; it listens on its pod's loopback only (only a port-forward, which the API server
+//! authorises as `pods/portforward` on it, reaches it); it admits one bearer token, whose
+//! SHA-256 alone is in its spec; and it exits by itself a minute after its last session
+//! (`lifecycle.exitWhenIdle`), so a plugin killed with SIGKILL leaves a pod that ends as
+//! `Succeeded` and removes its debug containers.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, anyhow, bail};
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::{Event, Node, Pod};
+use kdbg_api::RuntimeKind;
+use kube::Api;
+use kube::api::{DeleteParams, ListParams, PostParams};
+
+use crate::client::{AgentClient, Transport};
+
+/// The DaemonSet's manifest: the one source of both agents' pods.
+const DAEMONSET: &str = include_str!("../../deploy/base/daemonset.yaml");
+
+/// The label every agent pod carries (the DaemonSet's selector).
+pub const NAME_LABEL: (&str, &str) = ("app.kubernetes.io/name", "kubectl-debug-agent");
+/// The label that tells on-demand agents from the DaemonSet's.
+pub const COMPONENT_LABEL: (&str, &str) = ("app.kubernetes.io/component", "on-demand");
+/// The annotation naming who started an on-demand agent.
+pub const USER_ANNOTATION: &str = "debug.kubectl-debug.io/user";
+/// The port an on-demand agent listens on, on its pod's loopback.
+pub const PORT: u16 = kdbg_api::DEFAULT_PORT;
+/// How long an on-demand agent waits after its last session before it exits, unless the
+/// plugin configuration says (`agentExitWhenIdle`).
+pub const EXIT_WHEN_IDLE: Duration = Duration::from_secs(60);
+
+/// The runtime of a node, as the on-demand agent must drive it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeRuntime {
+    /// Docker Engine (cri-dockerd).
+    Docker,
+    /// containerd.
+    Containerd,
+    /// k3s's own containerd.
+    K3s,
+}
+
+impl NodeRuntime {
+    /// The name the plugin configuration's `agentRuntimeSockets` uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            NodeRuntime::Docker => "docker",
+            NodeRuntime::Containerd => "containerd",
+            NodeRuntime::K3s => "k3s",
+        }
+    }
+
+    /// Where its socket is on a node, as `deploy/overlays/` put it for the DaemonSet.
+    pub fn default_socket(self) -> &'static str {
+        match self {
+            NodeRuntime::Docker => "/var/run/docker.sock",
+            NodeRuntime::Containerd => "/run/containerd/containerd.sock",
+            NodeRuntime::K3s => "/run/k3s/containerd/containerd.sock",
+        }
+    }
+
+    /// The runtime of the target's container (`hint`, its ID's scheme: what the agent must
+    /// drive to join it), told k3s's containerd or not by the node's
+    /// `status.nodeInfo.containerRuntimeVersion` (e.g. `containerd://1.7.2-k3s1`); without a
+    /// target, the node's runtime; without either, containerd.
+    pub fn of(runtime_version: Option<&str>, hint: Option<RuntimeKind>) -> NodeRuntime {
+        let k3s =
+            runtime_version.is_some_and(|v| v.starts_with("containerd://") && v.contains("k3s"));
+        match (hint, runtime_version) {
+            (Some(RuntimeKind::Docker), _) => NodeRuntime::Docker,
+            (Some(RuntimeKind::Containerd), _) if k3s => NodeRuntime::K3s,
+            (Some(RuntimeKind::Containerd), _) => NodeRuntime::Containerd,
+            (None, Some(v)) if v.starts_with("docker://") => NodeRuntime::Docker,
+            (None, _) if k3s => NodeRuntime::K3s,
+            (None, _) => NodeRuntime::Containerd,
+        }
+    }
+}
+
+/// What the user chose for on-demand agents (flags, else the plugin configuration).
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    /// The agent's image; default: the DaemonSet's image name with this plugin's version.
+    pub image: Option<String>,
+    /// Its pull policy; default: the DaemonSet's.
+    pub pull_policy: Option<String>,
+    /// Its resources; default: the DaemonSet's.
+    pub resources: Option<k8s_openapi::api::core::v1::ResourceRequirements>,
+    /// Runtime sockets on nodes where they are not where `deploy/` expects them, by runtime
+    /// name (`docker`, `containerd`, `k3s`).
+    pub sockets: BTreeMap<String, String>,
+    /// How long the pod may take to serve.
+    pub start_timeout: Duration,
+    /// How long the agent waits after its last session before it exits.
+    pub exit_when_idle: Duration,
+}
+
+/// The on-demand agents this process started: deleted when it ends, or on SIGINT/SIGTERM.
+static STARTED: Mutex<Vec<Started>> = Mutex::new(Vec::new());
+
+#[derive(Clone)]
+struct Started {
+    pods: Api<Pod>,
+    namespace: String,
+    name: String,
+}
+
+/// A fresh token and its SHA-256 (hex): the token is presented, the hash goes in the spec.
+fn token() -> anyhow::Result<(String, String)> {
+    use ring::rand::SecureRandom as _;
+    let mut bytes = [0u8; 32];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| anyhow!("the system's random source failed"))?;
+    let token = hex(&bytes);
+    let hash = hex(ring::digest::digest(&ring::digest::SHA256, token.as_bytes()).as_ref());
+    Ok((token, hash))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Five random lowercase letters and digits, for a pod's name.
+fn suffix() -> String {
+    use ring::rand::SecureRandom as _;
+    let mut bytes = [0u8; 5];
+    let _ = ring::rand::SystemRandom::new().fill(&mut bytes);
+    bytes
+        .iter()
+        .map(|b| char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[usize::from(*b) % 36]))
+        .collect()
+}
+
+/// `kubectl-debug-agent-<node>-<5 random>`, within 63 characters, as DNS-1123 allows.
+pub fn pod_name(node: &str, suffix: &str) -> String {
+    let mut node: String = node
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let room = 63 - "kubectl-debug-agent--".len() - suffix.len();
+    node.truncate(room);
+    let node = node.trim_matches('-');
+    if node.is_empty() {
+        format!("kubectl-debug-agent-{suffix}")
+    } else {
+        format!("kubectl-debug-agent-{node}-{suffix}")
+    }
+}
+
+/// The on-demand agent's configuration (JSON, which YAML reads): the DaemonSet's, listening
+/// on loopback, with token authentication and an idle exit.
+pub fn agent_config(
+    runtime: NodeRuntime,
+    socket: &str,
+    token_sha256: &str,
+    user: &str,
+    exit_when_idle: Duration,
+) -> String {
+    let mut runtime_config = serde_json::json!({
+        "kind": if runtime == NodeRuntime::Docker { "docker" } else { "containerd" },
+        "endpoint": format!("unix://{socket}"),
+        "initDir": "/run/kubectl-debug/init",
+    });
+    if runtime != NodeRuntime::Docker {
+        runtime_config["namespace"] = "k8s.io".into();
+        runtime_config["fifoDir"] = "/run/kubectl-debug/fifo".into();
+    }
+    serde_json::json!({
+        "listen": format!("127.0.0.1:{PORT}"),
+        "runtime": runtime_config,
+        "recordings": {"dir": "/var/lib/kubectl-debug/recordings", "mode": "off"},
+        "log": {"format": "json"},
+        "auth": {"mode": "token", "tokenSha256": token_sha256, "user": user},
+        "lifecycle": {"exitWhenIdle": format!("{}s", exit_when_idle.as_secs().max(1))},
+        "policy": {
+            "profiles": {"allowed": ["general", "netadmin", "sysadmin", "restricted"], "default": "general"},
+            "maxSessions": {"total": 10, "perUser": 10, "perTarget": 5},
+        },
+    })
+    .to_string()
+}
+
+/// The on-demand agent's pod for `node`, from the DaemonSet's pod template.
+#[allow(clippy::too_many_arguments)]
+pub fn pod(
+    settings: &Settings,
+    namespace: &str,
+    name: &str,
+    node: &str,
+    runtime: NodeRuntime,
+    token_sha256: &str,
+    user: &str,
+) -> anyhow::Result<Pod> {
+    let daemonset: DaemonSet =
+        serde_saphyr::from_str(DAEMONSET).context("reading the embedded DaemonSet manifest")?;
+    let template = daemonset
+        .spec
+        .map(|s| s.template)
+        .ok_or_else(|| anyhow!("the embedded DaemonSet has no pod template"))?;
+    let mut spec = template
+        .spec
+        .ok_or_else(|| anyhow!("the embedded DaemonSet's template has no spec"))?;
+    let socket = settings
+        .sockets
+        .get(runtime.name())
+        .cloned()
+        .unwrap_or_else(|| runtime.default_socket().to_owned());
+    spec.node_name = Some(node.to_owned());
+    spec.restart_policy = Some("Never".into());
+    // No access to the cluster: the port-forward is its callers' authorisation.
+    spec.service_account_name = None;
+    spec.automount_service_account_token = Some(false);
+    // system-node-critical is for kube-system; an on-demand pod is one user's.
+    spec.priority_class_name = None;
+    spec.host_network = Some(false);
+    // Docker joins targets by container; containerd by the node's /proc.
+    spec.host_pid = Some(runtime != NodeRuntime::Docker);
+    spec.termination_grace_period_seconds = Some(30);
+    let volumes = spec.volumes.get_or_insert_with(Vec::new);
+    volumes.retain(|v| v.name != "config");
+    for volume in volumes.iter_mut() {
+        if volume.name == "runtime-socket"
+            && let Some(host_path) = &mut volume.host_path
+        {
+            host_path.path.clone_from(&socket);
+        }
+    }
+    let container = spec
+        .containers
+        .first_mut()
+        .ok_or_else(|| anyhow!("the embedded DaemonSet has no container"))?;
+    let version = env!("CARGO_PKG_VERSION");
+    container.image = Some(settings.image.clone().unwrap_or_else(|| {
+        let image = container.image.clone().unwrap_or_default();
+        let name = image.rsplit_once(':').map_or(image.as_str(), |(n, _)| n);
+        format!("{name}:{version}")
+    }));
+    if let Some(policy) = &settings.pull_policy {
+        container.image_pull_policy = Some(policy.clone());
+    }
+    if let Some(resources) = &settings.resources {
+        container.resources = Some(resources.clone());
+    }
+    container.args = Some(vec![
+        "--config-yaml".into(),
+        agent_config(
+            runtime,
+            &socket,
+            token_sha256,
+            user,
+            settings.exit_when_idle,
+        ),
+    ]);
+    container.ports = None;
+    container.readiness_probe = None;
+    container.liveness_probe = None;
+    if let Some(mounts) = &mut container.volume_mounts {
+        mounts.retain(|m| m.name != "config");
+        for mount in mounts.iter_mut() {
+            if mount.name == "runtime-socket" {
+                mount.mount_path.clone_from(&socket);
+            }
+        }
+    }
+    Ok(Pod {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: Some(namespace.to_owned()),
+            labels: Some(BTreeMap::from([
+                (NAME_LABEL.0.to_owned(), NAME_LABEL.1.to_owned()),
+                (COMPONENT_LABEL.0.to_owned(), COMPONENT_LABEL.1.to_owned()),
+            ])),
+            annotations: Some(BTreeMap::from([(
+                USER_ANNOTATION.to_owned(),
+                user.to_owned(),
+            )])),
+            ..Default::default()
+        },
+        spec: Some(spec),
+        status: None,
+    })
+}
+
+/// Who the user is, as far as the kubeconfig says (its current context's user entry), for
+/// the pod's annotation and the agent's audit lines.
+pub fn user_name(kubeconfig: Option<&std::path::Path>, context: Option<&str>) -> String {
+    let config = match kubeconfig {
+        Some(path) => kube::config::Kubeconfig::read_from(path).ok(),
+        None => kube::config::Kubeconfig::read().ok(),
+    };
+    config
+        .and_then(|c| {
+            let name = context
+                .map(str::to_owned)
+                .or_else(|| c.current_context.clone())?;
+            c.contexts
+                .iter()
+                .find(|n| n.name == name)
+                .and_then(|n| n.context.as_ref())
+                .and_then(|c| c.user.clone())
+        })
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Starts an on-demand agent on `node` and returns its client, once it serves.
+pub async fn start(
+    client: kube::Client,
+    namespace: &str,
+    node: &str,
+    hint: Option<RuntimeKind>,
+    settings: &Settings,
+    user: &str,
+) -> anyhow::Result<AgentClient> {
+    let began = Instant::now();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    remove_finished(&pods).await;
+    let nodes: Api<Node> = Api::all(client.clone());
+    let version = nodes.get_opt(node).await.ok().flatten().and_then(|n| {
+        n.status
+            .and_then(|s| s.node_info)
+            .map(|i| i.container_runtime_version)
+    });
+    let runtime = NodeRuntime::of(version.as_deref(), hint);
+    let (token, hash) = token()?;
+    let name = pod_name(node, &suffix());
+    let spec = pod(settings, namespace, &name, node, runtime, &hash, user)?;
+    let image = spec
+        .spec
+        .as_ref()
+        .and_then(|s| s.containers.first())
+        .and_then(|c| c.image.clone())
+        .unwrap_or_default();
+    if let Err(e) = pods.create(&PostParams::default(), &spec).await {
+        return Err(create_refused(e, namespace));
+    }
+    STARTED.lock().expect("not poisoned").push(Started {
+        pods: pods.clone(),
+        namespace: namespace.to_owned(),
+        name: name.clone(),
+    });
+    tracing::info!(
+        pod = name.as_str(),
+        ms = began.elapsed().as_millis() as u64,
+        "on-demand agent: pod created"
+    );
+    eprintln!("starting an agent on node {node} (pod {namespace}/{name})...");
+    let agent = AgentClient::new(Transport::PortForward {
+        pods: Box::new(pods.clone()),
+        pod: name.clone(),
+        port: PORT,
+        node: node.to_owned(),
+    })
+    .with_access(Some(token), None);
+    match wait(
+        &pods,
+        &client,
+        namespace,
+        &name,
+        &image,
+        &agent,
+        settings.start_timeout,
+    )
+    .await
+    {
+        Ok(()) => Ok(agent),
+        Err(e) => {
+            delete(&pods, &name).await;
+            Err(e)
+        }
+    }
+}
+
+/// Waits until the pod's agent answers, or says why it will not.
+async fn wait(
+    pods: &Api<Pod>,
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    image: &str,
+    agent: &AgentClient,
+    limit: Duration,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut last = String::new();
+    loop {
+        let pod = pods
+            .get_opt(name)
+            .await
+            .with_context(|| format!("reading the on-demand agent's pod {namespace}/{name}"))?
+            .ok_or_else(|| {
+                anyhow!("the on-demand agent's pod {namespace}/{name} was deleted while it started")
+            })?;
+        let status = pod.status.unwrap_or_default();
+        let phase = status.phase.unwrap_or_else(|| "Pending".into());
+        let container = status
+            .container_statuses
+            .iter()
+            .flatten()
+            .next()
+            .and_then(|c| c.state.clone());
+        if let Some(waiting) = container.as_ref().and_then(|s| s.waiting.as_ref()) {
+            let reason = waiting.reason.clone().unwrap_or_default();
+            if matches!(
+                reason.as_str(),
+                "ErrImagePull" | "ImagePullBackOff" | "InvalidImageName" | "ErrImageNeverPull"
+            ) {
+                let said = events(client, namespace, name).await;
+                bail!(
+                    "the on-demand agent's image {image} could not be pulled on the node ({reason}{}); push it where the nodes can pull it, or name another with --agent-image (plugin config agentImage)",
+                    said.map(|s| format!(": {s}")).unwrap_or_default()
+                );
+            }
+            if reason == "CreateContainerConfigError" || reason == "CreateContainerError" {
+                bail!(
+                    "the on-demand agent's container could not be created ({reason}: {}); see kubectl -n {namespace} describe pod {name}",
+                    waiting.message.clone().unwrap_or_default()
+                );
+            }
+        }
+        if phase == "Failed" || phase == "Succeeded" {
+            let why = container
+                .and_then(|s| s.terminated)
+                .map(|t| {
+                    format!(
+                        " (exit code {}{})",
+                        t.exit_code,
+                        t.message.map(|m| format!(": {m}")).unwrap_or_default()
+                    )
+                })
+                .unwrap_or_default();
+            bail!(
+                "the on-demand agent's pod {namespace}/{name} ended before it served: {phase}{why}; see kubectl -n {namespace} logs {name}"
+            );
+        }
+        if phase == "Running" && agent.version().await.is_ok() {
+            tracing::info!(
+                pod = name,
+                ms = started.elapsed().as_millis() as u64,
+                "on-demand agent: serving"
+            );
+            return Ok(());
+        }
+        if phase != last {
+            tracing::info!(
+                pod = name,
+                phase,
+                ms = started.elapsed().as_millis() as u64,
+                "on-demand agent: pod phase"
+            );
+            last = phase;
+        }
+        if started.elapsed() >= limit {
+            let said = events(client, namespace, name).await;
+            bail!(
+                "the on-demand agent's pod {namespace}/{name} did not serve within {limit:?} (--agent-start-timeout): it is {last}{}; see kubectl -n {namespace} describe pod {name}",
+                said.map(|s| format!(" ({s})")).unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The pod's latest Warning event, as `kubectl describe` shows it.
+async fn events(client: &kube::Client, namespace: &str, name: &str) -> Option<String> {
+    let events: Api<Event> = Api::namespaced(client.clone(), namespace);
+    let listed = events
+        .list(&ListParams::default().fields(&format!("involvedObject.name={name}")))
+        .await
+        .ok()?;
+    listed
+        .items
+        .into_iter()
+        .rfind(|e| e.type_.as_deref() == Some("Warning"))
+        .map(|e| {
+            format!(
+                "{}: {}",
+                e.reason.unwrap_or_default(),
+                e.message.unwrap_or_default()
+            )
+        })
+}
+
+/// Why the API server refused the pod, with the way out.
+fn create_refused(e: kube::Error, namespace: &str) -> anyhow::Error {
+    let kube::Error::Api(status) = &e else {
+        return anyhow::Error::new(e).context(format!(
+            "creating an on-demand agent pod in namespace {namespace}"
+        ));
+    };
+    let message = status.message.clone();
+    let hint = if status.code == 404 && message.contains("namespaces") {
+        format!(
+            "namespace {namespace} does not exist: create it with kubectl apply -k deploy/agentless (from kubectl-debug's source), or name another with --agent-namespace"
+        )
+    } else if message.contains("PodSecurity") {
+        format!(
+            "namespace {namespace} does not admit privileged pods: label it pod-security.kubernetes.io/enforce=privileged (deploy/agentless does)"
+        )
+    } else if status.code == 403 {
+        format!(
+            "you may not start an on-demand agent: it needs create, get and delete on pods and create on pods/portforward in namespace {namespace} (the Role in deploy/agentless); or ask for the agent DaemonSet"
+        )
+    } else {
+        format!("the API server refused the on-demand agent's pod in namespace {namespace}")
+    };
+    anyhow!("{hint} ({message})")
+}
+
+/// Deletes finished on-demand pods of earlier runs (best effort: another user's may not be
+/// ours to delete).
+async fn remove_finished(pods: &Api<Pod>) {
+    let selector = format!(
+        "{}={},{}={}",
+        NAME_LABEL.0, NAME_LABEL.1, COMPONENT_LABEL.0, COMPONENT_LABEL.1
+    );
+    let Ok(listed) = pods.list(&ListParams::default().labels(&selector)).await else {
+        return;
+    };
+    for pod in listed.items {
+        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+        if matches!(phase, Some("Succeeded" | "Failed"))
+            && let Some(name) = pod.metadata.name
+        {
+            let _ = pods.delete(&name, &DeleteParams::default()).await;
+        }
+    }
+}
+
+async fn delete(pods: &Api<Pod>, name: &str) {
+    match pods.delete(name, &DeleteParams::default()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 404 => {}
+        Err(e) => eprintln!(
+            "warning: deleting the on-demand agent's pod {name} failed: {e}; delete it with kubectl delete pod {name} (it also ends by itself when it has been idle a while)"
+        ),
+    }
+    STARTED
+        .lock()
+        .expect("not poisoned")
+        .retain(|s| s.name != name);
+}
+
+/// Deletes every on-demand agent this process started. When `failed`, and one of them was
+/// deleted by someone else meanwhile, says so: that is why the session broke.
+pub async fn clean_up(failed: bool) -> Option<String> {
+    let started = std::mem::take(&mut *STARTED.lock().expect("not poisoned"));
+    let mut note = None;
+    for s in started {
+        if failed {
+            let gone = match s.pods.get_opt(&s.name).await {
+                Ok(None) => true,
+                Ok(Some(p)) => p.metadata.deletion_timestamp.is_some(),
+                Err(_) => false,
+            };
+            if gone {
+                note = Some(format!(
+                    "the on-demand agent's pod {}/{} was deleted during the session",
+                    s.namespace, s.name
+                ));
+            }
+        }
+        delete(&s.pods, &s.name).await;
+    }
+    note
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> Settings {
+        Settings {
+            start_timeout: Duration::from_secs(120),
+            exit_when_idle: EXIT_WHEN_IDLE,
+            ..Settings::default()
+        }
+    }
+
+    #[test]
+    fn names_fit_kubernetes() {
+        let long = "ip-10-0-12-34.eu-west-1.compute.internal.example.com.very-long";
+        let name = pod_name(long, "ab12c");
+        assert!(name.len() <= 63, "{name}");
+        assert!(name.starts_with("kubectl-debug-agent-ip-10-0-12-34-eu-west-1"));
+        assert!(name.ends_with("-ab12c"), "{name}");
+        assert_eq!(
+            pod_name("Node_1", "x1y2z"),
+            "kubectl-debug-agent-node-1-x1y2z"
+        );
+        let s = suffix();
+        assert_eq!(s.len(), 5);
+        assert!(
+            s.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        );
+    }
+
+    #[test]
+    fn the_runtime_comes_from_the_target_else_the_node() {
+        assert_eq!(
+            NodeRuntime::of(Some("containerd://1.7.2-k3s1"), None),
+            NodeRuntime::K3s
+        );
+        assert_eq!(
+            NodeRuntime::of(Some("containerd://1.7.2"), Some(RuntimeKind::Docker)),
+            NodeRuntime::Docker,
+            "the target's own runtime wins"
+        );
+        assert_eq!(
+            NodeRuntime::of(
+                Some("containerd://1.7.2-k3s1"),
+                Some(RuntimeKind::Containerd)
+            ),
+            NodeRuntime::K3s
+        );
+        assert_eq!(
+            NodeRuntime::of(Some("docker://24.0.5"), None),
+            NodeRuntime::Docker
+        );
+        assert_eq!(
+            NodeRuntime::of(None, Some(RuntimeKind::Docker)),
+            NodeRuntime::Docker
+        );
+        assert_eq!(NodeRuntime::of(None, None), NodeRuntime::Containerd);
+    }
+
+    #[test]
+    fn the_sockets_are_where_deploy_puts_them() {
+        let docker = include_str!("../../deploy/overlays/docker/kustomization.yaml");
+        let k3s = include_str!("../../deploy/overlays/k3s/kustomization.yaml");
+        assert!(docker.contains(NodeRuntime::Docker.default_socket()));
+        assert!(k3s.contains(NodeRuntime::K3s.default_socket()));
+        assert!(DAEMONSET.contains(NodeRuntime::Containerd.default_socket()));
+    }
+
+    #[test]
+    fn the_pod_is_the_daemonsets_on_one_node_with_one_token_and_no_port() {
+        let hash = "ab".repeat(32);
+        let pod = pod(
+            &settings(),
+            "kubectl-debug",
+            "kubectl-debug-agent-n1-abcde",
+            "n1",
+            NodeRuntime::Containerd,
+            &hash,
+            "alice",
+        )
+        .unwrap();
+        let labels = pod.metadata.labels.clone().unwrap();
+        assert_eq!(labels["app.kubernetes.io/name"], "kubectl-debug-agent");
+        assert_eq!(labels["app.kubernetes.io/component"], "on-demand");
+        assert_eq!(
+            pod.metadata.annotations.clone().unwrap()[USER_ANNOTATION],
+            "alice"
+        );
+        let spec = pod.spec.unwrap();
+        assert_eq!(spec.node_name.as_deref(), Some("n1"));
+        assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
+        assert_eq!(spec.host_network, Some(false));
+        assert_eq!(spec.host_pid, Some(true));
+        assert_eq!(spec.automount_service_account_token, Some(false));
+        assert!(spec.service_account_name.is_none() && spec.priority_class_name.is_none());
+        assert!(
+            spec.tolerations
+                .unwrap()
+                .iter()
+                .any(|t| t.operator.as_deref() == Some("Exists"))
+        );
+        let volumes = spec.volumes.unwrap();
+        assert!(volumes.iter().all(|v| v.name != "config"));
+        let socket = volumes.iter().find(|v| v.name == "runtime-socket").unwrap();
+        assert_eq!(
+            socket.host_path.as_ref().unwrap().path,
+            "/run/containerd/containerd.sock"
+        );
+        let container = &spec.containers[0];
+        assert!(
+            container.ports.is_none(),
+            "nothing but a port-forward reaches it"
+        );
+        assert!(container.readiness_probe.is_none() && container.liveness_probe.is_none());
+        assert_eq!(
+            container.image.as_deref(),
+            Some(concat!("kubectl-debug-agent:", env!("CARGO_PKG_VERSION")))
+        );
+        let caps = container
+            .security_context
+            .as_ref()
+            .unwrap()
+            .capabilities
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            caps.drop.as_deref(),
+            Some(&["ALL".to_owned()][..]),
+            "no more power than the DaemonSet's"
+        );
+        let args = container.args.clone().unwrap();
+        assert_eq!(args[0], "--config-yaml");
+        let config: serde_json::Value = serde_json::from_str(&args[1]).unwrap();
+        assert_eq!(config["listen"], "127.0.0.1:10027");
+        assert_eq!(config["auth"]["mode"], "token");
+        assert_eq!(config["auth"]["tokenSha256"], hash.as_str());
+        assert_eq!(config["lifecycle"]["exitWhenIdle"], "60s");
+        assert_eq!(
+            config["runtime"]["endpoint"],
+            "unix:///run/containerd/containerd.sock"
+        );
+    }
+
+    #[test]
+    fn the_agent_takes_its_configuration() {
+        for runtime in [
+            NodeRuntime::Docker,
+            NodeRuntime::Containerd,
+            NodeRuntime::K3s,
+        ] {
+            let text = agent_config(
+                runtime,
+                runtime.default_socket(),
+                &"0f".repeat(32),
+                "alice",
+                EXIT_WHEN_IDLE,
+            );
+            let config = kdbg_agent::config::Config::parse(&text)
+                .unwrap_or_else(|e| panic!("{runtime:?}: {e}: {text}"));
+            assert!(config.listen.ip().is_loopback());
+        }
+    }
+
+    #[test]
+    fn a_configured_socket_and_image_are_used() {
+        let mut settings = settings();
+        settings
+            .sockets
+            .insert("docker".into(), "/srv/docker.sock".into());
+        settings.image = Some("registry.local/agent:1".into());
+        settings.pull_policy = Some("Never".into());
+        let pod = pod(
+            &settings,
+            "ns",
+            "p",
+            "n1",
+            NodeRuntime::Docker,
+            &"00".repeat(32),
+            "bob",
+        )
+        .unwrap();
+        let spec = pod.spec.unwrap();
+        assert_eq!(spec.host_pid, Some(false));
+        let container = &spec.containers[0];
+        assert_eq!(container.image.as_deref(), Some("registry.local/agent:1"));
+        assert_eq!(container.image_pull_policy.as_deref(), Some("Never"));
+        let mount = container
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|m| m.name == "runtime-socket")
+            .unwrap();
+        assert_eq!(mount.mount_path, "/srv/docker.sock");
+    }
+}
