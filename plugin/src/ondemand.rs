@@ -451,14 +451,6 @@ async fn wait(
                 "the on-demand agent's pod {namespace}/{name} ended before it served: {phase}{why}; see kubectl -n {namespace} logs {name}"
             );
         }
-        if phase == "Running" && agent.version().await.is_ok() {
-            tracing::info!(
-                pod = name,
-                ms = started.elapsed().as_millis() as u64,
-                "on-demand agent: serving"
-            );
-            return Ok(());
-        }
         if phase != last {
             tracing::info!(
                 pod = name,
@@ -467,6 +459,14 @@ async fn wait(
                 "on-demand agent: pod phase"
             );
             last = phase;
+        }
+        if last == "Running" && agent.version().await.is_ok() {
+            tracing::info!(
+                pod = name,
+                ms = started.elapsed().as_millis() as u64,
+                "on-demand agent: serving"
+            );
+            return Ok(());
         }
         if started.elapsed() >= limit {
             let said = events(client, namespace, name).await;

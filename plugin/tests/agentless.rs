@@ -89,6 +89,19 @@ impl World {
             .unwrap()
     }
 
+    /// [`World::session`], once its on-demand agent runs and its debug container exists;
+    /// the agent's pod.
+    fn session_on_its_agent(&self, command: &[&str], log: &Path) -> (Child, String) {
+        let session = self.session(command, log);
+        let pod = self.running_agent();
+        eventually(
+            Duration::from_secs(30),
+            "the session's debug container",
+            || self.web.leftovers().len() == 1,
+        );
+        (session, pod)
+    }
+
     /// The on-demand agents' pods and their phases.
     fn agents(&self) -> Vec<(String, String)> {
         let out = self.cluster.kubectl(&[
@@ -241,13 +254,7 @@ fn an_absent_agent_image_is_named_and_its_pod_deleted() {
 fn only_the_plugins_token_opens_the_agent() {
     let world = World::new(&DockerEngine, "token", "");
     let log = world.dir.join("session.log");
-    let mut session = world.session(&["sleep", "60"], &log);
-    let pod = world.running_agent();
-    eventually(
-        Duration::from_secs(30),
-        "the session's debug container",
-        || world.web.leftovers().len() == 1,
-    );
+    let (mut session, pod) = world.session_on_its_agent(&["sleep", "60"], &log);
     // A port-forward of our own (the user may make one: the API server allows it), without
     // the token or with another: 401, and nothing is created.
     let mut forward = Command::new("kubectl")
@@ -318,13 +325,7 @@ fn forwarded_port(forward: &mut Child) -> u16 {
 fn a_killed_plugins_agent_ends_by_itself_and_the_next_run_deletes_it() {
     let world = World::new(&DockerEngine, "sigkill", "");
     let log = world.dir.join("session.log");
-    let mut session = world.session(&["sleep", "300"], &log);
-    let pod = world.running_agent();
-    eventually(
-        Duration::from_secs(30),
-        "the session's debug container",
-        || world.web.leftovers().len() == 1,
-    );
+    let (mut session, pod) = world.session_on_its_agent(&["sleep", "300"], &log);
     session.kill().unwrap(); // SIGKILL: nothing of the plugin runs after it
     session.wait().unwrap();
     // The session's peer is gone: its container goes, then (agentExitWhenIdle: 2s) the
@@ -348,13 +349,7 @@ fn a_killed_plugins_agent_ends_by_itself_and_the_next_run_deletes_it() {
 fn a_pod_deleted_mid_session_ends_it_saying_so() {
     let world = World::new(&DockerEngine, "deleted", "");
     let log = world.dir.join("session.log");
-    let mut session = world.session(&["sleep", "300"], &log);
-    let pod = world.running_agent();
-    eventually(
-        Duration::from_secs(30),
-        "the session's debug container",
-        || world.web.leftovers().len() == 1,
-    );
+    let (mut session, pod) = world.session_on_its_agent(&["sleep", "300"], &log);
     let out = world
         .cluster
         .kubectl(&["delete", "pod", "-n", AGENT_NAMESPACE, &pod]);
