@@ -8,6 +8,7 @@ use kdbg_benches::figures_dir;
 use serde_json::Value;
 
 mod flood;
+mod ondemand;
 mod real;
 mod recording;
 
@@ -53,9 +54,16 @@ fn main() -> Result<(), String> {
                 "`benches/flood`, then `report flood`",
             );
         }
+        Some("ondemand") => {
+            return update_section(
+                ondemand::HEADING,
+                ondemand::section,
+                "`benches/ondemand`, then `report ondemand`",
+            );
+        }
         Some(other) => {
             return Err(format!(
-                "unknown section {other:?}: real or flood, or none for every section"
+                "unknown section {other:?}: real, flood or ondemand, or none for every section"
             ));
         }
         None => {}
@@ -209,6 +217,7 @@ fn main() -> Result<(), String> {
     recording::section(&mut out, &criterion, &figures)?;
     real::section(&mut out, &figures);
     flood::section(&mut out, &figures);
+    ondemand::section(&mut out, &figures);
 
     writeln!(out, "{HOW_HEADING}\n").unwrap();
     out.push_str(
