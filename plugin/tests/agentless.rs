@@ -461,3 +461,28 @@ fn the_api_servers_refusals_say_what_to_do() {
     assert!(world.agents().is_empty());
     assert!(world.web.leftovers().is_empty());
 }
+
+#[test]
+fn a_retained_container_outlives_its_agent_and_rm_starts_another_to_remove_it() {
+    let world = World::new(&DockerEngine, "retain", "");
+    let out = support::run(
+        &mut world.debug(&["web", "--retain", "--image", &world.image, "--", "true"]),
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // The agent's pod goes; the retained container stays.
+    world.assert_no_agents_soon();
+    assert_eq!(world.web.leftovers().len(), 1);
+    // `rm` (and `list`, for one pod) start an agent of their own.
+    let listed = support::run(&mut world.debug(&["list", "web"]), b"");
+    assert_eq!(listed.status.code(), Some(0), "{}", text(&listed.stderr));
+    assert!(
+        text(&listed.stdout).contains("web-dbg-"),
+        "{}",
+        text(&listed.stdout)
+    );
+    let removed = support::run(&mut world.debug(&["rm", "web", "--all"]), b"");
+    assert_eq!(removed.status.code(), Some(0), "{}", text(&removed.stderr));
+    support::assert_removed_soon(|| world.web.leftovers());
+    world.assert_no_agents_soon();
+}
