@@ -486,3 +486,42 @@ fn a_retained_container_outlives_its_agent_and_rm_starts_another_to_remove_it() 
     support::assert_removed_soon(|| world.web.leftovers());
     world.assert_no_agents_soon();
 }
+
+#[test]
+fn a_list_over_nodes_asks_only_their_agents_and_names_the_others() {
+    let cluster = Cluster::new("shop");
+    let agent = support::Agent::start();
+    let web = DockerEngine.pod_target("shop", "web", false, "exec sleep 3600");
+    cluster.api.add_pod(running_pod(
+        "shop",
+        "web",
+        &[("app", &web.pod_reference(), true)],
+    ));
+    // A pod on a node without an agent.
+    cluster.api.add_pod(support::apiserver::pod_on_node(
+        "shop",
+        "db",
+        &[("app", "docker://0123456789ab", true)],
+        "node-b",
+        "127.0.0.2",
+    ));
+    let out = support::run(&mut cluster.debug(agent.port, &["list"]), b"");
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("warning: node node-b not asked: no kubectl-debug agent runs there; --agentless=always starts one on each for this command"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("not asked").count(), 1, "{stderr}");
+    let pods = cluster.kubectl(&[
+        "get",
+        "pods",
+        "-n",
+        AGENT_NAMESPACE,
+        "-l",
+        ON_DEMAND,
+        "-o",
+        "name",
+    ]);
+    assert_eq!(text(&pods.stdout), "", "a list started an agent");
+}
