@@ -53,7 +53,21 @@ impl Happening<'_> {
 impl Store {
     /// Records `what` about `pod`: a new Event, or a repeat of one.
     pub fn record(&mut self, pod: &Pod, what: Happening<'_>) {
-        let field_path = what.container.map(|c| format!("spec.containers{{{c}}}"));
+        let init = |c: &str| {
+            let spec = pod
+                .spec
+                .iter()
+                .flat_map(|s| s.init_containers.iter().flatten());
+            spec.clone().any(|i| i.name == c)
+        };
+        let field_path = what.container.map(|c| {
+            let list = if init(c) {
+                "initContainers"
+            } else {
+                "containers"
+            };
+            format!("spec.{list}{{{c}}}")
+        });
         let (component, host) = match what.reporter {
             Reporter::Scheduler => ("default-scheduler", None),
             Reporter::Kubelet => ("kubelet", Some(NODE.to_owned())),

@@ -49,13 +49,22 @@ fn command(pod: &Pod, query: &str) -> Result<(Vec<String>, Option<usize>), Strin
             ));
         }
     };
-    if !containers.contains(&container) {
+    let inits: Vec<String> = pod
+        .spec
+        .iter()
+        .flat_map(|s| s.init_containers.iter().flatten())
+        .map(|c| c.name.clone())
+        .collect();
+    if !containers.contains(&container) && !inits.contains(&container) {
         return Err(format!("container {container} is not valid for pod {name}"));
     }
     let status = pod
         .status
         .iter()
-        .flat_map(|s| s.container_statuses.iter().flatten())
+        .flat_map(|s| {
+            let init = s.init_container_statuses.iter().flatten();
+            init.chain(s.container_statuses.iter().flatten())
+        })
         .find(|s| s.name == container)
         .cloned()
         .unwrap_or_default();

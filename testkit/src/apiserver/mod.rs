@@ -24,7 +24,7 @@
 //! within the grace period, port-forwards connect inside the pod's network namespace (which
 //! needs the privilege to `setns`: root), and everything goes when the stand-in is dropped.
 //!
-//! Not modelled: init and ephemeral containers, probes (running is ready), resources,
+//! Not modelled: ephemeral and restartable init (sidecar) containers, probes (running is ready), resources,
 //! hostPort, hostNetwork (refused: no container here shares the host's network), secrets,
 //! PATCH and PUT, watches of anything but pods, protobuf bodies (`kubectl create namespace`).
 

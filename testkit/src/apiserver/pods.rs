@@ -149,7 +149,9 @@ fn default(pod: &mut Pod) {
     spec.priority.get_or_insert(0);
     spec.service_account_name
         .get_or_insert_with(|| "default".into());
-    for c in &mut spec.containers {
+    // The API server defaults every container, init containers too.
+    let init = spec.init_containers.iter_mut().flatten();
+    for c in init.chain(&mut spec.containers) {
         let image = c.image.clone().unwrap_or_default();
         c.image_pull_policy.get_or_insert_with(|| {
             let last = image.rsplit('/').next().unwrap_or("");

@@ -1,5 +1,5 @@
-//! A run pod's status as the kubelet reports it: container statuses, the phase by the
-//! kubelet's own rules (`getPhase`), conditions with their transition times, IPs.
+//! A run pod's status as the kubelet reports it: init and regular container statuses, the
+//! phase by the kubelet's own rules (`getPhase`), conditions with their transition times, IPs.
 
 use std::collections::HashMap;
 
@@ -8,46 +8,25 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::kubelet::View;
+use super::kubelet::{ContainerView, View};
 use super::store::now;
 
 /// The status of the pod `view` shows.
 pub(crate) fn of(view: View<'_>) -> PodStatus {
-    let statuses: Vec<ContainerStatus> = view
-        .containers
-        .iter()
-        .map(|c| {
-            let running = c.state.running.is_some();
-            ContainerStatus {
-                name: c.spec.name.clone(),
-                image: c.spec.image.clone().unwrap_or_default(),
-                image_id: c.image_id.to_owned(),
-                container_id: c.id.map(|id| format!("docker://{id}")),
-                ready: running,
-                started: Some(running),
-                restart_count: c.restarts,
-                state: Some(c.state.clone()),
-                last_state: Some(ContainerState {
-                    terminated: c.last.cloned(),
-                    ..ContainerState::default()
-                }),
-                ..ContainerStatus::default()
-            }
-        })
-        .collect();
+    let init = statuses(&view.init_containers, true);
+    let statuses = statuses(&view.containers, false);
     let restart_policy = view
         .pod
         .spec
         .as_ref()
         .and_then(|s| s.restart_policy.as_deref())
         .unwrap_or("Always");
-    let phase = phase(&statuses, restart_policy);
+    let phase = phase(&init, &statuses, restart_policy);
     let unready: Vec<&str> = statuses
         .iter()
         .filter(|s| !s.ready)
         .map(|s| s.name.as_str())
         .collect();
-    let terminal = matches!(phase, "Succeeded" | "Failed");
     let conditions = view.conditions;
     let mut condition = |type_: &'static str, status: bool, why: Option<(&str, String)>| {
         let entry = conditions.entry(type_).or_insert_with(|| (status, now()));
@@ -64,18 +43,18 @@ pub(crate) fn of(view: View<'_>) -> PodStatus {
             ..PodCondition::default()
         }
     };
-    let not_ready = if terminal {
-        ("PodCompleted", String::new())
-    } else {
-        (
+    let not_ready = match phase {
+        "Succeeded" => ("PodCompleted", String::new()),
+        "Failed" => ("PodFailed", String::new()),
+        _ => (
             "ContainersNotReady",
             format!("containers with unready status: [{}]", unready.join(" ")),
-        )
+        ),
     };
     let ready = unready.is_empty() && !statuses.is_empty();
     let conditions = vec![
         condition("PodReadyToStartContainers", view.sandbox, None),
-        condition("Initialized", true, None),
+        initialized(&init, &statuses, &mut condition),
         condition("Ready", ready, Some(not_ready.clone())),
         condition("ContainersReady", ready, Some(not_ready)),
         condition("PodScheduled", true, None),
@@ -99,35 +78,137 @@ pub(crate) fn of(view: View<'_>) -> PodStatus {
         pod_ip: view.pod_ip.map(str::to_owned),
         pod_ips: view.pod_ip.map(|ip| vec![PodIP { ip: ip.to_owned() }]),
         start_time: view.start_time.cloned(),
+        init_container_statuses: (!init.is_empty()).then_some(init),
         container_statuses: Some(statuses),
         qos_class: Some(qos_class(view.pod)),
         ..PodStatus::default()
     }
 }
 
-/// The kubelet's `getPhase` over regular containers.
-fn phase(statuses: &[ContainerStatus], restart_policy: &str) -> &'static str {
+/// The statuses of `containers`, init containers if `init`: one of those is ready once it
+/// completed (the prober manager's rule), a regular one while it runs.
+fn statuses(containers: &[ContainerView<'_>], init: bool) -> Vec<ContainerStatus> {
+    containers
+        .iter()
+        .map(|c| {
+            let running = c.state.running.is_some();
+            let completed = c
+                .state
+                .terminated
+                .as_ref()
+                .is_some_and(|t| t.exit_code == 0);
+            ContainerStatus {
+                name: c.spec.name.clone(),
+                image: c.spec.image.clone().unwrap_or_default(),
+                image_id: c.image_id.to_owned(),
+                container_id: c.id.map(|id| format!("docker://{id}")),
+                ready: if init { completed } else { running },
+                started: Some(running),
+                restart_count: c.restarts,
+                state: Some(c.state.clone()),
+                last_state: Some(ContainerState {
+                    terminated: c.last.cloned(),
+                    ..ContainerState::default()
+                }),
+                ..ContainerStatus::default()
+            }
+        })
+        .collect()
+}
+
+/// The Initialized condition, by the kubelet's `GeneratePodInitializedCondition`: true once
+/// every init container completed, or any regular container started.
+fn initialized(
+    init: &[ContainerStatus],
+    statuses: &[ContainerStatus],
+    condition: &mut impl FnMut(&'static str, bool, Option<(&str, String)>) -> PodCondition,
+) -> PodCondition {
+    let incomplete: Vec<&str> = init
+        .iter()
+        .filter(|s| {
+            let ended = s.state.as_ref().and_then(|st| st.terminated.as_ref());
+            ended.is_none_or(|t| t.exit_code != 0)
+        })
+        .map(|s| s.name.as_str())
+        .collect();
+    let started = statuses.iter().any(|s| {
+        let state = s.state.clone().unwrap_or_default();
+        let last = s.last_state.as_ref().and_then(|l| l.terminated.as_ref());
+        state.running.is_some() || state.terminated.is_some() || last.is_some()
+    });
+    let message = format!(
+        "containers with incomplete status: [{}]",
+        incomplete.join(" ")
+    );
+    condition(
+        "Initialized",
+        incomplete.is_empty() || started,
+        Some(("ContainersNotInitialized", message)),
+    )
+}
+
+/// How a container stands, for [`phase`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Standing {
+    Waiting,
+    Running,
+    /// Ended (now, or before its restart): with exit code 0?
+    Stopped {
+        succeeded: bool,
+    },
+}
+
+fn standing(s: &ContainerStatus) -> Standing {
+    let state = s.state.clone().unwrap_or_default();
+    let last = s.last_state.as_ref().and_then(|l| l.terminated.as_ref());
+    if state.running.is_some() {
+        Standing::Running
+    } else if let Some(ended) = &state.terminated {
+        Standing::Stopped {
+            succeeded: ended.exit_code == 0,
+        }
+    } else if let Some(ended) = last {
+        Standing::Stopped {
+            succeeded: ended.exit_code == 0,
+        }
+    } else {
+        Standing::Waiting
+    }
+}
+
+/// The kubelet's `getPhase`: over the init containers (one that failed fails a pod that is
+/// never restarted; one yet to complete keeps it Pending), then the regular ones.
+fn phase(
+    init: &[ContainerStatus],
+    statuses: &[ContainerStatus],
+    restart_policy: &str,
+) -> &'static str {
+    let (mut pending_init, mut failed_init) = (0, 0);
+    for s in init {
+        match standing(s) {
+            Standing::Stopped { succeeded: true } => {}
+            Standing::Stopped { succeeded: false } => failed_init += 1,
+            Standing::Waiting | Standing::Running => pending_init += 1,
+        }
+    }
     let (mut waiting, mut running, mut stopped, mut succeeded) = (0, 0, 0, 0);
     for s in statuses {
-        let state = s.state.clone().unwrap_or_default();
-        if state.running.is_some() {
-            running += 1;
-        } else if let Some(ended) = &state.terminated {
-            stopped += 1;
-            if ended.exit_code == 0 {
-                succeeded += 1;
+        match standing(s) {
+            Standing::Waiting => waiting += 1,
+            Standing::Running => running += 1,
+            Standing::Stopped { succeeded: ok } => {
+                stopped += 1;
+                // A container waiting to restart counts as stopped, not as succeeded.
+                let now = s.state.as_ref().is_some_and(|st| st.terminated.is_some());
+                if ok && now {
+                    succeeded += 1;
+                }
             }
-        } else if s
-            .last_state
-            .as_ref()
-            .is_some_and(|l| l.terminated.is_some())
-        {
-            stopped += 1;
-        } else {
-            waiting += 1;
         }
     }
     match () {
+        _ if failed_init > 0 && restart_policy == "Never" => "Failed",
+        _ if pending_init > 0 => "Pending",
         _ if waiting > 0 => "Pending",
         _ if running > 0 => "Running",
         _ if stopped > 0 && restart_policy == "Always" => "Running",
@@ -138,10 +219,13 @@ fn phase(statuses: &[ContainerStatus], restart_policy: &str) -> &'static str {
     }
 }
 
-/// BestEffort without requests or limits, Guaranteed when every container's limits equal
-/// its requests (or stand for them), else Burstable.
+/// BestEffort without requests or limits, Guaranteed when every container's (init ones'
+/// too) limits equal its requests (or stand for them), else Burstable.
 pub(crate) fn qos_class(pod: &k8s_openapi::api::core::v1::Pod) -> String {
-    let containers = pod.spec.iter().flat_map(|s| &s.containers);
+    let containers = pod
+        .spec
+        .iter()
+        .flat_map(|s| s.init_containers.iter().flatten().chain(&s.containers));
     let resources: Vec<_> = containers
         .map(|c| c.resources.clone().unwrap_or_default())
         .collect();
@@ -202,12 +286,40 @@ mod tests {
             serde_json::json!({"waiting": {"reason": "CrashLoopBackOff"}}),
             serde_json::json!({"terminated": {"exitCode": 1}}),
         );
-        assert_eq!(phase(&[creating], "Always"), "Pending");
-        assert_eq!(phase(&[running.clone(), ok.clone()], "Never"), "Running");
-        assert_eq!(phase(std::slice::from_ref(&ok), "Never"), "Succeeded");
-        assert_eq!(phase(&[ok, bad.clone()], "Never"), "Failed");
-        assert_eq!(phase(std::slice::from_ref(&bad), "OnFailure"), "Running");
-        assert_eq!(phase(&[bad], "Always"), "Running");
-        assert_eq!(phase(&[backoff], "Always"), "Running");
+        let one = std::slice::from_ref;
+        assert_eq!(phase(&[], one(&creating), "Always"), "Pending");
+        assert_eq!(
+            phase(&[], &[running.clone(), ok.clone()], "Never"),
+            "Running"
+        );
+        assert_eq!(phase(&[], one(&ok), "Never"), "Succeeded");
+        assert_eq!(phase(&[], &[ok.clone(), bad.clone()], "Never"), "Failed");
+        assert_eq!(phase(&[], one(&bad), "OnFailure"), "Running");
+        assert_eq!(phase(&[], one(&bad), "Always"), "Running");
+        assert_eq!(phase(&[], one(&backoff), "Always"), "Running");
+        // Init containers: running or yet to run, the pod is Pending; one failed fails a pod
+        // never restarted, and keeps another Pending while it is retried.
+        let initializing = status(
+            serde_json::json!({"waiting": {"reason": "PodInitializing"}}),
+            serde_json::json!({}),
+        );
+        assert_eq!(
+            phase(one(&running), one(&initializing), "Always"),
+            "Pending"
+        );
+        assert_eq!(
+            phase(
+                &[ok.clone(), initializing.clone()],
+                one(&initializing),
+                "Never"
+            ),
+            "Pending"
+        );
+        assert_eq!(phase(one(&bad), one(&initializing), "Never"), "Failed");
+        assert_eq!(
+            phase(one(&backoff), one(&initializing), "OnFailure"),
+            "Pending"
+        );
+        assert_eq!(phase(one(&ok), one(&running), "Never"), "Running");
     }
 }

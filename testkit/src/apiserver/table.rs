@@ -105,7 +105,14 @@ fn pod_cells(pod: &Pod) -> Vec<Value> {
         .unwrap_or_default();
     let (mut ready, mut restarts, mut running) = (0, 0, false);
     let mut last_restart: Option<Time> = None;
-    for c in status.container_statuses.iter().flatten().rev() {
+    // printPod's pass over the init containers: the first that has not completed names the
+    // pod's state (Init:Error, Init:CrashLoopBackOff, Init:1/2).
+    let inits = pod
+        .spec
+        .as_ref()
+        .map_or(0, |s| s.init_containers.iter().flatten().count());
+    let mut initializing = false;
+    for (i, c) in status.init_container_statuses.iter().flatten().enumerate() {
         restarts += c.restart_count;
         if let Some(ended) = c.last_state.as_ref().and_then(|l| l.terminated.as_ref())
             && let Some(at) = &ended.finished_at
@@ -114,23 +121,60 @@ fn pod_cells(pod: &Pod) -> Vec<Value> {
             last_restart = Some(at.clone());
         }
         let state = c.state.clone().unwrap_or_default();
-        if let Some(r) = state
+        let waiting = state
             .waiting
             .and_then(|w| w.reason)
-            .filter(|r| !r.is_empty())
-        {
-            reason = r;
-        } else if let Some(ended) = state.terminated {
-            reason = match ended.reason.filter(|r| !r.is_empty()) {
-                Some(r) => r,
+            .filter(|r| !r.is_empty());
+        reason = match (state.terminated, waiting) {
+            (Some(ended), _) if ended.exit_code == 0 => continue,
+            (Some(ended), _) => match ended.reason.filter(|r| !r.is_empty()) {
+                Some(r) => format!("Init:{r}"),
                 None if ended.signal.unwrap_or(0) != 0 => {
-                    format!("Signal:{}", ended.signal.unwrap_or(0))
+                    format!("Init:Signal:{}", ended.signal.unwrap_or(0))
                 }
-                None => format!("ExitCode:{}", ended.exit_code),
-            };
-        } else if c.ready && state.running.is_some() {
-            running = true;
-            ready += 1;
+                None => format!("Init:ExitCode:{}", ended.exit_code),
+            },
+            (None, Some(r)) if r != "PodInitializing" => format!("Init:{r}"),
+            _ => format!("Init:{i}/{inits}"),
+        };
+        initializing = true;
+        break;
+    }
+    let initialized = status
+        .conditions
+        .iter()
+        .flatten()
+        .any(|c| c.type_ == "Initialized" && c.status == "True");
+    // Until initialized, the regular containers say nothing.
+    if !initializing || initialized {
+        restarts = 0;
+        for c in status.container_statuses.iter().flatten().rev() {
+            restarts += c.restart_count;
+            if let Some(ended) = c.last_state.as_ref().and_then(|l| l.terminated.as_ref())
+                && let Some(at) = &ended.finished_at
+                && last_restart.as_ref().is_none_or(|l| l.0 < at.0)
+            {
+                last_restart = Some(at.clone());
+            }
+            let state = c.state.clone().unwrap_or_default();
+            if let Some(r) = state
+                .waiting
+                .and_then(|w| w.reason)
+                .filter(|r| !r.is_empty())
+            {
+                reason = r;
+            } else if let Some(ended) = state.terminated {
+                reason = match ended.reason.filter(|r| !r.is_empty()) {
+                    Some(r) => r,
+                    None if ended.signal.unwrap_or(0) != 0 => {
+                        format!("Signal:{}", ended.signal.unwrap_or(0))
+                    }
+                    None => format!("ExitCode:{}", ended.exit_code),
+                };
+            } else if c.ready && state.running.is_some() {
+                running = true;
+                ready += 1;
+            }
         }
     }
     if reason == "Completed" && running {

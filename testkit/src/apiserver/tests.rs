@@ -431,3 +431,193 @@ fn the_api_server_refuses_in_its_own_words() {
         "{said}"
     );
 }
+
+/// A manifest of pod `name` whose init container `init` runs `init_script`, then container
+/// `app` runs `app_script`; both mount emptyDir `shared` at /shared (read-only in `app`).
+/// (The init container's pull policy is spelled out: the stand-in's API server defaults
+/// regular containers' only.)
+fn with_init(name: &str, restart: &str, init_script: &str, app_script: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  \
+         restartPolicy: {restart}\n  terminationGracePeriodSeconds: 1\n  \
+         volumes: [{{name: shared, emptyDir: {{}}}}]\n  initContainers:\n  \
+         - name: init\n    image: {image}\n    imagePullPolicy: IfNotPresent\n    command: [sh, -c, '{init_script}']\n    \
+         volumeMounts: [{{name: shared, mountPath: /shared}}]\n  containers:\n  \
+         - name: app\n    image: {image}\n    command: [sh, -c, '{app_script}']\n    \
+         volumeMounts: [{{name: shared, mountPath: /shared, readOnly: true}}]\n",
+        image = crate::image(),
+    )
+}
+
+/// The engine's containers of pod `shop/POD` named `container` by the kubelet's label.
+fn containers_named(pod: &str, container: &str) -> Vec<String> {
+    let pod = format!("label={POD_LABEL}=shop/{pod}");
+    let name = format!("label=io.kubernetes.container.name={container}");
+    let out = docker(&["ps", "-aq", "--filter", &pod, "--filter", &name]);
+    text(&out.stdout).lines().map(str::to_owned).collect()
+}
+
+#[test]
+fn init_containers_run_to_completion_first_sharing_the_pods_volumes_and_network() {
+    let (cluster, dir) = cluster();
+    let manifest = dir.join("ready.yaml");
+    // The init container takes its time: an app started before it ends finds no flag.
+    let pod = with_init(
+        "ready",
+        "Always",
+        "sleep 1; echo ready > /shared/flag",
+        "cat /shared/flag; sleep 3600",
+    );
+    std::fs::write(&manifest, pod).unwrap();
+    ok(&cluster, &["create", "-f", manifest.to_str().unwrap()]);
+    eventually(READY_BOUND, "pod ready Running", || {
+        field(&cluster, "ready", ".status.phase") == "Running"
+    });
+    // The app read what the init container wrote: it ran after, over the same directory.
+    eventually(READY_BOUND, "the app's output", || {
+        text(&cluster.kubectl(&["logs", "ready"]).stdout) == "ready\n"
+    });
+    let init = ".status.initContainerStatuses[0]";
+    assert_eq!(
+        field(
+            &cluster,
+            "ready",
+            &format!("{init}.state.terminated.reason")
+        ),
+        "Completed"
+    );
+    assert_eq!(field(&cluster, "ready", &format!("{init}.ready")), "true");
+    let initialized = r#".status.conditions[?(@.type=="Initialized")].status"#;
+    assert_eq!(field(&cluster, "ready", initialized), "True");
+
+    // The init container is the kubelet's, in the pod's network namespace.
+    let made = containers_named("ready", "init");
+    assert_eq!(made.len(), 1, "{made:?}");
+    let network = docker(&[
+        "inspect",
+        "--format",
+        "{{.HostConfig.NetworkMode}}",
+        &made[0],
+    ]);
+    assert!(
+        text(&network.stdout).starts_with("container:"),
+        "{}",
+        text(&network.stdout)
+    );
+    // The app's mount is read-only, as its volumeMount says.
+    let id = field(
+        &cluster,
+        "ready",
+        ".status.containerStatuses[0].containerID",
+    );
+    let id = id.strip_prefix("docker://").expect("a Docker container");
+    let script = "touch /shared/other 2>&1 && echo written; true";
+    let written = text(&docker(&["exec", id, "sh", "-c", script]).stdout);
+    assert!(written.contains("Read-only file system"), "{written}");
+
+    let events = ok(
+        &cluster,
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=ready",
+        ],
+    );
+    for said in [
+        "Created container: init",
+        "Started container init",
+        "Started container app",
+    ] {
+        assert!(events.contains(said), "{said} in {events}");
+    }
+    ok(&cluster, &["delete", "pod", "ready", "--grace-period=1"]);
+    assert_eq!(containers_of("ready"), Vec::<String>::new());
+}
+
+#[test]
+fn a_failed_init_container_fails_a_pod_never_restarted_and_is_retried_otherwise() {
+    let (cluster, dir) = cluster();
+    for (name, restart) in [("broken", "Never"), ("retried", "OnFailure")] {
+        let manifest = dir.join(format!("{name}.yaml"));
+        let pod = with_init(
+            name,
+            restart,
+            "echo failing; exit 1",
+            "echo ran; sleep 3600",
+        );
+        std::fs::write(&manifest, pod).unwrap();
+        ok(&cluster, &["create", "-f", manifest.to_str().unwrap()]);
+    }
+    let init = ".status.initContainerStatuses[0]";
+    eventually(READY_BOUND, "pod broken Failed", || {
+        field(&cluster, "broken", ".status.phase") == "Failed"
+    });
+    let ended = format!("{init}.state.terminated");
+    assert_eq!(field(&cluster, "broken", &format!("{ended}.exitCode")), "1");
+    assert_eq!(
+        field(&cluster, "broken", &format!("{ended}.reason")),
+        "Error"
+    );
+    let app = ".status.containerStatuses[0].state.waiting.reason";
+    assert_eq!(field(&cluster, "broken", app), "PodInitializing");
+    let initialized = r#".status.conditions[?(@.type=="Initialized")].reason"#;
+    assert_eq!(
+        field(&cluster, "broken", initialized),
+        "ContainersNotInitialized"
+    );
+    // kubectl describe reads the init container's end from initContainerStatuses.
+    let described = ok(&cluster, &["describe", "pod", "broken"]);
+    let section = described
+        .split_once("Init Containers:")
+        .and_then(|(_, rest)| rest.split_once("Containers:"))
+        .map_or("", |(init, _)| init);
+    for said in ["Terminated", "Error", "Exit Code:    1"] {
+        assert!(section.contains(said), "{said} in {described}");
+    }
+
+    // Retried with the crash back-off: the first retry at once, the next after 10 s.
+    eventually(
+        READY_BOUND,
+        "pod retried's init in CrashLoopBackOff",
+        || {
+            field(&cluster, "retried", &format!("{init}.state.waiting.reason"))
+                == "CrashLoopBackOff"
+        },
+    );
+    assert_eq!(
+        field(&cluster, "retried", &format!("{init}.restartCount")),
+        "1"
+    );
+    assert_eq!(field(&cluster, "retried", ".status.phase"), "Pending");
+    assert_eq!(field(&cluster, "retried", app), "PodInitializing");
+    let events = ok(
+        &cluster,
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=retried",
+        ],
+    );
+    assert!(
+        events.contains("Back-off restarting failed container init"),
+        "{events}"
+    );
+
+    for pod in ["broken", "retried"] {
+        assert_eq!(
+            containers_named(pod, "app"),
+            Vec::<String>::new(),
+            "{pod}'s app ran"
+        );
+    }
+    ok(&cluster, &["delete", "pods", "--all", "--grace-period=1"]);
+    for pod in ["broken", "retried"] {
+        eventually(
+            READY_BOUND,
+            &format!("pod {pod}'s containers removed"),
+            || containers_of(pod).is_empty(),
+        );
+    }
+}

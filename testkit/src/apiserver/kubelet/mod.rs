@@ -1,13 +1,20 @@
 //! The stand-in's kubelet: runs the pods bound (or, having no `nodeName`, scheduled) to the
 //! stand-in's node as real containers on the test Docker engine ([`super::docker`]), and
 //! keeps their status following the containers, as the kubelet's pod workers do: one thread
-//! per pod, which binds it, prepares its volumes and sandbox, pulls images per the pull
-//! policy, creates and starts each container, polls the engine, restarts containers per the
-//! restart policy (with the kubelet's crash back-off), records Events, and on deletion stops
-//! the containers within the grace period and removes them and then the pod.
+//! per pod, which binds it, prepares its volumes and sandbox, runs the init containers one at
+//! a time, each to completion, then pulls images per the pull policy, creates and starts each
+//! container, polls the engine, restarts containers per the restart policy (with the kubelet's
+//! crash back-off), records Events, and on deletion stops the containers within the grace
+//! period and removes them and then the pod.
 //!
-//! Not modelled: init and ephemeral containers, probes (a running container is ready),
-//! resources, hostPort, image pull secrets, a sandbox that dies (it is not re-made).
+//! An init container is made as a regular one (same volumes, so the same emptyDir directory,
+//! the sandbox's network namespace, the kubelet's labels). It is never run again once it
+//! completed; one that fails is retried with the crash back-off, unless the restart policy is
+//! `Never`: then the pod fails and nothing more of it runs.
+//!
+//! Not modelled: ephemeral containers, sidecars (init containers with `restartPolicy: Always`
+//! run as plain init containers), probes (a running container is ready), resources, hostPort,
+//! image pull secrets, a sandbox that dies (it is not re-made).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -178,7 +185,7 @@ impl Backoff {
     }
 }
 
-/// One container of the pod, across its restarts.
+/// One container of the pod (init or regular), across its restarts.
 struct Slot {
     spec: Container,
     /// The engine's container now, and the one before (`kubectl logs --previous`).
@@ -196,6 +203,48 @@ struct Slot {
     started: Option<Instant>,
     /// Ended for good (its restart policy says so).
     done: bool,
+}
+
+impl Slot {
+    fn new(spec: &Container, state: ContainerState) -> Slot {
+        Slot {
+            spec: spec.clone(),
+            current: None,
+            previous: None,
+            created: 0,
+            state,
+            last: None,
+            image_id: String::new(),
+            retry_at: None,
+            pull_backoff: Backoff::new(false),
+            crash_backoff: Backoff::new(true),
+            pull_error: None,
+            started: None,
+            done: false,
+        }
+    }
+
+    fn view(&self) -> ContainerView<'_> {
+        ContainerView {
+            spec: &self.spec,
+            id: self.current.as_deref().or(self.previous.as_deref()),
+            image_id: &self.image_id,
+            restarts: self.created.saturating_sub(1) as i32,
+            state: &self.state,
+            last: self.last.as_ref(),
+        }
+    }
+}
+
+/// How far a pod's init containers have got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Init {
+    /// Init container `i` is the one to run, or runs.
+    Running(usize),
+    /// Every init container completed: the regular containers run.
+    Done,
+    /// One failed for good (restart policy `Never`): nothing more of the pod runs.
+    Failed,
 }
 
 fn waiting(reason: &str, message: Option<String>) -> ContainerState {
@@ -220,32 +269,29 @@ struct Worker {
     start_time: Option<Time>,
     volumes: Option<HashMap<String, setup::Ready>>,
     retry_setup_at: Option<Instant>,
+    /// The init containers, in order, then the regular ones.
     slots: Vec<Slot>,
+    /// How many of `slots` are init containers.
+    inits: usize,
     /// Each condition's status and when it last changed.
     conditions: Transitions,
 }
 
 impl Worker {
     fn new(shared: Arc<Shared>, pod: Pod, commands: Receiver<Command>) -> Worker {
-        let slots = pod
-            .spec
+        let spec = pod.spec.clone().unwrap_or_default();
+        let inits = spec.init_containers.unwrap_or_default();
+        // Until it is made, a container waits as the kubelet says: PodInitializing in a pod
+        // with init containers (the init containers too), else ContainerCreating.
+        let reason = if inits.is_empty() {
+            "ContainerCreating"
+        } else {
+            "PodInitializing"
+        };
+        let slots = inits
             .iter()
-            .flat_map(|s| s.containers.iter())
-            .map(|c| Slot {
-                spec: c.clone(),
-                current: None,
-                previous: None,
-                created: 0,
-                state: waiting("ContainerCreating", None),
-                last: None,
-                image_id: String::new(),
-                retry_at: None,
-                pull_backoff: Backoff::new(false),
-                crash_backoff: Backoff::new(true),
-                pull_error: None,
-                started: None,
-                done: false,
-            })
+            .chain(&spec.containers)
+            .map(|c| Slot::new(c, waiting(reason, None)))
             .collect();
         Worker {
             shared,
@@ -259,6 +305,7 @@ impl Worker {
             volumes: None,
             retry_setup_at: None,
             slots,
+            inits: inits.len(),
             conditions: HashMap::new(),
         }
     }
@@ -334,12 +381,36 @@ impl Worker {
 
     fn sync(&mut self) {
         if self.sandbox.is_some() || self.set_up() {
-            for i in 0..self.slots.len() {
-                self.start(i);
+            match self.init() {
+                Init::Running(i) => self.start(i),
+                Init::Done => {
+                    for i in self.inits..self.slots.len() {
+                        self.start(i);
+                    }
+                }
+                Init::Failed => {}
             }
             self.observe();
         }
         self.publish();
+    }
+
+    /// How far the init containers have got.
+    fn init(&self) -> Init {
+        for (i, slot) in self.slots[..self.inits].iter().enumerate() {
+            if !slot.done {
+                return Init::Running(i);
+            }
+            if slot
+                .state
+                .terminated
+                .as_ref()
+                .is_none_or(|t| t.exit_code != 0)
+            {
+                return Init::Failed;
+            }
+        }
+        Init::Done
     }
 
     /// Writes the pod's status, if it changed.
@@ -368,6 +439,7 @@ pub(crate) struct View<'a> {
     pub sandbox: bool,
     pub pod_ip: Option<&'a str>,
     pub start_time: Option<&'a Time>,
+    pub init_containers: Vec<ContainerView<'a>>,
     pub containers: Vec<ContainerView<'a>>,
     pub conditions: &'a mut Transitions,
 }
@@ -385,23 +457,14 @@ pub(crate) struct ContainerView<'a> {
 impl Worker {
     /// What the status is made of.
     fn view(&mut self) -> View<'_> {
+        let (init, regular) = self.slots.split_at(self.inits);
         View {
             pod: &self.pod,
             sandbox: self.sandbox.is_some(),
             pod_ip: self.pod_ip.as_deref(),
             start_time: self.start_time.as_ref(),
-            containers: self
-                .slots
-                .iter()
-                .map(|s| ContainerView {
-                    spec: &s.spec,
-                    id: s.current.as_deref().or(s.previous.as_deref()),
-                    image_id: &s.image_id,
-                    restarts: s.created.saturating_sub(1) as i32,
-                    state: &s.state,
-                    last: s.last.as_ref(),
-                })
-                .collect(),
+            init_containers: init.iter().map(Slot::view).collect(),
+            containers: regular.iter().map(Slot::view).collect(),
             conditions: &mut self.conditions,
         }
     }

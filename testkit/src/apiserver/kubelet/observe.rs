@@ -73,14 +73,17 @@ impl Worker {
         }
     }
 
-    /// Container `i` ended as `ended`: it is restarted, or stays ended, per the restart policy.
+    /// Container `i` ended as `ended`: it is restarted, or stays ended, per the restart policy
+    /// (an init container that completed is never run again).
     fn exited(&mut self, i: usize, ended: ContainerStateTerminated) {
         let policy = self
             .pod
             .spec
             .as_ref()
             .and_then(|s| s.restart_policy.clone());
+        let completed_init = i < self.inits && ended.exit_code == 0;
         let restart = match policy.as_deref() {
+            _ if completed_init => false,
             Some("Never") => false,
             Some("OnFailure") => ended.exit_code != 0,
             _ => true,
