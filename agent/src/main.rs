@@ -37,15 +37,34 @@ struct Args {
     /// on-demand agent's).
     #[arg(long, value_name = "YAML", group = "configuration")]
     config_yaml: Option<String>,
+    /// Writes `kdbg-init` into DIR and exits: what a pod copy's init container runs
+    /// (`kubectl-debug POD --fork`), so that the copy's target container can hold still with
+    /// a static binary of ours whatever its image holds (distroless, scratch).
+    #[arg(long, value_name = "DIR", group = "configuration")]
+    install_init: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(dir) = &args.install_init {
+        return match kdbg_agent::init::install(dir) {
+            Ok(path) => {
+                println!("{}", path.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("kubectl-debug-agent: {}", kdbg_agent::chain(&e));
+                ExitCode::from(1)
+            }
+        };
+    }
     // A bad configuration stops the agent before anything starts.
     let loaded = match (&args.config, &args.config_yaml) {
         (Some(path), _) => Config::load(path),
         (None, Some(text)) => Config::load_inline(text),
-        (None, None) => unreachable!("clap requires one of --config and --config-yaml"),
+        (None, None) => {
+            unreachable!("clap requires one of --config, --config-yaml and --install-init")
+        }
     };
     let config = match loaded {
         Ok(config) => config,
