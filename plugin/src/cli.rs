@@ -19,7 +19,7 @@ pub use local::{
     version,
     args_conflicts_with_subcommands = true,
     subcommand_negates_reqs = true,
-    after_help = "Examples:\n  kubectl-debug web-1 --image nicolaka/netshoot\n  kubectl-debug -n prod web-1 -c app -- ss -tlnp\n  kubectl-debug web-1 --retain -- sh      # keep the debug container\n  kubectl-debug list -A\n  kubectl-debug attach web-1 web-1-dbg-x7k2q\n  kubectl-debug rm web-1 --all\n  kubectl-debug web-1 --record-local web-1.cast   # keep a recording here\n  kubectl-debug recordings list -A\n  kubectl-debug replay SESSION\n  kubectl-debug watch web-1 web-1-dbg-x7k2q\n  kubectl-debug local docker://my-container --image busybox -- sh\n\nA pod named like a verb (list, attach, rm, local, recordings, replay, watch, version, completion, shell-init, help) is written pod/NAME."
+    after_help = "Examples:\n  kubectl-debug web-1 --image nicolaka/netshoot\n  kubectl-debug -n prod web-1 -c app -- ss -tlnp\n  kubectl-debug web-1 --retain -- sh      # keep the debug container\n  kubectl-debug crashy-1 --fork -- sh     # a copy of a crash-looping pod, its container held still\n  kubectl-debug list -A\n  kubectl-debug attach web-1 web-1-dbg-x7k2q\n  kubectl-debug rm web-1 --all\n  kubectl-debug web-1 --record-local web-1.cast   # keep a recording here\n  kubectl-debug recordings list -A\n  kubectl-debug replay SESSION\n  kubectl-debug watch web-1 web-1-dbg-x7k2q\n  kubectl-debug local docker://my-container --image busybox -- sh\n\nA pod named like a verb (list, attach, rm, local, recordings, replay, watch, version, completion, shell-init, help) is written pod/NAME."
 )]
 pub struct Cli {
     /// Options of every verb.
@@ -299,9 +299,42 @@ pub struct DebugOpts {
     /// Recording.
     #[command(flatten)]
     pub record: RecordOpts,
+    /// Debugging a copy of the pod.
+    #[command(flatten)]
+    pub fork: ForkOpts,
     /// The command and its arguments (default: the agent's, bash).
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
+}
+
+/// `--fork` and its flags.
+#[derive(Debug, Args, Clone, Default)]
+pub struct ForkOpts {
+    /// Debug a copy of the pod whose container holds still (for a pod that crashes or exits
+    /// at once): labels and probes dropped, the container's command replaced by a hold that
+    /// needs nothing from its image; the copy is deleted at the end unless --retain.
+    #[arg(long)]
+    pub fork: bool,
+    /// Labels of the pod the copy keeps (comma-separated; by default none, so no Service or
+    /// controller picks the copy up).
+    #[arg(long, value_name = "KEYS", value_delimiter = ',', requires = "fork")]
+    pub fork_keep_labels: Vec<String>,
+    /// Swap a container's image in the copy (`*=IMAGE` for every container; repeatable).
+    #[arg(long, value_name = "NAME=IMAGE", value_parser = crate::fork::set_image, requires = "fork")]
+    pub set_image: Vec<(String, String)>,
+    /// Where the copy runs: the pod's node (same, the default: its images are there) or
+    /// wherever the scheduler puts it (any).
+    #[arg(long, value_enum, value_name = "WHERE", requires = "fork")]
+    pub fork_node: Option<ForkNode>,
+}
+
+/// `--fork-node`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ForkNode {
+    /// The original's node.
+    Same,
+    /// Any node.
+    Any,
 }
 
 /// `--record` and `--record-local`.
@@ -583,15 +616,27 @@ mod tests {
     fn every_global_flag_may_come_before_every_verb() {
         use clap::Parser;
         let command = <Cli as clap::CommandFactory>::command();
+        // Each global flag with a value as a user writes it: `--agentless` takes its
+        // (optional) value only after `=`.
         let globals: Vec<String> = <Global as clap::Args>::augment_args(clap::Command::new("g"))
             .get_arguments()
-            .filter_map(|a| a.get_long().map(|l| format!("--{l}")))
+            .filter_map(|a| {
+                let flag = format!("--{}", a.get_long()?);
+                Some(match flag.as_str() {
+                    _ if a.is_require_equals_set() => format!("{flag}=always"),
+                    "--connect" => format!("{flag} direct"),
+                    _ => format!("{flag} 10"),
+                })
+            })
             .collect();
-        assert!(globals.contains(&"--agent-ca".to_owned()), "{globals:?}");
+        assert!(globals.contains(&"--agent-ca 10".to_owned()), "{globals:?}");
+        assert!(
+            globals.contains(&"--agentless=always".to_owned()),
+            "{globals:?}"
+        );
         for verb in command.get_subcommands().map(|c| c.get_name()) {
             for flag in &globals {
-                let value = if flag == "--connect" { "direct" } else { "10" };
-                let line = format!("kubectl-debug {flag} {value} {verb}");
+                let line = format!("kubectl-debug {flag} {verb}");
                 let moved = verb_first(args(&line));
                 assert_eq!(moved[1], verb, "{line}");
                 // And clap takes it as that verb, not as a pod named like it.

@@ -18,6 +18,7 @@ pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod credentials;
+pub mod fork;
 pub mod list;
 pub mod local;
 pub mod ondemand;

@@ -114,6 +114,24 @@ struct Started {
     pods: Api<Pod>,
     namespace: String,
     name: String,
+    /// What the pod is to the user, e.g. "the on-demand agent's pod".
+    what: &'static str,
+}
+
+/// Deletes pod `namespace/name` (`what` it is to the user) when this process ends, as the
+/// on-demand agents it started.
+pub fn remember(pods: Api<Pod>, namespace: &str, name: &str, what: &'static str) {
+    STARTED.lock().expect("not poisoned").push(Started {
+        pods,
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+        what,
+    });
+}
+
+/// Deletes a remembered pod now.
+pub async fn forget_and_delete(pods: &Api<Pod>, name: &str) {
+    delete(pods, name).await;
 }
 
 /// A fresh token and its SHA-256 (hex): the token is presented, the hash goes in the spec.
@@ -133,7 +151,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// Five random lowercase letters and digits, for a pod's name.
-fn suffix() -> String {
+pub fn suffix() -> String {
     use ring::rand::SecureRandom as _;
     let mut bytes = [0u8; 5];
     let _ = ring::rand::SystemRandom::new().fill(&mut bytes);
@@ -198,6 +216,21 @@ pub fn agent_config(
     .to_string()
 }
 
+/// The agent's image: `configured`, else the DaemonSet's image name with this plugin's
+/// version.
+pub fn agent_image(configured: Option<&str>) -> String {
+    if let Some(image) = configured {
+        return image.to_owned();
+    }
+    let image = DAEMONSET
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("image:"))
+        .map(str::trim)
+        .unwrap_or("kubectl-debug-agent");
+    let name = image.rsplit_once(':').map_or(image, |(n, _)| n);
+    format!("{name}:{}", env!("CARGO_PKG_VERSION"))
+}
+
 /// The on-demand agent's pod for `node`, from the DaemonSet's pod template.
 #[allow(clippy::too_many_arguments)]
 pub fn pod(
@@ -247,12 +280,7 @@ pub fn pod(
         .containers
         .first_mut()
         .ok_or_else(|| anyhow!("the embedded DaemonSet has no container"))?;
-    let version = env!("CARGO_PKG_VERSION");
-    container.image = Some(settings.image.clone().unwrap_or_else(|| {
-        let image = container.image.clone().unwrap_or_default();
-        let name = image.rsplit_once(':').map_or(image.as_str(), |(n, _)| n);
-        format!("{name}:{version}")
-    }));
+    container.image = Some(agent_image(settings.image.as_deref()));
     if let Some(policy) = &settings.pull_policy {
         container.image_pull_policy = Some(policy.clone());
     }
@@ -352,11 +380,7 @@ pub async fn start(
     if let Err(e) = pods.create(&PostParams::default(), &spec).await {
         return Err(create_refused(e, namespace));
     }
-    STARTED.lock().expect("not poisoned").push(Started {
-        pods: pods.clone(),
-        namespace: namespace.to_owned(),
-        name: name.clone(),
-    });
+    remember(pods.clone(), namespace, &name, "the on-demand agent's pod");
     tracing::info!(
         pod = name.as_str(),
         ms = began.elapsed().as_millis() as u64,
@@ -423,7 +447,7 @@ async fn wait(
                 reason.as_str(),
                 "ErrImagePull" | "ImagePullBackOff" | "InvalidImageName" | "ErrImageNeverPull"
             ) {
-                let said = events(client, namespace, name).await;
+                let said = warning_event(client, namespace, name).await;
                 bail!(
                     "the on-demand agent's image {image} could not be pulled on the node ({reason}{}); push it where the nodes can pull it, or name another with --agent-image (plugin config agentImage)",
                     said.map(|s| format!(": {s}")).unwrap_or_default()
@@ -469,7 +493,7 @@ async fn wait(
             return Ok(());
         }
         if started.elapsed() >= limit {
-            let said = events(client, namespace, name).await;
+            let said = warning_event(client, namespace, name).await;
             bail!(
                 "the on-demand agent's pod {namespace}/{name} did not serve within {limit:?} (--agent-start-timeout): it is {last}{}; see kubectl -n {namespace} describe pod {name}",
                 said.map(|s| format!(" ({s})")).unwrap_or_default()
@@ -480,7 +504,7 @@ async fn wait(
 }
 
 /// The pod's latest Warning event, as `kubectl describe` shows it.
-async fn events(client: &kube::Client, namespace: &str, name: &str) -> Option<String> {
+pub async fn warning_event(client: &kube::Client, namespace: &str, name: &str) -> Option<String> {
     let events: Api<Event> = Api::namespaced(client.clone(), namespace);
     let listed = events
         .list(&ListParams::default().fields(&format!("involvedObject.name={name}")))
@@ -550,7 +574,7 @@ async fn delete(pods: &Api<Pod>, name: &str) {
         Ok(_) => {}
         Err(kube::Error::Api(status)) if status.code == 404 => {}
         Err(e) => eprintln!(
-            "warning: deleting the on-demand agent's pod {name} failed: {e}; delete it with kubectl delete pod {name} (it also ends by itself when it has been idle a while)"
+            "warning: deleting pod {name} failed: {e}; delete it with kubectl delete pod {name}"
         ),
     }
     STARTED
@@ -573,8 +597,8 @@ pub async fn clean_up(failed: bool) -> Option<String> {
             };
             if gone {
                 note = Some(format!(
-                    "the on-demand agent's pod {}/{} was deleted during the session",
-                    s.namespace, s.name
+                    "{} {}/{} was deleted during the session",
+                    s.what, s.namespace, s.name
                 ));
             }
         }

@@ -68,7 +68,12 @@ pub fn target_of(
             })
             .map(|r| format!(" ({r})"))
             .unwrap_or_default();
-        bail!("pod \"{name}\" is {phase}{why}: no debug container can join it until it runs");
+        let fork = if phase == "Failed" || phase == "Succeeded" {
+            "; debug a copy of it whose container holds still with --fork"
+        } else {
+            ""
+        };
+        bail!("pod \"{name}\" is {phase}{why}: no debug container can join it until it runs{fork}");
     }
     let names: Vec<String> = pod
         .spec
@@ -121,8 +126,21 @@ pub fn target_of(
         .as_ref()
         .is_some_and(|s| s.running.is_some());
     if !running {
+        let last = container_status
+            .last_state
+            .as_ref()
+            .and_then(|s| s.terminated.as_ref())
+            .map(|t| {
+                format!(
+                    "; it last exited with code {} ({}), {} restarts",
+                    t.exit_code,
+                    t.reason.as_deref().unwrap_or("no reason given"),
+                    container_status.restart_count
+                )
+            })
+            .unwrap_or_default();
         bail!(
-            "container \"{chosen}\" of pod \"{name}\" is {}: a debug container can only join a running container",
+            "container \"{chosen}\" of pod \"{name}\" is {}{last}: a debug container can only join a running container; debug a copy of the pod whose container holds still with --fork",
             describe(container_status.state.as_ref())
         );
     }
@@ -185,7 +203,11 @@ pub async fn run(
 ) -> anyhow::Result<ExitStatus> {
     let pod = pod_name(pod);
     let cluster = Cluster::connect(global).await?;
-    let found = resolve(cluster.client.clone(), &cluster.namespace, pod, container).await?;
+    let found = if opts.fork.fork {
+        crate::fork::resolve(&cluster, global, pod, container, &opts).await?
+    } else {
+        resolve(cluster.client.clone(), &cluster.namespace, pod, container).await?
+    };
     let record_local = opts.record.record_local.clone();
     let mut request = opts.request(found.target.clone());
     request.pod_namespace = Some(found.namespace.clone());
@@ -198,7 +220,7 @@ pub async fn run(
         &agent,
         request,
         record_local.as_deref(),
-        &attach::kept_in_pod(pod),
+        &attach::kept_in_pod(&found.pod),
     )
     .await
 }
@@ -310,11 +332,19 @@ mod tests {
             err.to_string(),
             "container \"db\" not found in pod \"web-1\"; its containers: app, sidecar"
         );
-        let err = target_of(&pod(running_pod()), "prod", "web-1", Some("sidecar")).unwrap_err();
-        assert!(
-            err.to_string().contains("is waiting (CrashLoopBackOff)"),
-            "{err}"
+        let mut crashing = running_pod();
+        crashing["status"]["containerStatuses"][1]["lastState"] =
+            serde_json::json!({"terminated": {"exitCode": 1, "reason": "Error"}});
+        crashing["status"]["containerStatuses"][1]["restartCount"] = 4.into();
+        let err = target_of(&pod(crashing), "prod", "web-1", Some("sidecar")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "container \"sidecar\" of pod \"web-1\" is waiting (CrashLoopBackOff); it last exited with code 1 (Error), 4 restarts: a debug container can only join a running container; debug a copy of the pod whose container holds still with --fork"
         );
+        let mut failed = running_pod();
+        failed["status"]["phase"] = "Failed".into();
+        let err = target_of(&pod(failed), "prod", "web-1", None).unwrap_err();
+        assert!(err.to_string().ends_with("with --fork"), "{err}");
     }
 
     #[test]
