@@ -342,28 +342,7 @@ pub async fn resolve(
         .await
         .with_context(|| format!("getting pod \"{pod}\" in namespace \"{namespace}\""))?
         .ok_or_else(|| anyhow!("pods \"{pod}\" not found in namespace \"{namespace}\""))?;
-    let names: Vec<String> = original
-        .spec
-        .iter()
-        .flat_map(|s| &s.containers)
-        .map(|c| c.name.clone())
-        .collect();
-    let chosen = match container {
-        Some(c) if names.iter().any(|n| n == c) => c.to_owned(),
-        Some(c) => bail!(
-            "container \"{c}\" not found in pod \"{pod}\"; its containers: {}",
-            names.join(", ")
-        ),
-        None => original
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get("kubectl.kubernetes.io/default-container"))
-            .filter(|c| names.contains(c))
-            .or(names.first())
-            .cloned()
-            .ok_or_else(|| anyhow!("pod \"{pod}\" has no containers"))?,
-    };
+    let chosen = crate::pod::choose(&original, pod, container)?;
     let fork = Fork {
         keep_labels: opts.fork.fork_keep_labels.clone(),
         set_images: opts.fork.set_image.clone(),

@@ -75,42 +75,7 @@ pub fn target_of(
         };
         bail!("pod \"{name}\" is {phase}{why}: no debug container can join it until it runs{fork}");
     }
-    let names: Vec<String> = pod
-        .spec
-        .iter()
-        .flat_map(|s| &s.containers)
-        .map(|c| c.name.clone())
-        .collect();
-    let chosen = match container {
-        Some(c) => {
-            if !names.iter().any(|n| n == c) {
-                bail!(
-                    "container \"{c}\" not found in pod \"{name}\"; its containers: {}",
-                    names.join(", ")
-                );
-            }
-            c.to_owned()
-        }
-        None => {
-            let annotated = pod
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(DEFAULT_CONTAINER_ANNOTATION))
-                .filter(|c| names.contains(c));
-            let first = annotated
-                .or(names.first())
-                .ok_or_else(|| anyhow!("pod \"{name}\" has no containers"))?
-                .clone();
-            if names.len() > 1 && annotated.is_none() {
-                eprintln!(
-                    "Defaulted container \"{first}\" out of: {}",
-                    names.join(", ")
-                );
-            }
-            first
-        }
-    };
+    let chosen = choose(pod, name, container)?;
     let container_status = status
         .container_statuses
         .iter()
@@ -165,6 +130,49 @@ pub fn target_of(
         node,
         host_ip,
     })
+}
+
+/// The container of `pod` (named `name`) to debug: `container`, else the one the
+/// `kubectl.kubernetes.io/default-container` annotation names, else the first (saying so on
+/// stderr, like kubectl, when there are several).
+pub fn choose(pod: &Pod, name: &str, container: Option<&str>) -> anyhow::Result<String> {
+    let names: Vec<String> = pod
+        .spec
+        .iter()
+        .flat_map(|s| &s.containers)
+        .map(|c| c.name.clone())
+        .collect();
+    let chosen = match container {
+        Some(c) => {
+            if !names.iter().any(|n| n == c) {
+                bail!(
+                    "container \"{c}\" not found in pod \"{name}\"; its containers: {}",
+                    names.join(", ")
+                );
+            }
+            c.to_owned()
+        }
+        None => {
+            let annotated = pod
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(DEFAULT_CONTAINER_ANNOTATION))
+                .filter(|c| names.contains(c));
+            let first = annotated
+                .or(names.first())
+                .ok_or_else(|| anyhow!("pod \"{name}\" has no containers"))?
+                .clone();
+            if names.len() > 1 && annotated.is_none() {
+                eprintln!(
+                    "Defaulted container \"{first}\" out of: {}",
+                    names.join(", ")
+                );
+            }
+            first
+        }
+    };
+    Ok(chosen)
 }
 
 fn describe(state: Option<&ContainerState>) -> String {
