@@ -248,3 +248,53 @@ fn the_base_and_every_overlay_render_into_typed_objects_the_agent_can_run_with()
         .into()
     );
 }
+
+/// deploy/agentless: what a user needs for on-demand agents, and nothing more: the
+/// namespace admitted for privileged pods, a Role for pods (create, get, list, delete),
+/// pods/portforward (create) and events (list) there, and reading nodes.
+#[test]
+fn the_agentless_manifests_grant_what_an_on_demand_agent_needs() {
+    let docs = render(&deploy().join("agentless"));
+    let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["Namespace", "Role", "ClusterRole"], "{kinds:?}");
+    let namespace: Namespace = typed(&docs[0]);
+    assert_eq!(namespace.metadata.name.as_deref(), Some("kubectl-debug"));
+    let labels = namespace.metadata.labels.unwrap();
+    assert_eq!(labels["pod-security.kubernetes.io/enforce"], "privileged");
+    let nodes: ClusterRole = typed(&docs[2]);
+    let rules = nodes.rules.unwrap();
+    assert_eq!(rules.len(), 1);
+    assert_eq!(
+        rules[0].resources.as_deref(),
+        Some(&["nodes".to_owned()][..])
+    );
+    assert_eq!(rules[0].verbs, ["get"]);
+    let role: Role = typed(&docs[1]);
+    assert_eq!(role.metadata.namespace.as_deref(), Some("kubectl-debug"));
+    let grants: BTreeSet<(String, String)> = role
+        .rules
+        .unwrap()
+        .into_iter()
+        .flat_map(|r| {
+            let resources = r.resources.unwrap_or_default();
+            r.verbs.into_iter().flat_map(move |v| {
+                resources
+                    .clone()
+                    .into_iter()
+                    .map(move |res| (res, v.clone()))
+            })
+        })
+        .collect();
+    let want: BTreeSet<(String, String)> = [
+        ("pods", "create"),
+        ("pods", "get"),
+        ("pods", "list"),
+        ("pods", "delete"),
+        ("pods/portforward", "create"),
+        ("events", "list"),
+    ]
+    .into_iter()
+    .map(|(r, v)| (r.to_owned(), v.to_owned()))
+    .collect();
+    assert_eq!(grants, want);
+}
