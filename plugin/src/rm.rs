@@ -1,6 +1,7 @@
 //! `kubectl-debug rm POD NAME... | --all [--ignore-not-found]` and `local rm NAME...`:
 //! remove debug containers. The agent removes only its own kind (our labels), and only the
 //! named pod's; an unknown name is an error naming it (exit 1), unless `--ignore-not-found`.
+//! `rm COPY --all` on a retained copy of a pod (`--fork --retain`) deletes the copy too.
 
 use anyhow::bail;
 use kdbg_api::PodScope;
@@ -43,7 +44,39 @@ pub async fn run(global: &Global, args: RmArgs) -> anyhow::Result<()> {
         args.ignore_not_found || args.all,
         &format!("pod {name}"),
     )
-    .await
+    .await?;
+    if args.all {
+        delete_if_copy(&cluster, &namespace, name).await?;
+    }
+    Ok(())
+}
+
+/// Deletes pod `name` if it is a copy `--fork` made (and kept, with `--retain`): with its
+/// debug containers gone, nothing else is there for.
+async fn delete_if_copy(
+    cluster: &crate::cluster::Cluster,
+    namespace: &str,
+    name: &str,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
+        kube::Api::namespaced(cluster.client.clone(), namespace);
+    let Some(pod) = pods.get_opt(name).await? else {
+        return Ok(());
+    };
+    let copy = pod
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(crate::fork::COPY_LABEL))
+        .is_some_and(|v| v == "true");
+    if copy {
+        pods.delete(name, &kube::api::DeleteParams::default())
+            .await
+            .with_context(|| format!("deleting the copy {namespace}/{name}"))?;
+        println!("copy {name} deleted");
+    }
+    Ok(())
 }
 
 /// Removes `names` through `agent`, printing `NAME removed` for each; the names that are not

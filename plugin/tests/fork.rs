@@ -201,14 +201,29 @@ fn a_retained_copy_stays_until_removed() {
     let kept = copies(&cluster);
     assert!(kept.starts_with("pod/quick-debug-"), "{kept}");
     let copy = kept.trim().trim_start_matches("pod/").to_owned();
-    // Its retained debug container, then the copy itself.
+    // `rm --all` on the copy removes its retained debug container, then the copy.
     let removed = support::run(
         &mut cluster.debug(agent.port, &["-n", "shop", "rm", &copy, "--all"]),
         b"",
     );
+    let said = text(&removed.stdout);
     assert_eq!(removed.status.code(), Some(0), "{}", text(&removed.stderr));
-    let deleted = cluster.kubectl(&["delete", "pod", "-n", "shop", &copy]);
-    assert!(deleted.status.success(), "{}", text(&deleted.stderr));
+    assert!(
+        said.contains("debug container ") && said.contains(&format!("copy {copy} deleted")),
+        "{said}"
+    );
+    // The original is not a copy: rm --all leaves it be.
+    let original = support::run(
+        &mut cluster.debug(agent.port, &["-n", "shop", "rm", "quick", "--all"]),
+        b"",
+    );
+    assert_eq!(
+        original.status.code(),
+        Some(0),
+        "{}",
+        text(&original.stderr)
+    );
+    assert!(!text(&original.stdout).contains("deleted"));
     eventually(Duration::from_secs(60), "the copy to go", || {
         copies(&cluster).is_empty()
     });
