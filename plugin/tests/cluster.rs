@@ -90,14 +90,16 @@ fn no_agent_on_the_node_or_one_not_ready_says_what_to_do() {
     cluster
         .api
         .remove_pod(AGENT_NAMESPACE, "kubectl-debug-agent-stand-in-node");
+    // (Without --agentless=never, an agent would be started on demand: tests/agentless.rs.)
     let out = run(
-        &mut cluster.debug(agent.port, &["web-1", "--", "true"]),
+        &mut cluster.debug(agent.port, &["--agentless=never", "web-1", "--", "true"]),
         b"",
     );
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     assert!(
-        err.contains("no kubectl-debug agent runs on node \"stand-in-node\" (no pod labelled app.kubernetes.io/name=kubectl-debug-agent in namespace kubectl-debug); install it with: kubectl apply -k"),
+        err.contains("no kubectl-debug agent runs on node \"stand-in-node\" (no pod labelled app.kubernetes.io/name=kubectl-debug-agent in namespace kubectl-debug); install it with: kubectl apply -k")
+            && err.contains("--agentless"),
         "{err}"
     );
     // Where the agents run is configurable.
