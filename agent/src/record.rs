@@ -199,6 +199,11 @@ pub fn record(tap: &Tap, mut observer: Observer, file: File, options: &RecordOpt
         warn!(recording = %path, "recording incomplete: {why}");
         return end_incomplete(recording, last, why, &path);
     }
+    // What is batched goes out first, where a failure (a disk that fills just now) can still
+    // be repaired: the file cut back to whole lines and marked incomplete, as mid-session.
+    if let Err(e) = recording.flush() {
+        return stop(recording, last, &e, &path);
+    }
     match recording.finish() {
         Ok(_) => {
             debug!(recording = %path, "recording complete");
