@@ -21,7 +21,10 @@ pub fn section(out: &mut String, figures: &Path) {
          and a port-forward, from the command to the first byte of its output: with the node's \
          DaemonSet agent (a separate agent process of this tree) and with `--agentless=always` \
          (an agent pod the stand-in runs as a container of the agent's image, present on the \
-         node, on the test Docker), alternating, median of {} each.\n",
+         node, on the test Docker), alternating, median of {} each. Both rows are the path \
+         users take (no in-process agent). The output goes into a pipe, which the first byte \
+         is read from; /dev/null has no first byte to time, and the throughput rows into \
+         /dev/null and a pipe are in the sections above.\n",
         num("runs")
     )
     .unwrap();
