@@ -1,9 +1,11 @@
 //! The Docker Engine backend, through bollard.
 //!
-//! A debug container joins its target with `container:<id>` pid and network modes, and ipc mode
-//! when the target's IPC namespace is `shareable` (Kubernetes pod sandboxes are; a plain
-//! `docker run` container is not, and then the session goes on without it and says so). It gets
-//! SYS_PTRACE and SYS_ADMIN, like the peers, so `strace`, `gdb` and `nsenter` work.
+//! A debug container joins its target with `container:<id>` pid and network modes, and its IPC
+//! namespace when the target's is `shareable` (Kubernetes pod sandboxes are) or the one the
+//! target joined (`container:<sandbox>`: a pod's containers, as cri-dockerd makes them); a
+//! plain `docker run` container's is private, and then the session goes on without it and
+//! says so. It gets SYS_PTRACE and SYS_ADMIN, like the peers, so `strace`, `gdb` and `nsenter`
+//! work.
 //!
 //! The container's main process is `kdbg-init hold`; each session is a process exec'd into
 //! it, its stdio attached as it starts, so no output is lost (see [`crate::docker_attach`]
@@ -220,12 +222,10 @@ impl Runtime for DockerRuntime {
             .map_err(call("inspecting target container", spec.target.to_string()))?;
         // Use the full ID: a name may be reused while we run.
         let target_id = info.id.unwrap_or_else(|| target.clone());
-        let ipc_shareable = info
-            .host_config
-            .and_then(|h| h.ipc_mode)
-            .is_some_and(|m| m == "shareable");
+        let ipc_mode = info.host_config.and_then(|h| h.ipc_mode);
+        let ipc = ipc_join(&target_id, ipc_mode.as_deref());
         let mut warnings = Vec::new();
-        if !ipc_shareable {
+        if ipc.is_none() {
             warnings.push(format!(
                 "target {} does not share its IPC namespace (ipc mode is not \"shareable\"); \
                  the debug container has its own, so ipcs will not show the target's",
@@ -242,7 +242,7 @@ impl Runtime for DockerRuntime {
             host_config: Some(HostConfig {
                 pid_mode: Some(join.clone()),
                 network_mode: Some(join.clone()),
-                ipc_mode: ipc_shareable.then_some(join),
+                ipc_mode: ipc,
                 binds: Some(vec![format!("{}:{}:ro", spec.init.display(), init::PATH)]),
                 cap_add: Some(
                     spec.profile
@@ -582,5 +582,36 @@ fn status_name(status: ContainerStateStatusEnum) -> &'static str {
         ContainerStateStatusEnum::DEAD => "dead",
         ContainerStateStatusEnum::STOPPING => "stopping",
         ContainerStateStatusEnum::EMPTY => "in an unknown state",
+    }
+}
+
+/// The ipc mode that joins target `target_id`'s IPC namespace, whose own mode is `mode`: the
+/// target's when it is `shareable` (a pod sandbox), the container it joined when it joined one
+/// (`container:<sandbox>`, a pod's container as cri-dockerd makes it); none otherwise.
+fn ipc_join(target_id: &str, mode: Option<&str>) -> Option<String> {
+    match mode? {
+        "shareable" => Some(format!("container:{target_id}")),
+        joined if joined.starts_with("container:") => Some(joined.to_owned()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod ipc_tests {
+    use super::ipc_join;
+
+    #[test]
+    fn the_ipc_namespace_joined_is_the_targets() {
+        assert_eq!(
+            ipc_join("t1", Some("shareable")).as_deref(),
+            Some("container:t1")
+        );
+        assert_eq!(
+            ipc_join("t1", Some("container:sandbox")).as_deref(),
+            Some("container:sandbox")
+        );
+        for other in [Some("private"), Some("host"), Some(""), None] {
+            assert_eq!(ipc_join("t1", other), None, "{other:?}");
+        }
     }
 }
