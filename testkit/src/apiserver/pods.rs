@@ -324,16 +324,25 @@ pub(crate) fn bad_request(message: String) -> Response<Full<Bytes>> {
     )
 }
 
-/// The grace period a `DELETE` asks for: `?gracePeriodSeconds=`, else the body's
-/// DeleteOptions', else none (the pod's own).
-async fn grace_asked(req: Request<hyper::body::Incoming>) -> Option<i64> {
+/// What a `DELETE` asks for: its grace period (`?gracePeriodSeconds=`, else the body's
+/// DeleteOptions', else none: the pod's own) and the UID its DeleteOptions' preconditions
+/// require.
+async fn delete_options(req: Request<hyper::body::Incoming>) -> (Option<i64>, Option<String>) {
     let query = req.uri().query().unwrap_or("").to_owned();
     let from_query = form_urlencoded::parse(query.as_bytes())
         .find(|(k, _)| k == "gracePeriodSeconds")
         .and_then(|(_, v)| v.parse().ok());
-    let body = req.into_body().collect().await.ok()?.to_bytes();
+    let body = match req.into_body().collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(_) => return (from_query, None),
+    };
     let options: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-    from_query.or_else(|| options.get("gracePeriodSeconds")?.as_i64())
+    let grace = from_query.or_else(|| options.get("gracePeriodSeconds")?.as_i64());
+    let uid = options
+        .pointer("/preconditions/uid")
+        .and_then(|u| u.as_str())
+        .map(str::to_owned);
+    (grace, uid)
 }
 
 /// `DELETE /api/v1/namespaces/{namespace}/pods/{name}`.
@@ -348,8 +357,22 @@ pub(crate) async fn delete(
     {
         return refused;
     }
-    let grace = grace_asked(req).await;
-    match delete_one(&shared, &(namespace, name.clone()), grace) {
+    let (grace, uid) = delete_options(req).await;
+    let key = (namespace, name.clone());
+    let found = shared.store.lock().unwrap().pods.get(&key).cloned();
+    if let (Some(wanted), Some(pod)) = (uid, &found) {
+        let actual = pod.metadata.uid.clone().unwrap_or_default();
+        if wanted != actual {
+            let message = format!(
+                "Precondition failed: UID in precondition: {wanted}, UID in object meta: {actual}"
+            );
+            return json(
+                StatusCode::CONFLICT,
+                &Status::http_error(409, "Conflict", message),
+            );
+        }
+    }
+    match delete_one(&shared, &key, grace) {
         Some(pod) => json(StatusCode::OK, &pod),
         None => not_found("pods", &name),
     }
@@ -370,7 +393,7 @@ pub(crate) async fn delete_collection(
         Ok(query) => query,
         Err(e) => return bad_request(e),
     };
-    let grace = grace_asked(req).await;
+    let (grace, _) = delete_options(req).await;
     let keys: Vec<_> = {
         let store = shared.store.lock().unwrap();
         store

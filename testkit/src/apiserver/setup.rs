@@ -59,6 +59,10 @@ fn prepare(
     }
     if volume.empty_dir.is_some() {
         create()?;
+        // As the kubelet makes it: writable by whatever user the pod's containers run as.
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777))
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
         return Ok(made(false));
     }
     if let Some(source) = &volume.config_map {
