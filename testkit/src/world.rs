@@ -149,6 +149,34 @@ pub fn ctr(namespace: &str, args: &[&str]) -> Output {
         .expect("running ctr")
 }
 
+/// Copies image `image` of the test Docker engine into containerd's `k8s.io` namespace, as
+/// `docker save IMAGE | ctr images import -` does: there it is named as the CRI plugin
+/// resolves the name (`kdbg-distroless:test` as `docker.io/library/kdbg-distroless:test`), for
+/// pods of a stand-in on containerd ([`apiserver::NodeRuntime::Containerd`]). Fails the test
+/// unless it succeeds.
+pub fn import_to_containerd(image: &str) {
+    let mut save = Command::new("/usr/bin/docker")
+        .args(["save", image])
+        .env("DOCKER_HOST", docker_host())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("running docker save");
+    let archive = save.stdout.take().expect("docker save's stdout");
+    let import = Command::new("ctr")
+        .args(["--address", &containerd_socket(), "-n", "k8s.io"])
+        .args(["images", "import", "-"])
+        .stdin(archive)
+        .output()
+        .expect("running ctr images import");
+    let saved = save.wait().expect("docker save");
+    assert!(saved.success(), "docker save {image}: {saved}");
+    assert!(
+        import.status.success(),
+        "ctr images import of {image}: {}",
+        text(&import.stderr)
+    );
+}
+
 /// The agent's image that on-demand agents run (`scripts/test` builds it from this tree with
 /// `scripts/agent-image`): on the test Docker engine, where the API stand-in's kubelet runs
 /// pods.

@@ -1,6 +1,7 @@
-//! The stand-in kubelet's container runtime: the test Docker engine, through `/usr/bin/docker`,
-//! making a pod as cri-dockerd makes one. A sandbox container holds the pod's own network
-//! namespace (`--network none`: loopback only) and IPC namespace; each container joins them.
+//! The stand-in kubelet's Docker runtime (`kubelet::runtime::Docker`): the test Docker engine,
+//! through `/usr/bin/docker`, making a pod as cri-dockerd makes one. A sandbox container holds
+//! the pod's own network namespace (`--network none`: loopback only) and IPC namespace; each
+//! container joins them.
 //! Names are cri-dockerd's (`k8s_<container>_<pod>_<namespace>_<uid>_<attempt>`, the sandbox's
 //! container being `POD`) and so are the `io.kubernetes.*` labels (the agent checks them); the
 //! stand-in's own labels ([`SERVER_LABEL`], [`POD_LABEL`]) find what it made, to remove it.
@@ -48,7 +49,8 @@ pub(crate) struct Naming<'a> {
 }
 
 impl Naming<'_> {
-    fn meta(&self) -> (&str, &str, &str) {
+    /// The pod's namespace, name and UID.
+    pub fn meta(&self) -> (&str, &str, &str) {
         let m = &self.pod.metadata;
         (
             m.namespace.as_deref().unwrap_or("default"),
@@ -63,26 +65,33 @@ impl Naming<'_> {
         format!("k8s_{container}_{name}_{namespace}_{uid}_{attempt}")
     }
 
+    /// The labels of `container` (`POD`: the sandbox) the kubelet and the stand-in read:
+    /// the `io.kubernetes.*` ones, then [`POD_LABEL`] and [`SERVER_LABEL`].
+    pub fn labels_of(&self, container: &str) -> Vec<(&'static str, String)> {
+        let (namespace, name, uid) = self.meta();
+        vec![
+            ("io.kubernetes.pod.namespace", namespace.to_owned()),
+            ("io.kubernetes.pod.name", name.to_owned()),
+            ("io.kubernetes.pod.uid", uid.to_owned()),
+            ("io.kubernetes.container.name", container.to_owned()),
+            (POD_LABEL, format!("{namespace}/{name}")),
+            (SERVER_LABEL, self.server.to_owned()),
+        ]
+    }
+
     /// `--label` arguments for `container` (`POD`: the sandbox).
     fn labels(&self, container: &str) -> Vec<String> {
-        let (namespace, name, uid) = self.meta();
         let kind = if container == "POD" {
             "podsandbox"
         } else {
             "container"
         };
-        [
-            ("io.kubernetes.pod.namespace", namespace),
-            ("io.kubernetes.pod.name", name),
-            ("io.kubernetes.pod.uid", uid),
-            ("io.kubernetes.container.name", container),
-            ("io.kubernetes.docker.type", kind),
-            (POD_LABEL, &format!("{namespace}/{name}")),
-            (SERVER_LABEL, self.server),
-        ]
-        .into_iter()
-        .flat_map(|(k, v)| ["--label".to_owned(), format!("{k}={v}")])
-        .collect()
+        let mut labels = self.labels_of(container);
+        labels.insert(4, ("io.kubernetes.docker.type", kind.to_owned()));
+        labels
+            .into_iter()
+            .flat_map(|(k, v)| ["--label".to_owned(), format!("{k}={v}")])
+            .collect()
     }
 
     /// `docker run` arguments for the sandbox, from `image`: it sleeps, holding the pod's

@@ -7,8 +7,9 @@
 //! Pods come two ways. A test registers a pod ([`ApiServer::add_pod`]) whose container
 //! statuses point at containers it started itself; or a pod is created through the API
 //! (`kubectl apply`, the plugin's on-demand agents), and the stand-in's kubelet runs it as
-//! real containers on the test Docker engine (below). Creation is checked as the API server
-//! checks it: the namespace, validation of names and containers, a test user's grants
+//! real containers on the test Docker engine, or on the test containerd for a stand-in started
+//! so ([`NodeRuntime`], [`Cluster::on_containerd`]) (below). Creation is checked as the API
+//! server checks it: the namespace, validation of names and containers, a test user's grants
 //! ([`access`]; kubectl sends no token over plain HTTP, kube-rs does), Pod Security in a
 //! namespace labelled for it ([`ApiServer::set_pod_security`]), names taken.
 //!
@@ -16,8 +17,9 @@
 //!
 //! A created pod on the stand-in's node ([`NODE`]; pods without a node are scheduled there)
 //! becomes a sandbox container (`--network none`: loopback only) and one container per
-//! container of the spec joining it, as cri-dockerd makes them: image (pulled per
-//! `imagePullPolicy`, from loopback registries only), command and args, env (values,
+//! container of the spec joining it, as cri-dockerd makes them (on containerd, as its CRI
+//! plugin does, in namespace `k8s.io`, the status saying `containerd://<ID>`): image (pulled
+//! per `imagePullPolicy`, from loopback registries only), command and args, env (values,
 //! `fieldRef`s, config map keys), hostPID, hostIPC, hostPath/emptyDir/configMap volumes, the
 //! security context (user, read-only root, capabilities, no-new-privileges, privileged,
 //! seccomp). Its status follows the containers, Events say what happened, deletion stops them
@@ -66,6 +68,17 @@ pub const NODE: &str = "stand-in-node";
 /// The node's IP: this machine's loopback.
 pub const NODE_IP: &str = "127.0.0.1";
 
+/// The container runtime of a stand-in's node, on which its kubelet runs created pods.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum NodeRuntime {
+    /// The test Docker engine, as through cri-dockerd.
+    #[default]
+    Docker,
+    /// The test containerd, as through its CRI plugin, in namespace `k8s.io`. Pods' images
+    /// must be there ([`crate::import_to_containerd`]) or in a loopback registry.
+    Containerd,
+}
+
 /// A response body: whole, or streamed (watches, logs).
 pub(crate) type Body = UnsyncBoxBody<Bytes, std::convert::Infallible>;
 
@@ -104,8 +117,13 @@ impl Drop for ApiServer {
 }
 
 impl ApiServer {
-    /// Starts serving on a free port of 127.0.0.1.
+    /// Starts serving on a free port of 127.0.0.1, its kubelet running pods on Docker.
     pub fn start() -> ApiServer {
+        ApiServer::start_on(NodeRuntime::Docker)
+    }
+
+    /// Starts serving on a free port of 127.0.0.1, its kubelet running pods on `runtime`.
+    pub fn start_on(runtime: NodeRuntime) -> ApiServer {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let address = listener.local_addr().unwrap().to_string();
@@ -119,7 +137,7 @@ impl ApiServer {
         let shared = Arc::new(Shared {
             store: Mutex::new(store::Store::new()),
             access: access.clone(),
-            kubelet: kubelet::Kubelet::new(server),
+            kubelet: kubelet::Kubelet::new(server, runtime),
             address,
         });
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -321,9 +339,19 @@ impl Drop for Cluster {
 }
 
 impl Cluster {
-    /// A cluster whose kubeconfig's context uses `namespace`.
+    /// A cluster whose kubeconfig's context uses `namespace`, its node's runtime Docker.
     pub fn new(namespace: &str) -> Cluster {
-        let api = ApiServer::start();
+        Cluster::with_runtime(namespace, NodeRuntime::Docker)
+    }
+
+    /// A cluster whose kubeconfig's context uses `namespace`, its node's runtime containerd.
+    pub fn on_containerd(namespace: &str) -> Cluster {
+        Cluster::with_runtime(namespace, NodeRuntime::Containerd)
+    }
+
+    /// A cluster whose kubeconfig's context uses `namespace`, its node's runtime `runtime`.
+    pub fn with_runtime(namespace: &str, runtime: NodeRuntime) -> Cluster {
+        let api = ApiServer::start_on(runtime);
         // The agent DaemonSet's pod on the stand-in's node: port-forwards reach agents on
         // 127.0.0.1, at whichever port the test's agent listens on.
         api.add_pod(agent_pod(NODE, NODE_IP, true));

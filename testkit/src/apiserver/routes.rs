@@ -1,7 +1,7 @@
 //! The stand-in's routes: which request goes where, and the reads (discovery, the OpenAPI
 //! stub kubectl's field validation looks for, namespaces, nodes, pods, config maps, events).
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -69,7 +69,7 @@ pub(crate) async fn serve(
                 .get(&(ns, (*pod).to_owned()))
                 .cloned();
             match found {
-                Some(found) => logs::serve(&found, &query),
+                Some(found) => logs::serve(&found, &query, &shared),
                 None => boxed(not_found("pods", pod)),
             }
         }
@@ -79,12 +79,12 @@ pub(crate) async fn serve(
                 query: &query,
                 table: table::asked(&req),
             };
-            boxed(read(
-                &shared.store.lock().unwrap(),
-                &parts,
-                ask,
-                &shared.address,
-            ))
+            // Asked before the store is locked: the first time, the runtime is.
+            let runtime = matches!(parts.as_slice(), ["api", "v1", "nodes", ..])
+                .then(|| shared.kubelet.runtime_version().to_owned())
+                .unwrap_or_default();
+            let store = shared.store.lock().unwrap();
+            boxed(read(&store, &parts, ask, &shared.address, &runtime))
         }
         _ => boxed(json(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -185,7 +185,14 @@ fn events_of(store: &Store, namespace: Option<&str>, ask: Ask<'_>) -> Response<F
     )
 }
 
-fn read(store: &Store, parts: &[&str], ask: Ask<'_>, address: &str) -> Response<Full<Bytes>> {
+/// A GET of `parts`; `runtime` is the node's `containerRuntimeVersion`.
+fn read(
+    store: &Store,
+    parts: &[&str],
+    ask: Ask<'_>,
+    address: &str,
+    runtime: &str,
+) -> Response<Full<Bytes>> {
     let revision = store.revision();
     match parts {
         ["version"] => json(
@@ -241,9 +248,9 @@ fn read(store: &Store, parts: &[&str], ask: Ask<'_>, address: &str) -> Response<
         },
         ["api", "v1", "nodes"] => json(
             StatusCode::OK,
-            &serde_json::json!({"kind": "NodeList", "apiVersion": "v1", "metadata": {}, "items": [node()]}),
+            &serde_json::json!({"kind": "NodeList", "apiVersion": "v1", "metadata": {}, "items": [node(runtime)]}),
         ),
-        ["api", "v1", "nodes", name] if *name == NODE => json(StatusCode::OK, &node()),
+        ["api", "v1", "nodes", name] if *name == NODE => json(StatusCode::OK, &node(runtime)),
         ["api", "v1", "nodes", name] => not_found("nodes", name),
         ["api", "v1", "pods"] => pods_of(store, None, ask),
         ["api", "v1", "namespaces", ns, "pods"] => pods_of(store, Some(ns), ask),
@@ -351,17 +358,9 @@ fn openapi() -> serde_json::Value {
     })
 }
 
-/// The stand-in's node: this machine, its runtime the test Docker engine.
-fn node() -> serde_json::Value {
-    static RUNTIME: OnceLock<String> = OnceLock::new();
-    let runtime = RUNTIME.get_or_init(|| {
-        let version = crate::world_missing()
-            .is_none()
-            .then(|| super::docker::docker(["version", "--format", "{{.Server.Version}}"]).ok())
-            .flatten()
-            .unwrap_or_else(|| "unknown".into());
-        format!("docker://{version}")
-    });
+/// The stand-in's node: this machine, its runtime (`runtime`, its version) the test Docker
+/// engine or the test containerd.
+fn node(runtime: &str) -> serde_json::Value {
     serde_json::json!({
         "kind": "Node", "apiVersion": "v1",
         "metadata": {

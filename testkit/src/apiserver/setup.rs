@@ -191,8 +191,26 @@ fn write_config_map(
     Ok(())
 }
 
-/// `container`'s `--volume` specifications over the pod's ready `volumes`.
-pub(crate) fn mounts(container: &Container, volumes: &HashMap<String, Ready>) -> Vec<String> {
+/// A pod's volume bind-mounted into a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Bind {
+    /// Where it is on the host.
+    pub host: PathBuf,
+    /// Where the container sees it.
+    pub container: String,
+    pub read_only: bool,
+}
+
+impl Bind {
+    /// As `docker run --volume` takes it: `HOST:CONTAINER[:ro]`.
+    pub fn volume(&self) -> String {
+        let ro = if self.read_only { ":ro" } else { "" };
+        format!("{}:{}{ro}", self.host.display(), self.container)
+    }
+}
+
+/// `container`'s bind mounts of the pod's ready `volumes`.
+pub(crate) fn binds(container: &Container, volumes: &HashMap<String, Ready>) -> Vec<Bind> {
     container
         .volume_mounts
         .iter()
@@ -203,12 +221,11 @@ pub(crate) fn mounts(container: &Container, volumes: &HashMap<String, Ready>) ->
             if let Some(sub) = m.sub_path.as_deref().filter(|s| !s.is_empty()) {
                 host.push(sub);
             }
-            let ro = if m.read_only == Some(true) || volume.read_only {
-                ":ro"
-            } else {
-                ""
-            };
-            Some(format!("{}:{}{ro}", host.display(), m.mount_path))
+            Some(Bind {
+                host,
+                container: m.mount_path.clone(),
+                read_only: m.read_only == Some(true) || volume.read_only,
+            })
         })
         .collect()
 }

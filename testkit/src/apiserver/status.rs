@@ -13,8 +13,8 @@ use super::store::now;
 
 /// The status of the pod `view` shows.
 pub(crate) fn of(view: View<'_>) -> PodStatus {
-    let init = statuses(&view.init_containers, true);
-    let statuses = statuses(&view.containers, false);
+    let init = statuses(&view.init_containers, true, view.scheme);
+    let statuses = statuses(&view.containers, false, view.scheme);
     let restart_policy = view
         .pod
         .spec
@@ -86,8 +86,9 @@ pub(crate) fn of(view: View<'_>) -> PodStatus {
 }
 
 /// The statuses of `containers`, init containers if `init`: one of those is ready once it
-/// completed (the prober manager's rule), a regular one while it runs.
-fn statuses(containers: &[ContainerView<'_>], init: bool) -> Vec<ContainerStatus> {
+/// completed (the prober manager's rule), a regular one while it runs; their IDs under
+/// `scheme` (`docker`, `containerd`).
+fn statuses(containers: &[ContainerView<'_>], init: bool, scheme: &str) -> Vec<ContainerStatus> {
     containers
         .iter()
         .map(|c| {
@@ -101,7 +102,7 @@ fn statuses(containers: &[ContainerView<'_>], init: bool) -> Vec<ContainerStatus
                 name: c.spec.name.clone(),
                 image: c.spec.image.clone().unwrap_or_default(),
                 image_id: c.image_id.to_owned(),
-                container_id: c.id.map(|id| format!("docker://{id}")),
+                container_id: c.id.map(|id| format!("{scheme}://{id}")),
                 ready: if init { completed } else { running },
                 started: Some(running),
                 restart_count: c.restarts,

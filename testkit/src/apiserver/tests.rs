@@ -8,6 +8,8 @@ use std::process::{Child, Command, Output, Stdio};
 use super::*;
 use crate::{READY_BOUND, docker, eventually, require_world, text};
 
+mod containerd;
+
 /// A cluster whose namespace `shop` is the kubeconfig's, and a directory for manifests (gone
 /// with the cluster).
 fn cluster() -> (Cluster, PathBuf) {
@@ -45,10 +47,15 @@ fn field(cluster: &Cluster, pod: &str, path: &str) -> String {
     )
 }
 
-/// The engine's containers of pod `shop/NAME` (its sandbox's too).
-fn containers_of(pod: &str) -> Vec<String> {
+/// The engine's containers of pod `shop/NAME` (its sandbox's too) that `cluster` made
+/// (another test process may have left its own pod of that name).
+fn containers_of(cluster: &Cluster, pod: &str) -> Vec<String> {
     let filter = format!("label={POD_LABEL}=shop/{pod}");
-    let out = docker(&["ps", "-aq", "--filter", &filter]);
+    let server = format!(
+        "label={SERVER_LABEL}={}",
+        cluster.api.shared.kubelet.server()
+    );
+    let out = docker(&["ps", "-aq", "--filter", &filter, "--filter", &server]);
     text(&out.stdout).lines().map(str::to_owned).collect()
 }
 
@@ -198,7 +205,7 @@ fn a_created_pod_runs_in_a_network_of_its_own_forwards_there_and_goes_when_delet
     assert_eq!(said.trim(), "pod \"web\" deleted");
     let gone = refused(cluster.kubectl(&["get", "pod", "web"]));
     assert!(gone.contains("pods \"web\" not found"), "{gone}");
-    assert_eq!(containers_of("web"), Vec::<String>::new());
+    assert_eq!(containers_of(&cluster, "web"), Vec::<String>::new());
     let events = ok(
         &cluster,
         &[
@@ -278,7 +285,7 @@ fn pods_end_as_their_containers_end_and_restart_per_their_policy() {
         eventually(
             READY_BOUND,
             &format!("pod {pod}'s containers removed"),
-            || containers_of(pod).is_empty(),
+            || containers_of(&cluster, pod).is_empty(),
         );
     }
 }
@@ -358,7 +365,7 @@ fn the_spec_reaches_the_container_env_host_pid_host_paths_and_security_context()
     );
     ok(&cluster, &["delete", "pod", "spec"]);
     eventually(READY_BOUND, "pod spec's containers removed", || {
-        containers_of("spec").is_empty()
+        containers_of(&cluster, "spec").is_empty()
     });
 }
 
@@ -449,11 +456,18 @@ fn with_init(name: &str, restart: &str, init_script: &str, app_script: &str) -> 
     )
 }
 
-/// The engine's containers of pod `shop/POD` named `container` by the kubelet's label.
-fn containers_named(pod: &str, container: &str) -> Vec<String> {
+/// The engine's containers of pod `shop/POD` named `container` by the kubelet's label, that
+/// `cluster` made.
+fn containers_named(cluster: &Cluster, pod: &str, container: &str) -> Vec<String> {
     let pod = format!("label={POD_LABEL}=shop/{pod}");
     let name = format!("label=io.kubernetes.container.name={container}");
-    let out = docker(&["ps", "-aq", "--filter", &pod, "--filter", &name]);
+    let server = format!(
+        "label={SERVER_LABEL}={}",
+        cluster.api.shared.kubelet.server()
+    );
+    let out = docker(&[
+        "ps", "-aq", "--filter", &pod, "--filter", &name, "--filter", &server,
+    ]);
     text(&out.stdout).lines().map(str::to_owned).collect()
 }
 
@@ -491,7 +505,7 @@ fn init_containers_run_to_completion_first_sharing_the_pods_volumes_and_network(
     assert_eq!(field(&cluster, "ready", initialized), "True");
 
     // The init container is the kubelet's, in the pod's network namespace.
-    let made = containers_named("ready", "init");
+    let made = containers_named(&cluster, "ready", "init");
     assert_eq!(made.len(), 1, "{made:?}");
     let network = docker(&[
         "inspect",
@@ -532,7 +546,7 @@ fn init_containers_run_to_completion_first_sharing_the_pods_volumes_and_network(
         assert!(events.contains(said), "{said} in {events}");
     }
     ok(&cluster, &["delete", "pod", "ready", "--grace-period=1"]);
-    assert_eq!(containers_of("ready"), Vec::<String>::new());
+    assert_eq!(containers_of(&cluster, "ready"), Vec::<String>::new());
 }
 
 #[test]
@@ -607,7 +621,7 @@ fn a_failed_init_container_fails_a_pod_never_restarted_and_is_retried_otherwise(
 
     for pod in ["broken", "retried"] {
         assert_eq!(
-            containers_named(pod, "app"),
+            containers_named(&cluster, pod, "app"),
             Vec::<String>::new(),
             "{pod}'s app ran"
         );
@@ -617,7 +631,7 @@ fn a_failed_init_container_fails_a_pod_never_restarted_and_is_retried_otherwise(
         eventually(
             READY_BOUND,
             &format!("pod {pod}'s containers removed"),
-            || containers_of(pod).is_empty(),
+            || containers_of(&cluster, pod).is_empty(),
         );
     }
 }

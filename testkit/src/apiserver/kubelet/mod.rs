@@ -1,11 +1,12 @@
 //! The stand-in's kubelet: runs the pods bound (or, having no `nodeName`, scheduled) to the
-//! stand-in's node as real containers on the test Docker engine ([`super::docker`]), and
-//! keeps their status following the containers, as the kubelet's pod workers do: one thread
-//! per pod, which binds it, prepares its volumes and sandbox, runs the init containers one at
-//! a time, each to completion, then pulls images per the pull policy, creates and starts each
-//! container, polls the engine, restarts containers per the restart policy (with the kubelet's
-//! crash back-off), records Events, and on deletion stops the containers within the grace
-//! period and removes them and then the pod.
+//! stand-in's node as real containers, on the test Docker engine ([`super::docker`]) or the
+//! test containerd ([`containerd`]) as the stand-in says ([`super::NodeRuntime`]), through
+//! [`runtime::Runtime`]; and keeps their status following the containers, as the kubelet's
+//! pod workers do: one thread per pod, which binds it, prepares its volumes and sandbox, runs
+//! the init containers one at a time, each to completion, then pulls images per the pull
+//! policy, creates and starts each container, polls the engine, restarts containers per the
+//! restart policy (with the kubelet's crash back-off), records Events, and on deletion stops
+//! the containers within the grace period and removes them and then the pod.
 //!
 //! An init container is made as a regular one (same volumes, so the same emptyDir directory,
 //! the sandbox's network namespace, the kubelet's labels). It is never run again once it
@@ -20,7 +21,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -29,15 +30,19 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::Shared;
-use super::docker::{self, Naming, SERVER_LABEL};
+use super::docker::Naming;
 use super::events::{Happening, Reporter, Type};
 use super::setup;
 use super::status::Transitions;
 use super::store::{Key, key_of};
+use super::{NodeRuntime, Shared};
 
+mod containerd;
 mod observe;
+mod runtime;
 mod start;
+
+use self::runtime::{Runtime, Sandbox};
 
 /// How often a pod worker asks the engine about its containers.
 const POLL: Duration = Duration::from_millis(200);
@@ -61,8 +66,12 @@ struct Handle {
 
 /// The stand-in's node agent.
 pub(crate) struct Kubelet {
-    /// This stand-in's value of [`SERVER_LABEL`] on what it makes.
+    /// This stand-in's value of [`super::SERVER_LABEL`] on what it makes.
     server: String,
+    /// What runs the containers.
+    runtime: Box<dyn Runtime>,
+    /// The runtime's version, once asked.
+    version: OnceLock<String>,
     /// Where pods' emptyDir and configMap volumes live.
     dir: PathBuf,
     stopped: AtomicBool,
@@ -71,10 +80,16 @@ pub(crate) struct Kubelet {
 }
 
 impl Kubelet {
-    pub fn new(server: String) -> Kubelet {
+    pub fn new(server: String, runtime: NodeRuntime) -> Kubelet {
         let dir = std::env::temp_dir().join(format!("kdbg-standin-{server}"));
+        let runtime: Box<dyn Runtime> = match runtime {
+            NodeRuntime::Docker => Box::new(runtime::Docker),
+            NodeRuntime::Containerd => Box::new(containerd::Containerd::new(dir.join("logs"))),
+        };
         Kubelet {
             server,
+            runtime,
+            version: OnceLock::new(),
             dir,
             stopped: AtomicBool::new(false),
             used: AtomicBool::new(false),
@@ -125,6 +140,32 @@ impl Kubelet {
         self.pods.lock().unwrap().contains_key(uid)
     }
 
+    /// The node's `containerRuntimeVersion`.
+    pub fn runtime_version(&self) -> &str {
+        self.version.get_or_init(|| self.runtime.version())
+    }
+
+    /// This stand-in's value of [`super::SERVER_LABEL`] on what it makes.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// The scheme of the containers' IDs in pod statuses (`docker`, `containerd`).
+    pub fn scheme(&self) -> &'static str {
+        self.runtime.scheme()
+    }
+
+    /// The file holding the output of container `id` (as a pod's status names it, without
+    /// its scheme), where the runtime logs to files.
+    pub fn log_file(&self, id: &str) -> Option<PathBuf> {
+        self.runtime.log_file(id)
+    }
+
+    /// Whether container `id`'s main process runs.
+    pub fn running(&self, id: &str) -> bool {
+        self.runtime.running(id)
+    }
+
     fn stopped(&self) -> bool {
         self.stopped.load(Ordering::SeqCst)
     }
@@ -149,12 +190,7 @@ impl Kubelet {
     }
 
     fn remove_all(&self) {
-        let filter = format!("label={SERVER_LABEL}={}", self.server);
-        if let Ok(ids) = docker::docker(["ps", "-aq", "--filter", &filter])
-            && !ids.is_empty()
-        {
-            let _ = docker::docker(["rm", "-f"].into_iter().chain(ids.lines()));
-        }
+        self.runtime.remove_all(self.server());
     }
 }
 
@@ -264,7 +300,7 @@ struct Worker {
     uid: String,
     pod: Pod,
     commands: Receiver<Command>,
-    sandbox: Option<String>,
+    sandbox: Option<Sandbox>,
     pod_ip: Option<String>,
     start_time: Option<Time>,
     volumes: Option<HashMap<String, setup::Ready>>,
@@ -427,15 +463,11 @@ impl Worker {
     }
 }
 
-/// A Docker timestamp (RFC 3339, nanoseconds; the zero time when unset) as the API's.
-fn time(docker: &str) -> Option<Time> {
-    let t: k8s_openapi::jiff::Timestamp = docker.parse().ok()?;
-    (t.as_second() > 0).then_some(Time(t))
-}
-
 /// What [`super::status`] reads of a worker.
 pub(crate) struct View<'a> {
     pub pod: &'a Pod,
+    /// The scheme of container IDs: `docker`, `containerd`.
+    pub scheme: &'static str,
     pub sandbox: bool,
     pub pod_ip: Option<&'a str>,
     pub start_time: Option<&'a Time>,
@@ -460,6 +492,7 @@ impl Worker {
         let (init, regular) = self.slots.split_at(self.inits);
         View {
             pod: &self.pod,
+            scheme: self.shared.kubelet.scheme(),
             sandbox: self.sandbox.is_some(),
             pod_ip: self.pod_ip.as_deref(),
             start_time: self.start_time.as_ref(),

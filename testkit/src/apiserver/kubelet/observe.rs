@@ -3,10 +3,10 @@
 
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{ContainerState, ContainerStateRunning, ContainerStateTerminated};
+use k8s_openapi::api::core::v1::{ContainerState, ContainerStateTerminated};
 
-use super::{Backoff, MAX_GRACE, Worker, time, waiting};
-use crate::apiserver::docker;
+use super::runtime::Seen;
+use super::{Backoff, MAX_GRACE, Worker, waiting};
 use crate::apiserver::events::Type;
 
 impl Worker {
@@ -18,13 +18,14 @@ impl Worker {
             .filter(|s| !s.done)
             .filter_map(|s| s.current.clone())
             .collect();
-        let found = docker::inspect(&ids);
+        let found = self.kubelet().runtime.observe(&ids);
+        let scheme = self.kubelet().scheme();
         for i in 0..self.slots.len() {
             let slot = &mut self.slots[i];
             let Some(id) = slot.current.clone().filter(|_| !slot.done) else {
                 continue;
             };
-            let container_id = Some(format!("docker://{id}"));
+            let container_id = Some(format!("{scheme}://{id}"));
             let Some(c) = found.get(&id) else {
                 let gone = ContainerStateTerminated {
                     exit_code: 137,
@@ -38,38 +39,23 @@ impl Worker {
                 self.exited(i, gone);
                 continue;
             };
-            slot.image_id = format!("docker://{}", c.image);
-            let state = &c.state;
-            let started_at = time(&state.started_at);
-            if state.running || state.status == "paused" || state.status == "restarting" {
-                slot.state = ContainerState {
-                    running: Some(ContainerStateRunning { started_at }),
-                    ..ContainerState::default()
-                };
-                continue;
+            slot.image_id = c.image_id.clone();
+            match &c.state {
+                Seen::Created => {}
+                Seen::Running(running) => {
+                    slot.state = ContainerState {
+                        running: Some(running.clone()),
+                        ..ContainerState::default()
+                    };
+                }
+                Seen::Exited(ended) => {
+                    let ended = ContainerStateTerminated {
+                        container_id,
+                        ..ended.clone()
+                    };
+                    self.exited(i, ended);
+                }
             }
-            if state.status == "created" && state.error.is_empty() {
-                continue;
-            }
-            let reason = if state.oom_killed {
-                "OOMKilled"
-            } else if !state.error.is_empty() && started_at.is_none() {
-                "StartError"
-            } else if state.exit_code == 0 {
-                "Completed"
-            } else {
-                "Error"
-            };
-            let ended = ContainerStateTerminated {
-                exit_code: state.exit_code,
-                reason: Some(reason.into()),
-                message: (!state.error.is_empty()).then(|| state.error.clone()),
-                started_at,
-                finished_at: time(&state.finished_at),
-                container_id,
-                ..ContainerStateTerminated::default()
-            };
-            self.exited(i, ended);
         }
     }
 
@@ -105,7 +91,7 @@ impl Worker {
         }
         let delay = slot.crash_backoff.next();
         if let Some(old) = slot.previous.take() {
-            let _ = docker::docker(["rm", "-f", &old]);
+            self.shared.kubelet.runtime.remove(&[&old]);
         }
         slot.previous = slot.current.take();
         slot.last = Some(ended.clone());
@@ -149,20 +135,17 @@ impl Worker {
             );
         }
         if grace > 0 && !running.is_empty() {
-            let time = grace.min(MAX_GRACE).to_string();
-            let ids = running.iter().map(|(_, id)| id.as_str());
-            let _ = docker::docker(["stop", "--time", &time].into_iter().chain(ids));
+            let ids: Vec<&str> = running.iter().map(|(_, id)| id.as_str()).collect();
+            self.kubelet().runtime.stop(&ids, grace.min(MAX_GRACE));
         }
         let all: Vec<&str> = self
             .slots
             .iter()
             .flat_map(|s| [s.current.as_deref(), s.previous.as_deref()])
-            .chain([self.sandbox.as_deref()])
+            .chain([self.sandbox.as_ref().map(|s| s.id.as_str())])
             .flatten()
             .collect();
-        if !all.is_empty() {
-            let _ = docker::docker(["rm", "-f"].into_iter().chain(all));
-        }
+        self.kubelet().runtime.remove(&all);
         let _ = std::fs::remove_dir_all(self.kubelet().dir.join(&self.uid));
         self.kubelet().pods.lock().unwrap().remove(&self.uid);
         self.shared

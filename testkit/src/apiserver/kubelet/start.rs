@@ -39,9 +39,8 @@ impl Worker {
                 }
             }
         }
-        let args = self.naming().sandbox(&crate::image());
-        let id = match docker::docker(&args) {
-            Ok(id) => id,
+        let sandbox = match self.kubelet().runtime.run_sandbox(&self.naming()) {
+            Ok(sandbox) => sandbox,
             Err(e) => {
                 let message = format!("Failed to create pod sandbox: {e}");
                 self.event(Type::Warning, "FailedCreatePodSandBox", None, message);
@@ -49,16 +48,13 @@ impl Worker {
             }
         };
         if self.kubelet().stopped() {
-            let _ = docker::docker(["rm", "-f", &id]);
+            self.kubelet().runtime.remove(&[&sandbox.id]);
             return false;
         }
-        let pid = docker::inspect(std::slice::from_ref(&id))
-            .get(&id)
-            .map(|c| c.state.pid);
         if let Some(handle) = self.kubelet().pods.lock().unwrap().get_mut(&self.uid) {
-            handle.sandbox = pid.map(|pid| (id.clone(), pid));
+            handle.sandbox = sandbox.pid.map(|pid| (sandbox.id.clone(), pid));
         }
-        self.sandbox = Some(id);
+        self.sandbox = Some(sandbox);
         self.pod_ip = Some(self.shared.store.lock().unwrap().next_pod_ip());
         self.start_time = Some(now());
         true
@@ -91,18 +87,17 @@ impl Worker {
                 *arg = setup::expand(arg, &env);
             }
         }
-        let mounts = setup::mounts(&spec, self.volumes.as_ref().expect("volumes are set up"));
+        let binds = setup::binds(&spec, self.volumes.as_ref().expect("volumes are set up"));
         let sandbox = self.sandbox.clone().expect("a sandbox is set up");
         let attempt = self.slots[i].created;
-        let args = self
-            .naming()
-            .container(&spec, attempt, &sandbox, &env, &mounts);
-        let id = match docker::docker(&args) {
+        let runtime = &self.kubelet().runtime;
+        let made = runtime.create(&self.naming(), &spec, attempt, &sandbox, &env, &binds);
+        let id = match made {
             Ok(id) => id,
             Err(why) => return self.refuse(i, "CreateContainerError", why),
         };
         if self.kubelet().stopped() {
-            let _ = docker::docker(["rm", "-f", &id]);
+            self.kubelet().runtime.remove(&[&id]);
             return;
         }
         let slot = &mut self.slots[i];
@@ -117,7 +112,7 @@ impl Worker {
             container,
             format!("Created container: {name}"),
         );
-        match docker::docker(["start", &id]) {
+        match self.kubelet().runtime.start(&id) {
             Ok(_) => self.event(
                 Type::Normal,
                 "Started",
@@ -184,7 +179,7 @@ impl Worker {
         let spec = &self.slots[i].spec;
         let (name, image) = (spec.name.clone(), spec.image.clone().unwrap_or_default());
         let policy = spec.image_pull_policy.clone().unwrap_or_default();
-        let present = docker::docker(["image", "inspect", "--format", "{{.Id}}", &image]);
+        let present = self.kubelet().runtime.image(&image);
         let container = Some(name.as_str());
         match (policy.as_str(), present) {
             ("Never" | "IfNotPresent", Ok(id)) => {
@@ -216,24 +211,21 @@ impl Worker {
         );
         let began = Instant::now();
         let pulled = if docker::loopback_registry(&image) {
-            docker::docker(["pull", "--quiet", &image]).and_then(|_| {
-                docker::docker(["image", "inspect", "--format", "{{.Id}} {{.Size}}", &image])
-            })
+            self.kubelet().runtime.pull(&image)
         } else {
             Err(format!(
                 "image {image:?} is not on the test engine, and the stand-in pulls only from registries on loopback (127.0.0.1:PORT/...)"
             ))
         };
         match pulled {
-            Ok(found) => {
-                let (id, size) = found.split_once(' ').unwrap_or((&found, "0"));
+            Ok((id, size)) => {
                 let took = format!("{:.3}s", began.elapsed().as_secs_f64());
                 let message = format!(
                     "Successfully pulled image \"{image}\" in {took} ({took} including waiting). Image size: {size} bytes."
                 );
                 self.event(Type::Normal, "Pulled", container, message);
                 self.slots[i].pull_backoff = Backoff::new(false);
-                Some(id.to_owned())
+                Some(id)
             }
             Err(why) => {
                 self.event(
