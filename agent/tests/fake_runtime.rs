@@ -91,6 +91,7 @@ fn kind(call: &Call) -> &'static str {
         Call::Stop(_) => "stop",
         Call::Resize(..) => "resize",
         Call::List => "list",
+        Call::ImageConfig(_) => "image-config",
     }
 }
 

@@ -5,7 +5,9 @@
 //! caller is or what they may do.
 
 use crate::path;
-use crate::request::{BadQuery, DebugRequest, PodScope, PullRequest, WatchRequest, valid_name};
+use crate::request::{
+    BadQuery, DebugRequest, ImageConfigRequest, PodScope, PullRequest, WatchRequest, valid_name,
+};
 
 /// A request to one of the agent's endpoints, with its query parsed and checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +42,8 @@ pub enum Endpoint {
     },
     /// `GET` [`path::WATCH`], upgraded to a WebSocket: a running session, read-only.
     Watch(WatchRequest),
+    /// `GET` [`path::IMAGE_CONFIG`]: what a target container's image says to run.
+    ImageConfig(ImageConfigRequest),
 }
 
 /// A request that names no endpoint, or one whose query does not parse.
@@ -102,7 +106,8 @@ impl Endpoint {
             | path::PULL
             | path::CONTAINERS
             | path::RECORDINGS
-            | path::WATCH => (path, None),
+            | path::WATCH
+            | path::IMAGE_CONFIG => (path, None),
             _ => match (path::container_name(path), path::recording_session(path)) {
                 (Some(name), _) => (path::CONTAINER, Some(name)),
                 (_, Some(session)) => (path::RECORDING, Some(session)),
@@ -143,6 +148,9 @@ impl Endpoint {
                 scope: PodScope::from_query(query).map_err(bad)?,
             },
             path::WATCH => Endpoint::Watch(WatchRequest::from_query(query).map_err(bad)?),
+            path::IMAGE_CONFIG => {
+                Endpoint::ImageConfig(ImageConfigRequest::from_query(query).map_err(bad)?)
+            }
             _ => unreachable!("every pattern of path::ENDPOINTS is matched above"),
         })
     }
@@ -168,6 +176,7 @@ impl Endpoint {
             Endpoint::Recordings(_) => path::RECORDINGS,
             Endpoint::Recording { .. } => path::RECORDING,
             Endpoint::Watch(_) => path::WATCH,
+            Endpoint::ImageConfig(_) => path::IMAGE_CONFIG,
         }
     }
 
@@ -187,6 +196,7 @@ impl Endpoint {
             Endpoint::Debug(request) => request.to_query(),
             Endpoint::Pull(request) => request.to_query(),
             Endpoint::Watch(request) => request.to_query(),
+            Endpoint::ImageConfig(request) => request.to_query(),
             Endpoint::Containers(scope)
             | Endpoint::Recordings(scope)
             | Endpoint::RemoveContainer { scope, .. }
@@ -248,6 +258,11 @@ mod tests {
                 session: "s1".into(),
                 scope,
             }),
+            Endpoint::ImageConfig(ImageConfigRequest {
+                target: "containerd://0f1e2d".parse().unwrap(),
+                pod_namespace: Some("prod".into()),
+                pod_name: Some("web-1".into()),
+            }),
         ];
         assert_eq!(endpoints.len(), path::ENDPOINTS.len());
         for endpoint in endpoints {
@@ -259,6 +274,35 @@ mod tests {
                 "{uri}"
             );
         }
+    }
+
+    #[test]
+    fn an_image_config_keeps_its_wire_shape() {
+        let config = kdbg_model::ImageConfig::new(
+            "docker.io/library/web:1",
+            Some(vec!["/app".into()]),
+            Some(vec!["--port".into(), "80".into()]),
+            Some("/srv".into()),
+            None,
+        );
+        let wire = serde_json::to_string(&config).unwrap();
+        assert_eq!(
+            wire,
+            r#"{"image":"docker.io/library/web:1","entrypoint":["/app"],"cmd":["--port","80"],"workingDir":"/srv"}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<kdbg_model::ImageConfig>(&wire).unwrap(),
+            config
+        );
+        // What engines give as empty is "not set".
+        let bare = kdbg_model::ImageConfig::new(
+            "x",
+            Some(vec![]),
+            None,
+            Some(String::new()),
+            Some(" ".into()),
+        );
+        assert_eq!(serde_json::to_string(&bare).unwrap(), r#"{"image":"x"}"#);
     }
 
     #[test]
@@ -312,6 +356,34 @@ mod tests {
                 "stdout=1",
                 400,
                 "query parameter target is required",
+            ),
+            (
+                "GET",
+                path::IMAGE_CONFIG,
+                "podNamespace=prod&podName=web-1",
+                400,
+                "/api/v1/image-config: query parameter target is required",
+            ),
+            (
+                "GET",
+                path::IMAGE_CONFIG,
+                "target=docker://abc&podName=web-1",
+                400,
+                "podNamespace and podName go together",
+            ),
+            (
+                "GET",
+                path::IMAGE_CONFIG,
+                "target=docker://abc&image=busybox",
+                400,
+                "unknown or empty query parameter \"image\"",
+            ),
+            (
+                "POST",
+                path::IMAGE_CONFIG,
+                "target=docker://abc",
+                405,
+                "no endpoint POST /api/v1/image-config",
             ),
         ];
         for (method, path, query, code, says) in cases {

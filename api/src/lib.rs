@@ -6,7 +6,8 @@
 //! - [`Endpoint`]: one request to them, method, path and query parsed once, which the
 //!   agent routes and authorises and the plugin sends;
 //! - [`request`]: the query of a debug session and of a pull;
-//! - [`response`]: pull progress lines and the container list;
+//! - [`response`]: pull progress lines and the container list (and [`ImageConfig`], the
+//!   answer of [`path::IMAGE_CONFIG`], the vocabulary's own);
 //! - [`Status`]: the error body of every refusal (Kubernetes' `metav1.Status`), the same
 //!   document a session's status channel carries;
 //! - [`header`]: the response headers of a debug session;
@@ -18,10 +19,12 @@ pub mod response;
 pub mod view;
 
 pub use endpoint::{Endpoint, Unroutable};
-pub use kdbg_model::{Profile, PullPolicy, PullProgress, RuntimeKind, TargetRef};
+pub use kdbg_model::{ImageConfig, Profile, PullPolicy, PullProgress, RuntimeKind, TargetRef};
 pub use kdbg_relay::error_chain;
 pub use kdbg_relay::status::Status;
-pub use request::{BadQuery, DebugRequest, PodScope, PullRequest, WatchRequest};
+pub use request::{
+    BadQuery, DebugRequest, ImageConfigRequest, PodScope, PullRequest, WatchRequest,
+};
 pub use response::{
     ContainerItem, ContainerList, ContainerStatus, PullLine, RecordingItem, RecordingList,
     VersionInfo,
@@ -50,6 +53,12 @@ pub mod path {
     /// `DELETE` `CONTAINERS/{name}`: removes that debug container (ours only; one of the pod
     /// the query names, [`crate::PodScope`]). Answers the removed [`crate::ContainerItem`].
     pub const CONTAINER: &str = "/api/v1/containers/{name}";
+
+    /// `GET`: what the image of a target container says to run, a [`crate::ImageConfig`].
+    /// Query: [`crate::ImageConfigRequest`], the target named and checked as a debug
+    /// session's is (with `auth`: `create pods/exec` on its pod, the target that pod's, and
+    /// node-level permission for a target that is the node).
+    pub const IMAGE_CONFIG: &str = "/api/v1/image-config";
 
     /// The path of one container.
     pub fn container(name: &str) -> String {
@@ -92,7 +101,7 @@ pub mod path {
 
     /// Every endpoint with its method: what [`crate::Endpoint::parse`] routes, and what its
     /// refusals list.
-    pub const ENDPOINTS: [(&str, &str); 10] = [
+    pub const ENDPOINTS: [(&str, &str); 11] = [
         ("GET", HEALTHZ),
         ("GET", VERSION),
         ("GET", METRICS),
@@ -103,6 +112,7 @@ pub mod path {
         ("GET", RECORDINGS),
         ("GET", RECORDING),
         ("GET", WATCH),
+        ("GET", IMAGE_CONFIG),
     ];
 }
 

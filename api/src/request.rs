@@ -355,6 +355,67 @@ impl PullRequest {
     }
 }
 
+/// The query of [`crate::path::IMAGE_CONFIG`]: a target container named as a debug session
+/// names it (`target`, `podNamespace`, `podName`), checked as a session's target is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageConfigRequest {
+    /// The container whose image's config is asked for.
+    pub target: TargetRef,
+    /// The target's pod, whose permissions an agent that checks them asks for.
+    pub pod_namespace: Option<String>,
+    /// See `pod_namespace`.
+    pub pod_name: Option<String>,
+}
+
+impl ImageConfigRequest {
+    /// Parses a URL query string.
+    pub fn from_query(query: &str) -> Result<ImageConfigRequest, BadQuery> {
+        let mut target = None;
+        let (mut pod_namespace, mut pod_name) = (None, None);
+        for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+            match &*key {
+                "target" => target = Some(self::target(&value)?),
+                "podNamespace" if !value.is_empty() => pod_namespace = Some(value.into_owned()),
+                "podName" if !value.is_empty() => pod_name = Some(value.into_owned()),
+                other => {
+                    return Err(BadQuery::UnknownOrEmpty {
+                        key: other.to_owned(),
+                        known: "target, podNamespace, podName",
+                    });
+                }
+            }
+        }
+        let target = target.ok_or(BadQuery::Rule(
+            "query parameter target is required: the container whose image config to read, as <runtime>://<id>",
+        ))?;
+        if pod_name.is_some() != pod_namespace.is_some() {
+            return Err(BadQuery::Rule(
+                "query parameters podNamespace and podName go together: give both, or neither",
+            ));
+        }
+        Ok(ImageConfigRequest {
+            target,
+            pod_namespace,
+            pod_name,
+        })
+    }
+
+    /// The query string [`ImageConfigRequest::from_query`] reads back as this request.
+    pub fn to_query(&self) -> String {
+        let mut q = form_urlencoded::Serializer::new(String::new());
+        q.append_pair("target", &self.target.to_string());
+        for (key, value) in [
+            ("podNamespace", &self.pod_namespace),
+            ("podName", &self.pod_name),
+        ] {
+            if let Some(value) = value {
+                q.append_pair(key, value);
+            }
+        }
+        q.finish()
+    }
+}
+
 /// Query parameter `target`, checked.
 fn target(value: &str) -> Result<TargetRef, BadQuery> {
     self::value("target", value)

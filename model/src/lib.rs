@@ -240,3 +240,45 @@ pub struct PullProgress {
     /// Bytes in all, when known.
     pub total: Option<u64>,
 }
+
+/// What a container's image says to run when its pod says nothing: the `Entrypoint`, `Cmd`,
+/// `WorkingDir` and `User` of its OCI (or Docker) image config, as the runtime holds it. A
+/// runtime reads it for a target container ([`TargetRef`]); the agent answers it as JSON.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageConfig {
+    /// The image, as the runtime names the container's (a name, or an ID when it has none).
+    pub image: String,
+    /// `Entrypoint`; absent when the image sets none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entrypoint: Option<Vec<String>>,
+    /// `Cmd`; absent when the image sets none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cmd: Option<Vec<String>>,
+    /// `WorkingDir`; absent when the image sets none (the runtime then uses `/`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+    /// `User` (`uid`, `uid:gid`, or a name); absent when the image sets none (root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+}
+
+impl ImageConfig {
+    /// The image config from its fields as engines give them: empty lists and strings are
+    /// "not set", as Docker and containerd treat them.
+    pub fn new(
+        image: impl Into<String>,
+        entrypoint: Option<Vec<String>>,
+        cmd: Option<Vec<String>>,
+        working_dir: Option<String>,
+        user: Option<String>,
+    ) -> ImageConfig {
+        ImageConfig {
+            image: image.into(),
+            entrypoint: entrypoint.filter(|e| !e.is_empty()),
+            cmd: cmd.filter(|c| !c.is_empty()),
+            working_dir: working_dir.filter(|d| !d.trim().is_empty()),
+            user: user.filter(|u| !u.trim().is_empty()),
+        }
+    }
+}

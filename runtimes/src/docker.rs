@@ -32,9 +32,9 @@ use tracing::debug;
 
 use crate::docker_attach::Ended;
 use crate::{
-    ContainerState, Created, DebugContainer, DebugSpec, Error, Process, ProcessSpec, PullError,
-    PullPolicy, PullProgress, Reference, Runtime, RuntimeKind, Stdio, TargetInfo, TargetRef, init,
-    label,
+    ContainerState, Created, DebugContainer, DebugSpec, Error, ImageConfig, Process, ProcessSpec,
+    PullError, PullPolicy, PullProgress, Reference, Runtime, RuntimeKind, Stdio, TargetInfo,
+    TargetRef, init, label,
 };
 
 /// Seconds bollard waits for one API call.
@@ -542,6 +542,58 @@ impl Runtime for DockerRuntime {
             });
         }
         Ok(list)
+    }
+
+    async fn image_config(&self, target: &TargetRef) -> Result<ImageConfig, Error> {
+        if target.kind != RuntimeKind::Docker {
+            return Err(Error::WrongRuntime {
+                target: target.clone(),
+                runtime: "docker",
+            });
+        }
+        let info = match self.docker.inspect_container(&target.id, None).await {
+            Ok(info) => info,
+            Err(e) if is_not_found(&e) => {
+                return Err(Error::TargetNotFound {
+                    target: target.clone(),
+                });
+            }
+            Err(e) => return Err(call("inspecting target container", target.to_string())(e)),
+        };
+        // Its image by ID: the name it was made with may have moved to another image since
+        // (a tag pushed again); the name is only what errors and the answer show.
+        let name = info.config.and_then(|c| c.image).filter(|n| !n.is_empty());
+        let fail =
+            |image: &str, source: Box<dyn std::error::Error + Send + Sync>| Error::TargetImage {
+                target: target.clone(),
+                image: image.to_owned(),
+                source,
+            };
+        let Some(id) = info.image.filter(|i| !i.is_empty()) else {
+            let image = name.unwrap_or_else(|| "(unnamed)".into());
+            return Err(fail(
+                &image,
+                "the engine names no image for the container".into(),
+            ));
+        };
+        let shown = name.unwrap_or_else(|| id.clone());
+        let inspected = self.docker.inspect_image(&id).await.map_err(|e| {
+            let why: Box<dyn std::error::Error + Send + Sync> = if is_not_found(&e) {
+                format!("the engine no longer has image {id}; pull {shown} on the node again")
+                    .into()
+            } else {
+                Box::new(e)
+            };
+            fail(&shown, why)
+        })?;
+        let config = inspected.config.unwrap_or_default();
+        Ok(ImageConfig::new(
+            shown,
+            config.entrypoint,
+            config.cmd,
+            config.working_dir,
+            config.user,
+        ))
     }
 }
 

@@ -72,6 +72,16 @@ pub enum Error {
         /// What went wrong.
         source: PullError,
     },
+    /// The config of a target container's image cannot be read.
+    #[error("reading the config of image {image} of target container {target}")]
+    TargetImage {
+        /// The target.
+        target: TargetRef,
+        /// Its image, as the runtime names it.
+        image: String,
+        /// What went wrong, with the way out where there is one.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// Another runtime call failed.
     #[error("{operation} {object}")]
     Call {

@@ -12,8 +12,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 
 use crate::{
-    ContainerState, Created, DebugContainer, DebugSpec, Error, Process, ProcessSpec, PullPolicy,
-    PullProgress, Runtime, Stdio, TargetInfo, TargetRef,
+    ContainerState, Created, DebugContainer, DebugSpec, Error, ImageConfig, Process, ProcessSpec,
+    PullPolicy, PullProgress, Runtime, Stdio, TargetInfo, TargetRef,
 };
 
 /// What the fake's session processes do.
@@ -58,6 +58,8 @@ pub enum Call {
     Remove(String),
     /// [`Runtime::list`].
     List,
+    /// [`Runtime::image_config`], with the target's ID.
+    ImageConfig(String),
 }
 
 #[derive(Debug, Default)]
@@ -67,6 +69,8 @@ struct State {
     targets: HashMap<String, String>,
     target_labels: HashMap<String, BTreeMap<String, String>>,
     images: Vec<String>,
+    /// Target ID -> its image's config (see [`FakeRuntime::set_image_config`]).
+    image_configs: HashMap<String, ImageConfig>,
     next_id: u64,
     containers: BTreeMap<String, FakeContainer>,
     /// Signals still to be lost (see [`FakeRuntime::lose_signals`]).
@@ -135,6 +139,12 @@ impl FakeRuntime {
     /// Removes a target container, as a deleted pod's.
     pub fn remove_target(&self, id: &str) {
         self.lock().targets.remove(id);
+    }
+
+    /// Gives target `id` an image whose config is `config` (without, a target's image is
+    /// `fake:latest` with `Cmd` `["sh"]`).
+    pub fn set_image_config(&self, id: &str, config: ImageConfig) {
+        self.lock().image_configs.insert(id.to_owned(), config);
     }
 
     /// Marks `image` as present.
@@ -418,5 +428,22 @@ impl Runtime for FakeRuntime {
             .iter()
             .map(|(id, c)| Self::snapshot(id, c))
             .collect())
+    }
+
+    async fn image_config(&self, target: &TargetRef) -> Result<ImageConfig, Error> {
+        self.record(Call::ImageConfig(target.id.clone()));
+        let state = self.lock();
+        if !state.targets.contains_key(&target.id) {
+            return Err(Error::TargetNotFound {
+                target: target.clone(),
+            });
+        }
+        Ok(state
+            .image_configs
+            .get(&target.id)
+            .cloned()
+            .unwrap_or_else(|| {
+                ImageConfig::new("fake:latest", None, Some(vec!["sh".into()]), None, None)
+            }))
     }
 }

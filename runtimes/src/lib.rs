@@ -32,8 +32,8 @@ pub use containerd::registry::RegistryError;
 pub use docker::DockerRuntime;
 pub use error::{Error, PullError};
 pub use kdbg_model::{
-    DEBUG_CAPABILITIES, InvalidReference, InvalidValue, Profile, PullPolicy, PullProgress,
-    Reference, RuntimeKind, TargetRef, reference,
+    DEBUG_CAPABILITIES, ImageConfig, InvalidReference, InvalidValue, Profile, PullPolicy,
+    PullProgress, Reference, RuntimeKind, TargetRef, reference,
 };
 pub use label::LABEL_PREFIX;
 pub use seccomp::seccomp_profile;
@@ -229,6 +229,14 @@ pub trait Runtime: Send + Sync {
 
     /// The debug containers of this runtime (those carrying [`label::SESSION`]).
     fn list(&self) -> impl Future<Output = Result<Vec<DebugContainer>, Error>> + Send;
+
+    /// What the image of target container `target` says to run (its config's `Entrypoint`,
+    /// `Cmd`, `WorkingDir` and `User`): the image the container was made from, as the runtime
+    /// holds it, not what the container runs now. The target need not be running.
+    fn image_config(
+        &self,
+        target: &TargetRef,
+    ) -> impl Future<Output = Result<ImageConfig, Error>> + Send;
 }
 
 /// The runtimes an agent can hold.
@@ -307,6 +315,9 @@ impl Runtime for AnyRuntime {
     }
     async fn list(&self) -> Result<Vec<DebugContainer>, Error> {
         delegate!(self, r => r.list())
+    }
+    async fn image_config(&self, target: &TargetRef) -> Result<ImageConfig, Error> {
+        delegate!(self, r => r.image_config(target))
     }
 }
 

@@ -182,3 +182,57 @@ async fn listing_finds_labelled_containers_in_our_namespace_only() {
     );
     assert!(listed.iter().all(|c| c.id != theirs.0));
 }
+
+#[tokio::test]
+async fn a_targets_image_config_is_read_from_the_content_store_of_its_namespace() {
+    let rt = runtime().await;
+    // A created container will do: the image is what it was made from, running or not.
+    let target = Target::new("imgcfg");
+    let out = ctr(&["container", "create", &image(), &target.0, "sleep", "1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config = rt.image_config(&target.reference()).await.unwrap();
+    // The test image: `CMD ["/bin/sh"]` and nothing else (scripts/test-world).
+    assert_eq!(config.image, image());
+    assert_eq!(config.cmd, Some(vec!["/bin/sh".to_owned()]));
+    assert_eq!(
+        (config.entrypoint, config.working_dir, config.user),
+        (None, None, None)
+    );
+
+    // An image record gone since the container was made: named, with the way out.
+    let alias = format!(
+        "{}/kdbg-tools:imgcfg-{}",
+        std::env::var("KDBG_TEST_REGISTRY").unwrap(),
+        std::process::id()
+    );
+    assert!(ctr(&["images", "tag", &image(), &alias]).status.success());
+    let orphan = Target::new("imgcfg-orphan");
+    assert!(
+        ctr(&["container", "create", &alias, &orphan.0, "true"])
+            .status
+            .success()
+    );
+    assert!(ctr(&["images", "rm", &alias]).status.success());
+    let err = rt.image_config(&orphan.reference()).await.unwrap_err();
+    assert!(matches!(err, Error::TargetImage { .. }), "{err:?}");
+    let text = format!("{err}: {}", std::error::Error::source(&err).unwrap());
+    assert!(
+        text.contains(&alias) && text.contains("crictl pull"),
+        "{text}"
+    );
+
+    let missing: TargetRef = "containerd://kdbg-no-such".parse().unwrap();
+    assert!(matches!(
+        rt.image_config(&missing).await.unwrap_err(),
+        Error::TargetNotFound { .. }
+    ));
+    let docker: TargetRef = "docker://abc".parse().unwrap();
+    assert!(matches!(
+        rt.image_config(&docker).await.unwrap_err(),
+        Error::WrongRuntime { .. }
+    ));
+}

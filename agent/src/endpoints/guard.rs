@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
-use kdbg_api::{DebugRequest, Endpoint, PodScope, PullRequest};
+use kdbg_api::{DebugRequest, Endpoint, ImageConfigRequest, PodScope, PullRequest};
 use kdbg_runtimes::{DebugContainer, Runtime, TargetInfo, TargetRef, label};
 use tracing::info;
 
@@ -96,6 +96,16 @@ impl Agent {
             },
             Endpoint::Recordings(scope) | Endpoint::Recording { scope, .. } => recordings(scope),
             Endpoint::Watch(request) => recordings(&request.scope),
+            // What a debug session of the target needs: the image config is the target's
+            // (its command line, which may hold secrets), so reading it is debugging it.
+            Endpoint::ImageConfig(request) => match request {
+                ImageConfigRequest {
+                    pod_namespace: Some(ns),
+                    pod_name: Some(pod),
+                    ..
+                } => Access::pods("create", "exec", ns, pod),
+                _ => return Err(pod_needed("reading a target's image config")),
+            },
         };
         self.allow(caller, &access).await.map_err(refuse_with)
     }
@@ -226,6 +236,32 @@ impl Agent {
             }
             _ => {
                 self.runtime.check_target(target).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Admits a read of a target's image config as a session's target is admitted: with
+    /// `auth` (`authorize` has checked `create pods/exec` on the named pod), the target must
+    /// be that pod's and, if it is the node, the caller allowed the node
+    /// ([`Agent::admit_target`]); without, it must be a target the runtime can join.
+    pub(crate) async fn admit_image_config(
+        &self,
+        caller: &Caller,
+        request: &ImageConfigRequest,
+    ) -> Result<(), Refusal> {
+        match (&request.pod_namespace, &request.pod_name) {
+            (Some(ns), Some(pod)) if self.auth.is_some() => {
+                self.admit_target(caller, ns, pod, &request.target).await?;
+            }
+            _ if self.auth.is_some() => {
+                return Err(Refusal::new(
+                    400,
+                    "query parameters podNamespace and podName are required for reading a target's image config: this agent checks the caller's permissions on the pod",
+                ));
+            }
+            _ => {
+                self.runtime.check_target(&request.target).await?;
             }
         }
         Ok(())

@@ -4,11 +4,13 @@
 //! - [`debug`]: a debug session;
 //! - [`pull`]: an image made present;
 //! - [`containers`]: the node's debug containers, listed and removed;
+//! - [`image_config`]: what a target's image says to run;
 //! - [`views`]: recordings and live views.
 
 mod containers;
 mod debug;
 pub mod guard;
+mod image_config;
 mod pull;
 pub mod views;
 

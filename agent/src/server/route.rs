@@ -95,6 +95,7 @@ impl Agent {
                 self.recording(&session, scope, &caller).await
             }
             Endpoint::Watch(request) => self.watch(req, request, peer, &caller).await,
+            Endpoint::ImageConfig(request) => self.image_config(request, peer, &caller).await,
         }
     }
 }

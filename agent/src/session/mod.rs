@@ -91,7 +91,7 @@ impl From<Error> for Refusal {
             Error::WrongRuntime { .. } | Error::ImageAbsent { .. } => 400,
             Error::Pull { .. } => 502,
             Error::Connect { .. } => 503,
-            Error::Call { .. } => 500,
+            Error::Call { .. } | Error::TargetImage { .. } => 500,
         };
         let reason =
             matches!(e, Error::ImageAbsent { .. }).then_some(kdbg_api::reason::IMAGE_ABSENT);

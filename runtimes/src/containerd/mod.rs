@@ -22,6 +22,7 @@ pub mod registry;
 pub mod runtime_spec;
 mod stdio;
 mod target_files;
+mod target_image;
 mod task;
 
 pub use credentials::{Auths, Credentials, CredentialsError};
@@ -47,8 +48,8 @@ use tokio::sync::{Mutex, mpsc};
 
 use self::registry::Registry;
 use crate::{
-    Created, DebugContainer, DebugSpec, Error, Process, ProcessSpec, PullPolicy, PullProgress,
-    Runtime, TargetInfo, TargetRef, label,
+    Created, DebugContainer, DebugSpec, Error, ImageConfig, Process, ProcessSpec, PullPolicy,
+    PullProgress, Runtime, TargetInfo, TargetRef, label,
 };
 
 /// The containerd namespace debug containers (and their images) live in, apart from the pods'.
@@ -92,6 +93,15 @@ impl ContainerdOptions {
             fifo_dir: PathBuf::from(DEFAULT_FIFO_DIR),
         }
     }
+}
+
+/// Which containerd namespace a request is in: ours ([`DEBUG_NAMESPACE`]) or the targets'.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Space {
+    /// [`DEBUG_NAMESPACE`]: debug containers and their images.
+    Debug,
+    /// The targets' namespace ([`ContainerdOptions::namespace`]).
+    Targets,
 }
 
 /// A containerd reached over its socket.
@@ -258,6 +268,14 @@ impl ContainerdRuntime {
         request
     }
 
+    /// A request in namespace `space`.
+    fn request_in<T>(&self, space: Space, message: T) -> Request<T> {
+        match space {
+            Space::Debug => self.request(message, None),
+            Space::Targets => self.target_request(message),
+        }
+    }
+
     /// A request in the targets' namespace.
     fn target_request<T>(&self, message: T) -> Request<T> {
         let mut request = Request::new(message);
@@ -386,6 +404,10 @@ impl Runtime for ContainerdRuntime {
             list.push(self.described(c).await?);
         }
         Ok(list)
+    }
+
+    async fn image_config(&self, target: &TargetRef) -> Result<ImageConfig, Error> {
+        self.target_image_config(target).await
     }
 }
 

@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 
 use super::oci_image::{self, Descriptor, Index, Manifest, media};
 use super::runtime_spec::ImageConfig;
-use super::{ContainerdRuntime, call};
+use super::{ContainerdRuntime, Space, call};
 use crate::reference::Reference;
 use crate::{Error, PullError, PullPolicy, PullProgress};
 
@@ -184,28 +184,35 @@ impl ContainerdRuntime {
 
     /// A blob from the content store.
     async fn read_blob(&self, image: &str, digest: &str) -> Result<Bytes, Error> {
-        let missing = |e: containerd_client::tonic::Status| {
+        self.read_blob_in(Space::Debug, digest).await.map_err(|e| {
             if e.code() == Code::NotFound {
                 return pull_error(image)(PullError::MissingBlob {
                     digest: digest.to_owned(),
                 });
             }
             call("reading a blob of image", image)(e)
-        };
+        })
+    }
+
+    /// A blob from the content store of namespace `space`, or what containerd answered.
+    pub(in crate::containerd) async fn read_blob_in(
+        &self,
+        space: Space,
+        digest: &str,
+    ) -> Result<Bytes, containerd_client::tonic::Status> {
         let mut stream = ContentClient::new(self.channel.clone())
-            .read(self.request(
+            .read(self.request_in(
+                space,
                 ReadContentRequest {
                     digest: digest.to_owned(),
                     offset: 0,
                     size: 0,
                 },
-                None,
             ))
-            .await
-            .map_err(missing)?
+            .await?
             .into_inner();
         let mut data = BytesMut::new();
-        while let Some(chunk) = stream.message().await.map_err(missing)? {
+        while let Some(chunk) = stream.message().await? {
             data.extend_from_slice(&chunk.data);
         }
         Ok(data.freeze())
