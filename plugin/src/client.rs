@@ -16,8 +16,9 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response};
 use hyper_util::rt::TokioIo;
 use kdbg_api::{
-    ContainerItem, ContainerList, DebugRequest, Endpoint, PodScope, PullLine, PullProgress,
-    PullRequest, RecordingItem, RecordingList, Status, WatchRequest, header, path,
+    ContainerItem, ContainerList, DebugRequest, Endpoint, ImageConfig, ImageConfigRequest,
+    PodScope, PullLine, PullProgress, PullRequest, RecordingItem, RecordingList, Status,
+    WatchRequest, header, path,
 };
 use kdbg_relay::{Error as RelayError, Protocol, WebSocketStream, handshake, tungstenite};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -427,6 +428,22 @@ impl AgentClient {
 }
 
 impl AgentClient {
+    /// What the image of `request`'s target says to run ([`path::IMAGE_CONFIG`]): its
+    /// entrypoint, cmd, working directory and user. The agent admits the target as a debug
+    /// session's; a refusal is a [`Refused`] (404 from an agent older than the endpoint:
+    /// [`Refused::no_endpoint`]).
+    pub async fn image_config(&self, request: &ImageConfigRequest) -> anyhow::Result<ImageConfig> {
+        let response = self.send(Endpoint::ImageConfig(request.clone())).await?;
+        let body = response.into_body().collect().await?.to_bytes();
+        serde_json::from_slice(&body).with_context(|| {
+            format!(
+                "reading the image config of {} from {}",
+                request.target,
+                self.describe()
+            )
+        })
+    }
+
     /// The agent's version.
     pub async fn version(&self) -> anyhow::Result<kdbg_api::VersionInfo> {
         let response = self.send(Endpoint::Version).await?;
@@ -523,6 +540,14 @@ impl Refused {
             message: refusal_message(code, status, body),
             reason,
         }
+    }
+
+    /// Whether `error` is the agent saying it has no such endpoint: an agent older than it
+    /// (the agent answers 404 only for a path it does not serve).
+    pub fn no_endpoint(error: &anyhow::Error) -> bool {
+        error
+            .downcast_ref::<Refused>()
+            .is_some_and(|r| r.code == 404 && r.message.starts_with("no endpoint "))
     }
 
     /// Whether `error` is the agent saying the image is absent and the policy `Never`.

@@ -67,6 +67,7 @@ impl Cluster {
                 _ => 443,
             })
         ));
+        crate::cleanup::connected(global.kubeconfig.clone(), global.context.clone());
         let bearer = crate::credentials::bearer(&config.auth_info)?;
         let identity = crate::credentials::identity(&config.auth_info)?;
         let client = Client::try_from(config).context("building the Kubernetes client")?;

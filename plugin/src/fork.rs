@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail};
 use k8s_openapi::api::core::v1::{
-    Container, EmptyDirVolumeSource, Pod, PodSpec, Volume, VolumeMount,
+    Capabilities, Container, EmptyDirVolumeSource, Pod, PodSpec, SeccompProfile, SecurityContext,
+    Volume, VolumeMount,
 };
 use kube::Api;
 use kube::api::PostParams;
@@ -137,6 +138,22 @@ pub fn copy(
             mount_path: HOLD_DIR.into(),
             ..Default::default()
         }]),
+        // It copies one file: the Pod Security Standards' "restricted" admits it anywhere.
+        security_context: Some(SecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(65534),
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                add: None,
+            }),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                localhost_profile: None,
+            }),
+            ..Default::default()
+        }),
         ..Default::default()
     };
     // First: the original's init containers run after it, as they would have.
@@ -176,46 +193,75 @@ pub fn copy(
     })
 }
 
-/// What the original container ran, for the user to start it by hand in the copy.
-pub fn original_command(original: &Pod, container: &str) -> String {
-    let Some(c) = original
-        .spec
-        .iter()
-        .flat_map(|s| &s.containers)
-        .find(|c| c.name == container)
-    else {
-        return String::new();
-    };
-    let quoted = |words: &[String]| {
-        words
-            .iter()
-            .map(|w| {
-                if w.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c))
-                {
-                    w.clone()
-                } else {
-                    format!("'{}'", w.replace('\'', "'\\''"))
-                }
-            })
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
-    let command = match (&c.command, &c.args) {
-        (Some(command), args) => {
-            let mut all = command.clone();
-            all.extend(args.iter().flatten().cloned());
-            quoted(&all)
+/// The pod `pod` is a copy of, if `--fork` made it.
+pub fn copy_of(pod: &Pod) -> Option<String> {
+    let meta = &pod.metadata;
+    let labelled = meta
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(COPY_LABEL))
+        .is_some_and(|v| v == "true");
+    labelled
+        .then(|| meta.annotations.as_ref()?.get(COPY_OF_ANNOTATION).cloned())
+        .flatten()
+}
+
+mod original;
+
+pub use original::{original_command_with, original_line, original_said, say_original};
+
+/// How many names [`create`] tries before it gives up.
+const NAME_TRIES: usize = 5;
+
+/// Creates the copy of pod `pod` that `make` makes for a name, named `<pod>-debug-<suffix>`
+/// with the next of `suffixes`: a name another pod has already is passed over for the next.
+pub async fn create(
+    pods: &Api<Pod>,
+    pod: &str,
+    suffixes: impl Iterator<Item = String>,
+    make: impl Fn(&str) -> anyhow::Result<Pod>,
+) -> anyhow::Result<Pod> {
+    let namespace = pods_namespace(pods);
+    let mut taken = Vec::new();
+    for suffix in suffixes.take(NAME_TRIES) {
+        let name = copy_name(pod, &suffix);
+        let spec = make(&name)?;
+        match pods.create(&PostParams::default(), &spec).await {
+            Ok(created) => return Ok(created),
+            Err(kube::Error::Api(s)) if s.code == 409 && s.reason == "AlreadyExists" => {
+                taken.push(name);
+            }
+            Err(kube::Error::Api(s)) if s.code == 403 && !s.message.contains("PodSecurity") => {
+                bail!(
+                    "you may not create the copy of pod {pod}: --fork needs create, get and delete on pods in namespace {namespace} (ask for a RoleBinding to the ClusterRole kubectl-debug-fork of deploy/base; {})",
+                    s.message
+                )
+            }
+            Err(kube::Error::Api(s)) => bail!(
+                "the API server refused the copy of pod {pod} in namespace {namespace}: {}",
+                s.message
+            ),
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!(
+                    "creating a copy of pod {pod} in namespace {namespace}"
+                )));
+            }
         }
-        (None, Some(args)) => format!("the image's entrypoint with arguments {}", quoted(args)),
-        (None, None) => "the image's entrypoint (the pod does not set a command)".into(),
-    };
-    let dir = c
-        .working_dir
-        .as_deref()
-        .map(|d| format!(", in {d}"))
-        .unwrap_or_default();
-    format!("{command}{dir}")
+    }
+    bail!(
+        "no free name for the copy of pod {pod} in namespace {namespace}: {} are taken (delete old copies with kubectl-debug rm COPY --all)",
+        taken.join(", ")
+    )
+}
+
+/// The namespace of `pods`, for messages.
+fn pods_namespace(pods: &Api<Pod>) -> String {
+    pods.resource_url()
+        .split('/')
+        .skip_while(|part| *part != "namespaces")
+        .nth(1)
+        .unwrap_or("default")
+        .to_owned()
 }
 
 /// Creates the copy and waits until its container holds still; the copy is deleted when the
@@ -237,27 +283,14 @@ pub async fn start(
         .unwrap_or_else(|| "default".into());
     let pod = original.metadata.name.clone().unwrap_or_default();
     let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
-    let name = copy_name(&pod, &crate::ondemand::suffix());
-    let spec = copy(original, container, fork, &name, hold_image)?;
-    if let Err(e) = pods.create(&PostParams::default(), &spec).await {
-        return Err(match &e {
-            kube::Error::Api(s) if s.code == 403 && !s.message.contains("PodSecurity") => {
-                anyhow!(
-                    "you may not create the copy of pod {pod}: --fork needs create, get and delete on pods in namespace {namespace} ({})",
-                    s.message
-                )
-            }
-            kube::Error::Api(s) => anyhow!(
-                "the API server refused the copy of pod {pod} in namespace {namespace}: {}",
-                s.message
-            ),
-            _ => anyhow::Error::new(e).context(format!(
-                "creating a copy of pod {pod} in namespace {namespace}"
-            )),
-        });
-    }
+    let suffixes = std::iter::repeat_with(crate::ondemand::suffix);
+    let created = create(&pods, &pod, suffixes, |name| {
+        copy(original, container, fork, name, hold_image)
+    })
+    .await?;
+    let name = created.metadata.name.clone().unwrap_or_default();
     if !retain {
-        crate::ondemand::remember(pods.clone(), &namespace, &name, "copy");
+        crate::cleanup::remember(pods.clone(), &created, "the copy");
     }
     eprintln!(
         "debugging a copy of pod {pod}: {namespace}/{name} (its container {container} holds still)"
@@ -283,16 +316,22 @@ pub async fn start(
                 reason.as_str(),
                 "ErrImagePull" | "ImagePullBackOff" | "InvalidImageName" | "ErrImageNeverPull"
             ) {
-                let said = crate::ondemand::warning_event(&client, &namespace, &name).await;
-                crate::ondemand::forget_and_delete(&pods, &name).await;
+                // The kubelet's message says why (not found, unauthorised...); its last
+                // event often only repeats the reason.
+                let said = match waiting.and_then(|w| w.message.clone()) {
+                    Some(message) => Some(message),
+                    None => crate::ondemand::warning_event(&client, &namespace, &name).await,
+                };
+                crate::cleanup::delete_now(&pods, &namespace, &name).await;
                 bail!(
-                    "the copy's container {} could not get its image ({reason}{}); the copy was deleted{}",
+                    "the copy's container {} could not get its image {} ({reason}{}); the copy was deleted{}",
                     s.name,
+                    s.image,
                     said.map(|s| format!(": {s}")).unwrap_or_default(),
                     if s.name == HOLD_VOLUME {
                         "; name an agent image the nodes can pull with --agent-image"
                     } else {
-                        ""
+                        "; --set-image NAME=IMAGE names another"
                     }
                 );
             }
@@ -308,7 +347,7 @@ pub async fn start(
         }
         if phase == "Failed" || phase == "Succeeded" {
             let said = crate::ondemand::warning_event(&client, &namespace, &name).await;
-            crate::ondemand::forget_and_delete(&pods, &name).await;
+            crate::cleanup::delete_now(&pods, &namespace, &name).await;
             bail!(
                 "the copy of pod {pod} ended before its container held still: {phase}{}; the copy was deleted",
                 said.map(|s| format!(" ({s})")).unwrap_or_default()
@@ -316,7 +355,7 @@ pub async fn start(
         }
         if started.elapsed() >= limit {
             let said = crate::ondemand::warning_event(&client, &namespace, &name).await;
-            crate::ondemand::forget_and_delete(&pods, &name).await;
+            crate::cleanup::delete_now(&pods, &namespace, &name).await;
             bail!(
                 "the copy of pod {pod} did not start within {limit:?} (--agent-start-timeout): it was {phase}{}; the copy was deleted",
                 said.map(|s| format!(" ({s})")).unwrap_or_default()
@@ -326,15 +365,33 @@ pub async fn start(
     }
 }
 
+/// A started copy of a pod (`--fork`): the container to join, and the original it is of.
+#[derive(Debug, Clone)]
+pub struct Forked {
+    /// The copy's container to join.
+    pub copy: crate::pod::PodTarget,
+    /// The original pod.
+    pub original: Pod,
+}
+
+impl Forked {
+    /// Says on stderr what the original container ran, asking `agent` (the copy's node's)
+    /// for its image's config when the pod sets no command ([`say_original`]).
+    pub async fn say_original(&self, agent: &crate::client::AgentClient) {
+        say_original(agent, &self.original, &self.copy.container, &self.copy).await;
+    }
+}
+
 /// For `kubectl-debug POD --fork`: the original pod, its copy started, and the copy's
-/// container to join (said on stderr with what the original ran).
+/// container to join. What the original ran is said once the copy's agent is reached
+/// ([`Forked::say_original`]), which reads the image's config when the pod sets no command.
 pub async fn resolve(
     cluster: &crate::cluster::Cluster,
     global: &crate::cli::Global,
     pod: &str,
     container: Option<&str>,
     opts: &crate::cli::DebugOpts,
-) -> anyhow::Result<crate::pod::PodTarget> {
+) -> anyhow::Result<Forked> {
     let namespace = &cluster.namespace;
     let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), namespace);
     let original = pods
@@ -360,11 +417,8 @@ pub async fn resolve(
             .unwrap_or(Duration::from_secs(120)),
     )
     .await?;
-    eprintln!(
-        "The original container {chosen} ran: {}. Its files are at /proc/1/root in the debug container (the hold is PID 1 there); start it by hand from there.",
-        original_command(&original, &chosen)
-    );
-    crate::pod::resolve(cluster.client.clone(), namespace, &copy, Some(&chosen)).await
+    let copy = crate::pod::resolve(cluster.client.clone(), namespace, &copy, Some(&chosen)).await?;
+    Ok(Forked { copy, original })
 }
 
 #[cfg(test)]
@@ -468,11 +522,11 @@ mod tests {
             .to_string();
         assert!(err.contains("no container \"nope\""), "{err}");
         assert_eq!(
-            original_command(&crashing(), "app"),
+            original_command_with(&crashing(), "app", None),
             "/server --port 80, in /srv"
         );
         assert_eq!(
-            original_command(&crashing(), "sidecar"),
+            original_command_with(&crashing(), "sidecar", None),
             "the image's entrypoint (the pod does not set a command)"
         );
         let any = Fork::default();

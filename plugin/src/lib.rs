@@ -13,6 +13,7 @@
 //!   user's terminal.
 
 pub mod attach;
+pub mod cleanup;
 pub mod cli;
 pub mod client;
 pub mod cluster;
@@ -68,8 +69,8 @@ pub fn run(cli: Cli) -> ExitCode {
         .expect("tokio runtime");
     let result = runtime.block_on(async move {
         let verb = verb(cli);
-        // SIGINT and SIGTERM end the command, but not before the agents it started on demand
-        // are deleted (a SIGKILL leaves them to end by themselves when idle).
+        // SIGINT and SIGTERM end the command, but not before the pods it started (on-demand
+        // agents, copies) are deleted; after a SIGKILL, its watchdog deletes them.
         let (mut interrupt, mut terminate) = (
             signal(SignalKind::interrupt()),
             signal(SignalKind::terminate()),
@@ -86,12 +87,12 @@ pub fn run(cli: Cli) -> ExitCode {
         let result = tokio::select! {
             result = verb => result,
             code = signalled => {
-                ondemand::clean_up(false).await;
+                cleanup::clean_up(false).await;
                 return Ok(ExitStatus::Code(code));
             }
         };
         let failed = !matches!(result, Ok(ExitStatus::Code(0)));
-        if let Some(note) = ondemand::clean_up(failed).await {
+        if let Some(note) = cleanup::clean_up(failed).await {
             eprintln!("kubectl-debug: {note}");
         }
         result

@@ -56,6 +56,9 @@ pub struct Row {
     pub session: String,
     /// How many watch those sessions (`kubectl-debug watch`).
     pub watchers: usize,
+    /// The pod the target pod is a copy of (`--fork --retain`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub copy_of: Option<String>,
 }
 
 impl Row {
@@ -75,6 +78,7 @@ impl Row {
             user: item.user.unwrap_or_else(none),
             session: item.sessions.join(","),
             watchers: item.watchers,
+            copy_of: None,
         }
     }
 }
@@ -106,6 +110,8 @@ pub struct Asked {
     pub scope: PodScope,
     /// Where each pod runs: (namespace, pod) -> node.
     pub homes: BTreeMap<(String, String), String>,
+    /// The copies `--fork` made: (namespace, pod) -> the pod it is a copy of.
+    pub copies: BTreeMap<(String, String), String>,
 }
 
 impl Asked {
@@ -118,9 +124,13 @@ impl Asked {
         let cluster = Cluster::connect(global).await?;
         let (client, namespace) = (cluster.client.clone(), cluster.namespace.clone());
         let mut homes = BTreeMap::new();
+        let mut copies = BTreeMap::new();
         if let Some(name) = pod {
             let name = pod::pod_name(name);
-            let (node, ip, _) = pod::node_of(client, &namespace, name).await?;
+            let home = pod::node_of(client, &namespace, name).await?;
+            if let Some(original) = home.copy_of {
+                copies.insert((namespace.clone(), name.to_owned()), original);
+            }
             let scope = PodScope {
                 namespace: Some(namespace.clone()),
                 pod: Some(name.to_owned()),
@@ -128,9 +138,10 @@ impl Asked {
             return Ok(Asked {
                 cluster,
                 namespace,
-                nodes: BTreeMap::from([(node, ip)]),
+                nodes: BTreeMap::from([(home.node, home.ip)]),
                 scope,
                 homes,
+                copies,
             });
         }
         let pods: Api<Pod> = if all_namespaces {
@@ -159,6 +170,9 @@ impl Asked {
                 p.metadata.namespace.clone().unwrap_or_default(),
                 p.metadata.name.clone().unwrap_or_default(),
             );
+            if let Some(original) = crate::fork::copy_of(p) {
+                copies.insert(key.clone(), original);
+            }
             homes.insert(key, node.clone());
             nodes.insert(node, ip);
         }
@@ -172,6 +186,7 @@ impl Asked {
             nodes,
             scope,
             homes,
+            copies,
         })
     }
 
@@ -288,6 +303,10 @@ async fn ask(asked: &Asked) -> anyhow::Result<Vec<Row>> {
         .into_values()
         .map(|(item, node)| Row::new(item, node))
         .collect();
+    for row in &mut rows {
+        let key = (row.namespace.clone(), row.pod.clone());
+        row.copy_of = asked.copies.get(&key).cloned();
+    }
     rows.sort_by(|a, b| (&a.namespace, &a.pod, &a.name).cmp(&(&b.namespace, &b.pod, &b.name)));
     Ok(rows)
 }
@@ -315,7 +334,7 @@ pub fn print(rows: &[Row], output: Option<Output>, namespaces: bool) -> anyhow::
             }
             header.extend(["POD", "NAME", "IMAGE", "STATUS", "AGE", "RETAINED", "NODE"]);
             if wide {
-                header.extend(["TARGET", "USER", "SESSION", "WATCHERS"]);
+                header.extend(["TARGET", "USER", "SESSION", "WATCHERS", "COPY-OF"]);
             }
             let mut lines = vec![header.iter().map(|h| (*h).to_owned()).collect::<Vec<_>>()];
             for row in rows {
@@ -343,6 +362,7 @@ pub fn print(rows: &[Row], output: Option<Output>, namespaces: bool) -> anyhow::
                         row.user.clone(),
                         session,
                         row.watchers.to_string(),
+                        row.copy_of.clone().unwrap_or_else(|| "<none>".into()),
                     ]);
                 }
                 lines.push(cells);

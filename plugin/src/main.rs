@@ -7,6 +7,12 @@ use clap::Parser;
 use kdbg_plugin::cli::Cli;
 
 fn main() -> ExitCode {
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == kdbg_plugin::cleanup::WATCHDOG)
+    {
+        return kdbg_plugin::cleanup::watchdog();
+    }
     let cli = match Cli::try_parse_from(kdbg_plugin::cli::verb_first(std::env::args_os().collect()))
     {
         Ok(cli) => cli,

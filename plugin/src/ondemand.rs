@@ -9,10 +9,9 @@
 //! probes; it listens on its pod's loopback only (only a port-forward, which the API server
 //! authorises as `pods/portforward` on it, reaches it); it admits one bearer token, whose
 //! SHA-256 alone is in its spec; and it exits by itself a minute after its last session
-//! (`lifecycle.exitWhenIdle`), so a plugin killed with SIGKILL leaves a pod that ends as
-//! `Succeeded` and removes its debug containers.
+//! (`lifecycle.exitWhenIdle`), removing its debug containers; a plugin killed with SIGKILL
+//! leaves its pod to the plugin's watchdog ([`crate::cleanup`]), which deletes it.
 
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail};
@@ -38,34 +37,6 @@ pub const PORT: u16 = kdbg_api::DEFAULT_PORT;
 /// How long an on-demand agent waits after its last session before it exits, unless the
 /// plugin configuration says (`agentExitWhenIdle`).
 pub const EXIT_WHEN_IDLE: Duration = Duration::from_secs(60);
-
-/// The on-demand agents this process started: deleted when it ends, or on SIGINT/SIGTERM.
-static STARTED: Mutex<Vec<Started>> = Mutex::new(Vec::new());
-
-#[derive(Clone)]
-struct Started {
-    pods: Api<Pod>,
-    namespace: String,
-    name: String,
-    /// What the pod is to the user, e.g. "the on-demand agent's pod".
-    what: &'static str,
-}
-
-/// Deletes pod `namespace/name` (`what` it is to the user) when this process ends, as the
-/// on-demand agents it started.
-pub fn remember(pods: Api<Pod>, namespace: &str, name: &str, what: &'static str) {
-    STARTED.lock().expect("not poisoned").push(Started {
-        pods,
-        namespace: namespace.to_owned(),
-        name: name.to_owned(),
-        what,
-    });
-}
-
-/// Deletes a remembered pod now.
-pub async fn forget_and_delete(pods: &Api<Pod>, name: &str) {
-    delete(pods, name).await;
-}
 
 /// A fresh token and its SHA-256 (hex): the token is presented, the hash goes in the spec.
 fn token() -> anyhow::Result<(String, String)> {
@@ -144,10 +115,11 @@ pub async fn start(
         .and_then(|s| s.containers.first())
         .and_then(|c| c.image.clone())
         .unwrap_or_default();
-    if let Err(e) = pods.create(&PostParams::default(), &spec).await {
-        return Err(create_refused(e, namespace));
-    }
-    remember(pods.clone(), namespace, &name, "the on-demand agent's pod");
+    let created = pods
+        .create(&PostParams::default(), &spec)
+        .await
+        .map_err(|e| create_refused(e, namespace))?;
+    crate::cleanup::remember(pods.clone(), &created, "the on-demand agent's pod");
     tracing::info!(
         pod = name.as_str(),
         ms = began.elapsed().as_millis() as u64,
@@ -174,7 +146,7 @@ pub async fn start(
     {
         Ok(()) => Ok(agent),
         Err(e) => {
-            delete(&pods, &name).await;
+            crate::cleanup::delete_now(&pods, namespace, &name).await;
             Err(e)
         }
     }
@@ -334,44 +306,6 @@ async fn remove_finished(pods: &Api<Pod>) {
             let _ = pods.delete(&name, &DeleteParams::default()).await;
         }
     }
-}
-
-async fn delete(pods: &Api<Pod>, name: &str) {
-    match pods.delete(name, &DeleteParams::default()).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(status)) if status.code == 404 => {}
-        Err(e) => eprintln!(
-            "warning: deleting pod {name} failed: {e}; delete it with kubectl delete pod {name}"
-        ),
-    }
-    STARTED
-        .lock()
-        .expect("not poisoned")
-        .retain(|s| s.name != name);
-}
-
-/// Deletes every on-demand agent this process started. When `failed`, and one of them was
-/// deleted by someone else meanwhile, says so: that is why the session broke.
-pub async fn clean_up(failed: bool) -> Option<String> {
-    let started = std::mem::take(&mut *STARTED.lock().expect("not poisoned"));
-    let mut note = None;
-    for s in started {
-        if failed {
-            let gone = match s.pods.get_opt(&s.name).await {
-                Ok(None) => true,
-                Ok(Some(p)) => p.metadata.deletion_timestamp.is_some(),
-                Err(_) => false,
-            };
-            if gone {
-                note = Some(format!(
-                    "{} {}/{} was deleted during the session",
-                    s.what, s.namespace, s.name
-                ));
-            }
-        }
-        delete(&s.pods, &s.name).await;
-    }
-    note
 }
 
 #[cfg(test)]

@@ -211,10 +211,12 @@ pub async fn run(
 ) -> anyhow::Result<ExitStatus> {
     let pod = pod_name(pod);
     let cluster = Cluster::connect(global).await?;
-    let found = if opts.fork.fork {
-        crate::fork::resolve(&cluster, global, pod, container, &opts).await?
+    let (found, forked) = if opts.fork.fork {
+        let forked = crate::fork::resolve(&cluster, global, pod, container, &opts).await?;
+        (forked.copy.clone(), Some(forked))
     } else {
-        resolve(cluster.client.clone(), &cluster.namespace, pod, container).await?
+        let found = resolve(cluster.client.clone(), &cluster.namespace, pod, container).await?;
+        (found, None)
     };
     let record_local = opts.record.record_local.clone();
     let mut request = opts.request(found.target.clone());
@@ -224,6 +226,10 @@ pub async fn run(
     let agent = cluster
         .agent_on(&found.node, &found.host_ip, Some(found.target.kind))
         .await?;
+    if let Some(forked) = &forked {
+        // Once the agent is reached: it reads the image's config when the pod sets no command.
+        forked.say_original(&agent).await;
+    }
     attach::debug(
         &agent,
         request,
@@ -233,14 +239,22 @@ pub async fn run(
     .await
 }
 
-/// The node of pod `name` (which may not be running, and whose containers may be gone: a
-/// retained debug container outlives them): its name and IP, and the runtime of its
-/// containers when their IDs say (for an agent started on demand).
-pub async fn node_of(
-    client: Client,
-    namespace: &str,
-    name: &str,
-) -> anyhow::Result<(String, String, Option<kdbg_api::RuntimeKind>)> {
+/// Where a pod is: what the verbs that reach its node's agent need of it.
+#[derive(Debug, Clone)]
+pub struct Home {
+    /// Its node's name.
+    pub node: String,
+    /// Its node's IP.
+    pub ip: String,
+    /// The runtime of its containers, when their IDs say (for an agent started on demand).
+    pub runtime: Option<kdbg_api::RuntimeKind>,
+    /// The pod it is a copy of, if `--fork` made it.
+    pub copy_of: Option<String>,
+}
+
+/// Where pod `name` is (it may not be running, and its containers may be gone: a retained
+/// debug container outlives them).
+pub async fn node_of(client: Client, namespace: &str, name: &str) -> anyhow::Result<Home> {
     let pods: Api<Pod> = Api::namespaced(client, namespace);
     let pod = pods
         .get_opt(name)
@@ -266,7 +280,12 @@ pub async fn node_of(
         .filter_map(|c| c.container_id.as_deref())
         .find_map(|id| id.parse::<kdbg_api::TargetRef>().ok())
         .map(|t| t.kind);
-    Ok((node, host_ip, runtime))
+    Ok(Home {
+        node,
+        ip: host_ip,
+        runtime,
+        copy_of: crate::fork::copy_of(&pod),
+    })
 }
 
 /// Runs `kubectl-debug attach POD NAME`.
@@ -274,12 +293,12 @@ pub async fn attach(global: &Global, args: AttachArgs) -> anyhow::Result<ExitSta
     let pod = pod_name(&args.pod);
     let cluster = Cluster::connect(global).await?;
     let namespace = cluster.namespace.clone();
-    let (node, host_ip, runtime) = node_of(cluster.client.clone(), &namespace, pod).await?;
+    let home = node_of(cluster.client.clone(), &namespace, pod).await?;
     let record_local = args.session.record.record_local.clone();
     let mut request = args.session.request(&args.name);
     request.pod_namespace = Some(namespace);
     request.pod_name = Some(pod.to_owned());
-    let agent = cluster.agent_on(&node, &host_ip, runtime).await?;
+    let agent = cluster.agent_on(&home.node, &home.ip, home.runtime).await?;
     attach::debug(
         &agent,
         request,

@@ -15,8 +15,8 @@ pub async fn run(global: &Global, args: RmArgs) -> anyhow::Result<()> {
     let name = pod::pod_name(&args.pod);
     let cluster = crate::cluster::Cluster::connect(global).await?;
     let (client, namespace) = (cluster.client.clone(), cluster.namespace.clone());
-    let (node, ip, runtime) = pod::node_of(client, &namespace, name).await?;
-    let agent = cluster.agent_on(&node, &ip, runtime).await?;
+    let home = pod::node_of(client, &namespace, name).await?;
+    let agent = cluster.agent_on(&home.node, &home.ip, home.runtime).await?;
     let scope = PodScope {
         namespace: Some(namespace.clone()),
         pod: Some(name.to_owned()),
@@ -45,35 +45,18 @@ pub async fn run(global: &Global, args: RmArgs) -> anyhow::Result<()> {
         &format!("pod {name}"),
     )
     .await?;
-    if args.all {
-        delete_if_copy(&cluster, &namespace, name).await?;
-    }
-    Ok(())
-}
-
-/// Deletes pod `name` if it is a copy `--fork` made (and kept, with `--retain`): with its
-/// debug containers gone, nothing else is there for.
-async fn delete_if_copy(
-    cluster: &crate::cluster::Cluster,
-    namespace: &str,
-    name: &str,
-) -> anyhow::Result<()> {
-    use anyhow::Context as _;
-    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
-        kube::Api::namespaced(cluster.client.clone(), namespace);
-    let Some(pod) = pods.get_opt(name).await? else {
-        return Ok(());
-    };
-    let copy = pod
-        .metadata
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(crate::fork::COPY_LABEL))
-        .is_some_and(|v| v == "true");
-    if copy {
-        pods.delete(name, &kube::api::DeleteParams::default())
-            .await
-            .with_context(|| format!("deleting the copy {namespace}/{name}"))?;
+    if args.all && home.copy_of.is_some() {
+        // With its debug containers gone, a kept copy is there for nothing else.
+        let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
+            kube::Api::namespaced(cluster.client.clone(), &namespace);
+        match pods.delete(name, &kube::api::DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => {
+                return Err(anyhow::Error::new(e)
+                    .context(format!("deleting the copy {namespace}/{name} (kubectl delete pod {name} -n {namespace})")));
+            }
+        }
         println!("copy {name} deleted");
     }
     Ok(())

@@ -23,8 +23,8 @@ pub async fn run(global: &Global, args: WatchArgs) -> anyhow::Result<()> {
     let pod = pod::pod_name(&args.pod);
     let cluster = crate::cluster::Cluster::connect(global).await?;
     let namespace = cluster.namespace.clone();
-    let (node, host_ip, runtime) = pod::node_of(cluster.client.clone(), &namespace, pod).await?;
-    let agent = cluster.agent_on(&node, &host_ip, runtime).await?;
+    let home = pod::node_of(cluster.client.clone(), &namespace, pod).await?;
+    let agent = cluster.agent_on(&home.node, &home.ip, home.runtime).await?;
     let request = WatchRequest {
         session: args.session.clone(),
         scope: PodScope {

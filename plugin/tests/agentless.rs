@@ -297,7 +297,8 @@ fn only_the_plugins_token_opens_the_agent() {
     assert_eq!(
         world.web.leftovers().len(),
         1,
-        "a refused caller created something"
+        "a refused caller created something: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
     );
     let _ = forward.kill();
     let _ = forward.wait();
@@ -322,11 +323,29 @@ fn forwarded_port(forward: &mut Child) -> u16 {
 }
 
 #[test]
-fn a_killed_plugins_agent_ends_by_itself_and_the_next_run_deletes_it() {
+fn a_killed_plugins_agent_is_deleted_by_its_watchdog() {
     let world = World::new(&DockerEngine, "sigkill", "");
     let log = world.dir.join("session.log");
-    let (mut session, pod) = world.session_on_its_agent(&["sleep", "300"], &log);
+    let (mut session, _) = world.session_on_its_agent(&["sleep", "300"], &log);
     session.kill().unwrap(); // SIGKILL: nothing of the plugin runs after it
+    session.wait().unwrap();
+    support::assert_removed_soon(|| world.web.leftovers());
+    world.assert_no_agents_soon();
+}
+
+#[test]
+fn an_agent_whose_plugin_and_watchdog_were_killed_ends_by_itself_and_the_next_run_deletes_it() {
+    let world = World::new(&DockerEngine, "sigkill2", "");
+    let log = world.dir.join("session.log");
+    let (mut session, pod) = world.session_on_its_agent(&["sleep", "300"], &log);
+    // Both killed with SIGKILL: nothing of the plugin runs after it.
+    let watchdog = support::watchdog_of(session.id()).expect("the plugin's watchdog");
+    let killed = Command::new("kill")
+        .args(["-KILL", &watchdog.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    session.kill().unwrap();
     session.wait().unwrap();
     // The session's peer is gone: its container goes, then (agentExitWhenIdle: 2s) the
     // agent exits 0 and its pod ends Succeeded.

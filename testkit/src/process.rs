@@ -20,6 +20,24 @@ pub fn plugin_binary() -> PathBuf {
     built("kubectl-debug")
 }
 
+/// The watchdog plugin `pid` started (its child `kubectl-debug __watchdog`), if it has one.
+pub fn watchdog_of(pid: u32) -> Option<u32> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|children| {
+            children
+                .split_whitespace()
+                .filter_map(|c| c.parse::<u32>().ok())
+                .collect::<Vec<_>>()
+        })
+        .find(|child| {
+            std::fs::read(format!("/proc/{child}/cmdline"))
+                .is_ok_and(|line| line.split(|b| *b == 0).any(|arg| arg == b"__watchdog"))
+        })
+}
+
 /// Runs the plugin with `stdin` as input, killed after 60 s. Input is written and output
 /// read at the same time, so a command that echoes a lot never blocks on a full pipe.
 pub fn run(cmd: &mut Command, stdin: &[u8]) -> Output {
@@ -339,7 +357,9 @@ impl AgentProcess {
             }
             None => Command::new(agent_binary()),
         };
+        // On the stand-in's node, as the container's agent and the DaemonSet's are.
         let child = command
+            .env("NODE_NAME", crate::apiserver::NODE)
             .arg("--config")
             .arg(config)
             .stderr(std::fs::File::create(&log).unwrap())
