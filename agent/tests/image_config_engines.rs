@@ -30,37 +30,17 @@ fn entry_image() -> &'static (String, String) {
         for applet in ["sh", "sleep"] {
             std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
         }
-        let tar = Command::new("tar")
-            .arg("-C")
-            .arg(&root)
-            .args(["-c", "."])
-            .output()
-            .unwrap();
-        assert!(tar.status.success(), "{}", text(&tar.stderr));
-        let mut import = Command::new("/usr/bin/docker")
-            .args([
-                "import",
-                "--change",
+        support::import_image(
+            &root,
+            &local,
+            &[
                 "ENTRYPOINT [\"/app\", \"--serve\"]",
-                "--change",
                 "CMD [\"--port\", \"80\"]",
-                "--change",
                 "WORKDIR /srv",
-                "--change",
                 "USER 65534",
-                "--change",
                 "ENV PATH=/bin",
-                "-",
-                &local,
-            ])
-            .env("DOCKER_HOST", support::docker_host())
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        use std::io::Write as _;
-        import.stdin.take().unwrap().write_all(&tar.stdout).unwrap();
-        assert!(import.wait().unwrap().success());
+            ],
+        );
         let _ = std::fs::remove_dir_all(&root);
         let remote = format!("{}/kdbg-entry:test", registry());
         docker(&["tag", &local, &remote]);

@@ -25,23 +25,7 @@ fn crashing_image() -> String {
         let root = std::env::temp_dir().join(format!("kdbg-distroless-{}", std::process::id()));
         std::fs::create_dir_all(&root).unwrap();
         std::fs::copy("/bin/busybox", root.join("app")).unwrap();
-        let tar = std::process::Command::new("tar")
-            .arg("-C")
-            .arg(&root)
-            .args(["-c", "app"])
-            .output()
-            .unwrap();
-        assert!(tar.status.success());
-        let mut import = std::process::Command::new("/usr/bin/docker")
-            .args(["import", "--change", "ENTRYPOINT [\"/app\"]", "-", &image])
-            .env("DOCKER_HOST", support::docker_host())
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        use std::io::Write as _;
-        import.stdin.take().unwrap().write_all(&tar.stdout).unwrap();
-        assert!(import.wait().unwrap().success());
+        support::import_image(&root, &image, &["ENTRYPOINT [\"/app\"]"]);
         let _ = std::fs::remove_dir_all(&root);
     }
     image
@@ -116,17 +100,8 @@ impl World {
 
     /// The copies in `shop`, as `kubectl get -o name` prints them.
     fn copies(&self) -> String {
-        let out = self.cluster.kubectl(&[
-            "get",
-            "pods",
-            "-n",
-            "shop",
-            "-l",
-            "debug.kubectl-debug.io/copy=true",
-            "-o",
-            "name",
-        ]);
-        text(&out.stdout)
+        self.cluster
+            .pods_selected("shop", "debug.kubectl-debug.io/copy=true")
     }
 
     fn assert_no_copies_soon(&self) {
@@ -600,16 +575,9 @@ fn a_copy_is_debugged_through_an_agent_started_on_demand() {
     );
     world.assert_no_copies_soon();
     eventually(Duration::from_secs(60), "the agent's pod to go", || {
-        let out = world.cluster.kubectl(&[
-            "get",
-            "pods",
-            "-n",
-            AGENT_NAMESPACE,
-            "-l",
-            "app.kubernetes.io/component=on-demand",
-            "-o",
-            "name",
-        ]);
-        text(&out.stdout).is_empty()
+        world
+            .cluster
+            .pods_selected(AGENT_NAMESPACE, "app.kubernetes.io/component=on-demand")
+            .is_empty()
     });
 }

@@ -149,6 +149,42 @@ pub fn ctr(namespace: &str, args: &[&str]) -> Output {
         .expect("running ctr")
 }
 
+/// Makes image `image` on the test Docker engine from directory `root` (its whole filesystem)
+/// and the Dockerfile instructions `changes` (`ENTRYPOINT ["/app"]`, `WORKDIR /srv`...), as
+/// `docker import --change` does; fails the test unless it succeeds.
+pub fn import_image(root: &std::path::Path, image: &str, changes: &[&str]) {
+    let tar = Command::new("tar")
+        .arg("-C")
+        .arg(root)
+        .args(["-c", "."])
+        .output()
+        .expect("running tar");
+    assert!(tar.status.success(), "tar: {}", text(&tar.stderr));
+    let mut args = vec!["import"];
+    for change in changes {
+        args.extend(["--change", change]);
+    }
+    args.extend(["-", image]);
+    let mut import = Command::new("/usr/bin/docker")
+        .args(&args)
+        .env("DOCKER_HOST", docker_host())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("running docker import");
+    use std::io::Write as _;
+    import
+        .stdin
+        .take()
+        .expect("docker import's stdin")
+        .write_all(&tar.stdout)
+        .expect("writing to docker import");
+    assert!(
+        import.wait().expect("docker import").success(),
+        "docker import {image}"
+    );
+}
+
 /// Copies image `image` of the test Docker engine into containerd's `k8s.io` namespace, as
 /// `docker save IMAGE | ctr images import -` does: there it is named as the CRI plugin
 /// resolves the name (`kdbg-distroless:test` as `docker.io/library/kdbg-distroless:test`), for

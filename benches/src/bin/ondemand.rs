@@ -74,17 +74,10 @@ fn main() {
         cmd
     };
     let on_demand_pods = || {
-        let out = cluster.kubectl(&[
-            "get",
-            "pods",
-            "-n",
-            AGENT_NAMESPACE,
-            "-l",
-            "app.kubernetes.io/component=on-demand",
-            "-o",
-            "name",
-        ]);
-        text(&out.stdout).lines().count()
+        cluster
+            .pods_selected(AGENT_NAMESPACE, "app.kubernetes.io/component=on-demand")
+            .lines()
+            .count()
     };
     // One of each first, not counted: the page cache, the engine's first container.
     let (mut daemon, mut demand) = (Vec::new(), Vec::new());

@@ -379,6 +379,18 @@ impl Cluster {
             .expect("running kubectl")
     }
 
+    /// The pods of `namespace` that label selector `selector` selects, as kubectl names them
+    /// (`pod/NAME`), one per line.
+    pub fn pods_selected(&self, namespace: &str, selector: &str) -> String {
+        let out = self.kubectl(&["get", "pods", "-n", namespace, "-l", selector, "-o", "name"]);
+        assert!(
+            out.status.success(),
+            "kubectl get pods -l {selector}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// `kubectl-debug` against it, reaching agents on `agent_port`.
     pub fn debug(&self, agent_port: u16, args: &[&str]) -> std::process::Command {
         let mut cmd = crate::plugin();
