@@ -237,6 +237,10 @@ pub async fn create(
                     s.message
                 )
             }
+            Err(kube::Error::Api(s)) if s.message.contains("PodSecurity") => bail!(
+                "namespace {namespace}'s Pod Security admission refused the copy of pod {pod}: {}; the copy keeps the pod's security settings, which the namespace's pod-security.kubernetes.io/enforce label no longer admits (the pod was admitted before it was set)",
+                s.message
+            ),
             Err(kube::Error::Api(s)) => bail!(
                 "the API server refused the copy of pod {pod} in namespace {namespace}: {}",
                 s.message

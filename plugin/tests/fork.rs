@@ -373,6 +373,30 @@ fn a_copy_that_cannot_start_says_why_and_is_deleted_on(engine: &dyn Engine) {
 }
 
 #[test]
+fn a_copy_refused_by_admission_says_why() {
+    let world = World::new("admission");
+    // Admitted before the namespace enforced the restricted level, as pods outlive labels.
+    world.apply(&format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\n  namespace: shop\nspec:\n  restartPolicy: Never\n  containers:\n  - {{name: app, image: {}, imagePullPolicy: Never}}\n",
+        crashing_image()
+    ));
+    world
+        .cluster
+        .api
+        .set_pod_security("shop", PodSecurity::Restricted);
+    let out = support::run(&mut world.fork("web", &["--fork"], &["true"]), b"");
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("namespace shop's Pod Security admission refused the copy of pod web: ")
+            && stderr.contains("violates PodSecurity")
+            && stderr.contains("pod-security.kubernetes.io/enforce"),
+        "{stderr}"
+    );
+    assert!(world.copies().is_empty());
+}
+
+#[test]
 fn a_user_who_may_not_create_pods_is_told_which_permission() {
     let world = World::new("rbac");
     world.apply(&format!(
