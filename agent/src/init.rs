@@ -24,13 +24,32 @@ pub struct InstallError {
 
 /// Writes `kdbg-init` into `dir` (made, mode 0755, if need be), unless the same binary is
 /// there already; returns its path. The file is replaced atomically (written aside, then
-/// renamed), so containers that bind-mounted an older one keep theirs.
+/// renamed), so containers that bind-mounted an older one keep theirs. What a copy of a pod
+/// holds still with (`--install-init`): one binary in a directory of its own.
 pub fn install(dir: &Path) -> Result<PathBuf, InstallError> {
+    install_as(dir, "kdbg-init")
+}
+
+/// [`install`] under a name of this build's own, `kdbg-init-<hash of the binary>`: what the
+/// agent bind-mounts into debug containers from `runtime.initDir`, which every agent of the
+/// node shares. Two agents of different versions on one node (a rolling upgrade, an agent
+/// started on demand beside the DaemonSet's) each give their containers their own binary,
+/// instead of the last to start replacing the other's under it.
+pub fn install_own(dir: &Path) -> Result<PathBuf, InstallError> {
+    let digest = ring::digest::digest(&ring::digest::SHA256, BINARY);
+    let hex: String = digest.as_ref()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    install_as(dir, &format!("kdbg-init-{hex}"))
+}
+
+fn install_as(dir: &Path, name: &str) -> Result<PathBuf, InstallError> {
     let failed = |source| InstallError {
         dir: dir.display().to_string(),
         source,
     };
-    let path = dir.join("kdbg-init");
+    let path = dir.join(name);
     if std::fs::read(&path).is_ok_and(|current| current == BINARY) {
         return Ok(path);
     }
@@ -95,6 +114,12 @@ mod tests {
         install(&dir).unwrap();
         let again = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&path).unwrap());
         assert_eq!(inode, again);
+        // The agent's own name is this build's: another build's binary is left alone.
+        let own = install_own(&dir).unwrap();
+        assert_ne!(own, path);
+        assert!(own.file_name().unwrap().to_str().unwrap().starts_with("kdbg-init-"));
+        assert_eq!(std::fs::read(&own).unwrap(), BINARY);
+        assert_eq!(install_own(&dir).unwrap(), own);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

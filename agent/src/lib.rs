@@ -218,7 +218,7 @@ impl Settings {
 
 /// A new agent over `runtime`, with `kdbg-init` put in place.
 pub fn agent(runtime: AnyRuntime, settings: Settings) -> Result<Arc<Agent>, init::InstallError> {
-    let init = init::install(&settings.init_dir)?;
+    let init = init::install_own(&settings.init_dir)?;
     Ok(Arc::new(Agent {
         runtime,
         defaults: settings.defaults,
