@@ -8,7 +8,13 @@
 //!
 //! - `kdbg-init hold`: the container's main process. It holds the container (and so its
 //!   filesystem and namespaces) between sessions, and exits on SIGTERM, SIGINT or SIGHUP.
-//! - `kdbg-init run --session ID --grace SECS -- COMMAND...`: one session's process. It becomes
+//! - `kdbg-init run --session ID --grace SECS [--chroot] -- COMMAND...`: one session's process.
+//!   It points `/target` (a symlink in the debug container's own filesystem) at the target's
+//!   root, `/proc/<pid>/root` of the target's main process (`KDBG_TARGET_PID`, which the agent
+//!   sets; 1 without it), and sets `TARGET_ROOT` to it; with `--chroot`, the command runs with
+//!   that root as `/` instead (`chroot(2)`: nothing is mounted, nothing written in the
+//!   target), `TARGET_ROOT=/`, the debug image's root at `DEBUG_ROOT` (`/proc/<this
+//!   process>/root`) and its directories appended to `PATH`. It becomes
 //!   a child subreaper (`PR_SET_CHILD_SUBREAPER`), so every orphan of the session is re-parented
 //!   to it and reaped; runs COMMAND; when COMMAND exits, it kills whatever the session left
 //!   running and reaps it, then exits with COMMAND's status (128 + signal when killed). On
@@ -18,6 +24,9 @@
 //!   with it, takes them without acting on them.
 //! - `kdbg-init signal ID SIGNAL`: sends SIGNAL to the `run` process of session ID (Docker has
 //!   no API to signal an exec'd process, so the agent execs this).
+//! - `kdbg-init pack PATH` and `kdbg-init unpack [--into] PATH`: a tar of the target's PATH on
+//!   stdout, or one from stdin unpacked there, resolving paths inside the target's root
+//!   (`kubectl-debug cp`; see copy.rs and archive.rs).
 //!
 //! It is compiled by the agent's build script with `rustc` alone (no crates) and linked
 //! statically (`crt-static`), so it runs in any image, glibc, musl or none. Being dependency
@@ -26,7 +35,11 @@
 
 #![allow(unsafe_code)]
 
-use std::ffi::c_int;
+mod archive;
+mod copy;
+mod target_root;
+
+use std::ffi::{CString, c_char, c_int};
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
@@ -53,6 +66,8 @@ unsafe extern "C" {
     fn waitpid(pid: c_int, status: *mut c_int, options: c_int) -> c_int;
     fn kill(pid: c_int, signal: c_int) -> c_int;
     fn getpid() -> c_int;
+    fn chroot(path: *const c_char) -> c_int;
+    fn chdir(path: *const c_char) -> c_int;
 }
 
 const PR_SET_CHILD_SUBREAPER: c_int = 36;
@@ -74,16 +89,25 @@ const TICK: Duration = Duration::from_millis(200);
 const LAST_REAP: Duration = Duration::from_secs(2);
 
 fn main() -> ExitCode {
+    // `pack` and `unpack` take paths, which need not be UTF-8: see copy.rs.
+    let raw: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    if let Some(verb @ ("pack" | "unpack")) = raw.first().and_then(|v| v.to_str()) {
+        return copy::main(verb == "unpack", &raw[1..]);
+    }
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     match args.as_slice() {
         ["hold"] => hold(),
-        ["run", "--session", session, "--grace", grace, "--", command @ ..]
-            if !command.is_empty() =>
-        {
-            match grace.parse::<u64>() {
-                Ok(grace) => run(session, Duration::from_secs(grace), command),
-                Err(_) => usage(),
+        ["run", "--session", session, "--grace", grace, rest @ ..] => {
+            let (chroot, rest) = match rest {
+                ["--chroot", rest @ ..] => (true, rest),
+                rest => (false, rest),
+            };
+            match (grace.parse::<u64>(), rest) {
+                (Ok(grace), ["--", command @ ..]) if !command.is_empty() => {
+                    run(session, Duration::from_secs(grace), chroot, command)
+                }
+                _ => usage(),
             }
         }
         ["signal", session, signal] => match signal.parse::<c_int>() {
@@ -96,7 +120,7 @@ fn main() -> ExitCode {
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: kdbg-init hold | run --session ID --grace SECS -- COMMAND... | signal ID SIGNAL"
+        "usage: kdbg-init hold | run --session ID --grace SECS [--chroot] -- COMMAND... | signal ID SIGNAL"
     );
     ExitCode::from(2)
 }
@@ -170,14 +194,90 @@ fn hold() -> ExitCode {
     }
 }
 
-fn run(session: &str, grace: Duration, command: &[&str]) -> ExitCode {
+/// Points [`target_root::TARGET_LINK`] at `root` (atomically, so that sessions starting
+/// together agree); returns where the session finds the target's root: the link, or `root`
+/// itself when the link cannot be made (a read-only debug image, a user other than root, or
+/// the image's own `/target`).
+fn link_target(root: &str) -> String {
+    let link = target_root::TARGET_LINK;
+    match std::fs::read_link(link) {
+        Ok(current) if current.as_os_str() == root => return link.to_owned(),
+        // Ours, from an earlier session: replaced.
+        Ok(current) if current.to_str().is_some_and(|c| c.starts_with("/proc/")) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        _ => {
+            eprintln!(
+                "kdbg-init: {link} is the debug image's; the target's root is at {root} ($TARGET_ROOT)"
+            );
+            return root.to_owned();
+        }
+    }
+    // SAFETY: getpid takes nothing and cannot fail.
+    let aside = format!("/.kdbg-target.{}", unsafe { getpid() });
+    let made =
+        std::os::unix::fs::symlink(root, &aside).and_then(|()| std::fs::rename(&aside, link));
+    match made {
+        Ok(()) => link.to_owned(),
+        Err(e) => {
+            let _ = std::fs::remove_file(&aside);
+            eprintln!(
+                "kdbg-init: cannot make {link} ({e}); the target's root is at {root} ($TARGET_ROOT)"
+            );
+            root.to_owned()
+        }
+    }
+}
+
+fn run(session: &str, grace: Duration, chroot_target: bool, command: &[&str]) -> ExitCode {
     let set = block_signals();
     // SAFETY: prctl with integer arguments.
     if unsafe { prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
-        eprintln!("kdbg-init: cannot become a child subreaper; orphans of session {session} go to the target's PID 1");
+        eprintln!(
+            "kdbg-init: cannot become a child subreaper; orphans of session {session} go to the target's PID 1"
+        );
     }
+    let pid = target_root::target_pid(std::env::var(target_root::TARGET_PID_ENV).ok().as_deref());
+    let root = target_root::proc_root(pid);
     let mut spawn = Command::new(command[0]);
-    spawn.args(&command[1..]);
+    spawn
+        .args(&command[1..])
+        .env_remove(target_root::TARGET_PID_ENV);
+    if chroot_target {
+        // Reached first, so that what stops the chroot is said plainly.
+        if let Err(e) = std::fs::read_dir(&root) {
+            eprintln!(
+                "kdbg-init: --chroot: cannot reach the target's root {root}: {e}{}",
+                if e.kind() == std::io::ErrorKind::PermissionDenied {
+                    " (a target running as another user needs CAP_SYS_PTRACE: profile general or sysadmin)"
+                } else {
+                    ""
+                }
+            );
+            return ExitCode::from(126);
+        }
+        // SAFETY: getpid takes nothing and cannot fail.
+        let debug_root = target_root::proc_root(unsafe { getpid() } as u32);
+        let path = target_root::chroot_path(std::env::var("PATH").ok().as_deref(), &debug_root);
+        spawn
+            .env("TARGET_ROOT", "/")
+            .env("DEBUG_ROOT", &debug_root)
+            .env("PATH", path);
+        let Ok(root) = CString::new(root.clone()) else {
+            return usage();
+        };
+        // SAFETY: chroot and chdir take C strings that outlive the call; the child is the
+        // fork of a single-threaded process.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut spawn, move || {
+                if chroot(root.as_ptr()) != 0 || chdir(c"/".as_ptr()) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    } else {
+        spawn.env("TARGET_ROOT", link_target(&root));
+    }
     // The child inherits our blocked signals: it must get them as usual, so its mask is
     // emptied between fork and exec.
     // SAFETY: only sigemptyset and sigprocmask run in the child, both async-signal-safe.
@@ -192,7 +292,15 @@ fn run(session: &str, grace: Duration, command: &[&str]) -> ExitCode {
     let child = match spawn.spawn() {
         Ok(child) => child,
         Err(e) => {
-            eprintln!("kdbg-init: cannot run {:?}: {e}", command[0]);
+            // EPERM: the chroot (EACCES would be the command's own permissions).
+            if chroot_target && e.raw_os_error() == Some(1) {
+                eprintln!(
+                    "kdbg-init: --chroot: cannot run {:?} in the target's root {root}: {e} (chroot needs CAP_SYS_CHROOT: the debug image's user must be root)",
+                    command[0]
+                );
+            } else {
+                eprintln!("kdbg-init: cannot run {:?}: {e}", command[0]);
+            }
             return ExitCode::from(if e.kind() == std::io::ErrorKind::NotFound {
                 127
             } else {

@@ -86,6 +86,9 @@ fn node_reference() -> &'static str {
     })
 }
 
+/// Why a debug container of the node itself (`kubectl-debug node/NAME`) gives the node.
+pub const NODE_ITSELF: &str = "it runs in the node's own pid, network, IPC and UTS namespaces, with the node's root filesystem at /host";
+
 /// Why a debug container that exists (with `labels`) gives the node itself, if it does:
 /// what the agent that made it recorded ([`label::NODE_LEVEL`]), else, for a container made
 /// before that label, what its target is (`target`, as the runtime describes it), when known.

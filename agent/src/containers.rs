@@ -19,7 +19,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::future::join_all;
 use kdbg_api::{ContainerItem, ContainerStatus, PodScope};
-use kdbg_runtimes::{ContainerState, DebugContainer, Error, Runtime, TargetRef, label};
+use kdbg_runtimes::{ContainerState, DebugContainer, Error, Runtime, Target, label};
 use tracing::{info, warn};
 
 use crate::Agent;
@@ -42,13 +42,19 @@ fn label<'a>(c: &'a DebugContainer, key: &str) -> Option<&'a str> {
 }
 
 fn in_scope(c: &DebugContainer, scope: &PodScope) -> bool {
-    scope.contains(label(c, label::POD_NAMESPACE), label(c, label::POD_NAME))
+    scope.includes(
+        label(c, label::POD_NAMESPACE),
+        label(c, label::POD_NAME),
+        label(c, label::NODE),
+    )
 }
 
-/// Whether the target of `c` is gone (not found, or not running).
+/// Whether the target of `c` is gone (not found, or not running); the node never is.
 async fn orphaned(agent: &Agent, c: &DebugContainer) -> bool {
-    let Some(target) = label(c, label::TARGET).and_then(|t| t.parse::<TargetRef>().ok()) else {
-        return true;
+    let target = match label(c, label::TARGET).and_then(|t| t.parse::<Target>().ok()) {
+        Some(Target::Container(target)) => target,
+        Some(Target::Node(_)) => return false,
+        None => return true,
     };
     matches!(
         agent.runtime.check_target(&target).await,

@@ -71,9 +71,38 @@ fn install_as(dir: &Path, name: &str) -> Result<PathBuf, InstallError> {
     Ok(path)
 }
 
+/// `kdbg-init`'s pure part: `/target` and the `PATH` of `--chroot` sessions.
+#[cfg(test)]
+#[path = "../init/target_root.rs"]
+mod target_root;
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_target_root_and_the_path_of_chroot_sessions() {
+        use target_root::*;
+        assert_eq!(TARGET_PID_ENV, kdbg_runtimes::init::TARGET_PID_ENV);
+        assert_eq!(TARGET_LINK, "/target");
+        assert_eq!(target_pid(None), 1);
+        assert_eq!(target_pid(Some("4242")), 4242);
+        for bad in ["", "0", "-3", "x"] {
+            assert_eq!(target_pid(Some(bad)), 1, "{bad:?}");
+        }
+        assert_eq!(proc_root(7), "/proc/7/root");
+        assert_eq!(
+            chroot_path(Some("/usr/bin:/bin/:relative"), "/proc/9/root"),
+            "/usr/bin:/bin/:relative:/proc/9/root/usr/bin:/proc/9/root/bin"
+        );
+        let default = chroot_path(None, "/proc/9/root");
+        assert!(default.starts_with(DEFAULT_PATH), "{default}");
+        assert!(
+            default.ends_with(":/proc/9/root/sbin:/proc/9/root/bin"),
+            "{default}"
+        );
+        assert_eq!(chroot_path(Some(""), "/d"), chroot_path(None, "/d"));
+    }
 
     #[test]
     fn the_embedded_init_is_a_static_executable_that_installs_once() {

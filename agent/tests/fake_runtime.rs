@@ -133,6 +133,7 @@ async fn a_session_creates_joins_relays_and_removes() {
         panic!("no exec in {calls:?}");
     };
     assert_eq!(process.command, ["bash"], "the agent's default command");
+    assert!(!process.chroot);
     assert_eq!(spec.labels[label::TARGET], "docker://t1");
     assert_eq!(spec.labels[label::POD_NAMESPACE], "prod");
     assert_eq!(spec.labels[label::POD_NAME], "web-1");
@@ -485,6 +486,7 @@ async fn list_says_running_idle_exited_or_orphaned() {
     let scope = kdbg_api::PodScope {
         namespace: Some("shop".into()),
         pod: Some("web-1".into()),
+        node: None,
     };
     let pod = kdbg_agent::containers::list(&agent, &scope).await.unwrap();
     assert_eq!(pod.len(), 2);
@@ -497,4 +499,25 @@ async fn list_says_running_idle_exited_or_orphaned() {
         .await
         .unwrap();
     kdbg_agent::containers::remove(&agent, &idle).await.unwrap();
+}
+
+#[tokio::test]
+async fn chroot_reaches_the_sessions_process() {
+    let running = agent(Script::default()).await;
+    let mut req = request("t1");
+    req.chroot = true;
+    let (ws, protocol, _) = open(&running.address, &req).await.unwrap();
+    let io = ClientIo {
+        stdout: Some(Box::pin(tokio::io::sink())),
+        stderr: Some(Box::pin(tokio::io::sink())),
+        ..ClientIo::default()
+    };
+    attach(ws, protocol, io, &Config::default()).await.unwrap();
+    let calls = running.fake.calls();
+    let Some(Call::Exec(_, process)) = calls.iter().find(|c| matches!(c, Call::Exec(..))) else {
+        panic!("no exec in {calls:?}");
+    };
+    assert!(process.chroot, "{process:?}");
+    // The fake's target has no PID: kdbg-init then goes through PID 1.
+    assert_eq!(process.target_pid, None);
 }

@@ -214,6 +214,24 @@ impl Endpoint {
         }
     }
 
+    /// The node it names as its target or scope (`kubectl-debug node/NAME`), if it does: an
+    /// agent serves only its own node.
+    pub fn node(&self) -> Option<&str> {
+        match self {
+            Endpoint::Debug(request) => request.node.as_deref(),
+            Endpoint::Pull(request) => request.node.as_deref(),
+            Endpoint::Containers(scope)
+            | Endpoint::RemoveContainer { scope, .. }
+            | Endpoint::Recordings(scope)
+            | Endpoint::Recording { scope, .. } => scope.node.as_deref(),
+            Endpoint::Watch(request) => request.scope.node.as_deref(),
+            Endpoint::Healthz
+            | Endpoint::Metrics
+            | Endpoint::Version
+            | Endpoint::ImageConfig(_) => None,
+        }
+    }
+
     /// Whether anyone may ask, unauthenticated: probes and scrapers.
     pub fn is_open(&self) -> bool {
         matches!(self, Endpoint::Healthz | Endpoint::Metrics)
@@ -230,6 +248,7 @@ mod tests {
         let scope = PodScope {
             namespace: Some("prod".into()),
             pod: Some("web-1".into()),
+            node: None,
         };
         let target: TargetRef = "docker://abc".parse().unwrap();
         let endpoints = [
@@ -243,6 +262,7 @@ mod tests {
                 policy: Default::default(),
                 pod_namespace: None,
                 pod_name: None,
+                node: None,
             }),
             Endpoint::Containers(PodScope::default()),
             Endpoint::RemoveContainer {

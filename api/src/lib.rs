@@ -19,7 +19,9 @@ pub mod response;
 pub mod view;
 
 pub use endpoint::{Endpoint, Unroutable};
-pub use kdbg_model::{ImageConfig, Profile, PullPolicy, PullProgress, RuntimeKind, TargetRef};
+pub use kdbg_model::{
+    ImageConfig, Profile, PullPolicy, PullProgress, RuntimeKind, Target, TargetRef,
+};
 pub use kdbg_relay::error_chain;
 pub use kdbg_relay::status::Status;
 pub use request::{

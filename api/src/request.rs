@@ -3,11 +3,12 @@
 //! A debug request's parameters follow `kubectl exec`: `command` repeated,
 //! `stdin`/`stdout`/`stderr`/`tty` as `true`/`1` (and the kubelet's spellings
 //! `input`/`output`/`error`), plus ours: `target` (the container to join), or `container` (an
-//! existing retained debug container to open a new session in: `attach`), `image`, `name`,
+//! existing retained debug container to open a new session in: `attach`), or `node` (the
+//! node itself, `kubectl-debug node/NAME`: its namespaces and root filesystem), `image`, `name`,
 //! `retain`, `pullPolicy`, and `podNamespace`, `podName`, `user` that end up in labels and
 //! are checked against them.
 
-use kdbg_model::{InvalidReference, InvalidValue, Profile, PullPolicy, TargetRef};
+use kdbg_model::{InvalidReference, InvalidValue, Profile, PullPolicy, Target, TargetRef};
 use kdbg_relay::TerminalSize;
 
 /// A query the agent does not take: what is wrong with it, and what it takes. The agent
@@ -78,6 +79,10 @@ pub struct DebugRequest {
     pub target: Option<TargetRef>,
     /// An existing retained debug container to open the session in (`attach`).
     pub container: Option<String>,
+    /// The node itself instead of a container (`kubectl-debug node/NAME`): a new debug
+    /// container in its namespaces, or with `container`, the node's debug container to attach
+    /// to. It must be the agent's own node.
+    pub node: Option<String>,
     /// The tools image; the agent's default when absent.
     pub image: Option<String>,
     /// The command; the agent's default when empty.
@@ -108,6 +113,9 @@ pub struct DebugRequest {
     pub record: bool,
     /// The capability profile; the agent's default when absent.
     pub profile: Option<Profile>,
+    /// Run the command with the target's root filesystem as `/` (`chroot`; sent only when
+    /// true, so that an older agent refuses it rather than ignore it).
+    pub chroot: bool,
     /// The client's terminal size at the start (`cols`, `rows`), for a terminal session: the
     /// process starts with it, and a recording's header says it, before the first resize
     /// message arrives.
@@ -151,6 +159,7 @@ impl DebugRequest {
         let mut request = DebugRequest {
             target: None,
             container: None,
+            node: None,
             image: None,
             command: Vec::new(),
             stdin: false,
@@ -166,6 +175,7 @@ impl DebugRequest {
             pod_container: None,
             record: false,
             profile: None,
+            chroot: false,
             size: None,
         };
         let (mut cols, mut rows) = (None, None);
@@ -180,6 +190,7 @@ impl DebugRequest {
             match &*key {
                 "target" => request.target = Some(target(&value)?),
                 "container" => request.container = Some(valid_name(&value)?),
+                "node" => request.node = Some(node(&value)?),
                 "image" => request.image = Some(image(&value)?),
                 "profile" => request.profile = Some(self::value("profile", &value)?),
                 "command" => request.command.push(value.to_string()),
@@ -195,14 +206,15 @@ impl DebugRequest {
                 "user" => request.user = Some(non_empty("user")?),
                 "podContainer" => request.pod_container = Some(non_empty("podContainer")?),
                 "record" => request.record = flag(&key, &value)?,
+                "chroot" => request.chroot = flag(&key, &value)?,
                 "cols" => cols = Some(dimension(&key, &value)?),
                 "rows" => rows = Some(dimension(&key, &value)?),
                 other => {
                     return Err(BadQuery::Unknown {
                         key: other.to_owned(),
-                        known: "target, container, image, command, stdin, stdout, stderr, tty, \
+                        known: "target, container, node, image, command, stdin, stdout, stderr, tty, \
                                 name, retain, pullPolicy, podNamespace, podName, podContainer, \
-                                user, record, profile, cols, rows",
+                                user, record, profile, chroot, cols, rows",
                     });
                 }
             }
@@ -216,10 +228,19 @@ impl DebugRequest {
                 ));
             }
         };
-        if request.target.is_none() && request.container.is_none() {
+        if request.target.is_none() && request.container.is_none() && request.node.is_none() {
             return Err(BadQuery::Rule(
                 "query parameter target is required: the container to join, as <runtime>://<id> \
-                 (or container: an existing retained debug container)",
+                 (or container: an existing retained debug container; or node: the node itself)",
+            ));
+        }
+        if request.node.is_some()
+            && (request.target.is_some()
+                || request.pod_namespace.is_some()
+                || request.pod_name.is_some())
+        {
+            return Err(BadQuery::Rule(
+                "query parameter node names the node itself: it goes without target, podNamespace and podName",
             ));
         }
         // The kubelet's rules.
@@ -236,6 +257,15 @@ impl DebugRequest {
 }
 
 impl DebugRequest {
+    /// What a new debug container of this request joins: its `target`, or its `node`.
+    pub fn joins(&self) -> Option<Target> {
+        match (&self.target, &self.node) {
+            (Some(target), _) => Some(Target::Container(target.clone())),
+            (None, Some(node)) => Some(Target::Node(node.clone())),
+            (None, None) => None,
+        }
+    }
+
     /// The query string that [`DebugRequest::from_query`] reads back as this request.
     pub fn to_query(&self) -> String {
         let mut q = form_urlencoded::Serializer::new(String::new());
@@ -244,6 +274,9 @@ impl DebugRequest {
         }
         if let Some(container) = &self.container {
             q.append_pair("container", container);
+        }
+        if let Some(node) = &self.node {
+            q.append_pair("node", node);
         }
         if let Some(image) = &self.image {
             q.append_pair("image", image);
@@ -266,6 +299,9 @@ impl DebugRequest {
         }
         if let Some(profile) = self.profile {
             q.append_pair("profile", profile.name());
+        }
+        if self.chroot {
+            q.append_pair("chroot", "true");
         }
         if let Some(size) = self.size {
             q.append_pair("cols", &size.cols.to_string());
@@ -300,6 +336,9 @@ pub struct PullRequest {
     pub pod_namespace: Option<String>,
     /// See `pod_namespace`.
     pub pod_name: Option<String>,
+    /// For a session of the node itself (`kubectl-debug node/NAME`): the node, whose
+    /// permission (`create nodes/proxy`) an agent that checks them asks for.
+    pub node: Option<String>,
 }
 
 impl PullRequest {
@@ -308,10 +347,11 @@ impl PullRequest {
         let mut image = None;
         let mut target = None;
         let mut policy = PullPolicy::default();
-        let (mut pod_namespace, mut pod_name) = (None, None);
+        let (mut pod_namespace, mut pod_name, mut node) = (None, None, None);
         for (key, value) in form_urlencoded::parse(query.as_bytes()) {
             match &*key {
                 "image" if !value.is_empty() => image = Some(self::image(&value)?),
+                "node" => node = Some(self::node(&value)?),
                 "target" => target = Some(self::target(&value)?),
                 "pullPolicy" => policy = self::value("pullPolicy", &value)?,
                 "podNamespace" if !value.is_empty() => pod_namespace = Some(value.into_owned()),
@@ -319,10 +359,15 @@ impl PullRequest {
                 other => {
                     return Err(BadQuery::UnknownOrEmpty {
                         key: other.to_owned(),
-                        known: "target, image, pullPolicy, podNamespace, podName",
+                        known: "target, image, pullPolicy, podNamespace, podName, node",
                     });
                 }
             }
+        }
+        if node.is_some() && (target.is_some() || pod_namespace.is_some() || pod_name.is_some()) {
+            return Err(BadQuery::Rule(
+                "query parameter node names the node itself: it goes without target, podNamespace and podName",
+            ));
         }
         Ok(PullRequest {
             target,
@@ -330,6 +375,7 @@ impl PullRequest {
             policy,
             pod_namespace,
             pod_name,
+            node,
         })
     }
 
@@ -346,6 +392,7 @@ impl PullRequest {
         for (key, value) in [
             ("podNamespace", &self.pod_namespace),
             ("podName", &self.pod_name),
+            ("node", &self.node),
         ] {
             if let Some(value) = value {
                 q.append_pair(key, value);
@@ -421,6 +468,11 @@ fn target(value: &str) -> Result<TargetRef, BadQuery> {
     self::value("target", value)
 }
 
+/// Query parameter `node`: a node's name.
+fn node(value: &str) -> Result<String, BadQuery> {
+    kdbg_model::node_name(value).map_err(|why| BadQuery::Value { key: "node", why })
+}
+
 /// Query parameter `image`: a reference the runtimes can pull.
 fn image(value: &str) -> Result<String, BadQuery> {
     kdbg_model::Reference::parse(value)
@@ -464,6 +516,7 @@ mod tests {
         let request = DebugRequest {
             target: Some("docker://abc".parse().unwrap()),
             container: None,
+            node: None,
             image: Some("127.0.0.1:5000/tools:1".into()),
             command: vec!["sh".into(), "-c".into(), "echo a&b=c".into()],
             stdin: true,
@@ -479,6 +532,7 @@ mod tests {
             pod_container: Some("app".into()),
             record: true,
             profile: Some(kdbg_model::Profile::Netadmin),
+            chroot: true,
             size: Some(TerminalSize {
                 cols: 120,
                 rows: 40,
@@ -533,15 +587,18 @@ mod tests {
 }
 
 /// The parameters of a [`PodScope`].
-const SCOPE_PARAMETERS: &str = "podNamespace, podName";
+const SCOPE_PARAMETERS: &str = "podNamespace, podName, node";
 
-/// The scope of a container list or removal: the debug containers of one pod, or all.
+/// The scope of a container list or removal: the debug containers of one pod, of a
+/// namespace, of the node itself (`node/NAME`), or all.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PodScope {
     /// The pod's namespace.
     pub namespace: Option<String>,
     /// The pod's name (with a namespace).
     pub pod: Option<String>,
+    /// The node: its own debug containers (`kubectl-debug node/NAME`), no pod's.
+    pub node: Option<String>,
 }
 
 impl PodScope {
@@ -552,6 +609,7 @@ impl PodScope {
             match &*key {
                 "podNamespace" if !value.is_empty() => scope.namespace = Some(value.into()),
                 "podName" if !value.is_empty() => scope.pod = Some(value.into()),
+                "node" => scope.node = Some(node(&value)?),
                 other => {
                     return Err(BadQuery::UnknownOrEmpty {
                         key: other.to_owned(),
@@ -562,6 +620,11 @@ impl PodScope {
         }
         if scope.pod.is_some() && scope.namespace.is_none() {
             return Err(BadQuery::Rule("query parameter podName needs podNamespace"));
+        }
+        if scope.node.is_some() && scope.namespace.is_some() {
+            return Err(BadQuery::Rule(
+                "query parameter node (the node's own debug containers) goes without podNamespace and podName",
+            ));
         }
         Ok(scope)
     }
@@ -575,15 +638,35 @@ impl PodScope {
         if let Some(pod) = &self.pod {
             q.append_pair("podName", pod);
         }
+        if let Some(node) = &self.node {
+            q.append_pair("node", node);
+        }
         q.finish()
     }
 
-    /// Whether a container with these pod labels is in scope.
+    /// Whether a container with these pod labels is in scope (none is in a node's scope).
     pub fn contains(&self, namespace: Option<&str>, pod: Option<&str>) -> bool {
-        self.namespace
-            .as_deref()
-            .is_none_or(|ns| Some(ns) == namespace)
+        self.node.is_none()
+            && self
+                .namespace
+                .as_deref()
+                .is_none_or(|ns| Some(ns) == namespace)
             && self.pod.as_deref().is_none_or(|p| Some(p) == pod)
+    }
+
+    /// Whether a debug container with these pod labels, and `node` when it is a node's own
+    /// (its node label), is in scope: a node's scope holds only the node's own.
+    pub fn includes(&self, namespace: Option<&str>, pod: Option<&str>, node: Option<&str>) -> bool {
+        match &self.node {
+            Some(scope) => node == Some(scope.as_str()),
+            None => self.contains(namespace, pod),
+        }
+    }
+
+    /// Whether the scope is one object's (a pod, or a node): a list of it that the caller may
+    /// not see all of is refused rather than cut short.
+    pub fn is_one(&self) -> bool {
+        self.pod.is_some() || self.node.is_some()
     }
 }
 
@@ -648,6 +731,7 @@ mod watch_tests {
             scope: PodScope {
                 namespace: Some("prod".into()),
                 pod: Some("web-1".into()),
+                node: None,
             },
         };
         assert_eq!(
@@ -670,5 +754,57 @@ mod watch_tests {
                 .to_string()
                 .contains("input")
         );
+    }
+}
+
+#[cfg(test)]
+mod node_tests {
+    use super::*;
+
+    #[test]
+    fn a_node_request_names_the_node_alone() {
+        let request = DebugRequest::from_query("node=worker-1&stdout=1&retain=1").unwrap();
+        assert_eq!(request.joins(), Some(Target::Node("worker-1".into())));
+        assert_eq!(
+            DebugRequest::from_query(&request.to_query()).unwrap(),
+            request
+        );
+        let attach = DebugRequest::from_query("node=worker-1&container=x&stdout=1").unwrap();
+        assert_eq!(attach.node.as_deref(), Some("worker-1"));
+        for (query, says) in [
+            (
+                "node=worker-1&target=docker://a&stdout=1",
+                "goes without target",
+            ),
+            (
+                "node=worker-1&podNamespace=a&podName=b&stdout=1",
+                "goes without target",
+            ),
+            (
+                "node=Worker_1&stdout=1",
+                "node name \"Worker_1\" is invalid",
+            ),
+        ] {
+            let err = DebugRequest::from_query(query).unwrap_err().to_string();
+            assert!(err.contains(says), "{query}: {err}");
+        }
+        let pull = PullRequest::from_query("node=worker-1&image=busybox").unwrap();
+        assert_eq!(PullRequest::from_query(&pull.to_query()).unwrap(), pull);
+        assert!(PullRequest::from_query("node=w&target=docker://a").is_err());
+    }
+
+    #[test]
+    fn a_node_scope_holds_only_the_nodes_own() {
+        let scope = PodScope::from_query("node=worker-1").unwrap();
+        assert_eq!(PodScope::from_query(&scope.to_query()).unwrap(), scope);
+        assert!(scope.is_one());
+        assert!(scope.includes(None, None, Some("worker-1")));
+        assert!(!scope.includes(None, None, Some("worker-2")));
+        assert!(!scope.includes(Some("prod"), Some("web"), None));
+        let all = PodScope::default();
+        assert!(all.includes(None, None, Some("worker-1")));
+        let prod = PodScope::from_query("podNamespace=prod").unwrap();
+        assert!(!prod.includes(None, None, Some("worker-1")));
+        assert!(PodScope::from_query("node=w&podNamespace=prod").is_err());
     }
 }

@@ -1,7 +1,7 @@
 //! The vocabulary the agent's wire contract (`kdbg-api`) and the runtimes (`kdbg-runtimes`)
 //! share, without either's machinery: what a debug container may do ([`Profile`]), when to
 //! pull its image ([`PullPolicy`], [`PullProgress`]), which container it joins
-//! ([`TargetRef`]) and image references ([`Reference`]). Everything that speaks the contract
+//! ([`TargetRef`], or the node itself: [`Target`]) and image references ([`Reference`]). Everything that speaks the contract
 //! (the plugin, the fuzz targets) compiles this, not the engines' clients.
 
 use std::fmt;
@@ -31,6 +31,11 @@ pub enum InvalidValue {
         /// Its scheme.
         runtime: String,
     },
+    /// Not a node's name.
+    #[error(
+        "node name {0:?} is invalid: a node's name is lower-case letters, digits, '-' and '.', starting and ending with a letter or digit"
+    )]
+    NodeName(String),
     /// A target whose ID is not a container ID.
     #[error(
         "target {target:?} has no valid container ID after {scheme}:// (letters, digits, '_', '.', '-', starting with a letter or digit)"
@@ -193,6 +198,73 @@ impl FromStr for TargetRef {
     }
 }
 
+/// The scheme of a node target: `node://NAME`, the node's own namespaces.
+pub const NODE_SCHEME: &str = "node";
+
+/// What a debug container joins: a container's namespaces, or the node's own (`kubectl-debug
+/// node/NAME`: its pid, network, IPC and UTS namespaces, its root filesystem at `/host`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A container, `<runtime>://<id>`.
+    Container(TargetRef),
+    /// The node named so, `node://NAME`.
+    Node(String),
+}
+
+impl Target {
+    /// The container, if it is one.
+    pub fn container(&self) -> Option<&TargetRef> {
+        match self {
+            Target::Container(target) => Some(target),
+            Target::Node(_) => None,
+        }
+    }
+
+    /// The node's name, if it is the node.
+    pub fn node(&self) -> Option<&str> {
+        match self {
+            Target::Container(_) => None,
+            Target::Node(node) => Some(node),
+        }
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Container(target) => target.fmt(f),
+            Target::Node(node) => write!(f, "{NODE_SCHEME}://{node}"),
+        }
+    }
+}
+
+impl FromStr for Target {
+    type Err = InvalidValue;
+
+    fn from_str(s: &str) -> Result<Self, InvalidValue> {
+        match s.strip_prefix("node://") {
+            Some(node) => node_name(node).map(Target::Node),
+            None => s.parse().map(Target::Container),
+        }
+    }
+}
+
+/// A node's name as Kubernetes allows it (a DNS subdomain: lower-case letters, digits, '-'
+/// and '.', starting and ending with a letter or digit, at most 253 characters).
+pub fn node_name(name: &str) -> Result<String, InvalidValue> {
+    let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    let valid = !name.is_empty()
+        && name.len() <= 253
+        && name.starts_with(alnum)
+        && name.ends_with(alnum)
+        && name.chars().all(|c| alnum(c) || c == '-' || c == '.');
+    if valid {
+        Ok(name.to_owned())
+    } else {
+        Err(InvalidValue::NodeName(name.to_owned()))
+    }
+}
+
 /// When to pull the debug image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PullPolicy {
@@ -279,6 +351,25 @@ impl ImageConfig {
             cmd: cmd.filter(|c| !c.is_empty()),
             working_dir: working_dir.filter(|d| !d.trim().is_empty()),
             user: user.filter(|u| !u.trim().is_empty()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_are_containers_or_the_node() {
+        let node: Target = "node://worker-1.example".parse().unwrap();
+        assert_eq!(node, Target::Node("worker-1.example".into()));
+        assert_eq!(node.to_string(), "node://worker-1.example");
+        let container: Target = "docker://abc".parse().unwrap();
+        assert_eq!(container.container().unwrap().id, "abc");
+        assert_eq!(container.to_string(), "docker://abc");
+        for bad in ["node://", "node://Upper", "node://-x", "node://a/b"] {
+            let err = bad.parse::<Target>().unwrap_err().to_string();
+            assert!(err.contains("node name"), "{bad}: {err}");
         }
     }
 }

@@ -34,7 +34,10 @@ pub fn interactive(stdin: bool, tty: bool) -> (bool, bool) {
 /// (the common case) costs no request more than the session; an absent one is refused with
 /// [`kdbg_api::reason::IMAGE_ABSENT`] before anything is created, then pulled, and the
 /// session opened again. `Always` pulls first.
-async fn open_pulling(client: &AgentClient, request: &mut DebugRequest) -> anyhow::Result<Session> {
+pub(crate) async fn open_pulling(
+    client: &AgentClient,
+    request: &mut DebugRequest,
+) -> anyhow::Result<Session> {
     if request.pull_policy == PullPolicy::IfNotPresent {
         let present = DebugRequest {
             pull_policy: PullPolicy::Never,
@@ -213,10 +216,17 @@ impl DebugOpts {
     /// The debug request these options make for `target`, with `-i`/`-t` decided as
     /// [`interactive`] says.
     pub fn request(self, target: TargetRef) -> DebugRequest {
+        self.request_joining(Some(target), None)
+    }
+
+    /// The debug request these options make for `target`, or for node `node` itself
+    /// (`node/NAME`).
+    pub fn request_joining(self, target: Option<TargetRef>, node: Option<String>) -> DebugRequest {
         let (stdin, tty) = interactive(self.stdin, self.tty);
         DebugRequest {
-            target: Some(target),
+            target,
             container: None,
+            node,
             image: self.image,
             command: self.command,
             stdin,
@@ -232,6 +242,7 @@ impl DebugOpts {
             user: std::env::var("USER").ok().filter(|u| !u.is_empty()),
             record: self.record.record.unwrap_or(false),
             profile: self.profile,
+            chroot: self.chroot,
             // The terminal's size now: the process starts with it, and a recording's header.
             size: tty.then(terminal::size).flatten(),
         }
@@ -245,6 +256,7 @@ impl SessionOpts {
         DebugRequest {
             target: None,
             container: Some(name.to_owned()),
+            node: None,
             image: None,
             command: self.command,
             stdin,
@@ -260,6 +272,7 @@ impl SessionOpts {
             user: std::env::var("USER").ok().filter(|u| !u.is_empty()),
             record: self.record.record.unwrap_or(false),
             profile: None,
+            chroot: self.chroot,
             size: tty.then(terminal::size).flatten(),
         }
     }

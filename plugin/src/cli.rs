@@ -19,7 +19,7 @@ pub use local::{
     version,
     args_conflicts_with_subcommands = true,
     subcommand_negates_reqs = true,
-    after_help = "Examples:\n  kubectl-debug web-1 --image nicolaka/netshoot\n  kubectl-debug -n prod web-1 -c app -- ss -tlnp\n  kubectl-debug web-1 --retain -- sh      # keep the debug container\n  kubectl-debug crashy-1 --fork -- sh     # a copy of a crash-looping pod, its container held still\n  kubectl-debug list -A\n  kubectl-debug attach web-1 web-1-dbg-x7k2q\n  kubectl-debug rm web-1 --all\n  kubectl-debug web-1 --record-local web-1.cast   # keep a recording here\n  kubectl-debug recordings list -A\n  kubectl-debug replay SESSION\n  kubectl-debug watch web-1 web-1-dbg-x7k2q\n  kubectl-debug local docker://my-container --image busybox -- sh\n\nA pod named like a verb (list, attach, rm, local, recordings, replay, watch, version, completion, shell-init, help) is written pod/NAME."
+    after_help = "Examples:\n  kubectl-debug web-1 --image nicolaka/netshoot\n  kubectl-debug -n prod web-1 -c app -- ss -tlnp\n  kubectl-debug web-1 --retain -- sh      # keep the debug container\n  kubectl-debug crashy-1 --fork -- sh     # a copy of a crash-looping pod, its container held still\n  kubectl-debug node/worker-1 -- sh       # the node itself, its files at /host\n  kubectl-debug list -A\n  kubectl-debug attach web-1 web-1-dbg-x7k2q\n  kubectl-debug rm web-1 --all\n  kubectl-debug cp web-1:/var/log/app ./app-logs   # and cp LOCAL POD:PATH\n  kubectl-debug web-1 --record-local web-1.cast   # keep a recording here\n  kubectl-debug recordings list -A\n  kubectl-debug replay SESSION\n  kubectl-debug watch web-1 web-1-dbg-x7k2q\n  kubectl-debug local docker://my-container --image busybox -- sh\n\nA pod named like a verb (list, attach, rm, cp, local, recordings, replay, watch, version, completion, shell-init, help) is written pod/NAME."
 )]
 pub struct Cli {
     /// Options of every verb.
@@ -31,7 +31,7 @@ pub struct Cli {
     /// Another verb than debugging a pod.
     #[command(subcommand)]
     pub verb: Option<Verb>,
-    /// The pod to debug.
+    /// The pod to debug, or node/NAME: the node itself (its namespaces, its files at /host).
     #[arg(value_name = "POD", required = true)]
     pub pod: Option<String>,
     /// The pod's container to join (default: the first).
@@ -290,6 +290,12 @@ pub struct DebugOpts {
     /// permission).
     #[arg(long, value_name = "PROFILE")]
     pub profile: Option<kdbg_api::Profile>,
+    /// Run the command with the target container's root filesystem as `/` (chroot; nothing
+    /// is written in it); the debug image's root stays reachable at $DEBUG_ROOT, its
+    /// directories at the end of PATH (static tools run; dynamically linked ones need their
+    /// libraries in the target). Without it the target's root is at /target ($TARGET_ROOT).
+    #[arg(long)]
+    pub chroot: bool,
     /// Pass stdin to the debug container (default with -t on a terminal).
     #[arg(short = 'i', long)]
     pub stdin: bool,
@@ -360,6 +366,10 @@ pub enum Verb {
     Attach(AttachArgs),
     /// Remove debug containers of a pod.
     Rm(RmArgs),
+    /// Copy files and directories between a pod's container and here, through a debug
+    /// container (neither image needs tar): `cp POD:PATH LOCAL`, `cp LOCAL POD:PATH`, `-`
+    /// for a tar stream on stdin or stdout.
+    Cp(crate::cp::CpArgs),
     /// Debug a container on this machine, with no cluster: `local docker://NAME_OR_ID` or
     /// `local containerd://ID`; `local list`, `local attach`, `local rm` as above.
     Local(Box<Local>),
@@ -515,7 +525,7 @@ pub struct ListArgs {
     /// The cluster and its agents.
     #[command(flatten)]
     pub global: Global,
-    /// Only this pod's debug containers.
+    /// Only this pod's debug containers (node/NAME: the node's own).
     #[arg(value_name = "POD")]
     pub pod: Option<String>,
     /// Every namespace.
@@ -532,7 +542,7 @@ pub struct AttachArgs {
     /// The cluster and its agents.
     #[command(flatten)]
     pub global: Global,
-    /// The pod the debug container belongs to.
+    /// The pod the debug container belongs to (node/NAME: the node's).
     #[arg(value_name = "POD")]
     pub pod: String,
     /// The debug container (NAME from `list`).
@@ -546,6 +556,12 @@ pub struct AttachArgs {
 /// `-i`, `-t` and the command of a session in an existing debug container.
 #[derive(Debug, Args, Clone)]
 pub struct SessionOpts {
+    /// Run the command with the target container's root filesystem as `/` (chroot; nothing
+    /// is written in it); the debug image's root stays reachable at $DEBUG_ROOT, its
+    /// directories at the end of PATH (static tools run; dynamically linked ones need their
+    /// libraries in the target). Without it the target's root is at /target ($TARGET_ROOT).
+    #[arg(long)]
+    pub chroot: bool,
     /// Pass stdin to the command (default with -t on a terminal).
     #[arg(short = 'i', long)]
     pub stdin: bool,
@@ -566,7 +582,7 @@ pub struct RmArgs {
     /// The cluster and its agents.
     #[command(flatten)]
     pub global: Global,
-    /// The pod the debug containers belong to.
+    /// The pod the debug containers belong to (node/NAME: the node's).
     #[arg(value_name = "POD")]
     pub pod: String,
     /// The debug containers (NAMEs from `list`).

@@ -130,6 +130,12 @@ impl PluginConfig {
                 self.session(&mut args.session);
             }
             Some(Verb::Rm(args)) => self.global(&mut args.global),
+            Some(Verb::Cp(args)) => {
+                self.global(&mut args.global);
+                fill(&mut args.image, &self.image);
+                fill(&mut args.pull_policy, &self.pull_policy);
+                fill(&mut args.retain, &self.retain);
+            }
             Some(Verb::Recordings(args)) => match &mut args.verb {
                 crate::cli::RecordingsVerb::List(args) => self.global(&mut args.global),
                 crate::cli::RecordingsVerb::Get(args) => self.global(&mut args.global),

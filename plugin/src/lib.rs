@@ -4,7 +4,9 @@
 //! - [`cli`]: the command line;
 //! - [`client`]: the one client of an agent, over one connect strategy;
 //! - [`pod`]: `kubectl-debug POD` and `attach`, through the Kubernetes API;
+//! - [`node`]: `kubectl-debug node/NAME`, a debug container in the node's own namespaces;
 //! - [`list`] and [`rm`]: the debug containers, listed and removed;
+//! - [`cp`]: files and directories copied between a pod's container and here;
 //! - [`recordings`], [`replay`] and [`watch`]: recorded sessions, listed, fetched and played,
 //!   and running ones watched;
 //! - [`local`]: `kubectl-debug local` and its verbs, with no cluster;
@@ -18,10 +20,12 @@ pub mod cli;
 pub mod client;
 pub mod cluster;
 pub mod config;
+pub mod cp;
 pub mod credentials;
 pub mod fork;
 pub mod list;
 pub mod local;
+pub mod node;
 pub mod ondemand;
 pub mod output;
 pub mod pod;
@@ -135,6 +139,7 @@ async fn verb(mut cli: Cli) -> anyhow::Result<ExitStatus> {
         Some(Verb::List(args)) => list::run(&args.global.clone(), args).await.map(done),
         Some(Verb::Attach(args)) => pod::attach(&args.global.clone(), args).await,
         Some(Verb::Rm(args)) => rm::run(&args.global.clone(), args).await.map(done),
+        Some(Verb::Cp(args)) => cp::run(&args.global.clone(), args).await,
         Some(Verb::Recordings(args)) => match args.verb {
             cli::RecordingsVerb::List(args) => recordings::list(&args.global.clone(), args).await,
             cli::RecordingsVerb::Get(args) => recordings::get(&args.global.clone(), args).await,

@@ -65,9 +65,14 @@ impl Row {
     /// The row of `item` on `node`.
     pub fn new(item: ContainerItem, node: &str) -> Row {
         let none = || "<none>".to_owned();
+        // A debug container of the node itself shows as the user names it: node/NAME.
+        let of_node = match item.target.parse::<kdbg_api::Target>() {
+            Ok(kdbg_api::Target::Node(node)) => Some(format!("node/{node}")),
+            _ => None,
+        };
         Row {
             namespace: item.namespace.unwrap_or_else(none),
-            pod: item.pod.unwrap_or_else(none),
+            pod: item.pod.or(of_node).unwrap_or_else(none),
             name: item.name,
             image: item.image,
             status: item.status.to_string(),
@@ -125,6 +130,17 @@ impl Asked {
         let (client, namespace) = (cluster.client.clone(), cluster.namespace.clone());
         let mut homes = BTreeMap::new();
         let mut copies = BTreeMap::new();
+        if let Some(node) = pod.and_then(crate::node::named) {
+            let home = crate::node::find(client, node).await?;
+            return Ok(Asked {
+                cluster,
+                namespace,
+                scope: crate::node::scope(&home.name),
+                nodes: BTreeMap::from([(home.name, home.ip)]),
+                homes,
+                copies,
+            });
+        }
         if let Some(name) = pod {
             let name = pod::pod_name(name);
             let home = pod::node_of(client, &namespace, name).await?;
@@ -134,6 +150,7 @@ impl Asked {
             let scope = PodScope {
                 namespace: Some(namespace.clone()),
                 pod: Some(name.to_owned()),
+                node: None,
             };
             return Ok(Asked {
                 cluster,
@@ -178,7 +195,7 @@ impl Asked {
         }
         let scope = PodScope {
             namespace: (!all_namespaces).then(|| namespace.clone()),
-            pod: None,
+            ..PodScope::default()
         };
         Ok(Asked {
             cluster,
@@ -261,6 +278,9 @@ pub async fn run(global: &Global, args: ListArgs) -> anyhow::Result<()> {
     let namespace = &asked.namespace;
     if rows.is_empty() && args.output.is_none_or(|o| o == Output::Wide) {
         match (&args.pod, args.all_namespaces) {
+            (Some(node), _) if crate::node::named(node).is_some() => {
+                eprintln!("No debug containers found for {node}.")
+            }
             (Some(pod), _) => {
                 eprintln!("No debug containers found for pod {pod} in namespace {namespace}.")
             }

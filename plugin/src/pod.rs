@@ -209,6 +209,9 @@ pub async fn run(
     container: Option<&str>,
     opts: DebugOpts,
 ) -> anyhow::Result<ExitStatus> {
+    if let Some(node) = crate::node::named(pod) {
+        return crate::node::run(global, node, container, opts).await;
+    }
     let pod = pod_name(pod);
     let cluster = Cluster::connect(global).await?;
     let (found, forked) = if opts.fork.fork {
@@ -290,6 +293,10 @@ pub async fn node_of(client: Client, namespace: &str, name: &str) -> anyhow::Res
 
 /// Runs `kubectl-debug attach POD NAME`.
 pub async fn attach(global: &Global, args: AttachArgs) -> anyhow::Result<ExitStatus> {
+    if let Some(node) = crate::node::named(&args.pod) {
+        let node = node.to_owned();
+        return crate::node::attach(global, &node, args).await;
+    }
     let pod = pod_name(&args.pod);
     let cluster = Cluster::connect(global).await?;
     let namespace = cluster.namespace.clone();

@@ -17,6 +17,7 @@ pub fn wanted(request: &DebugRequest) -> Option<PullRequest> {
         policy: request.pull_policy,
         pod_namespace: request.pod_namespace.clone(),
         pod_name: request.pod_name.clone(),
+        node: request.node.clone(),
     })
 }
 

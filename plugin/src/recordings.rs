@@ -215,6 +215,7 @@ pub async fn fetch(
     let scope = PodScope {
         namespace: row.item.namespace.clone(),
         pod: row.item.pod.clone(),
+        node: None,
     };
     agent.recording(session, &scope, out).await
 }

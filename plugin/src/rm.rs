@@ -12,14 +12,41 @@ use crate::pod;
 
 /// Runs `kubectl-debug rm`.
 pub async fn run(global: &Global, args: RmArgs) -> anyhow::Result<()> {
-    let name = pod::pod_name(&args.pod);
     let cluster = crate::cluster::Cluster::connect(global).await?;
+    if let Some(node) = crate::node::named(&args.pod) {
+        let (agent, scope) = crate::node::reach(&cluster, node).await?;
+        let names = if args.all {
+            let listed: Vec<String> = agent
+                .list(&scope)
+                .await?
+                .into_iter()
+                .map(|i| i.name)
+                .collect();
+            if listed.is_empty() {
+                eprintln!("No debug containers found for node {node}.");
+            }
+            listed
+        } else {
+            args.names
+        };
+        let whose = format!("node {node}");
+        return remove(
+            &agent,
+            &names,
+            &scope,
+            args.ignore_not_found || args.all,
+            &whose,
+        )
+        .await;
+    }
+    let name = pod::pod_name(&args.pod);
     let (client, namespace) = (cluster.client.clone(), cluster.namespace.clone());
     let home = pod::node_of(client, &namespace, name).await?;
     let agent = cluster.agent_on(&home.node, &home.ip, home.runtime).await?;
     let scope = PodScope {
         namespace: Some(namespace.clone()),
         pod: Some(name.to_owned()),
+        node: None,
     };
     let names = if args.all {
         let listed: Vec<String> = agent

@@ -30,6 +30,7 @@ pub async fn run(global: &Global, args: WatchArgs) -> anyhow::Result<()> {
         scope: PodScope {
             namespace: Some(namespace),
             pod: Some(pod.to_owned()),
+            node: None,
         },
     };
     let mut ws = agent.watch(&request).await?;

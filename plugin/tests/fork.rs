@@ -181,14 +181,14 @@ fn a_crash_looping_pod_on_an_image_without_a_shell_is_debugged_through_a_copy_on
 
     // With --fork: the copy's container holds still; the session sees its env and files,
     // and the copy carries none of the original's labels.
-    let script = "tr '\\0' '\\n' < /proc/1/environ | grep FOO; ls /proc/1/root/app";
+    let script = "tr '\\0' '\\n' < /proc/1/environ | grep FOO; ls $TARGET_ROOT/app";
     let out = support::run(
         &mut world.fork("crash", &["--fork"], &["sh", "-c", script]),
         b"",
     );
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
-    assert_eq!(text(&out.stdout), "FOO=bar\n/proc/1/root/app\n", "{stderr}");
+    assert_eq!(text(&out.stdout), "FOO=bar\n/target/app\n", "{stderr}");
     assert!(
         stderr.contains("debugging a copy of pod crash: shop/crash-debug-"),
         "{stderr}"
@@ -196,7 +196,7 @@ fn a_crash_looping_pod_on_an_image_without_a_shell_is_debugged_through_a_copy_on
     assert!(
         stderr
             .contains("The original container app ran: /app (the image's entrypoint /app; image ")
-            && stderr.contains("kdbg-distroless:test), in /. Its files are at /proc/1/root"),
+            && stderr.contains("kdbg-distroless:test), in /. Its files are at /target"),
         "{stderr}"
     );
     // The copy is gone; the original is the same pod, still restarting.

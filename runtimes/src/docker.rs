@@ -5,7 +5,9 @@
 //! target joined (`container:<sandbox>`: a pod's containers, as cri-dockerd makes them); a
 //! plain `docker run` container's is private, and then the session goes on without it and
 //! says so. It gets SYS_PTRACE and SYS_ADMIN, like the peers, so `strace`, `gdb` and `nsenter`
-//! work.
+//! work. A debug container of the node itself ([`Target::Node`]) has pid, network, IPC and UTS
+//! mode `host` and the node's `/` bound read-write at [`crate::HOST_ROOT`], as `kubectl debug
+//! node/`'s has; its capabilities and seccomp filter are its profile's, as any other's.
 //!
 //! The container's main process is `kdbg-init hold`; each session is a process exec'd into
 //! it, its stdio attached as it starts, so no output is lost (see [`crate::docker_attach`]
@@ -33,8 +35,8 @@ use tracing::debug;
 use crate::docker_attach::Ended;
 use crate::{
     ContainerState, Created, DebugContainer, DebugSpec, Error, ImageConfig, Process, ProcessSpec,
-    PullError, PullPolicy, PullProgress, Reference, Runtime, RuntimeKind, Stdio, TargetInfo,
-    TargetRef, init, label,
+    PullError, PullPolicy, PullProgress, Reference, Runtime, RuntimeKind, Stdio, Target,
+    TargetInfo, TargetRef, init, label,
 };
 
 /// Seconds bollard waits for one API call.
@@ -214,25 +216,38 @@ impl Runtime for DockerRuntime {
     }
 
     async fn create(&self, spec: &DebugSpec) -> Result<Created, Error> {
-        let target = &spec.target.id;
-        let info = self
-            .docker
-            .inspect_container(target, None)
-            .await
-            .map_err(call("inspecting target container", spec.target.to_string()))?;
-        // Use the full ID: a name may be reused while we run.
-        let target_id = info.id.unwrap_or_else(|| target.clone());
-        let ipc_mode = info.host_config.and_then(|h| h.ipc_mode);
-        let ipc = ipc_join(&target_id, ipc_mode.as_deref());
+        let mut binds = vec![format!("{}:{}:ro", spec.init.display(), init::PATH)];
         let mut warnings = Vec::new();
-        if ipc.is_none() {
-            warnings.push(format!(
-                "target {} does not share its IPC namespace (ipc mode is not \"shareable\"); \
-                 the debug container has its own, so ipcs will not show the target's",
-                spec.target
-            ));
-        }
-        let join = format!("container:{target_id}");
+        let (join, ipc, uts) = match &spec.target {
+            // The node's own namespaces, and its root filesystem read-write at /host, as
+            // `kubectl debug node/` gives them.
+            Target::Node(_) => {
+                binds.push(format!("/:{}", crate::HOST_ROOT));
+                let host = || Some("host".to_owned());
+                ("host".to_owned(), host(), host())
+            }
+            Target::Container(target) => {
+                let target = &target.id;
+                let info = self
+                    .docker
+                    .inspect_container(target, None)
+                    .await
+                    .map_err(call("inspecting target container", spec.target.to_string()))?;
+                // Use the full ID: a name may be reused while we run.
+                let target_id = info.id.unwrap_or_else(|| target.clone());
+                let ipc_mode = info.host_config.and_then(|h| h.ipc_mode);
+                let ipc = ipc_join(&target_id, ipc_mode.as_deref());
+                if ipc.is_none() {
+                    warnings.push(format!(
+                        "target {} does not share its IPC namespace (ipc mode is not \"shareable\"); \
+                         the debug container has its own, so ipcs will not show the target's",
+                        spec.target
+                    ));
+                }
+
+                (format!("container:{target_id}"), ipc, None)
+            }
+        };
         let labels: HashMap<String, String> = spec.labels.clone().into_iter().collect();
         let body = ContainerCreateBody {
             image: Some(spec.image.clone()),
@@ -243,7 +258,8 @@ impl Runtime for DockerRuntime {
                 pid_mode: Some(join.clone()),
                 network_mode: Some(join.clone()),
                 ipc_mode: ipc,
-                binds: Some(vec![format!("{}:{}:ro", spec.init.display(), init::PATH)]),
+                uts_mode: uts,
+                binds: Some(binds),
                 cap_add: Some(
                     spec.profile
                         .capabilities()
@@ -303,7 +319,7 @@ impl Runtime for DockerRuntime {
     }
 
     async fn exec(&self, id: &str, process: &ProcessSpec) -> Result<Process, Error> {
-        let mut env = Vec::new();
+        let mut env = init::run_env(process);
         if process.tty {
             env.push("TERM=xterm".to_owned());
         }
@@ -313,11 +329,7 @@ impl Runtime for DockerRuntime {
             attach_stderr: Some(process.stderr && !process.tty),
             tty: Some(process.tty),
             env: Some(env),
-            cmd: Some(init::run_args(
-                &process.session,
-                process.grace,
-                &process.command,
-            )),
+            cmd: Some(init::run_args(process)),
             ..CreateExecOptions::default()
         };
         let exec = self

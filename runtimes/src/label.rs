@@ -37,3 +37,6 @@ pub const EXIT_CODE: &str = label_key!("exit-code");
 /// the node's namespaces, or its profile grants node-level power): every later use of it
 /// (attach, rm, list, watch, its recordings) needs the node-level permission too.
 pub const NODE_LEVEL: &str = label_key!("node-level");
+/// On a debug container in the node's own namespaces (`kubectl-debug node/NAME`): the node's
+/// name, by which `list`, `attach` and `rm` find the node's debug containers.
+pub const NODE: &str = label_key!("node");

@@ -33,7 +33,7 @@ pub use docker::DockerRuntime;
 pub use error::{Error, PullError};
 pub use kdbg_model::{
     DEBUG_CAPABILITIES, ImageConfig, InvalidReference, InvalidValue, Profile, PullPolicy,
-    PullProgress, Reference, RuntimeKind, TargetRef, reference,
+    PullProgress, Reference, RuntimeKind, Target, TargetRef, reference,
 };
 pub use label::LABEL_PREFIX;
 pub use seccomp::seccomp_profile;
@@ -45,8 +45,9 @@ pub use fake::FakeRuntime;
 /// [`init::hold_args`] as its main process, so that it outlives its sessions' processes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DebugSpec {
-    /// The container whose namespaces the debug container joins.
-    pub target: TargetRef,
+    /// The container whose namespaces the debug container joins, or the node: its pid,
+    /// network, IPC and UTS namespaces, and its root filesystem at [`HOST_ROOT`].
+    pub target: Target,
     /// The tools image.
     pub image: String,
     /// The container's name: unique among the runtime's containers.
@@ -58,6 +59,10 @@ pub struct DebugSpec {
     /// What it may do.
     pub profile: Profile,
 }
+
+/// Where a node debug container ([`Target::Node`]) has the node's root filesystem, read-write
+/// (as `kubectl debug node/`'s).
+pub const HOST_ROOT: &str = "/host";
 
 /// A session's process in a debug container: `command` run by [`init::run_args`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,6 +81,11 @@ pub struct ProcessSpec {
     pub stderr: bool,
     /// How long the process gets between SIGTERM and SIGKILL when the session is stopped.
     pub grace: Duration,
+    /// The target's main process as the debug container's (shared) pid namespace numbers
+    /// it: `/target` is its `/proc/<pid>/root` ([`init::run_env`]); 1 when `None`.
+    pub target_pid: Option<u32>,
+    /// Run the command with the target's root as `/` (`kdbg-init run --chroot`).
+    pub chroot: bool,
 }
 
 /// Whether `image` must be pulled under `policy`, given whether it is `present`; with

@@ -22,7 +22,7 @@ impl Agent {
         for c in found {
             match self.admit_container(caller, &c).await {
                 Ok(()) => shown.push(c),
-                Err(refusal) if scope.pod.is_some() => return refuse_with(refusal),
+                Err(refusal) if scope.is_one() => return refuse_with(refusal),
                 Err(_) => debug!(
                     container = c.name.as_str(),
                     "left out of a list: node-level"

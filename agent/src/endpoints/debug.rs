@@ -5,7 +5,7 @@ use std::sync::Arc;
 use hyper::body::Incoming;
 use hyper::header::HeaderValue;
 use hyper::{Request, Response, StatusCode};
-use kdbg_api::{DebugRequest, header as api_header};
+use kdbg_api::{DebugRequest, Target, header as api_header};
 use kdbg_relay::Protocol;
 use tracing::{Instrument, info, info_span, warn};
 
@@ -44,7 +44,7 @@ impl Agent {
         };
         let id = session::new_session_id();
         let target = request
-            .target
+            .joins()
             .as_ref()
             .map(ToString::to_string)
             .unwrap_or_default();
@@ -142,17 +142,23 @@ impl Audit {
             },
             groups: caller.groups.join(","),
             verified: caller.verified,
-            pod: format!(
-                "{}/{}",
-                request.pod_namespace.as_deref().unwrap_or("-"),
-                request.pod_name.as_deref().unwrap_or("-")
-            ),
-            target: request
-                .target
-                .as_ref()
-                .map(ToString::to_string)
-                .or_else(|| request.container.clone())
-                .unwrap_or_default(),
+            // The node itself is named as `node/NAME`, as the user wrote it.
+            pod: match &request.node {
+                Some(node) => format!("node/{node}"),
+                None => format!(
+                    "{}/{}",
+                    request.pod_namespace.as_deref().unwrap_or("-"),
+                    request.pod_name.as_deref().unwrap_or("-")
+                ),
+            },
+            target: match (&request.container, request.joins()) {
+                (Some(name), Some(Target::Node(node))) => {
+                    format!("container {name} of node://{node}")
+                }
+                (_, Some(target)) => target.to_string(),
+                (Some(name), None) => name.clone(),
+                (None, None) => String::new(),
+            },
             image: request
                 .image
                 .clone()

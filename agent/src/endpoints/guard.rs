@@ -2,6 +2,10 @@
 //! but `/healthz` and `/metrics`, never only in the client. A session's own checks (its
 //! target, the node's policy) are in [`Agent::admit`].
 //!
+//! A request that names a node (`kubectl-debug node/NAME`: a session in the node's own
+//! namespaces, a pull for one, the node's debug containers) must name this agent's node
+//! ([`Agent::own_node`]), and needs `create nodes/proxy` on it, as the kubelet asks.
+//!
 //! Node-level power is decided in one place, [`Agent::require_node`], on what a container
 //! actually joins: a new one's target as the runtime describes it and its profile
 //! ([`Agent::admit_target`], [`Agent::admit`]), an existing one's own label, written by the
@@ -61,21 +65,38 @@ impl Agent {
         endpoint: &Endpoint,
         caller: &Caller,
     ) -> Result<(), Response<Body>> {
+        if let Some(node) = endpoint.node() {
+            self.own_node(node).map_err(refuse_with)?;
+        }
         if self.auth.is_none() {
             return Ok(());
         }
-        let recordings = |scope: &PodScope| {
-            Access::pods(
+        let recordings = |scope: &PodScope| match &scope.node {
+            Some(node) => Access::node_debugging(node),
+            None => Access::pods(
                 "get",
                 RECORDINGS_SUBRESOURCE,
                 scope.namespace.as_deref().unwrap_or(""),
                 scope.pod.as_deref().unwrap_or(""),
-            )
+            ),
         };
         let access = match endpoint {
             Endpoint::Healthz | Endpoint::Metrics | Endpoint::Version | Endpoint::Debug(_) => {
                 return Ok(());
             }
+            // The node's own debug containers, for list and rm: what debugging it needs.
+            Endpoint::Containers(PodScope {
+                node: Some(node), ..
+            })
+            | Endpoint::RemoveContainer {
+                scope: PodScope {
+                    node: Some(node), ..
+                },
+                ..
+            }
+            | Endpoint::Pull(PullRequest {
+                node: Some(node), ..
+            }) => Access::node_debugging(node),
             Endpoint::Containers(scope) => {
                 Access::pods("list", "", scope.namespace.as_deref().unwrap_or(""), "")
             }
@@ -83,6 +104,7 @@ impl Agent {
                 PodScope {
                     namespace: Some(ns),
                     pod: Some(pod),
+                    ..
                 } => Access::pods("create", "exec", ns, pod),
                 _ => return Err(pod_needed("removing a debug container")),
             },
@@ -122,7 +144,21 @@ impl Agent {
         if caller.verified {
             request.user = Some(caller.user.clone());
         }
-        if self.auth.is_some() {
+        if let Some(node) = &request.node {
+            self.own_node(node)?;
+            if self.auth.is_some() {
+                // The node itself: what the kubelet asks for the same power.
+                self.allow(caller, &Access::node_debugging(node)).await?;
+                if let Some(name) = &request.container {
+                    let scope = PodScope {
+                        node: Some(node.clone()),
+                        ..PodScope::default()
+                    };
+                    let found = crate::containers::find_in(self, name, &scope).await?;
+                    self.admit_container(caller, &found).await?;
+                }
+            }
+        } else if self.auth.is_some() {
             let (Some(ns), Some(pod)) = (&request.pod_namespace, &request.pod_name) else {
                 return Err(Refusal::new(
                     400,
@@ -138,6 +174,7 @@ impl Agent {
                 let scope = PodScope {
                     namespace: Some(ns.clone()),
                     pod: Some(pod.clone()),
+                    node: None,
                 };
                 let found = crate::containers::find_in(self, name, &scope).await?;
                 self.admit_container(caller, &found).await?;
@@ -152,7 +189,7 @@ impl Agent {
                 .await?;
             request.profile = Some(profile);
         }
-        let target = match (&request.target, &request.container) {
+        let target = match (request.joins(), &request.container) {
             (Some(target), _) => target.to_string(),
             (None, Some(name)) => format!("container {name}"),
             (None, None) => String::new(),
@@ -164,6 +201,21 @@ impl Agent {
 }
 
 impl Agent {
+    /// Refuses a request for node `node` unless it is this agent's: an agent debugs only the
+    /// node it runs on.
+    pub(crate) fn own_node(&self, node: &str) -> Result<(), Refusal> {
+        if node == self.node {
+            return Ok(());
+        }
+        Err(Refusal::new(
+            400,
+            format!(
+                "this kubectl-debug agent runs on node \"{}\", not on node \"{node}\": ask the agent of node \"{node}\" (kubectl-debug node/{node} finds it)",
+                self.node
+            ),
+        ))
+    }
+
     /// The one check of node-level power: when `why` says that `subject` gives the node
     /// itself, the caller needs `create nodes/proxy` on this node (what the kubelet asks for
     /// the same power). Without `auth`, everything is allowed.

@@ -20,7 +20,7 @@ use crate::record::{self, RecordOptions};
 use kdbg_api::DebugRequest;
 use kdbg_recordings::{Format, Header};
 use kdbg_relay::Tap;
-use kdbg_runtimes::TargetRef;
+use kdbg_runtimes::Target;
 use tracing::{info, warn};
 
 use crate::config::{self, RecordingFormat, RecordingMode};
@@ -82,7 +82,7 @@ impl Recordings {
     pub fn open(
         &self,
         request: &DebugRequest,
-        target: &TargetRef,
+        target: &Target,
         session: &str,
         node: &str,
     ) -> Result<Option<Opened>, Refusal> {
@@ -182,9 +182,10 @@ impl Recordings {
         lock(&self.live).get(path).cloned()
     }
 
-    /// `<dir>/<namespace>/<pod>`, or `<dir>/local/<target>`; refuses names that are not
-    /// Kubernetes names (they become directories).
-    fn session_dir(&self, request: &DebugRequest, target: &TargetRef) -> Result<PathBuf, Refusal> {
+    /// `<dir>/<namespace>/<pod>`, `<dir>/node/<node>` for the node itself, or
+    /// `<dir>/local/<target>`; refuses names that are not Kubernetes names (they become
+    /// directories).
+    fn session_dir(&self, request: &DebugRequest, target: &Target) -> Result<PathBuf, Refusal> {
         let dir = &self.config.dir;
         match (&request.pod_namespace, &request.pod_name) {
             (Some(namespace), Some(pod)) => {
@@ -198,7 +199,13 @@ impl Recordings {
                 }
                 Ok(dir.join(namespace).join(pod))
             }
-            _ => Ok(dir.join(store::LOCAL).join(store::file_name_of(&target.id))),
+            _ => match target {
+                // A node's name is a Kubernetes name already (the request checked it).
+                Target::Node(node) => Ok(dir.join(store::NODE).join(node)),
+                Target::Container(target) => {
+                    Ok(dir.join(store::LOCAL).join(store::file_name_of(&target.id)))
+                }
+            },
         }
     }
 }

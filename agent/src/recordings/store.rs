@@ -17,6 +17,9 @@ use super::{EXTENSION, Recordings};
 
 /// The directory of recordings of `local` sessions.
 pub const LOCAL: &str = "local";
+/// The directory of recordings of sessions of the node itself (`node/NAME`), one directory
+/// per node: no namespace can be named so.
+pub const NODE: &str = "_node";
 /// The longest header line read.
 const MAX_HEADER: u64 = 64 << 10;
 /// How much of a file's end is read to find its last line.
@@ -116,7 +119,7 @@ impl Recordings {
                     if !meta.is_file() {
                         continue;
                     }
-                    let (namespace, pod) = if first == LOCAL {
+                    let (namespace, pod) = if first == LOCAL || first == NODE {
                         (None, None)
                     } else {
                         (Some(first.clone()), Some(second.clone()))
@@ -401,7 +404,7 @@ mod tests {
         assert!(listed.iter().all(|i| i.incomplete), "no end: incomplete");
         let shop = recordings.list(&PodScope {
             namespace: Some("shop".into()),
-            pod: None,
+            ..PodScope::default()
         });
         assert_eq!(shop.len(), 1, "local recordings are not in a namespace");
         assert_eq!(shop[0].pod.as_deref(), Some("web-2"));

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use kdbg_api::DebugRequest;
-use kdbg_runtimes::{ContainerState, DebugSpec, Error, Runtime, TargetInfo, TargetRef, label};
+use kdbg_runtimes::{ContainerState, DebugSpec, Error, Runtime, Target, TargetInfo, label};
 
 use super::Refusal;
 use crate::Agent;
@@ -17,7 +17,7 @@ const NAME_ATTEMPTS: usize = 3;
 pub(super) fn labels(
     agent: &Agent,
     request: &DebugRequest,
-    target: &TargetRef,
+    target: &Target,
     image: &str,
     session: &str,
     node_level: Option<&str>,
@@ -44,6 +44,9 @@ pub(super) fn labels(
     if let Some(why) = node_level {
         labels.insert(label::NODE_LEVEL.to_owned(), why.to_owned());
     }
+    if let Target::Node(node) = target {
+        labels.insert(label::NODE.to_owned(), node.clone());
+    }
     labels
 }
 
@@ -51,9 +54,9 @@ pub(super) fn user_of(request: &DebugRequest) -> &str {
     request.user.as_deref().unwrap_or("unknown")
 }
 
-/// A generated container name: `<pod>-dbg-<5 random>`, or `dbg-<target>-<5 random>` without
-/// a pod; within the runtimes' limits.
-pub(super) fn generated_name(request: &DebugRequest, target: &TargetRef) -> String {
+/// A generated container name: `<pod>-dbg-<5 random>`, `node-<node>-dbg-<5 random>` for the
+/// node itself, or `dbg-<target>-<5 random>` without a pod; within the runtimes' limits.
+pub(super) fn generated_name(request: &DebugRequest, target: &Target) -> String {
     use rand::Rng as _;
     let mut rng = rand::rng();
     let suffix: String = (0..5)
@@ -62,9 +65,14 @@ pub(super) fn generated_name(request: &DebugRequest, target: &TargetRef) -> Stri
             char::from(if c < 10 { b'0' + c } else { b'a' + c - 10 })
         })
         .collect();
-    let stem = match &request.pod_name {
-        Some(pod) => format!("{}-dbg", pod.chars().take(50).collect::<String>()),
-        None => format!("dbg-{}", target.id.chars().take(12).collect::<String>()),
+    let stem = match (&request.pod_name, target) {
+        (Some(pod), _) => format!("{}-dbg", pod.chars().take(50).collect::<String>()),
+        (None, Target::Node(node)) => {
+            format!("node-{}-dbg", node.chars().take(45).collect::<String>())
+        }
+        (None, Target::Container(target)) => {
+            format!("dbg-{}", target.id.chars().take(12).collect::<String>())
+        }
     };
     // Letters and digits, single dashes between them: what every runtime accepts.
     let mut clean = String::with_capacity(stem.len());
@@ -84,7 +92,7 @@ pub(super) struct Found {
     pub(super) id: String,
     pub(super) name: String,
     pub(super) retain: bool,
-    pub(super) target: TargetRef,
+    pub(super) target: Target,
     pub(super) image: String,
     pub(super) warnings: Vec<String>,
     /// What the runtime says of the target (its labels), when it could be asked: what the
@@ -98,11 +106,14 @@ pub(super) struct Found {
 pub(super) async fn create(
     agent: &Agent,
     request: &DebugRequest,
-    target: TargetRef,
+    target: Target,
     session: &str,
 ) -> Result<Found, Refusal> {
     let runtime = &agent.runtime;
-    let verified = runtime.check_target(&target).await?;
+    let verified = match &target {
+        Target::Container(container) => Some(runtime.check_target(container).await?),
+        Target::Node(_) => None,
+    };
     let image = request
         .image
         .clone()
@@ -110,8 +121,11 @@ pub(super) async fn create(
     let profile = request.profile.unwrap_or_default();
     // What the container will join, as the runtime says, and what its profile grants: kept
     // in its labels, so every later use of it is checked against it.
-    let node_level = crate::admission::node_level(&verified)
-        .or_else(|| crate::admission::profile_node_level(profile));
+    let node_level = match &verified {
+        Some(verified) => crate::admission::node_level(verified),
+        None => Some(crate::admission::NODE_ITSELF.to_owned()),
+    }
+    .or_else(|| crate::admission::profile_node_level(profile));
     runtime
         .ensure_image(&image, request.pull_policy, None)
         .await?;
@@ -163,7 +177,7 @@ pub(super) async fn create(
         target,
         image,
         warnings: created.warnings,
-        verified: Some(verified),
+        verified,
         node_level,
     })
 }
@@ -221,7 +235,16 @@ pub(super) async fn reopen(
             .as_deref()
             .is_none_or(|asked| labels.get(key).map(String::as_str) == Some(asked))
     };
-    if !in_pod(label::POD_NAMESPACE, &request.pod_namespace)
+    if let Some(node) = &request.node {
+        if !in_pod(label::NODE, &Some(node.clone())) {
+            return Err(Refusal::new(
+                404,
+                format!(
+                    "debug container {name:?} not found for node {node}; kubectl-debug list node/{node} shows the node's"
+                ),
+            ));
+        }
+    } else if !in_pod(label::POD_NAMESPACE, &request.pod_namespace)
         || !in_pod(label::POD_NAME, &request.pod_name)
     {
         return Err(Refusal::new(
@@ -241,13 +264,17 @@ pub(super) async fn reopen(
             ),
         ));
     }
-    let target: TargetRef = labels
+    let target: Target = labels
         .get(label::TARGET)
         .and_then(|t| t.parse().ok())
         .ok_or_else(|| {
             Refusal::new(500, format!("debug container {name:?} has no target label"))
         })?;
-    if request.target.as_ref().is_some_and(|t| *t != target) {
+    if request
+        .target
+        .as_ref()
+        .is_some_and(|t| target.container() != Some(t))
+    {
         return Err(Refusal::new(
             400,
             format!(
@@ -260,7 +287,11 @@ pub(super) async fn reopen(
             ),
         ));
     }
-    let verified = runtime.check_target(&target).await;
+    let verified = match &target {
+        Target::Container(container) => runtime.check_target(container).await.map(Some),
+        // The node is always there.
+        Target::Node(_) => Ok(None),
+    };
     if found.state != ContainerState::Running {
         if let Err(e) = &verified {
             return Err(Refusal::new(
@@ -273,7 +304,8 @@ pub(super) async fn reopen(
         }
         runtime.start(&found.id).await?;
     }
-    let node_level = crate::admission::debug_container_node_level(labels, verified.as_ref().ok());
+    let verified = verified.ok().flatten();
+    let node_level = crate::admission::debug_container_node_level(labels, verified.as_ref());
     Ok(Found {
         image: labels
             .get(label::IMAGE)
@@ -284,7 +316,7 @@ pub(super) async fn reopen(
         retain: true,
         target,
         warnings: Vec::new(),
-        verified: verified.ok(),
+        verified,
         node_level,
     })
 }
@@ -297,7 +329,7 @@ mod tests {
     fn generated_names_suit_every_runtime_and_differ() {
         let mut request = DebugRequest::from_query("target=docker://abc&stdout=1").unwrap();
         request.pod_name = Some("web.v2--x_".repeat(10));
-        let target = request.target.clone().unwrap();
+        let target = request.joins().unwrap();
         let names: Vec<String> = (0..50).map(|_| generated_name(&request, &target)).collect();
         for name in &names {
             assert!(name.len() <= 63, "{name}");
@@ -315,5 +347,7 @@ mod tests {
         assert_eq!(unique.len(), names.len());
         request.pod_name = None;
         assert!(generated_name(&request, &target).starts_with("dbg-abc-"));
+        let node = Target::Node("worker-1.example".into());
+        assert!(generated_name(&request, &node).starts_with("node-worker-1-example-dbg-"));
     }
 }

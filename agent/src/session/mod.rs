@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use kdbg_api::DebugRequest;
 use kdbg_recordings::{Header, Metadata};
-use kdbg_runtimes::{Error, ProcessSpec, Runtime, Stdio, TargetRef};
+use kdbg_runtimes::{Error, ProcessSpec, Runtime, Stdio, Target};
 use tracing::{debug, info, warn};
 
 use crate::Agent;
@@ -111,7 +111,7 @@ pub struct Prepared {
     container: String,
     name: String,
     retain: bool,
-    target: TargetRef,
+    target: Target,
     session: String,
     /// The process's runtime ID.
     process: String,
@@ -271,7 +271,7 @@ async fn prepare_unless_stopped(
     } else {
         request.command.clone()
     };
-    let process = ProcessSpec {
+    let mut process = ProcessSpec {
         session: session.to_owned(),
         command,
         tty: request.tty,
@@ -279,13 +279,15 @@ async fn prepare_unless_stopped(
         stdout: request.stdout,
         stderr: request.stderr && !request.tty,
         grace: agent.lifecycle.stop_grace.0,
+        target_pid: None,
+        chroot: request.chroot,
     };
     let (found, recording) = match &request.container {
         None => {
-            let target = request.target.clone().ok_or_else(|| {
+            let target = request.joins().ok_or_else(|| {
                 Refusal::new(
                     400,
-                    "query parameter target is required for a new debug container",
+                    "query parameter target (or node) is required for a new debug container",
                 )
             })?;
             // The recording's file first: a session that must be recorded and cannot be is
@@ -303,6 +305,14 @@ async fn prepare_unless_stopped(
             (found, recording)
         }
     };
+    // `/target` and `--chroot` go through the target's main process, numbered as the pid
+    // namespace the debug container shares with it numbers it: 1 in a namespace of its own,
+    // its node PID in the node's (hostPID), another in a pod's shared one.
+    process.target_pid = found
+        .verified
+        .as_ref()
+        .and_then(|info| info.pid)
+        .and_then(kdbg_runtimes::init::pid_in_own_namespace);
     agent.live.add(
         &Entry {
             id: &found.id,

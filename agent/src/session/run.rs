@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use kdbg_relay::session::{ExitFuture, ServerIo};
 use kdbg_relay::{Config as RelayConfig, ExitStatus, Protocol, ServerEnd, Tap, WebSocketStream};
-use kdbg_runtimes::{ContainerState, Error, Runtime, TargetRef};
+use kdbg_runtimes::{ContainerState, Error, Runtime, Target};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
@@ -166,7 +166,7 @@ async fn exit_status(
     agent: &Agent,
     id: &str,
     name: &str,
-    target: &TargetRef,
+    target: &Target,
     code: Result<i64, Error>,
 ) -> ExitStatus {
     let code = match code {
@@ -207,7 +207,12 @@ async fn exit_status(
             format!("debug container {name} was killed (OOMKilled): it ran out of memory"),
         );
     }
-    match agent.runtime.check_target(target).await {
+    // The node does not go away under its own debug container.
+    let checked = match target {
+        Target::Container(target) => agent.runtime.check_target(target).await.map(|_| ()),
+        Target::Node(_) => Ok(()),
+    };
+    match checked {
         Err(Error::TargetNotFound { .. }) => {
             return ended(
                 "TargetGone",

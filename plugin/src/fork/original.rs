@@ -122,7 +122,7 @@ pub fn original_line(
     image: Option<Result<&ImageConfig, &str>>,
 ) -> String {
     format!(
-        "The original container {container} ran: {}. Its files are at /proc/1/root in the debug container (the hold is PID 1 there); start it by hand from there.",
+        "The original container {container} ran: {}. Its files are at /target in the debug container (the hold's root, /proc/1/root); start it by hand there, or in them with --chroot.",
         original_command_with(original, container, image)
     )
 }
@@ -319,7 +319,7 @@ mod tests {
         let said = original_said(&agent, &bare, "app", &copy()).await;
         assert_eq!(
             said,
-            "The original container app ran: /app serve (the image's entrypoint /app and cmd serve; image web:1), in /srv. Its files are at /proc/1/root in the debug container (the hold is PID 1 there); start it by hand from there."
+            "The original container app ran: /app serve (the image's entrypoint /app and cmd serve; image web:1), in /srv. Its files are at /target in the debug container (the hold's root, /proc/1/root); start it by hand there, or in them with --chroot."
         );
         assert_eq!(
             *asked.lock().unwrap(),

@@ -26,7 +26,7 @@ use super::{
     ContainerdRuntime, DEBUG_NAMESPACE, RUNC_SHIM, StatusMessage, call, gone_ok, name_taken,
     not_found_or, runtime_spec, target_files,
 };
-use crate::{DebugSpec, Error, TargetRef, label};
+use crate::{DebugSpec, Error, Target, label};
 
 impl ContainerdRuntime {
     /// Prepares the container's snapshot and creates the container, under `lease`; returns
@@ -39,7 +39,7 @@ impl ContainerdRuntime {
         id: &str,
         lease: &str,
     ) -> Result<u32, Error> {
-        let pid = self.target_pid(&spec.target).await?;
+        let pid = self.pid_to_join(&spec.target).await?;
         let local = self.local_image(&spec.image).await?;
         let mut runtime_spec =
             runtime_spec::runtime_spec(&spec.init, &local.config, pid, spec.profile).map_err(
@@ -50,6 +50,9 @@ impl ContainerdRuntime {
                 },
             )?;
         runtime_spec["linux"]["cgroupsPath"] = format!("/{DEBUG_NAMESPACE}/{id}").into();
+        if let crate::Target::Node(_) = spec.target {
+            runtime_spec::mount_host_root(&mut runtime_spec);
+        }
         let prepared = SnapshotsClient::new(self.channel.clone())
             .prepare(self.request(
                 PrepareSnapshotRequest {
@@ -164,7 +167,7 @@ impl ContainerdRuntime {
             .ok_or_else(|| Error::ContainerNotFound {
                 name: id.to_owned(),
             })?;
-        let target: TargetRef = container
+        let target: Target = container
             .labels
             .get(label::TARGET)
             .and_then(|t| t.parse().ok())
@@ -173,7 +176,7 @@ impl ContainerdRuntime {
                 object: id.to_owned(),
                 source: "it has no target label".into(),
             })?;
-        let pid = self.target_pid(&target).await?;
+        let pid = self.pid_to_join(&target).await?;
         let mut spec: serde_json::Value = container
             .spec
             .as_ref()
@@ -243,15 +246,20 @@ impl ContainerdRuntime {
             .map_err(call("creating the task of debug container", id))?;
         // runc joined /proc/<pid>/ns/* just now: if the target exited meanwhile and its PID
         // went to another process, those were not the target's namespaces.
-        match self.target_pid(&target).await {
-            Ok(now) if now == pid => {}
-            now => {
+        match (self.pid_to_join(&target).await, target) {
+            (Ok(now), _) if now == pid => {}
+            (now, target) => {
                 let _ = self.delete_task(id, Duration::ZERO).await;
-                return Err(match now {
-                    Err(e) => e,
-                    Ok(_) => Error::TargetNotRunning {
+                return Err(match (now, target) {
+                    (Err(e), _) => e,
+                    (Ok(_), Target::Container(target)) => Error::TargetNotRunning {
                         target,
                         state: "restarted while the debug container was starting".into(),
+                    },
+                    (Ok(_), Target::Node(node)) => Error::Call {
+                        operation: "starting debug container",
+                        object: id.to_owned(),
+                        source: format!("node {node}'s init changed PID").into(),
                     },
                 });
             }

@@ -6,7 +6,8 @@
 //! session's process is `kdbg-init run` around the user's command. Both have the image's
 //! environment, working directory and numeric user, the default capabilities plus SYS_PTRACE
 //! and SYS_ADMIN, and live in the target's pid, network, ipc and uts namespaces, given as
-//! `/proc/<pid>/ns/*` paths.
+//! `/proc/<pid>/ns/*` paths; a debug container of the node itself joins those of a process in
+//! the node's namespaces (`kthreadd`) and has the node's `/` at `/host` ([`mount_host_root`]).
 
 use std::path::Path;
 
@@ -180,6 +181,18 @@ pub fn join(spec: &mut Value, target_pid: u32) {
     }
 }
 
+/// Gives a node debug container the node's root filesystem, read-write, at
+/// [`crate::HOST_ROOT`] (as `kubectl debug node/` does): what the runtime sees as `/`,
+/// recursively, so the node's other mounts come along.
+pub fn mount_host_root(spec: &mut Value) {
+    if let Some(mounts) = spec["mounts"].as_array_mut() {
+        mounts.push(json!({
+            "destination": crate::HOST_ROOT, "type": "bind", "source": "/",
+            "options": ["rbind", "rw"]
+        }));
+    }
+}
+
 /// The PID whose namespaces `spec` joins.
 pub fn joined_pid(spec: &Value) -> Option<u32> {
     spec["linux"]["namespaces"]
@@ -198,12 +211,11 @@ pub fn joined_pid(spec: &Value) -> Option<u32> {
 /// process (user, environment, capabilities), running `kdbg-init run` around the command.
 pub fn exec_process(spec: &Value, process: &ProcessSpec) -> Value {
     let mut exec = spec["process"].clone();
-    exec["args"] = json!(init::run_args(
-        &process.session,
-        process.grace,
-        &process.command
-    ));
+    exec["args"] = json!(init::run_args(process));
     exec["terminal"] = json!(process.tty);
+    if let Some(env) = exec["env"].as_array_mut() {
+        env.extend(init::run_env(process).into_iter().map(Value::from));
+    }
     if process.tty
         && let Some(env) = exec["env"].as_array_mut()
         && !env
@@ -237,6 +249,8 @@ mod tests {
             stdout: true,
             stderr: !tty,
             grace: std::time::Duration::from_secs(3),
+            target_pid: None,
+            chroot: false,
         }
     }
 
@@ -285,6 +299,18 @@ mod tests {
                 .unwrap()
                 .contains(&json!("TERM=xterm"))
         );
+        // A --chroot session: the flag to kdbg-init, the target's PID in its environment.
+        let chrooted = ProcessSpec {
+            target_pid: Some(7),
+            chroot: true,
+            ..process(&["cat", "/marker"], false)
+        };
+        let exec = exec_process(&spec, &chrooted);
+        assert_eq!(exec["args"][6], "--chroot");
+        assert_eq!(exec["args"][7], "--");
+        let env = exec["env"].as_array().unwrap();
+        assert!(env.contains(&json!("KDBG_TARGET_PID=7")), "{env:?}");
+        assert!(env.contains(&json!("PATH=/bin")), "{env:?}");
     }
 
     #[test]
@@ -382,5 +408,31 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("nobody") && err.contains("numeric"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod node_tests {
+    use super::*;
+
+    #[test]
+    fn a_node_container_has_the_node_root_at_host() {
+        let mut spec = runtime_spec(
+            Path::new("/x/kdbg-init"),
+            &ImageConfig::default(),
+            2,
+            Profile::General,
+        )
+        .unwrap();
+        mount_host_root(&mut spec);
+        let host = spec["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["destination"] == crate::HOST_ROOT)
+            .unwrap();
+        assert_eq!(host["source"], "/");
+        assert_eq!(host["options"], json!(["rbind", "rw"]));
+        assert_eq!(joined_pid(&spec), Some(2));
     }
 }

@@ -201,6 +201,8 @@ mod tests {
             stdout: true,
             stderr: true,
             grace: std::time::Duration::from_secs(1),
+            target_pid: None,
+            chroot: false,
         }
     }
 

@@ -12,12 +12,32 @@ use containerd_client::tonic::Code;
 use containerd_client::types::v1::Status as TaskStatus;
 
 use super::{ContainerdRuntime, call, gone_ok};
-use crate::{ContainerState, Error, RuntimeKind, TargetRef, label};
+use crate::{ContainerState, Error, RuntimeKind, Target, TargetRef, label};
+
+/// A process whose namespaces are the node's: the kernel's `kthreadd` (PID 2), which always
+/// lives in the initial namespaces, when it is there to see (the agent runs in the node's PID
+/// namespace, hostPID); else PID 1, the node's init (which may refuse to be joined or
+/// inspected, as some sandboxes' does).
+pub fn node_pid() -> u32 {
+    match std::fs::read_to_string("/proc/2/comm") {
+        Ok(comm) if comm.trim() == "kthreadd" => 2,
+        _ => 1,
+    }
+}
 
 /// How long to wait for a task to stop after SIGKILL.
 const KILL_WAIT: Duration = Duration::from_secs(10);
 
 impl ContainerdRuntime {
+    /// The PID whose namespaces a debug container of `target` joins: its running task's
+    /// (checked as [`Self::target_pid`] does), or for the node, [`node_pid`].
+    pub async fn pid_to_join(&self, target: &Target) -> Result<u32, Error> {
+        match target {
+            Target::Container(target) => self.target_pid(target).await,
+            Target::Node(_) => Ok(node_pid()),
+        }
+    }
+
     /// The PID of `target`'s running task, after checking it can be joined.
     pub async fn target_pid(&self, target: &TargetRef) -> Result<u32, Error> {
         let info = self.target_info(target).await?;
