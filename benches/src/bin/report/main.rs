@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use kdbg_benches::figures_dir;
 use serde_json::Value;
 
+mod cp;
 mod flood;
 mod ondemand;
 mod real;
@@ -61,9 +62,12 @@ fn main() -> Result<(), String> {
                 "`benches/ondemand`, then `report ondemand`",
             );
         }
+        Some("cp") => {
+            return update_section(cp::HEADING, cp::section, "`benches/cp`, then `report cp`");
+        }
         Some(other) => {
             return Err(format!(
-                "unknown section {other:?}: real, flood or ondemand, or none for every section"
+                "unknown section {other:?}: real, flood, ondemand or cp, or none for every section"
             ));
         }
         None => {}
@@ -218,6 +222,7 @@ fn main() -> Result<(), String> {
     real::section(&mut out, &figures);
     flood::section(&mut out, &figures);
     ondemand::section(&mut out, &figures);
+    cp::section(&mut out, &figures);
 
     writeln!(out, "{HOW_HEADING}\n").unwrap();
     out.push_str(

@@ -1,0 +1,97 @@
+//! `kubectl-debug cp` (`benches/cp`) against `docker cp` and a `tar` at each end of a session.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use crate::{read_json, verdict};
+
+/// The section's heading, as it starts in RESULTS.md.
+pub const HEADING: &str = "\n## Copying files: `cp`";
+
+/// Appends the section, if `benches/cp` ran.
+pub fn section(out: &mut String, figures: &Path) {
+    let Ok(f) = read_json(&figures.join("cp.json")) else {
+        return;
+    };
+    let num = |key: &str| f[key].as_f64().unwrap_or(f64::NAN);
+    let (mib, files) = (num("big_mib"), num("small_files"));
+    writeln!(out, "{HEADING}\n").unwrap();
+    writeln!(
+        out,
+        "Wall time of each command to its end, median of {} runs, in the same run: \
+         `kubectl-debug cp` (a debug session whose command is the debug container's own static \
+         helper, through the Kubernetes API stand-in, a port-forward and a separate agent \
+         process of this tree, on the test Docker engine); `docker cp` (the engine reads the \
+         container's filesystem itself: no session, no debug container); and kubectl cp's \
+         path, `tar` at both ends of a session (`tar -c | kubectl-debug POD -i -- tar -x -C \
+         /proc/1/root/tmp`, and back), which needs `tar` in the debug image. Into and from \
+         the target's `/tmp` and a local directory on the same disk. Speed is against `docker \
+         cp`: its time over ours.\n",
+        num("runs")
+    )
+    .unwrap();
+    writeln!(
+        out,
+        "| | kubectl-debug cp | docker cp | tar through a session | speed vs docker cp | target | |"
+    )
+    .unwrap();
+    writeln!(out, "|---|---|---|---|---|---|---|").unwrap();
+    for (what, label, target) in [
+        ("big", format!("{mib:.0} MiB file"), Some(0.9)),
+        (
+            "small",
+            format!("{} files of 1 KiB", thousands(files)),
+            None,
+        ),
+    ] {
+        for (way, into) in [("up", "into the pod"), ("down", "from the pod")] {
+            let ours = num(&format!("{what}_ours_{way}_ms"));
+            let docker = num(&format!("{what}_docker_{way}_ms"));
+            let tar = num(&format!("{what}_tar_{way}_ms"));
+            let speed = docker / ours;
+            let (goal, met) = match target {
+                Some(goal) => (format!(">= {goal}x"), verdict(speed >= goal).to_owned()),
+                None => ("none".to_owned(), String::new()),
+            };
+            writeln!(
+                out,
+                "| {label}, {into} | {ours:.0} ms | {docker:.0} ms | {tar:.0} ms | {speed:.2}x | {goal} | {met} |"
+            )
+            .unwrap();
+        }
+    }
+    let session = num("session_ms");
+    let per_file = |way: &str| (num(&format!("small_ours_{way}_ms")) - session) / files * 1000.0;
+    let big_up = num("big_ours_up_ms") - session;
+    writeln!(
+        out,
+        "\nWhere the time goes. A session with nothing to copy (`kubectl-debug POD -- true`: \
+         the plugin's start, the pod and agent lookups, the debug container created and \
+         removed) takes {session:.0} ms; every `cp` pays it and `docker cp` does not. Without \
+         it the {mib:.0} MiB upload takes {big_up:.0} ms against `docker cp`'s {:.0} ms: \
+         below the target, it is the session's start that costs the difference, not the \
+         copy. For the small files the rest is per file, {:.0} µs a file into the pod and \
+         {:.0} µs a file from it; since the {} files make only about 15 MiB of tar, \
+         which the relay carries in a small part of the large file's time, that is the \
+         per-entry work at both ends (a 512-byte header, open, write, chmod and utimes \
+         through `/proc/1/root`), an inference from these figures, not a profile.",
+        num("big_docker_up_ms"),
+        per_file("up"),
+        per_file("down"),
+        thousands(files)
+    )
+    .unwrap();
+}
+
+/// `n` with thousands separated by commas, as the rest of RESULTS.md writes them.
+fn thousands(n: f64) -> String {
+    let digits = format!("{n:.0}");
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
