@@ -9,7 +9,8 @@
 //! logs with the reason:
 //! - unretained containers no session owns: their owner ([`crate::owner`]) is gone (an agent
 //!   that was killed, a `local` killed with SIGKILL), or it is this agent and their session is
-//!   over (a removal that failed);
+//!   over (a removal that failed); those of an owner in another PID namespace, which this
+//!   agent cannot judge, only once their target has been gone for `lifecycle.orphanMaxAge`;
 //! - retained containers orphaned for longer than `lifecycle.orphanMaxAge` (counted from when
 //!   this agent first saw them orphaned);
 //! - retained containers older than `lifecycle.retainedMaxAge` (unless 0).
@@ -23,6 +24,7 @@ use kdbg_runtimes::{ContainerState, DebugContainer, Error, Runtime, Target, labe
 use tracing::{info, warn};
 
 use crate::Agent;
+use crate::owner::Liveness;
 
 /// Our debug container named `name` (or with that ID).
 pub async fn find(agent: &Agent, name: &str) -> Result<DebugContainer, Error> {
@@ -179,11 +181,25 @@ pub async fn reap(agent: &Agent) {
         }
         let reason = if label(c, label::RETAIN) != Some("true") {
             let owner = label(c, label::OWNER).unwrap_or_default();
-            if owner != agent.owner && crate::owner::alive(owner) {
+            let liveness = if owner == agent.owner {
+                Liveness::Gone
+            } else {
+                crate::owner::liveness(owner)
+            };
+            match liveness {
                 // Another live agent's (or `local`'s) session.
-                continue;
+                Liveness::Alive => continue,
+                Liveness::Gone => {
+                    "no session owns it (what created it is gone, or its session is over)"
+                        .to_owned()
+                }
+                // Another PID namespace's agent, alive or not: only a target gone for long
+                // says the container is nobody's.
+                Liveness::Unknown => match orphaned_for_long(agent, c).await {
+                    Some(reason) => reason,
+                    None => continue,
+                },
             }
-            "no session owns it (what created it is gone, or its session is over)".to_owned()
         } else if let Some(reason) = expired(agent, c, now).await {
             reason
         } else {
@@ -213,6 +229,13 @@ async fn expired(agent: &Agent, c: &DebugContainer, now: u64) -> Option<String> 
             lifecycle.retained_max_age
         ));
     }
+    orphaned_for_long(agent, c).await
+}
+
+/// Why container `c` is nobody's, if its target has been gone for longer than
+/// `lifecycle.orphanMaxAge` (counted from when this agent first saw it gone).
+async fn orphaned_for_long(agent: &Agent, c: &DebugContainer) -> Option<String> {
+    let lifecycle = &agent.lifecycle;
     if orphaned(agent, c).await {
         let first = *lock(&agent.orphans)
             .entry(c.id.clone())
