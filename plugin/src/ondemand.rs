@@ -491,7 +491,7 @@ mod tests {
         )
         .unwrap();
         let spec = pod.spec.unwrap();
-        assert_eq!(spec.host_pid, Some(false));
+        assert_eq!(spec.host_pid, Some(true), "as the DaemonSet's");
         let container = &spec.containers[0];
         assert_eq!(container.image.as_deref(), Some("registry.local/agent:1"));
         assert_eq!(container.image_pull_policy.as_deref(), Some("Never"));

@@ -544,3 +544,45 @@ fn a_list_over_nodes_asks_only_their_agents_and_names_the_others() {
     ]);
     assert_eq!(text(&pods.stdout), "", "a list started an agent");
 }
+
+#[test]
+fn an_on_demand_agent_leaves_other_agents_sessions_alone() {
+    let world = World::new(&DockerEngine, "others", "");
+    // Another agent's session on the node: `local`'s in-process agent, in this machine's PID
+    // namespace.
+    let mut local = support::plugin()
+        .args(["local", &world.web.pod_reference(), "--image", &world.image])
+        .args(["--", "sh", "-c", "sleep 6; echo survived"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    eventually(
+        Duration::from_secs(30),
+        "the local session's debug container",
+        || world.web.leftovers().len() == 1,
+    );
+    // An agent started on demand (its reaper runs as it starts) with a session of its own.
+    let out = support::run(
+        &mut world.debug(&[
+            "web",
+            "--agentless=always",
+            "--image",
+            &world.image,
+            "--",
+            "true",
+        ]),
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // The other session ran to its end.
+    let local = local.wait_with_output().unwrap();
+    assert_eq!(
+        (local.status.code(), text(&local.stdout)),
+        (Some(0), "survived\n".to_owned()),
+        "{}",
+        text(&local.stderr)
+    );
+    world.assert_no_agents_soon();
+}

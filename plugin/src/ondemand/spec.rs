@@ -182,8 +182,10 @@ pub fn pod(
     // system-node-critical is for kube-system; an on-demand pod is one user's.
     spec.priority_class_name = None;
     spec.host_network = Some(false);
-    // Docker joins targets by container; containerd by the node's /proc.
-    spec.host_pid = Some(runtime != NodeRuntime::Docker);
+    // As the DaemonSet's, on every runtime: an agent tells live owners of debug containers
+    // (other agents' sessions) from dead ones by their PIDs, and a target that shares the
+    // node's namespaces from one that does not, both only in the node's PID namespace.
+    spec.host_pid = Some(true);
     spec.termination_grace_period_seconds = Some(30);
     let volumes = spec.volumes.get_or_insert_with(Vec::new);
     volumes.retain(|v| v.name != "config");
