@@ -104,15 +104,7 @@ pub async fn run(
     let home = find(cluster.client.clone(), node).await?;
     let record_local = opts.record.record_local.clone();
     let request = opts.request_joining(None, Some(home.name.clone()));
-    let agent = agent(&cluster, &home).await?;
-    let written = format!("node/{}", home.name);
-    attach::debug(
-        &agent,
-        request,
-        record_local.as_deref(),
-        &attach::kept_in_pod(&written),
-    )
-    .await
+    session(&cluster, &home, request, record_local.as_deref()).await
 }
 
 /// Runs `kubectl-debug attach node/NAME CONTAINER`.
@@ -122,12 +114,22 @@ pub async fn attach(global: &Global, node: &str, args: AttachArgs) -> anyhow::Re
     let record_local = args.session.record.record_local.clone();
     let mut request: DebugRequest = args.session.request(&args.name);
     request.node = Some(home.name.clone());
-    let agent = agent(&cluster, &home).await?;
+    session(&cluster, &home, request, record_local.as_deref()).await
+}
+
+/// A session on node `home`'s agent, as `request` asks.
+async fn session(
+    cluster: &Cluster,
+    home: &NodeHome,
+    request: DebugRequest,
+    record_local: Option<&std::path::Path>,
+) -> anyhow::Result<ExitStatus> {
+    let agent = agent(cluster, home).await?;
     let written = format!("node/{}", home.name);
     attach::debug(
         &agent,
         request,
-        record_local.as_deref(),
+        record_local,
         &attach::kept_in_pod(&written),
     )
     .await

@@ -15,29 +15,7 @@ pub async fn run(global: &Global, args: RmArgs) -> anyhow::Result<()> {
     let cluster = crate::cluster::Cluster::connect(global).await?;
     if let Some(node) = crate::node::named(&args.pod) {
         let (agent, scope) = crate::node::reach(&cluster, node).await?;
-        let names = if args.all {
-            let listed: Vec<String> = agent
-                .list(&scope)
-                .await?
-                .into_iter()
-                .map(|i| i.name)
-                .collect();
-            if listed.is_empty() {
-                eprintln!("No debug containers found for node {node}.");
-            }
-            listed
-        } else {
-            args.names
-        };
-        let whose = format!("node {node}");
-        return remove(
-            &agent,
-            &names,
-            &scope,
-            args.ignore_not_found || args.all,
-            &whose,
-        )
-        .await;
+        return remove_asked(&agent, &scope, &args, &format!("node {node}"), "").await;
     }
     let name = pod::pod_name(&args.pod);
     let (client, namespace) = (cluster.client.clone(), cluster.namespace.clone());
@@ -48,30 +26,8 @@ pub async fn run(global: &Global, args: RmArgs) -> anyhow::Result<()> {
         pod: Some(name.to_owned()),
         node: None,
     };
-    let names = if args.all {
-        let listed: Vec<String> = agent
-            .list(&scope)
-            .await?
-            .into_iter()
-            .map(|i| i.name)
-            .collect();
-        if listed.is_empty() {
-            eprintln!("No debug containers found for pod {name} in namespace {namespace}.");
-        }
-        listed
-    } else {
-        args.names
-    };
-    // With --all, one that is gone between the list and its removal (an unretained one its
-    // agent was removing) is what was asked for.
-    remove(
-        &agent,
-        &names,
-        &scope,
-        args.ignore_not_found || args.all,
-        &format!("pod {name}"),
-    )
-    .await?;
+    let place = format!(" in namespace {namespace}");
+    remove_asked(&agent, &scope, &args, &format!("pod {name}"), &place).await?;
     if args.all && home.copy_of.is_some() {
         // With its debug containers gone, a kept copy is there for nothing else.
         let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
@@ -87,6 +43,41 @@ pub async fn run(global: &Global, args: RmArgs) -> anyhow::Result<()> {
         println!("copy {name} deleted");
     }
     Ok(())
+}
+
+/// Removes what `args` names of `scope` (`whose` debug containers they are, `place` where,
+/// for messages), or with `--all` every debug container the agent lists there. With
+/// `--all`, one that is gone between the list and its removal (an unretained one its agent
+/// was removing) is what was asked for.
+async fn remove_asked(
+    agent: &AgentClient,
+    scope: &PodScope,
+    args: &RmArgs,
+    whose: &str,
+    place: &str,
+) -> anyhow::Result<()> {
+    let names = if args.all {
+        let listed: Vec<String> = agent
+            .list(scope)
+            .await?
+            .into_iter()
+            .map(|i| i.name)
+            .collect();
+        if listed.is_empty() {
+            eprintln!("No debug containers found for {whose}{place}.");
+        }
+        listed
+    } else {
+        args.names.clone()
+    };
+    remove(
+        agent,
+        &names,
+        scope,
+        args.ignore_not_found || args.all,
+        whose,
+    )
+    .await
 }
 
 /// Removes `names` through `agent`, printing `NAME removed` for each; the names that are not
