@@ -146,7 +146,13 @@ mod tests {
         // The agent's own name is this build's: another build's binary is left alone.
         let own = install_own(&dir).unwrap();
         assert_ne!(own, path);
-        assert!(own.file_name().unwrap().to_str().unwrap().starts_with("kdbg-init-"));
+        assert!(
+            own.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("kdbg-init-")
+        );
         assert_eq!(std::fs::read(&own).unwrap(), BINARY);
         assert_eq!(install_own(&dir).unwrap(), own);
         std::fs::remove_dir_all(&dir).unwrap();
