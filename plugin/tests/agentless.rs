@@ -550,7 +550,7 @@ fn an_on_demand_agent_leaves_other_agents_sessions_alone() {
     let world = World::new(&DockerEngine, "others", "");
     // Another agent's session on the node: `local`'s in-process agent, in this machine's PID
     // namespace.
-    let mut local = support::plugin()
+    let local = support::plugin()
         .args(["local", &world.web.pod_reference(), "--image", &world.image])
         .args(["--", "sh", "-c", "sleep 6; echo survived"])
         .stdin(Stdio::null())
