@@ -489,3 +489,53 @@ fn a_long_copy_shows_its_progress_on_a_terminal() {
     let screen = tmux.wait_for("s", "EXIT=0");
     assert!(!screen.contains(" of 256.0 MiB"), "{screen}");
 }
+
+#[test]
+fn copies_into_a_full_disk_or_a_read_only_root_say_so_and_leave_nothing() {
+    // A read-only root with a 1 MiB file system in it, and 4 MiB to copy into it.
+    let target = Target::start_with(
+        &["--read-only", "--tmpfs", "/small:size=1m"],
+        "echo ready > /small/ready; exec sleep 3600",
+    );
+    let started = Started::Docker(target);
+    support::eventually(Duration::from_secs(30), "the target", || {
+        started.sh("cat /small/ready 2>/dev/null || true") == "ready\n"
+    });
+    started.sh("rm /small/ready; echo ok");
+    let agent = DockerEngine.agent("");
+    let cluster = Cluster::new("shop");
+    cluster.api.add_pod(running_pod(
+        "shop",
+        "full",
+        &[("app", &started.pod_reference(), true)],
+    ));
+    let here = Scratch::new("full");
+    std::fs::write(here.path("big"), vec![7u8; 4 << 20]).unwrap();
+    let out = cp(
+        &cluster,
+        agent.port,
+        &[&here.arg("big"), "full:/small/big"],
+        b"",
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("full:/small/big") && stderr.contains("No space left on device"),
+        "{stderr}"
+    );
+    // Nothing half-written stays behind, and what was there is untouched.
+    assert_eq!(started.sh("ls -A /small; echo end"), "end\n");
+    // Where nothing may be written: the file system says why, named.
+    let out = cp(
+        &cluster,
+        agent.port,
+        &[&here.arg("big"), "full:/etc/big"],
+        b"",
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("full:/etc/big") && stderr.contains("Read-only file system"),
+        "{stderr}"
+    );
+}
