@@ -22,7 +22,7 @@ const OLD: i64 = 978_307_200;
 const OLDER_UP: i64 = 1_046_660_583;
 
 /// What the target holds: files with a mode and a time, a subdirectory, a symlink out of its
-/// root and one inside it, names with a newline and a non-UTF-8 byte, 500 small files, a
+/// root and one inside it, names with a newline and a non-UTF-8 byte, 10,000 small files, a
 /// large sparse file; and no `tar`.
 const FIXTURE: &str = r#"set -e
 mkdir -p /data/dir/sub /data/many
@@ -37,7 +37,7 @@ line"
 printf raw > "/data/dir/$(printf 'raw\377')"
 touch -d '2001-01-01 00:00:00' /data/dir/sub
 ln -s /.kubectl-debug/init /data/init-link
-i=0; while [ $i -lt 500 ]; do echo $i > /data/many/f$i; i=$((i+1)); done
+i=0; while [ $i -lt 10000 ]; do echo $i > /data/many/f$i; i=$((i+1)); done
 truncate -s 3G /data/big
 rm -f "$(which tar)"
 echo ready > /ready
@@ -250,7 +250,7 @@ fn copies_go_both_ways(engine: &dyn Engine) {
         b"",
     );
     ok(&out, "many files down");
-    assert_eq!(std::fs::read_dir(here.path("many")).unwrap().count(), 500);
+    assert_eq!(std::fs::read_dir(here.path("many")).unwrap().count(), 10_000);
     assert_eq!(std::fs::read(here.path("many/f499")).unwrap(), b"499\n");
 
     // A missing path: exit 1, the message names it, nothing is left here.
@@ -362,7 +362,7 @@ fn copies_go_both_ways(engine: &dyn Engine) {
         b"",
     );
     ok(&out, "many files up");
-    assert_eq!(target.sh("ls /tmp/many | wc -l").trim(), "500");
+    assert_eq!(target.sh("ls /tmp/many | wc -l").trim(), "10000");
 
     // `-` on stdin: a tar stream unpacked into a directory; one whose names leave it is
     // refused.
