@@ -250,7 +250,10 @@ fn copies_go_both_ways(engine: &dyn Engine) {
         b"",
     );
     ok(&out, "many files down");
-    assert_eq!(std::fs::read_dir(here.path("many")).unwrap().count(), 10_000);
+    assert_eq!(
+        std::fs::read_dir(here.path("many")).unwrap().count(),
+        10_000
+    );
     assert_eq!(std::fs::read(here.path("many/f499")).unwrap(), b"499\n");
 
     // A missing path: exit 1, the message names it, nothing is left here.
@@ -538,4 +541,35 @@ fn copies_into_a_full_disk_or_a_read_only_root_say_so_and_leave_nothing() {
         stderr.contains("full:/etc/big") && stderr.contains("Read-only file system"),
         "{stderr}"
     );
+}
+
+#[test]
+fn a_1_gib_file_comes_down_whole() {
+    let target = Target::start("truncate -s 1G /gig && echo ready > /ready && exec sleep 3600");
+    let started = Started::Docker(target);
+    support::eventually(Duration::from_secs(30), "the target", || {
+        started.sh("cat /ready 2>/dev/null || true") == "ready\n"
+    });
+    let agent = DockerEngine.agent("");
+    let cluster = Cluster::new("shop");
+    cluster.api.add_pod(running_pod(
+        "shop",
+        "gig",
+        &[("app", &started.pod_reference(), true)],
+    ));
+    let here = Scratch::new("gig");
+    let out = cp(&cluster, agent.port, &["gig:/gig", &here.arg("gig")], b"");
+    ok(&out, "1 GiB down");
+    let mut file = std::fs::File::open(here.path("gig")).unwrap();
+    let (mut total, mut buf) = (0u64, vec![0u8; 1 << 20]);
+    loop {
+        use std::io::Read as _;
+        let n = file.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        assert!(buf[..n].iter().all(|b| *b == 0), "not the target's bytes");
+        total += n as u64;
+    }
+    assert_eq!(total, 1 << 30);
 }
