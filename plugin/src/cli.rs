@@ -368,7 +368,7 @@ pub enum Verb {
     Rm(RmArgs),
     /// Copy files and directories between a pod's container and here, through a debug
     /// container (neither image needs tar): `cp POD:PATH LOCAL`, `cp LOCAL POD:PATH`, `-`
-    /// for a tar stream on stdin or stdout.
+    /// for a tar stream on stdin or stdout; `node/NAME:PATH` for the node's own files.
     Cp(crate::cp::CpArgs),
     /// Debug a container on this machine, with no cluster: `local docker://NAME_OR_ID` or
     /// `local containerd://ID`; `local list`, `local attach`, `local rm` as above.

@@ -87,7 +87,8 @@ fn end(arg: &str) -> End {
         && !arg.starts_with('.')
         && let Some((pod, path)) = arg.split_once(':')
     {
-        let name = pod::pod_name(pod);
+        // A pod (`pod/NAME` too), or the node itself (`node/NAME`).
+        let name = crate::node::named(pod).unwrap_or_else(|| pod::pod_name(pod));
         if !name.is_empty() && !name.contains('/') && !path.is_empty() {
             return End::Remote {
                 pod: pod.to_owned(),
@@ -113,13 +114,6 @@ pub async fn run(global: &Global, args: CpArgs) -> anyhow::Result<ExitStatus> {
         (End::Remote { pod, path }, End::Stream) => (pod, path, Direction::Down(None)),
         (End::Local(local), End::Remote { pod, path }) => (pod, path, Direction::Up(Some(local))),
         (End::Stream, End::Remote { pod, path }) => (pod, path, Direction::Up(None)),
-        (End::Local(n), _) | (_, End::Local(n))
-            if n.starts_with("node/") && n.to_string_lossy().contains(':') =>
-        {
-            bail!(
-                "cp copies from and to pods, not nodes: read a node's files with kubectl-debug node/NAME -- cat /host/PATH"
-            )
-        }
         (End::Remote { .. }, End::Remote { .. }) => {
             bail!("cp copies between a pod and here: one of SOURCE and DEST must be local (or -)")
         }
@@ -150,15 +144,31 @@ pub async fn run(global: &Global, args: CpArgs) -> anyhow::Result<ExitStatus> {
         _ => None,
     };
     let cluster = Cluster::connect(global).await?;
-    let found = pod::resolve(
-        cluster.client.clone(),
-        &cluster.namespace,
-        pod::pod_name(&pod),
-        args.container.as_deref(),
-    )
-    .await?;
+    // The node itself (`node/NAME:PATH`, its files as its / has them), or a pod's container.
+    let (agent, place, node, found) = match crate::node::named(&pod) {
+        Some(node) => {
+            if let Some(container) = &args.container {
+                bail!("-c {container}: node/{node} is the node itself: it has no containers");
+            }
+            let (agent, _) = crate::node::reach(&cluster, node).await?;
+            (agent, format!("node/{node}"), Some(node.to_owned()), None)
+        }
+        None => {
+            let found = pod::resolve(
+                cluster.client.clone(),
+                &cluster.namespace,
+                pod::pod_name(&pod),
+                args.container.as_deref(),
+            )
+            .await?;
+            let agent = cluster
+                .agent_on(&found.node, &found.host_ip, Some(found.target.kind))
+                .await?;
+            (agent, found.pod.clone(), None, Some(found))
+        }
+    };
     let init = kdbg_runtimes::init::PATH.to_owned();
-    let command = match &direction {
+    let mut command = match &direction {
         // With its size first (for the progress bar) when there is a terminal to show it.
         Direction::Down(_) if std::io::stderr().is_terminal() => {
             vec![init, "pack".into(), "--size".into(), path.clone()]
@@ -167,10 +177,17 @@ pub async fn run(global: &Global, args: CpArgs) -> anyhow::Result<ExitStatus> {
         Direction::Up(Some(_)) => vec![init, "unpack".into(), path.clone()],
         Direction::Up(None) => vec![init, "unpack".into(), "--into".into(), path.clone()],
     };
+    if node.is_some() {
+        // The node's files are its / bind-mounted at /host in a node debug container.
+        command.splice(
+            2..2,
+            ["--root".to_owned(), kdbg_runtimes::HOST_ROOT.to_owned()],
+        );
+    }
     let mut request = DebugRequest {
-        target: Some(found.target.clone()),
+        target: found.as_ref().map(|f| f.target.clone()),
         container: None,
-        node: None,
+        node,
         image: args.image.clone(),
         command,
         stdin: matches!(direction, Direction::Up(_)),
@@ -180,18 +197,15 @@ pub async fn run(global: &Global, args: CpArgs) -> anyhow::Result<ExitStatus> {
         name: None,
         retain: args.retain.unwrap_or(false),
         pull_policy: args.pull_policy.unwrap_or_default(),
-        pod_namespace: Some(found.namespace.clone()),
-        pod_name: Some(found.pod.clone()),
-        pod_container: Some(found.container.clone()),
+        pod_namespace: found.as_ref().map(|f| f.namespace.clone()),
+        pod_name: found.as_ref().map(|f| f.pod.clone()),
+        pod_container: found.as_ref().map(|f| f.container.clone()),
         user: std::env::var("USER").ok().filter(|u| !u.is_empty()),
         record: false,
         profile: args.profile,
         chroot: false,
         size: None,
     };
-    let agent = cluster
-        .agent_on(&found.node, &found.host_ip, Some(found.target.kind))
-        .await?;
     let session = if request.pull_policy == PullPolicy::Never {
         agent.open_session(&request).await?
     } else {
@@ -212,7 +226,7 @@ pub async fn run(global: &Global, args: CpArgs) -> anyhow::Result<ExitStatus> {
     let progress = Progress::new();
     let mut io = ClientIo {
         stderr: Some(Box::pin(Messages {
-            pod: found.pod.clone(),
+            pod: place.clone(),
             partial: Vec::new(),
             shown: progress.shown.clone(),
             total: progress.total.clone(),
@@ -287,8 +301,12 @@ pub async fn run(global: &Global, args: CpArgs) -> anyhow::Result<ExitStatus> {
     };
     if remote > 128 && matches!(status, ExitStatus::Code(_)) {
         eprintln!(
-            "error: the copy in pod {} was killed (signal {}): did its container stop?",
-            found.pod,
+            "error: the copy in {} was killed (signal {}): did its container stop?",
+            if found.is_some() {
+                format!("pod {place}")
+            } else {
+                place.clone()
+            },
             remote - 128
         );
     }
@@ -307,7 +325,7 @@ pub async fn run(global: &Global, args: CpArgs) -> anyhow::Result<ExitStatus> {
         }
     };
     if let Some(name) = kept {
-        eprintln!("{}", attach::kept_in_pod(&found.pod)(&name));
+        eprintln!("{}", attach::kept_in_pod(&place)(&name));
     }
     Ok(match status {
         ExitStatus::Code(0) if !local_ok => ExitStatus::Code(1),
@@ -610,6 +628,10 @@ mod tests {
         };
         assert_eq!(end("web-1:/etc/hosts"), remote("web-1", "/etc/hosts"));
         assert_eq!(end("pod/list:/x"), remote("pod/list", "/x"));
+        assert_eq!(
+            end("node/n1:/etc/os-release"),
+            remote("node/n1", "/etc/os-release")
+        );
         assert_eq!(end("-"), End::Stream);
         for local in ["./a:b", "/tmp/a:b", "dir/file:x", "plain", "web-1:"] {
             assert_eq!(end(local), End::Local(local.into()), "{local}");

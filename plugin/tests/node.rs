@@ -114,6 +114,33 @@ fn node_debugging(engine: &dyn Engine) {
     );
     assert!(node_containers(engine).is_empty());
 
+    // cp reads and writes the node's files, under the same check.
+    let copied = dir.join("hostname");
+    let remote = format!("{node}:/etc/hostname");
+    let (code, out, err) = debug(
+        &cluster,
+        &dir,
+        "dave-token",
+        &agent,
+        &["cp", &remote, copied.to_str().unwrap()],
+    );
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert_eq!(
+        std::fs::read_to_string(&copied).unwrap(),
+        std::fs::read_to_string("/etc/hostname").unwrap()
+    );
+    let (code, _, err) = debug(
+        &cluster,
+        &dir,
+        "alice-token",
+        &agent,
+        &["cp", &remote, dir.join("refused").to_str().unwrap()],
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("may not create nodes/proxy"), "{err}");
+    assert!(!dir.join("refused").exists());
+    assert_removed_soon(|| node_containers(engine));
+
     // A node the cluster does not have: named, with how to list the nodes.
     let (code, _, err) = debug(
         &cluster,
