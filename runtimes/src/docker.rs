@@ -81,6 +81,27 @@ fn is_not_found(e: &BollardError) -> bool {
 }
 
 impl DockerRuntime {
+    /// Target `target` as Docker describes it; a target of another runtime, or one Docker
+    /// does not have, is an error naming it.
+    async fn inspect_target(
+        &self,
+        target: &TargetRef,
+    ) -> Result<bollard::models::ContainerInspectResponse, Error> {
+        if target.kind != RuntimeKind::Docker {
+            return Err(Error::WrongRuntime {
+                target: target.clone(),
+                runtime: "docker",
+            });
+        }
+        match self.docker.inspect_container(&target.id, None).await {
+            Ok(info) => Ok(info),
+            Err(e) if is_not_found(&e) => Err(Error::TargetNotFound {
+                target: target.clone(),
+            }),
+            Err(e) => Err(call("inspecting target container", target.to_string())(e)),
+        }
+    }
+
     /// Connects to the engine at `endpoint` (`unix:///path` or a plain path) and settles on
     /// the API version both sides speak (Debian's dockerd 20.10 speaks 1.41).
     pub async fn connect(endpoint: &str) -> Result<DockerRuntime, Error> {
@@ -165,21 +186,7 @@ fn engine_message(e: &BollardError) -> String {
 
 impl Runtime for DockerRuntime {
     async fn check_target(&self, target: &TargetRef) -> Result<TargetInfo, Error> {
-        if target.kind != RuntimeKind::Docker {
-            return Err(Error::WrongRuntime {
-                target: target.clone(),
-                runtime: "docker",
-            });
-        }
-        let info = match self.docker.inspect_container(&target.id, None).await {
-            Ok(info) => info,
-            Err(e) if is_not_found(&e) => {
-                return Err(Error::TargetNotFound {
-                    target: target.clone(),
-                });
-            }
-            Err(e) => return Err(call("inspecting target container", target.to_string())(e)),
-        };
+        let info = self.inspect_target(target).await?;
         let state = info.state.unwrap_or_default();
         if state.running != Some(true) || state.paused == Some(true) {
             let status = state
@@ -557,21 +564,7 @@ impl Runtime for DockerRuntime {
     }
 
     async fn image_config(&self, target: &TargetRef) -> Result<ImageConfig, Error> {
-        if target.kind != RuntimeKind::Docker {
-            return Err(Error::WrongRuntime {
-                target: target.clone(),
-                runtime: "docker",
-            });
-        }
-        let info = match self.docker.inspect_container(&target.id, None).await {
-            Ok(info) => info,
-            Err(e) if is_not_found(&e) => {
-                return Err(Error::TargetNotFound {
-                    target: target.clone(),
-                });
-            }
-            Err(e) => return Err(call("inspecting target container", target.to_string())(e)),
-        };
+        let info = self.inspect_target(target).await?;
         // Its image by ID: the name it was made with may have moved to another image since
         // (a tag pushed again); the name is only what errors and the answer show.
         let name = info.config.and_then(|c| c.image).filter(|n| !n.is_empty());
