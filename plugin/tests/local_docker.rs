@@ -523,3 +523,39 @@ fn a_retained_container_outlives_a_client_that_vanished_without_its_process() {
     assert!(!kept.stdout.is_empty(), "its filesystem stays");
     docker(&["rm", "-f", &id]);
 }
+
+/// A container that only carries our labels (Docker copies an image's `LABEL`s onto its
+/// containers: a pod's container made from such an image) is not a debug container: not
+/// listed, not removed.
+#[test]
+fn a_container_labelled_like_ours_is_not_taken_for_a_debug_container() {
+    let name = format!("kdbg-posing-{}", std::process::id());
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--network",
+        "none",
+        "--label",
+        &format!("{}=posing", kdbg_runtimes::label::SESSION),
+        "--label",
+        &format!("{}=true", kdbg_runtimes::label::RETAIN),
+        "--label",
+        "io.kubernetes.container.name=app",
+        &image(),
+        "sleep",
+        "300",
+    ]);
+    let out = run(
+        plugin().args(["local", "list", "--runtime-kind", "docker", "-o", "json"]),
+        b"",
+    );
+    let listed = text(&out.stdout);
+    let _ = Command::new("/usr/bin/docker")
+        .args(["rm", "-f", &name])
+        .env("DOCKER_HOST", docker_host())
+        .output();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(!listed.contains(&name), "{listed}");
+}

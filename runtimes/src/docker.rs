@@ -536,7 +536,7 @@ impl Runtime for DockerRuntime {
             .await
             .map_err(call("listing debug containers on", self.endpoint.clone()))?;
         let mut list = Vec::with_capacity(found.len());
-        for c in found {
+        for c in found.into_iter().filter(made_by_an_agent) {
             // The summary has no exit code: running ones need no more, others are inspected.
             let running = c.state.as_ref().is_some_and(|s| s.to_string() == "running");
             let id = c.id.unwrap_or_default();
@@ -640,6 +640,24 @@ fn status_name(status: ContainerStateStatusEnum) -> &'static str {
         ContainerStateStatusEnum::STOPPING => "stopping",
         ContainerStateStatusEnum::EMPTY => "in an unknown state",
     }
+}
+
+/// Whether listed container `c` is a debug container an agent made, not one that only
+/// carries our labels: Docker copies an image's `LABEL`s onto its containers, so a pod's
+/// container (cri-dockerd's `io.kubernetes.*` labels) made from an image labelled like ours
+/// would otherwise be listed, attached to and counted against the retained limits. Ours
+/// have the init bind-mounted at [`init::PATH`] and no kubelet labels.
+fn made_by_an_agent(c: &bollard::models::ContainerSummary) -> bool {
+    let kubelets = c
+        .labels
+        .as_ref()
+        .is_some_and(|l| l.contains_key("io.kubernetes.container.name"));
+    let init = c
+        .mounts
+        .iter()
+        .flatten()
+        .any(|m| m.destination.as_deref() == Some(init::PATH));
+    init && !kubelets
 }
 
 /// The ipc mode that joins target `target_id`'s IPC namespace, whose own mode is `mode`: the
