@@ -554,6 +554,13 @@ fn next_header(input: &mut dyn Read) -> Result<Option<Header>, Stop> {
             .take()
             .map_or_else(|| number(&block[124..136]), Some)
             .ok_or_else(bad)?;
+        // No file is an exabyte: a size that large is a tampered header, whose padding
+        // would overflow the arithmetic that skips it.
+        if size > 1 << 60 {
+            return Err(Stop::Refused(format!(
+                "not a tar archive (an entry of {size} bytes)"
+            )));
+        }
         let kind = block[156];
         let truncated = |e| Stop::Truncated(None, e);
         match kind {
@@ -671,13 +678,16 @@ fn safe_name(name: &[u8], rename: Option<&[u8]>) -> Result<Option<Vec<Vec<u8>>>,
 }
 
 /// Unpacks the tar `input` into directory `dir` (its top entry renamed to `rename`): see the
-/// module's documentation for the rules. Messages name entries under `shown` (the
-/// destination as the user wrote it). `Ok(false)` when some entries could not be written
-/// (each reported to `warn`); the input is read to its end either way.
+/// module's documentation for the rules. Modes are the archive's within `mask` (the plugin
+/// keeps no setuid, setgid or sticky bit and honours the umask; the pod's end keeps all);
+/// only directories this unpack makes get the archive's mode and time. Messages name entries
+/// under `shown` (the destination as the user wrote it). `Ok(false)` when some entries could
+/// not be written (each reported to `warn`); the input is read to its end either way.
 pub fn unpack(
     input: &mut dyn Read,
     dir: &Path,
     rename: Option<&[u8]>,
+    mask: u32,
     shown: &[u8],
     warn: Warn<'_>,
 ) -> Result<bool, Stop> {
@@ -710,7 +720,7 @@ pub fn unpack(
                 b'0' | 0 | b'7' => {
                     match write_file(input, &path, &header) {
                         Ok(()) => {
-                            ok &= finish(&path, &header, &shown_of(&parts), &mut *warn);
+                            ok &= finish(&path, &header, mask, &shown_of(&parts), &mut *warn);
                             continue;
                         }
                         Err(Written::Input(e)) => {
@@ -726,8 +736,11 @@ pub fn unpack(
                         }
                     }
                 }
-                b'5' => make_dir(&path).map(|()| {
-                    dirs.push((path.clone(), header.mode, header.mtime, shown_of(&parts)))
+                b'5' => make_dir(&path).map(|made| {
+                    if made {
+                        let mode = header.mode & mask;
+                        dirs.push((path.clone(), mode, header.mtime, shown_of(&parts)))
+                    }
                 }),
                 b'2' => replace(&path).and_then(|()| {
                     std::os::unix::fs::symlink(OsStr::from_bytes(&header.link), &path)
@@ -770,7 +783,10 @@ pub fn unpack(
 }
 
 fn set_mtime(file: &fs::File, mtime: u64) -> io::Result<()> {
-    let time = UNIX_EPOCH + Duration::from_secs(mtime);
+    // A time past what the system can hold is the archive's nonsense: the file keeps now.
+    let Some(time) = UNIX_EPOCH.checked_add(Duration::from_secs(mtime)) else {
+        return Ok(());
+    };
     file.set_times(
         fs::FileTimes::new()
             .set_modified(time)
@@ -811,11 +827,14 @@ fn replace(path: &Path) -> io::Result<()> {
     }
 }
 
-fn make_dir(path: &Path) -> io::Result<()> {
+/// A directory at `path`, made unless one is there; whether it was made.
+fn make_dir(path: &Path) -> io::Result<bool> {
     match fs::symlink_metadata(path) {
-        Ok(meta) if meta.is_dir() => Ok(()),
-        Ok(_) => fs::remove_file(path).and_then(|()| fs::create_dir(path)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => fs::create_dir(path),
+        Ok(meta) if meta.is_dir() => Ok(false),
+        Ok(_) => fs::remove_file(path)
+            .and_then(|()| fs::create_dir(path))
+            .map(|()| true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => fs::create_dir(path).map(|()| true),
         Err(e) => Err(e),
     }
 }
@@ -871,13 +890,13 @@ fn write_file(input: &mut dyn Read, path: &Path, header: &Header) -> Result<(), 
 }
 
 /// Sets a written file's mode and time; whether it could.
-fn finish(path: &Path, header: &Header, shown: &str, warn: Warn<'_>) -> bool {
+fn finish(path: &Path, header: &Header, mask: u32, shown: &str, warn: Warn<'_>) -> bool {
     let set = fs::OpenOptions::new()
         .write(true)
         .custom_flags(O_NOFOLLOW)
         .open(path)
         .and_then(|file| {
-            file.set_permissions(fs::Permissions::from_mode(header.mode))?;
+            file.set_permissions(fs::Permissions::from_mode(header.mode & mask))?;
             set_mtime(&file, header.mtime)
         });
     match set {

@@ -78,7 +78,7 @@ pub fn main(unpacking: bool, args: &[OsString]) -> ExitCode {
         } else {
             path.to_vec()
         };
-        match archive::unpack(&mut stdin, &dir, rename.as_deref(), &shown_dir, &mut warn) {
+        match archive::unpack(&mut stdin, &dir, rename.as_deref(), 0o7777, &shown_dir, &mut warn) {
             Ok(ok) => ok,
             Err(stop) => {
                 warn(format!("{}: {stop}", archive::show(path)));

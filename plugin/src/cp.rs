@@ -99,6 +99,28 @@ fn end(arg: &str) -> End {
     End::Local(PathBuf::from(arg))
 }
 
+/// The modes files and directories copied here may have: the permission bits the user's
+/// umask allows, never setuid, setgid or sticky (the pod's end chooses them, and it is not
+/// trusted), as `tar` does for a user who is not root.
+fn local_mask() -> u32 {
+    // Read, not set and set back as umask(2) would need (other threads make files too).
+    let umask = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("Umask:"))?;
+            u32::from_str_radix(line.trim_start_matches("Umask:").trim(), 8).ok()
+        })
+        .unwrap_or(0o022);
+    0o777 & !umask
+}
+
+/// The last component of the pod's `path` (`/var/log/app/` → `app`); none for `/`.
+fn asked_name(path: &str) -> Option<Vec<u8>> {
+    path.split('/')
+        .rfind(|part| !part.is_empty() && *part != ".")
+        .map(|part| part.as_bytes().to_vec())
+}
+
 /// Which way the bytes go, and the local end.
 enum Direction {
     /// From the pod to a local path, or to stdout (`None`).
@@ -121,6 +143,9 @@ pub async fn run(global: &Global, args: CpArgs) -> anyhow::Result<ExitStatus> {
             "cp needs a pod's path, POD:PATH, as SOURCE or DEST (a local path with a colon: write it ./like:this)"
         ),
     };
+    if path.split('/').rfind(|p| !p.is_empty() && *p != ".") == Some("..") {
+        bail!("{pod}:{path}: name the file or directory itself, not ..");
+    }
     if !path.starts_with('/') {
         bail!("{pod}:{path}: the pod's path must be absolute (it starts with /)");
     }
@@ -132,9 +157,13 @@ pub async fn run(global: &Global, args: CpArgs) -> anyhow::Result<ExitStatus> {
     // The local end first: nothing is started for a copy that cannot be made here.
     let local_dest = match &direction {
         Direction::Down(Some(local)) => {
-            let dest = archive::destination(Path::new("/"), &absolute(local)?, false)
+            let (dir, rename) = archive::destination(Path::new("/"), &absolute(local)?, false)
                 .map_err(|e| anyhow::anyhow!("{}: {}", local.display(), archive::plain(&e)))?;
-            Some(dest)
+            // Into a directory here: every entry goes under the name of what was asked for,
+            // whatever the stream says, so a tampered one cannot write beside it (a
+            // .bashrc, a .git/hooks/...): the pod's end is not trusted.
+            let rename = rename.or_else(|| asked_name(&path));
+            Some((dir, rename))
         }
         Direction::Up(Some(local)) => {
             std::fs::symlink_metadata(local)
@@ -255,7 +284,14 @@ pub async fn run(global: &Global, args: CpArgs) -> anyhow::Result<ExitStatus> {
             work = tokio::task::spawn_blocking(move || {
                 let mut reader = std::io::BufReader::with_capacity(256 * 1024, reader);
                 let mut warn = |line: String| say(&messages, &line);
-                match archive::unpack(&mut reader, &dir, rename.as_deref(), &shown, &mut warn) {
+                match archive::unpack(
+                    &mut reader,
+                    &dir,
+                    rename.as_deref(),
+                    local_mask(),
+                    &shown,
+                    &mut warn,
+                ) {
                     Ok(ok) => Outcome::Done(ok),
                     Err(stop) => Outcome::Stopped(stop),
                 }
@@ -633,9 +669,61 @@ mod tests {
             remote("node/n1", "/etc/os-release")
         );
         assert_eq!(end("-"), End::Stream);
+        assert_eq!(asked_name("/var/log/app/"), Some(b"app".to_vec()));
+        assert_eq!(asked_name("/etc/hosts"), Some(b"hosts".to_vec()));
+        assert_eq!(asked_name("/"), None);
         for local in ["./a:b", "/tmp/a:b", "dir/file:x", "plain", "web-1:"] {
             assert_eq!(end(local), End::Local(local.into()), "{local}");
         }
+    }
+
+    #[test]
+    fn what_a_pod_sends_stays_under_what_was_asked_for_with_safe_modes() {
+        let dir = std::env::temp_dir().join(format!("kdbg-cp-hostile-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        // What a tampered pod end might send for `cp POD:/var/log/app.log ~`: a .bashrc
+        // beside it, setuid.
+        let source = dir.join("src");
+        std::fs::create_dir_all(&source).unwrap();
+        std::fs::write(source.join(".bashrc"), b"evil").unwrap();
+        std::fs::set_permissions(
+            source.join(".bashrc"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o4777),
+        )
+        .unwrap();
+        let mut tar = Vec::new();
+        let mut warn = |line: String| panic!("{line}");
+        let path = source.join(".bashrc");
+        let path = path.as_os_str().as_bytes();
+        assert!(archive::pack(Path::new("/"), path, path, &mut tar, &mut warn).unwrap());
+        let home = dir.join("home");
+        std::fs::create_dir_all(&home).unwrap();
+        let (into, rename) =
+            archive::destination(Path::new("/"), home.as_os_str().as_bytes(), false).unwrap();
+        assert_eq!(rename, None, "an existing directory");
+        let rename = rename.or_else(|| asked_name("/var/log/app.log"));
+        let mask = 0o777 & !0o022;
+        archive::unpack(
+            &mut &tar[..],
+            &into,
+            rename.as_deref(),
+            mask,
+            b"~",
+            &mut warn,
+        )
+        .unwrap();
+        assert!(
+            !home.join(".bashrc").exists(),
+            "written beside what was asked"
+        );
+        let got = home.join("app.log");
+        assert_eq!(std::fs::read(&got).unwrap(), b"evil");
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&got).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o7777, 0o755, "no setuid, the umask honoured");
+        assert!(local_mask() & 0o7000 == 0);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -654,8 +742,15 @@ mod tests {
         let (into, rename) =
             archive::destination(Path::new("/"), copy.as_os_str().as_bytes(), false).unwrap();
         assert_eq!(rename.as_deref(), Some(&b"copy"[..]));
-        let unpacked =
-            archive::unpack(&mut &tar[..], &into, rename.as_deref(), b"x", &mut warn).unwrap();
+        let unpacked = archive::unpack(
+            &mut &tar[..],
+            &into,
+            rename.as_deref(),
+            0o7777,
+            b"x",
+            &mut warn,
+        )
+        .unwrap();
         assert!(unpacked);
         assert_eq!(std::fs::read(copy.join("sub/f")).unwrap(), b"data");
         assert_eq!(
@@ -669,8 +764,8 @@ mod tests {
         // Cut short: the partial file is removed and named.
         let cut = &tar[..tar.len() - 1024 - 600];
         let mut quiet = |_: String| {};
-        let stop =
-            archive::unpack(&mut &cut[..], &into, Some(b"cut"), b"x", &mut quiet).unwrap_err();
+        let stop = archive::unpack(&mut &cut[..], &into, Some(b"cut"), 0o7777, b"x", &mut quiet)
+            .unwrap_err();
         assert!(stop.to_string().contains("ended early"), "{stop}");
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -700,8 +795,8 @@ mod tests {
         let mut quiet = |_: String| {};
         for name in [&b"../evil"[..], b"a/../../evil", b"/etc/evil"] {
             let tar = archive_of(&dir, name);
-            let stop =
-                archive::unpack(&mut &tar[..], &into, None, b"here", &mut quiet).unwrap_err();
+            let stop = archive::unpack(&mut &tar[..], &into, None, 0o7777, b"here", &mut quiet)
+                .unwrap_err();
             assert!(stop.to_string().contains("refused"), "{stop}");
         }
         assert!(!dir.join("evil").exists());
@@ -710,7 +805,8 @@ mod tests {
         let tar = archive_of(&dir, b"link/evil");
         let mut said = Vec::new();
         let mut warn = |line: String| said.push(line);
-        let unpacked = archive::unpack(&mut &tar[..], &into, None, b"here", &mut warn).unwrap();
+        let unpacked =
+            archive::unpack(&mut &tar[..], &into, None, 0o7777, b"here", &mut warn).unwrap();
         assert!(!unpacked);
         assert!(said[0].contains("here/link/evil: refused"), "{said:?}");
         assert!(!dir.join("evil").exists());
