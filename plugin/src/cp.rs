@@ -270,7 +270,7 @@ pub async fn run(global: &Global, args: CpArgs) -> anyhow::Result<ExitStatus> {
             work = tokio::spawn(async { Outcome::Done(true) });
         }
         Direction::Down(Some(local)) => {
-            let (reader, writer) = std::io::pipe().context("making a pipe")?;
+            let (reader, writer) = big_pipe()?;
             let writer = tokio::net::unix::pipe::Sender::from_owned_fd(OwnedFd::from(writer))
                 .context("making a pipe")?;
             io.stdout = Some(progress.count_write(Box::pin(writer)));
@@ -302,7 +302,7 @@ pub async fn run(global: &Global, args: CpArgs) -> anyhow::Result<ExitStatus> {
             work = tokio::spawn(async { Outcome::Done(true) });
         }
         Direction::Up(Some(local)) => {
-            let (reader, writer) = std::io::pipe().context("making a pipe")?;
+            let (reader, writer) = big_pipe()?;
             let reader = tokio::net::unix::pipe::Receiver::from_owned_fd(OwnedFd::from(reader))
                 .context("making a pipe")?;
             io.stdin = Some(progress.count_read(Box::pin(reader)));
@@ -380,6 +380,14 @@ enum Outcome {
 }
 
 /// `path` made absolute (against the working directory), as bytes.
+/// A pipe between the archive's thread and the session, of 1 MiB where the system allows
+/// (the default 64 KiB would wake each end for every few frames).
+fn big_pipe() -> anyhow::Result<(std::io::PipeReader, std::io::PipeWriter)> {
+    let (reader, writer) = std::io::pipe().context("making a pipe")?;
+    let _ = rustix::pipe::fcntl_setpipe_size(&writer, 1024 * 1024);
+    Ok((reader, writer))
+}
+
 fn absolute(path: &Path) -> anyhow::Result<Vec<u8>> {
     let path = if path.is_absolute() {
         path.to_path_buf()

@@ -64,8 +64,12 @@ pub type ResizeHandler = Box<dyn FnMut(TerminalSize) + Send>;
 /// Resolves when the process ends, with how it ended (server side).
 pub type ExitFuture = Pin<Box<dyn Future<Output = ExitStatus> + Send>>;
 
-/// The largest payload sent in one message; kubectl uses the same for stdin.
+/// The largest payload the server sends in one message (output: a terminal sees it soon).
 pub const MAX_CHUNK: usize = 32 * 1024;
+/// The largest payload the client sends in one message. kubectl sends 32 KiB; bulk input
+/// (`cp`, a file piped in) in larger messages costs the agent fewer wake-ups and writes per
+/// byte, and stays well under what a server accepts ([`MAX_MESSAGE`]).
+pub const MAX_INPUT_CHUNK: usize = 256 * 1024;
 /// The first read of a source asks for this much and grows while reads fill it, so an idle
 /// interactive session holds small buffers and a bulk transfer reaches [`MAX_CHUNK`] quickly.
 const FIRST_CHUNK: usize = 4 * 1024;
@@ -214,7 +218,7 @@ where
     let mut sources = Vec::new();
     for (channel, reader) in [(codec::STDOUT, io.stdout), (codec::STDERR, io.stderr)] {
         if let Some(reader) = reader {
-            sources.push(Source::new(channel, reader));
+            sources.push(Source::new(channel, reader, MAX_CHUNK));
         }
     }
     // The "stream established" signal: an empty message on the lowest channel we write.
@@ -251,7 +255,7 @@ where
 {
     let sources = io
         .stdin
-        .map(|r| Source::new(codec::STDIN, r))
+        .map(|r| Source::new(codec::STDIN, r, MAX_INPUT_CHUNK))
         .into_iter()
         .collect();
     let mut core = Core::new(ws, protocol, config, sources, io.tap, false);

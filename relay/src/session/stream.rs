@@ -22,18 +22,20 @@ pub(super) struct Source {
     pub reader: BoxRead,
     /// Holds the channel byte of the frame being read, then the payload; split off per frame.
     pub buf: BytesMut,
-    /// How much the next read asks for: grows from [`FIRST_CHUNK`] to
-    /// [`super::MAX_CHUNK`].
+    /// How much the next read asks for: grows from [`FIRST_CHUNK`] to `max`.
     pub want: usize,
+    /// The largest payload of one frame.
+    pub max: usize,
 }
 
 impl Source {
-    pub fn new(channel: u8, reader: BoxRead) -> Source {
+    pub fn new(channel: u8, reader: BoxRead, max: usize) -> Source {
         Source {
             channel,
             reader,
             buf: BytesMut::new(),
             want: FIRST_CHUNK,
+            max,
         }
     }
 }
@@ -213,7 +215,7 @@ impl<S: Socket> Core<'_, S> {
             // the per-frame path whether or not an observer still holds earlier frames. (Reusing
             // one buffer in place measured slower; see benches/RESULTS.md.) Interactive output
             // takes one small buffer at a time, keeping idle sessions small.
-            let frames = if source.want >= MAX_CHUNK {
+            let frames = if source.want >= MAX_CHUNK.min(source.max) {
                 FRAMES_PER_BLOCK
             } else {
                 1
@@ -247,7 +249,7 @@ impl<S: Socket> Core<'_, S> {
                 });
             }
         };
-        if n == source.want && source.want < MAX_CHUNK {
+        if n == source.want && source.want < source.max {
             source.want *= 2;
         }
         let channel = source.channel;
