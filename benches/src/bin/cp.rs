@@ -5,8 +5,10 @@
 //! the plugin through the Kubernetes API stand-in and a port-forward to the node's agent, a
 //! separate agent process of this tree, on the test Docker engine; the data into a local
 //! directory (the page cache), a 256 MiB file and a directory of 10,000 files of 1 KiB, each
-//! way. Where the time goes for the small files: the same command's cost with nothing to copy
-//! (a session that runs `true`) is measured too.
+//! way; and again with the agent reached directly (`--connect direct`, no port-forward). Where
+//! the time goes: the same command's cost with nothing to copy (a session that runs `true`),
+//! and, for the large file, the engine's own exec carrying the same bytes (`docker exec -i
+//! ... cat`), the floor of any copy whose bytes cross an exec session's streams.
 //!
 //! Writes `target/kdbg-bench/cp.json` for `report` (run it through `benches/cp`).
 
@@ -58,7 +60,12 @@ fn main() {
         timed(plugin(&["web", "--image", &image, "--", "true"]).stdin(Stdio::null()))
     });
     figures.insert("session_ms".into(), empty.into());
+    // `cp big` or `cp small` measures only that case (for a profile of one of them).
+    let only = std::env::args().nth(1);
     for (what, name) in [("big", "big"), ("small", "small")] {
+        if only.as_deref().is_some_and(|only| only != what) {
+            continue;
+        }
         let local = source.join(name);
         let down = dir.join(format!("down-{what}"));
         // Up: into the target's /tmp, removed between runs.
@@ -68,6 +75,20 @@ fn main() {
         let ours_up = median(RUNS, || {
             clean();
             let mut cmd = plugin(&[
+                "cp",
+                "--image",
+                &image,
+                local.to_str().unwrap(),
+                &format!("web:/tmp/{name}"),
+            ]);
+            timed(cmd.stdin(Stdio::null()))
+        });
+        // The same, with the agent reached directly (no port-forward through the API server).
+        let direct_up = median(RUNS, || {
+            clean();
+            let mut cmd = plugin(&[
+                "--connect",
+                "direct",
                 "cp",
                 "--image",
                 &image,
@@ -103,6 +124,15 @@ fn main() {
             piped(&mut tar, &mut plugin(&tools))
         });
         check_size(&container, name, &local);
+        // The floor of any copy through an exec session: the engine's own exec carrying the
+        // same bytes into a file in the target, with no debug container, agent or archive.
+        let exec_up = (what == "big").then(|| {
+            median(RUNS, || {
+                let file = std::fs::File::open(&local).unwrap();
+                let sh = "cat > /tmp/exec-big";
+                timed(docker_cmd(&["exec", "-i", &container, "sh", "-c", sh]).stdin(file))
+            })
+        });
         // Down: from the target (as the last upload left it) into a fresh local directory.
         let fresh = || {
             let _ = std::fs::remove_dir_all(&down);
@@ -120,6 +150,32 @@ fn main() {
             timed(cmd.stdin(Stdio::null()))
         });
         same_tree(&local, &down.join(name));
+        let direct_down = median(RUNS, || {
+            fresh();
+            let mut cmd = plugin(&[
+                "--connect",
+                "direct",
+                "cp",
+                "--image",
+                &image,
+                &format!("web:/tmp/{name}"),
+                down.join(name).to_str().unwrap(),
+            ]);
+            timed(cmd.stdin(Stdio::null()))
+        });
+        same_tree(&local, &down.join(name));
+        let exec_down = (what == "big").then(|| {
+            median(RUNS, || {
+                fresh();
+                let file = std::fs::File::create(down.join(name)).unwrap();
+                let path = format!("/tmp/{name}");
+                let mut cmd = docker_cmd(&["exec", &container, "cat", &path]);
+                let started = Instant::now();
+                let out = cmd.stdout(file).output().expect("running docker exec");
+                assert!(out.status.success(), "{cmd:?}: {}", text(&out.stderr));
+                started.elapsed().as_secs_f64() * 1000.0
+            })
+        });
         let docker_down = median(RUNS, || {
             fresh();
             timed(&mut docker_cmd(&[
@@ -148,8 +204,15 @@ fn main() {
             piped(first.stdin(Stdio::null()), &mut untar)
         });
         same_tree(&local, &down.join(name));
+        for (row, ms) in [("exec_up", exec_up), ("exec_down", exec_down)] {
+            if let Some(ms) = ms {
+                figures.insert(format!("{what}_{row}_ms"), ms.into());
+            }
+        }
         for (row, ms) in [
             ("ours_up", ours_up),
+            ("direct_up", direct_up),
+            ("direct_down", direct_down),
             ("docker_up", docker_up),
             ("tar_up", tar_up),
             ("ours_down", ours_down),
