@@ -190,14 +190,17 @@ pub async fn review(req: Request<hyper::body::Incoming>, table: Shared) -> Respo
     json(StatusCode::CREATED, &review)
 }
 
-/// The API server's refusal, if it refuses, of `verb` on pods (`name`: one pod, or empty) in
-/// `namespace` by the caller of `req`, having authenticated and authorised it. A token of the table authenticates its user,
-/// whose grants decide; an expired one is refused with `401`. Any other token is the
-/// cluster's administrator (the kubeconfig's `tester`), as the stand-in has always treated it.
+/// The API server's refusal, if it refuses, of `verb` on `resource` of the core group (`pods`,
+/// `secrets`, `serviceaccounts`; `name`: one object, or empty) in `namespace` by the caller of
+/// `req`, having authenticated and authorised it. A token of the table authenticates its
+/// user, whose grants decide; an expired one is refused with `401`. Any other token (or none:
+/// kubectl sends none over plain HTTP) is the cluster's administrator (the kubeconfig's
+/// `tester`), as the stand-in has always treated it.
 pub(crate) fn authorize(
     table: &Shared,
     req: &Request<hyper::body::Incoming>,
     verb: &str,
+    resource: &str,
     namespace: &str,
     name: &str,
 ) -> Option<Response<Full<Bytes>>> {
@@ -217,7 +220,7 @@ pub(crate) fn authorize(
     let allowed = table.grants.iter().any(|g| {
         g.user == known.user
             && g.verb == verb
-            && g.resource == "pods"
+            && g.resource == resource
             && (g.namespace.is_empty() || g.namespace == namespace)
             && (g.name.is_empty() || g.name == name)
     });
@@ -225,21 +228,26 @@ pub(crate) fn authorize(
         return None;
     }
     let subject = if name.is_empty() {
-        "pods".to_owned()
+        resource.to_owned()
     } else {
-        format!("pods \"{name}\"")
+        format!("{resource} \"{name}\"")
+    };
+    let scope = if namespace.is_empty() {
+        "at the cluster scope".to_owned()
+    } else {
+        format!("in the namespace \"{namespace}\"")
     };
     let mut status = Status::http_error(
         403,
         "Forbidden",
         format!(
-            "{subject} is forbidden: User \"{}\" cannot {verb} resource \"pods\" in API group \"\" in the namespace \"{namespace}\"",
+            "{subject} is forbidden: User \"{}\" cannot {verb} resource \"{resource}\" in API group \"\" {scope}",
             known.user
         ),
     );
     status.details = Some(kdbg_relay::status::StatusDetails {
         name: (!name.is_empty()).then(|| name.to_owned()),
-        kind: Some("pods".into()),
+        kind: Some(resource.into()),
         causes: Vec::new(),
     });
     Some(json(StatusCode::FORBIDDEN, &status))

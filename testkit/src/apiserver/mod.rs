@@ -1,17 +1,29 @@
 //! A Kubernetes API stand-in for tests: serves discovery, namespaces, its node, pods (lists,
-//! watches, logs, port-forwards), events and config maps, in the real JSON shapes
-//! (k8s-openapi types, the server-side tables `kubectl get` prints, `metav1.Status` for
-//! errors) over plain HTTP on 127.0.0.1. `kubectl` itself is used against it to prove it
-//! faithful.
+//! watches, logs, port-forwards), events, config maps, secrets and service accounts, in the
+//! real JSON shapes (k8s-openapi types, the server-side tables `kubectl get` prints,
+//! `metav1.Status` for errors) over plain HTTP on 127.0.0.1. `kubectl` itself is used against
+//! it to prove it faithful.
 //!
 //! Pods come two ways. A test registers a pod ([`ApiServer::add_pod`]) whose container
 //! statuses point at containers it started itself; or a pod is created through the API
 //! (`kubectl apply`, the plugin's on-demand agents), and the stand-in's kubelet runs it as
 //! real containers on the test Docker engine, or on the test containerd for a stand-in started
 //! so ([`NodeRuntime`], [`Cluster::on_containerd`]) (below). Creation is checked as the API
-//! server checks it: the namespace, validation of names and containers, a test user's grants
-//! ([`access`]; kubectl sends no token over plain HTTP, kube-rs does), Pod Security in a
-//! namespace labelled for it ([`ApiServer::set_pod_security`]), names taken.
+//! server checks it: the namespace, the ServiceAccount admission plugin (the pod's service
+//! account, `default` if it names none, must exist; its `imagePullSecrets` become the pod's if
+//! the pod has none), validation of names and containers, a test user's grants ([`access`];
+//! kubectl sends no token over plain HTTP, kube-rs does), Pod Security in a namespace labelled
+//! for it ([`ApiServer::set_pod_security`]), names taken.
+//!
+//! Secrets and service accounts can be read (one, or a list or table) and created, by
+//! `kubectl create secret docker-registry|generic`, `kubectl create serviceaccount` (protobuf
+//! bodies) and `kubectl create|apply -f` (JSON), each authorised as pods are (verbs `get`,
+//! `list`, `create`). A created secret is defaulted (type `Opaque`, `stringData` into `data`)
+//! and validated as the API server validates it: a `kubernetes.io/dockerconfigjson` one needs
+//! a `.dockerconfigjson` key holding a JSON object (`.dockercfg` for `kubernetes.io/dockercfg`),
+//! `422 Invalid` otherwise. Every namespace has its `default` service account from the start,
+//! as the service account controller makes it. A test may plant objects no API write would
+//! make ([`ApiServer::add_secret`]: unvalidated).
 //!
 //! # The kubelet
 //!
@@ -27,8 +39,11 @@
 //! needs the privilege to `setns`: root), and everything goes when the stand-in is dropped.
 //!
 //! Not modelled: ephemeral and restartable init (sidecar) containers, probes (running is ready), resources,
-//! hostPort, hostNetwork (refused: no container here shares the host's network), secrets,
-//! PATCH and PUT, watches of anything but pods, protobuf bodies (`kubectl create namespace`).
+//! hostPort, hostNetwork (refused: no container here shares the host's network), secret
+//! volumes and the kubelet's use of image pull secrets, service account tokens (no token
+//! secrets, no projected token volume), deletion of secrets and service accounts, PATCH and
+//! PUT, watches of anything but pods, protobuf bodies but secrets' and service accounts'
+//! (`kubectl create namespace`).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -37,7 +52,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::{Response, StatusCode};
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kdbg_relay::status::{Status, StatusDetails};
 
@@ -50,7 +65,9 @@ mod kubelet;
 mod logs;
 mod pods;
 pub mod portforward;
+mod protobuf;
 mod routes;
+mod secrets;
 mod selector;
 mod setup;
 pub mod spdy;
@@ -240,6 +257,48 @@ impl ApiServer {
             .insert((namespace.to_owned(), name.to_owned()), map);
     }
 
+    /// Registers (or replaces) a secret (and its namespace, `default` if it names none) as
+    /// given, filling in what the API server would (uid, creation time, resource version, type
+    /// `Opaque`). Nothing is validated: a test can plant what no create would take (e.g. a
+    /// `kubernetes.io/dockerconfigjson` secret whose `.dockerconfigjson` is no JSON), as a
+    /// secret written before a check existed, or by a fixture, would be.
+    pub fn add_secret(&self, mut secret: Secret) {
+        assert!(secret.metadata.name.is_some(), "a secret has a name");
+        fill(&mut secret.metadata);
+        secret.type_.get_or_insert_with(|| "Opaque".into());
+        self.shared.store.lock().unwrap().put_secret(secret);
+    }
+
+    /// Registers (or replaces) a service account (and its namespace, `default` if it names
+    /// none), e.g. one with `imagePullSecrets`, filling in uid, creation time and resource
+    /// version.
+    pub fn add_service_account(&self, mut account: ServiceAccount) {
+        assert!(
+            account.metadata.name.is_some(),
+            "a service account has a name"
+        );
+        fill(&mut account.metadata);
+        self.shared
+            .store
+            .lock()
+            .unwrap()
+            .put_service_account(account);
+    }
+
+    /// Secret `namespace/name` as the API serves it now.
+    pub fn secret(&self, namespace: &str, name: &str) -> Option<Secret> {
+        let store = self.shared.store.lock().unwrap();
+        let key = (namespace.to_owned(), name.to_owned());
+        store.secrets.get(&key).cloned()
+    }
+
+    /// Service account `namespace/name` as the API serves it now.
+    pub fn service_account(&self, namespace: &str, name: &str) -> Option<ServiceAccount> {
+        let store = self.shared.store.lock().unwrap();
+        let key = (namespace.to_owned(), name.to_owned());
+        store.service_accounts.get(&key).cloned()
+    }
+
     /// Writes `file` in `dir`: a kubeconfig for this server whose user presents `token`.
     pub fn kubeconfig_with_token(&self, dir: &Path, file: &str, token: &str) -> PathBuf {
         std::fs::create_dir_all(dir).unwrap();
@@ -281,6 +340,8 @@ impl ApiServer {
         pod.metadata
             .creation_timestamp
             .get_or_insert_with(store::now);
+        // As given otherwise: `spec.serviceAccountName` and `spec.imagePullSecrets` included
+        // (no admission runs on a registered pod).
         self.shared.store.lock().unwrap().put_pod(pod);
     }
 
@@ -302,6 +363,14 @@ impl ApiServer {
         .unwrap();
         path
     }
+}
+
+/// What the API server fills in of a registered object's metadata: namespace (`default`), uid,
+/// creation time.
+fn fill(meta: &mut ObjectMeta) {
+    meta.namespace.get_or_insert_with(|| "default".into());
+    meta.uid.get_or_insert_with(store::uid);
+    meta.creation_timestamp.get_or_insert_with(store::now);
 }
 
 pub(crate) fn json(code: StatusCode, value: &impl serde::Serialize) -> Response<Full<Bytes>> {

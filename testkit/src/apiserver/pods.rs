@@ -26,7 +26,8 @@ pub(crate) async fn create(
     shared: Arc<Shared>,
     namespace: String,
 ) -> Response<Full<Bytes>> {
-    if let Some(refused) = super::access::authorize(&shared.access, &req, "create", &namespace, "")
+    if let Some(refused) =
+        super::access::authorize(&shared.access, &req, "create", "pods", &namespace, "")
     {
         return refused;
     }
@@ -54,24 +55,45 @@ pub(crate) async fn create(
             .as_deref()
             .filter(|p| !p.is_empty())
     {
-        let mut n = random();
-        let suffix: String = (0..5)
-            .map(|_| {
-                let c = GENERATED[(n % GENERATED.len() as u64) as usize];
-                n /= GENERATED.len() as u64;
-                char::from(c)
-            })
-            .collect();
-        pod.metadata.name = Some(format!("{prefix}{suffix}"));
+        pod.metadata.name = Some(format!("{prefix}{}", suffix()));
     }
     let mut store = shared.store.lock().unwrap();
     let Some(ns) = store.namespaces.get(&namespace) else {
         return not_found("namespaces", &namespace);
     };
-    let errors = validate(&pod);
     let name = pod.metadata.name.clone().unwrap_or_default();
+    // The ServiceAccount admission plugin (mutating: before validation): the pod's service
+    // account (`default` if it names none) must exist, and its image pull secrets are the
+    // pod's if the pod has none.
+    let spec = pod.spec.get_or_insert_default();
+    let account = spec
+        .service_account_name
+        .clone()
+        .filter(|a| !a.is_empty())
+        .unwrap_or_else(|| "default".into());
+    let Some(found) = store
+        .service_accounts
+        .get(&(namespace.clone(), account.clone()))
+    else {
+        let mut status = Status::http_error(
+            403,
+            "Forbidden",
+            format!(
+                "pods \"{name}\" is forbidden: error looking up service account {namespace}/{account}: serviceaccount \"{account}\" not found"
+            ),
+        );
+        status.details = Some(details("pods", &name));
+        return json(StatusCode::FORBIDDEN, &status);
+    };
+    if spec.image_pull_secrets.as_ref().is_none_or(Vec::is_empty)
+        && let Some(secrets) = found.image_pull_secrets.clone().filter(|s| !s.is_empty())
+    {
+        spec.image_pull_secrets = Some(secrets);
+    }
+    spec.service_account_name = Some(account);
+    let errors = validate(&pod);
     if !errors.is_empty() {
-        return invalid(&name, errors);
+        return invalid("Pod", &name, errors);
     }
     if let Some(refusal) = super::admission::refusal(ns.metadata.labels.as_ref(), &pod) {
         let mut status = Status::http_error(403, "Forbidden", refusal);
@@ -106,6 +128,18 @@ pub(crate) async fn create(
         shared.kubelet.admit(&shared, pod.clone());
     }
     json(StatusCode::CREATED, &pod)
+}
+
+/// The 5 random characters the API server's name generator appends to a `generateName`.
+pub(crate) fn suffix() -> String {
+    let mut n = random();
+    (0..5)
+        .map(|_| {
+            let c = GENERATED[(n % GENERATED.len() as u64) as usize];
+            n /= GENERATED.len() as u64;
+            char::from(c)
+        })
+        .collect()
 }
 
 /// A request's JSON body as a `T`, or the API server's refusal. (The stand-in reads JSON only:
@@ -149,6 +183,8 @@ fn default(pod: &mut Pod) {
     spec.priority.get_or_insert(0);
     spec.service_account_name
         .get_or_insert_with(|| "default".into());
+    // v1's deprecated alias, which the API server keeps equal.
+    spec.service_account = spec.service_account_name.clone();
     // The API server defaults every container, init containers too.
     let init = spec.init_containers.iter_mut().flatten();
     for c in init.chain(&mut spec.containers) {
@@ -172,7 +208,7 @@ fn default(pod: &mut Pod) {
 }
 
 /// A field error: the field, its cause's reason, and the message after the field.
-type FieldError = (String, &'static str, String);
+pub(crate) type FieldError = (String, &'static str, String);
 
 /// What the API server's validation says of `pod` (a part of it: names, containers, images,
 /// volume references, the restart policy).
@@ -254,7 +290,7 @@ fn validate(pod: &Pod) -> Vec<FieldError> {
     errors
 }
 
-fn dns_subdomain(name: &str) -> Option<String> {
+pub(crate) fn dns_subdomain(name: &str) -> Option<String> {
     if name.len() > 253 {
         return Some(format!(
             "Invalid value: {name:?}: must be no more than 253 characters"
@@ -283,8 +319,8 @@ fn dns_label(name: &str) -> Option<String> {
     ))
 }
 
-/// `422 Invalid`, as the API server words it.
-fn invalid(name: &str, errors: Vec<FieldError>) -> Response<Full<Bytes>> {
+/// `422 Invalid` of a `kind` (`Pod`) named `name`, as the API server words it.
+pub(crate) fn invalid(kind: &str, name: &str, errors: Vec<FieldError>) -> Response<Full<Bytes>> {
     let said: Vec<String> = errors.iter().map(|(f, _, m)| format!("{f}: {m}")).collect();
     let listed = if said.len() == 1 {
         said[0].clone()
@@ -294,9 +330,9 @@ fn invalid(name: &str, errors: Vec<FieldError>) -> Response<Full<Bytes>> {
     let mut status = Status::http_error(
         422,
         "Invalid",
-        format!("Pod \"{name}\" is invalid: {listed}"),
+        format!("{kind} \"{name}\" is invalid: {listed}"),
     );
-    let mut details = details("Pod", name);
+    let mut details = details(kind, name);
     details.causes = errors
         .into_iter()
         .map(|(field, reason, message)| StatusCause {
@@ -309,7 +345,7 @@ fn invalid(name: &str, errors: Vec<FieldError>) -> Response<Full<Bytes>> {
     json(StatusCode::UNPROCESSABLE_ENTITY, &status)
 }
 
-fn details(kind: &str, name: &str) -> StatusDetails {
+pub(crate) fn details(kind: &str, name: &str) -> StatusDetails {
     StatusDetails {
         name: (!name.is_empty()).then(|| name.to_owned()),
         kind: Some(kind.to_owned()),
@@ -353,7 +389,7 @@ pub(crate) async fn delete(
     name: String,
 ) -> Response<Full<Bytes>> {
     if let Some(refused) =
-        super::access::authorize(&shared.access, &req, "delete", &namespace, &name)
+        super::access::authorize(&shared.access, &req, "delete", "pods", &namespace, &name)
     {
         return refused;
     }
@@ -384,9 +420,14 @@ pub(crate) async fn delete_collection(
     shared: Arc<Shared>,
     namespace: String,
 ) -> Response<Full<Bytes>> {
-    if let Some(refused) =
-        super::access::authorize(&shared.access, &req, "deletecollection", &namespace, "")
-    {
+    if let Some(refused) = super::access::authorize(
+        &shared.access,
+        &req,
+        "deletecollection",
+        "pods",
+        &namespace,
+        "",
+    ) {
         return refused;
     }
     let query = match Query::parse(req.uri().query().unwrap_or(""), POD_FIELDS) {

@@ -1,5 +1,6 @@
 //! The stand-in's routes: which request goes where, and the reads (discovery, the OpenAPI
-//! stub kubectl's field validation looks for, namespaces, nodes, pods, config maps, events).
+//! stub kubectl's field validation looks for, namespaces, nodes, pods, config maps, events;
+//! secrets and service accounts are [`super::secrets`]'s).
 
 use std::sync::Arc;
 
@@ -16,7 +17,8 @@ use kdbg_relay::status::Status;
 use super::selector::{EVENT_FIELDS, POD_FIELDS, Query};
 use super::store::Store;
 use super::{
-    Body, NODE, NODE_IP, Shared, access, json, logs, not_found, pods, portforward, table, watch,
+    Body, NODE, NODE_IP, Shared, access, json, logs, not_found, pods, portforward, secrets, table,
+    watch,
 };
 
 fn boxed(response: Response<Full<Bytes>>) -> Response<Body> {
@@ -38,13 +40,49 @@ pub(crate) async fn serve(
     let query = req.uri().query().unwrap_or("").to_owned();
     let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
     let (ns, name) = match parts.as_slice() {
-        ["api", "v1", "namespaces", ns, "pods", rest @ ..] => {
-            ((*ns).to_owned(), rest.first().map(|n| (*n).to_owned()))
-        }
+        [
+            "api",
+            "v1",
+            "namespaces",
+            ns,
+            "pods" | "secrets" | "serviceaccounts",
+            rest @ ..,
+        ] => ((*ns).to_owned(), rest.first().map(|n| (*n).to_owned())),
         _ => (String::new(), None),
     };
     let method = req.method().clone();
+    let ask = secrets::Read {
+        query: &query,
+        table: table::asked(&req),
+    };
     match (method, parts.as_slice()) {
+        (Method::GET, ["api", "v1", resource @ ("secrets" | "serviceaccounts")]) => {
+            boxed(secrets::get(&req, &shared, resource, None, None, ask))
+        }
+        (
+            Method::GET,
+            [
+                "api",
+                "v1",
+                "namespaces",
+                _,
+                resource @ ("secrets" | "serviceaccounts"),
+                rest @ ..,
+            ],
+        ) if rest.len() <= 1 => boxed(secrets::get(
+            &req,
+            &shared,
+            resource,
+            Some(&ns),
+            name.as_deref(),
+            ask,
+        )),
+        (Method::POST, ["api", "v1", "namespaces", _, "secrets"]) => {
+            boxed(secrets::create_secret(req, shared.clone(), ns).await)
+        }
+        (Method::POST, ["api", "v1", "namespaces", _, "serviceaccounts"]) => {
+            boxed(secrets::create_service_account(req, shared.clone(), ns).await)
+        }
         (Method::GET, ["api", "v1", "pods"]) if watch::asked(&query) => {
             watch::pods(&shared, None, &query, table::asked(&req))
         }
@@ -333,6 +371,14 @@ fn resources() -> APIResourceList {
             resource("nodes", "Node", false, &["get", "list"], &["no"]),
             resource("events", "Event", true, &["get", "list"], &["ev"]),
             resource("configmaps", "ConfigMap", true, &["get"], &["cm"]),
+            resource("secrets", "Secret", true, &["create", "get", "list"], &[]),
+            resource(
+                "serviceaccounts",
+                "ServiceAccount",
+                true,
+                &["create", "get", "list"],
+                &["sa"],
+            ),
         ],
     }
 }
@@ -354,6 +400,8 @@ fn openapi() -> serde_json::Value {
         "paths": {
             "/api/v1/namespaces/{namespace}/pods/{name}": patch("Pod"),
             "/api/v1/namespaces/{name}": patch("Namespace"),
+            "/api/v1/namespaces/{namespace}/secrets/{name}": patch("Secret"),
+            "/api/v1/namespaces/{namespace}/serviceaccounts/{name}": patch("ServiceAccount"),
         }
     })
 }

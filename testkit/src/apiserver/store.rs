@@ -1,11 +1,14 @@
-//! The stand-in's objects (namespaces, pods, config maps, events), each write given the next
+//! The stand-in's objects (namespaces, pods, config maps, secrets, service accounts, events),
+//! each write given the next
 //! resource version and each pod change told to watchers, as etcd and the watch cache do it
 //! for the API server.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::{BuildHasher, Hasher};
 
-use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, NamespaceStatus, Pod};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Event, Namespace, NamespaceStatus, Pod, Secret, ServiceAccount,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use tokio::sync::broadcast;
@@ -38,6 +41,8 @@ pub(crate) struct Store {
     pub pods: BTreeMap<Key, Pod>,
     pub namespaces: BTreeMap<String, Namespace>,
     pub config_maps: BTreeMap<Key, ConfigMap>,
+    pub secrets: BTreeMap<Key, Secret>,
+    pub service_accounts: BTreeMap<Key, ServiceAccount>,
     pub events: VecDeque<Event>,
     revision: u64,
     /// The revision at which each live pod (by uid) was created: a watch resuming from an
@@ -55,6 +60,8 @@ impl Store {
             pods: BTreeMap::new(),
             namespaces: BTreeMap::new(),
             config_maps: BTreeMap::new(),
+            secrets: BTreeMap::new(),
+            service_accounts: BTreeMap::new(),
             events: VecDeque::new(),
             revision: 1,
             created: HashMap::new(),
@@ -85,7 +92,8 @@ impl Store {
         self.revision.to_string()
     }
 
-    /// Adds `namespace` (as the API server fills it in) and returns it as stored; `None` if
+    /// Adds `namespace` (as the API server fills it in) and its `default` service account (as
+    /// the service account controller makes it at once) and returns it as stored; `None` if
     /// it exists.
     pub fn add_namespace(&mut self, mut namespace: Namespace) -> Option<Namespace> {
         let name = namespace.metadata.name.clone().unwrap_or_default();
@@ -104,22 +112,56 @@ impl Store {
             phase: Some("Active".into()),
             ..NamespaceStatus::default()
         });
-        self.namespaces.insert(name, namespace.clone());
+        self.namespaces.insert(name.clone(), namespace.clone());
+        self.put_service_account(ServiceAccount {
+            metadata: ObjectMeta {
+                name: Some("default".into()),
+                namespace: Some(name),
+                uid: Some(uid()),
+                creation_timestamp: Some(now()),
+                ..ObjectMeta::default()
+            },
+            ..ServiceAccount::default()
+        });
         Some(namespace)
     }
 
-    /// Stores `pod` (new or replacing one of the same name), at the next resource version.
-    pub fn put_pod(&mut self, mut pod: Pod) -> Pod {
-        let key = key_of(&pod);
-        if !self.namespaces.contains_key(&key.0) {
+    /// Adds namespace `name` if there is none.
+    pub fn ensure_namespace(&mut self, name: &str) {
+        if !self.namespaces.contains_key(name) {
             let _ = self.add_namespace(Namespace {
                 metadata: ObjectMeta {
-                    name: Some(key.0.clone()),
+                    name: Some(name.to_owned()),
                     ..ObjectMeta::default()
                 },
                 ..Namespace::default()
             });
         }
+    }
+
+    /// Stores `secret` (new or replacing one of the same name) at the next resource version,
+    /// as given otherwise: validation and metadata are its writer's.
+    pub fn put_secret(&mut self, mut secret: Secret) -> Secret {
+        let key = meta_key(&secret.metadata);
+        self.ensure_namespace(&key.0);
+        secret.metadata.resource_version = Some(self.bump());
+        self.secrets.insert(key, secret.clone());
+        secret
+    }
+
+    /// Stores `account` (new or replacing one of the same name) at the next resource version.
+    pub fn put_service_account(&mut self, mut account: ServiceAccount) -> ServiceAccount {
+        let key = meta_key(&account.metadata);
+        self.ensure_namespace(&key.0);
+        account.metadata.resource_version = Some(self.bump());
+        self.service_accounts.insert(key, account.clone());
+        account
+    }
+
+    /// Stores `pod` (new or replacing one of the same name), at the next resource version.
+    pub fn put_pod(&mut self, mut pod: Pod) -> Pod {
+        let key = key_of(&pod);
+        self.ensure_namespace(&key.0);
         let revision = self.bump();
         pod.metadata.resource_version = Some(revision.clone());
         let kind = match self.pods.insert(key, pod.clone()) {
@@ -232,12 +274,14 @@ pub(crate) fn revision_of(pod: &Pod) -> u64 {
 
 /// The namespace and name of `pod`.
 pub(crate) fn key_of(pod: &Pod) -> Key {
+    meta_key(&pod.metadata)
+}
+
+/// The namespace (`default` if none) and name of an object of `meta`.
+pub(crate) fn meta_key(meta: &ObjectMeta) -> Key {
     (
-        pod.metadata
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".into()),
-        pod.metadata.name.clone().unwrap_or_default(),
+        meta.namespace.clone().unwrap_or_else(|| "default".into()),
+        meta.name.clone().unwrap_or_default(),
     )
 }
 

@@ -1,9 +1,10 @@
 //! Server-side printing: the `meta.k8s.io/v1` `Table` that `kubectl get` asks for
 //! (`Accept: application/json;as=Table;...`), with the API server's columns and cells for
-//! pods, events and namespaces (`pkg/printers/internalversion/printers.go`); kubectl prints
+//! pods, events, namespaces, secrets and service accounts
+//! (`pkg/printers/internalversion/printers.go`); kubectl prints
 //! only what the server puts in the table.
 
-use k8s_openapi::api::core::v1::{Event, Namespace, Pod};
+use k8s_openapi::api::core::v1::{Event, Namespace, Pod, Secret, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use serde_json::{Value, json};
 
@@ -43,6 +44,13 @@ const EVENT: [Column; 10] = [
     ("Name", true),
 ];
 const NAMESPACE: [Column; 3] = [("Name", false), ("Status", false), ("Age", false)];
+const SECRET: [Column; 4] = [
+    ("Name", false),
+    ("Type", false),
+    ("Data", false),
+    ("Age", false),
+];
+const SERVICE_ACCOUNT: [Column; 3] = [("Name", false), ("Secrets", false), ("Age", false)];
 
 /// The table of `items`, each row carrying its object's metadata (or, with
 /// `includeObject=Object` in `query`, the object).
@@ -280,6 +288,47 @@ pub(crate) fn namespaces(namespaces: &[&Namespace], revision: u64, query: &str) 
         })
         .collect();
     table(&NAMESPACE, rows, revision, query)
+}
+
+/// Secrets as `kubectl get secrets` shows them.
+pub(crate) fn secrets(secrets: &[&Secret], revision: u64, query: &str) -> Value {
+    let rows = secrets
+        .iter()
+        .map(|s| {
+            let cells = vec![
+                json!(s.metadata.name.clone().unwrap_or_default()),
+                json!(s.type_.clone().unwrap_or_default()),
+                json!(s.data.as_ref().map_or(0, |d| d.len())),
+                json!(age(s.metadata.creation_timestamp.as_ref())),
+            ];
+            (
+                cells,
+                serde_json::to_value(s).unwrap_or_default(),
+                &s.metadata,
+            )
+        })
+        .collect();
+    table(&SECRET, rows, revision, query)
+}
+
+/// Service accounts as `kubectl get serviceaccounts` shows them.
+pub(crate) fn service_accounts(accounts: &[&ServiceAccount], revision: u64, query: &str) -> Value {
+    let rows = accounts
+        .iter()
+        .map(|a| {
+            let cells = vec![
+                json!(a.metadata.name.clone().unwrap_or_default()),
+                json!(a.secrets.as_ref().map_or(0, |s| s.len())),
+                json!(age(a.metadata.creation_timestamp.as_ref())),
+            ];
+            (
+                cells,
+                serde_json::to_value(a).unwrap_or_default(),
+                &a.metadata,
+            )
+        })
+        .collect();
+    table(&SERVICE_ACCOUNT, rows, revision, query)
 }
 
 /// How long ago `at` was, as kubectl words it (`duration.HumanDuration`); `<unknown>` if never.

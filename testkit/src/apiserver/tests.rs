@@ -121,11 +121,26 @@ fn post(
     token: &str,
     pod: &serde_json::Value,
 ) -> (u16, serde_json::Value) {
-    let body = serde_json::to_vec(pod).unwrap();
+    let path = format!("/api/v1/namespaces/{namespace}/pods");
+    request(api, "POST", &path, token, Some(pod))
+}
+
+/// `method` `path` (with `body`, JSON) as the holder of `token`, as kube-rs asks (kubectl
+/// sends no token over plain HTTP): the status code and the body.
+fn request(
+    api: &ApiServer,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Option<&serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let body = body
+        .map(|b| serde_json::to_vec(b).unwrap())
+        .unwrap_or_default();
     let address = api.url.trim_start_matches("http://");
     let mut tcp = std::net::TcpStream::connect(address).unwrap();
     let head = format!(
-        "POST /api/v1/namespaces/{namespace}/pods HTTP/1.1\r\nHost: {address}\r\n\
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\n\
          Authorization: Bearer {token}\r\nContent-Type: application/json\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
@@ -634,4 +649,458 @@ fn a_failed_init_container_fails_a_pod_never_restarted_and_is_retried_otherwise(
             || containers_of(&cluster, pod).is_empty(),
         );
     }
+}
+
+/// A cluster whose namespace `shop` is the kubeconfig's, and a directory for manifests, for
+/// tests that run no pod (no Docker needed).
+fn api_only() -> (Cluster, PathBuf) {
+    let cluster = Cluster::new("shop");
+    let dir = cluster.dir.join("manifests");
+    std::fs::create_dir_all(&dir).unwrap();
+    (cluster, dir)
+}
+
+/// `kubectl get KIND NAME -o json` (in the kubeconfig's namespace).
+fn object(cluster: &Cluster, kind: &str, name: &str) -> serde_json::Value {
+    serde_json::from_str(&ok(cluster, &["get", kind, name, "-o", "json"])).unwrap()
+}
+
+/// Secret data value `value` (base64, as JSON carries it) decoded.
+fn decoded(value: &serde_json::Value) -> String {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(value.as_str().expect("base64 text"))
+        .unwrap();
+    String::from_utf8(bytes).unwrap()
+}
+
+#[test]
+fn kubectl_creates_secrets_and_reads_them_back() {
+    let (cluster, _dir) = api_only();
+    let said = ok(
+        &cluster,
+        &[
+            "create",
+            "secret",
+            "docker-registry",
+            "regcred",
+            "--docker-server=registry.example:5000",
+            "--docker-username=alice",
+            "--docker-password=s3cret",
+        ],
+    );
+    assert_eq!(said.trim(), "secret/regcred created");
+    let secret = object(&cluster, "secret", "regcred");
+    assert_eq!(secret["kind"], "Secret");
+    assert_eq!(secret["apiVersion"], "v1");
+    assert_eq!(secret["type"], "kubernetes.io/dockerconfigjson");
+    let meta = &secret["metadata"];
+    assert_eq!(meta["namespace"], "shop");
+    for field in ["uid", "resourceVersion", "creationTimestamp"] {
+        assert!(meta[field].is_string(), "{field} in {secret}");
+    }
+    let config: serde_json::Value =
+        serde_json::from_str(&decoded(&secret["data"][".dockerconfigjson"])).unwrap();
+    let auth = &config["auths"]["registry.example:5000"];
+    assert_eq!(auth["username"], "alice");
+    assert_eq!(auth["password"], "s3cret");
+    assert_eq!(decoded(&auth["auth"]), "alice:s3cret");
+    let described = ok(&cluster, &["describe", "secret", "regcred"]);
+    assert!(
+        described.contains("kubernetes.io/dockerconfigjson"),
+        "{described}"
+    );
+    let one = ok(&cluster, &["get", "secret", "regcred", "--no-headers"]);
+    assert!(
+        one.starts_with("regcred   kubernetes.io/dockerconfigjson   1 "),
+        "{one}"
+    );
+
+    let said = ok(
+        &cluster,
+        &["create", "secret", "generic", "plain", "--from-literal=k=v"],
+    );
+    assert_eq!(said.trim(), "secret/plain created");
+    let plain = object(&cluster, "secret", "plain");
+    assert_eq!(plain["type"], "Opaque");
+    assert_eq!(decoded(&plain["data"]["k"]), "v");
+
+    let listed = ok(&cluster, &["get", "secrets"]);
+    let rows: Vec<Vec<&str>> = listed
+        .lines()
+        .map(|l| l.split_whitespace().take(3).collect())
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            vec!["NAME", "TYPE", "DATA"],
+            vec!["plain", "Opaque", "1"],
+            vec!["regcred", "kubernetes.io/dockerconfigjson", "1"],
+        ],
+        "{listed}"
+    );
+    assert!(listed.lines().next().unwrap().ends_with("AGE"), "{listed}");
+    let names = ok(&cluster, &["get", "secrets", "-o", "name"]);
+    assert_eq!(names, "secret/plain\nsecret/regcred\n");
+    let typed = ok(
+        &cluster,
+        &[
+            "get",
+            "secrets",
+            "--field-selector",
+            "type=Opaque",
+            "-o",
+            "name",
+        ],
+    );
+    assert_eq!(typed, "secret/plain\n");
+    let list: serde_json::Value =
+        serde_json::from_str(&ok(&cluster, &["get", "secrets", "-A", "-o", "json"])).unwrap();
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(2), "{list}");
+
+    let said = refused(cluster.kubectl(&["get", "secret", "nosuch"]));
+    assert!(said.contains("secrets \"nosuch\" not found"), "{said}");
+    let said =
+        refused(cluster.kubectl(&["create", "secret", "generic", "plain", "--from-literal=k=v"]));
+    assert!(said.contains("secrets \"plain\" already exists"), "{said}");
+    let said = refused(cluster.kubectl(&[
+        "-n",
+        "nope",
+        "create",
+        "secret",
+        "generic",
+        "x",
+        "--from-literal=k=v",
+    ]));
+    assert!(said.contains("namespaces \"nope\" not found"), "{said}");
+}
+
+#[test]
+fn docker_config_secrets_need_their_key_holding_json() {
+    let (cluster, dir) = api_only();
+    let said = refused(cluster.kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "nokey",
+        "--type=kubernetes.io/dockerconfigjson",
+        "--from-literal=other=x",
+    ]));
+    assert!(
+        said.contains("Secret \"nokey\" is invalid: data[.dockerconfigjson]: Required value"),
+        "{said}"
+    );
+    let said = refused(cluster.kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "oldkey",
+        "--type=kubernetes.io/dockercfg",
+        "--from-literal=other=x",
+    ]));
+    assert!(
+        said.contains("Secret \"oldkey\" is invalid: data[.dockercfg]: Required value"),
+        "{said}"
+    );
+    let manifest = dir.join("bad.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: bad}\ntype: kubernetes.io/dockerconfigjson\n\
+         stringData: {.dockerconfigjson: '{not json'}\n",
+    )
+    .unwrap();
+    let said = refused(cluster.kubectl(&["create", "-f", manifest.to_str().unwrap()]));
+    assert!(
+        said.contains(
+            "Secret \"bad\" is invalid: data[.dockerconfigjson]: Invalid value: \
+             \"<secret contents redacted>\": invalid character 'n' looking for beginning of \
+             object key string"
+        ),
+        "{said}"
+    );
+    let said = refused(cluster.kubectl(&["get", "secret", "bad"]));
+    assert!(said.contains("secrets \"bad\" not found"), "{said}");
+
+    // The API's own answer: 422 Invalid, the cause the field's.
+    let secret = serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "raw"},
+        "type": "kubernetes.io/dockerconfigjson", "data": {".dockerconfigjson": "W10="}
+    });
+    let (code, status) = request(
+        &cluster.api,
+        "POST",
+        "/api/v1/namespaces/shop/secrets",
+        "stand-in-token",
+        Some(&secret),
+    );
+    assert_eq!(code, 422, "{status}");
+    assert_eq!(status["reason"], "Invalid");
+    assert_eq!(
+        status["message"],
+        "Secret \"raw\" is invalid: data[.dockerconfigjson]: Invalid value: \
+         \"<secret contents redacted>\": json: cannot unmarshal array into Go value of type \
+         map[string]interface {}"
+    );
+    assert_eq!(status["details"]["kind"], "Secret");
+    assert_eq!(status["details"]["name"], "raw");
+    assert_eq!(
+        status["details"]["causes"][0]["field"],
+        "data[.dockerconfigjson]"
+    );
+
+    // What no create takes, a test can still plant.
+    cluster.api.add_secret(
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "planted", "namespace": "shop"},
+            "type": "kubernetes.io/dockerconfigjson",
+            "data": {".dockerconfigjson": "e25vdCBqc29u"}
+        }))
+        .unwrap(),
+    );
+    let planted = object(&cluster, "secret", "planted");
+    assert_eq!(decoded(&planted["data"][".dockerconfigjson"]), "{not json");
+    assert!(planted["metadata"]["uid"].is_string(), "{planted}");
+    assert!(cluster.api.secret("shop", "planted").is_some());
+}
+
+#[test]
+fn every_namespace_has_a_default_service_account_and_others_round_trip() {
+    let (cluster, dir) = api_only();
+    cluster.api.add_namespace("fresh");
+    let account = object(&cluster, "sa", "default");
+    assert_eq!(account["kind"], "ServiceAccount");
+    assert_eq!(account["metadata"]["namespace"], "shop");
+    let namespace = dir.join("ns.yaml");
+    std::fs::write(
+        &namespace,
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: made}\n",
+    )
+    .unwrap();
+    ok(&cluster, &["create", "-f", namespace.to_str().unwrap()]);
+    for ns in ["fresh", "made", "kube-system"] {
+        let account: serde_json::Value = serde_json::from_str(&ok(
+            &cluster,
+            &["get", "sa", "default", "-n", ns, "-o", "json"],
+        ))
+        .unwrap();
+        assert_eq!(account["metadata"]["name"], "default");
+        assert_eq!(account["metadata"]["namespace"], ns);
+        assert!(account["metadata"]["uid"].is_string(), "{account}");
+    }
+    // The API answers that the object is not found; kubectl, seeing that, asks for the
+    // namespace and says what is missing.
+    let path = "/api/v1/namespaces/nope/serviceaccounts/default";
+    let (code, status) = request(&cluster.api, "GET", path, "stand-in-token", None);
+    assert_eq!(code, 404, "{status}");
+    assert_eq!(status["message"], "serviceaccounts \"default\" not found");
+    let said = refused(cluster.kubectl(&["get", "sa", "default", "-n", "nope"]));
+    assert!(said.contains("namespaces \"nope\" not found"), "{said}");
+
+    let manifest = dir.join("puller.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: puller}\n\
+         imagePullSecrets: [{name: regcred}]\n",
+    )
+    .unwrap();
+    let said = ok(&cluster, &["apply", "-f", manifest.to_str().unwrap()]);
+    assert_eq!(said.trim(), "serviceaccount/puller created");
+    let puller = object(&cluster, "serviceaccount", "puller");
+    assert_eq!(
+        puller["imagePullSecrets"],
+        serde_json::json!([{"name": "regcred"}])
+    );
+    let said = ok(&cluster, &["create", "serviceaccount", "made"]);
+    assert_eq!(said.trim(), "serviceaccount/made created");
+    let said = refused(cluster.kubectl(&["create", "-f", manifest.to_str().unwrap()]));
+    assert!(
+        said.contains("serviceaccounts \"puller\" already exists"),
+        "{said}"
+    );
+
+    let listed = ok(&cluster, &["get", "sa"]);
+    let rows: Vec<Vec<&str>> = listed
+        .lines()
+        .map(|l| l.split_whitespace().take(2).collect())
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            vec!["NAME", "SECRETS"],
+            vec!["default", "0"],
+            vec!["made", "0"],
+            vec!["puller", "0"],
+        ],
+        "{listed}"
+    );
+
+    // Pods: the ServiceAccount admission plugin's defaults and its refusal. (On another node:
+    // no kubelet here runs them.)
+    let pod = |name: &str, extra: &str| {
+        let file = dir.join(format!("{name}.yaml"));
+        std::fs::write(
+            &file,
+            format!(
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  nodeName: other\n  \
+                 containers: [{{name: app, image: x}}]\n{extra}"
+            ),
+        )
+        .unwrap();
+        cluster.kubectl(&["create", "-f", file.to_str().unwrap()])
+    };
+    assert!(pod("plain", "").status.success());
+    assert_eq!(
+        field(&cluster, "plain", ".spec.serviceAccountName"),
+        "default"
+    );
+    assert!(
+        pod("pulls", "  serviceAccountName: puller\n")
+            .status
+            .success()
+    );
+    assert_eq!(
+        field(&cluster, "pulls", ".spec.imagePullSecrets[*].name"),
+        "regcred"
+    );
+    let own = "  serviceAccountName: puller\n  imagePullSecrets: [{name: mine}]\n";
+    assert!(pod("own", own).status.success());
+    assert_eq!(
+        field(&cluster, "own", ".spec.imagePullSecrets[*].name"),
+        "mine"
+    );
+    let said = refused(pod("lost", "  serviceAccountName: nosuch\n"));
+    assert!(
+        said.contains(
+            "pods \"lost\" is forbidden: error looking up service account shop/nosuch: \
+             serviceaccount \"nosuch\" not found"
+        ),
+        "{said}"
+    );
+    // A registered pod keeps what it is given.
+    let mut registered = running_pod("shop", "registered", &[("app", "docker://x", true)]);
+    let spec = registered.spec.as_mut().unwrap();
+    spec.service_account_name = Some("elsewhere".into());
+    spec.image_pull_secrets = Some(vec![
+        serde_json::from_value(serde_json::json!({"name": "k"})).unwrap(),
+    ]);
+    cluster.api.add_pod(registered);
+    let spec = cluster.api.pod("shop", "registered").unwrap().spec.unwrap();
+    assert_eq!(spec.service_account_name.as_deref(), Some("elsewhere"));
+    assert_eq!(spec.image_pull_secrets.unwrap()[0].name, "k");
+
+    cluster.api.add_service_account(
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "added", "namespace": "fresh"},
+            "imagePullSecrets": [{"name": "k"}]
+        }))
+        .unwrap(),
+    );
+    let added = ok(&cluster, &["get", "sa", "-n", "fresh", "-o", "name"]);
+    assert_eq!(added, "serviceaccount/added\nserviceaccount/default\n");
+    assert!(cluster.api.service_account("fresh", "added").is_some());
+}
+
+#[test]
+fn a_users_grants_decide_its_secret_and_service_account_reads_and_creates() {
+    let (cluster, _dir) = api_only();
+    ok(
+        &cluster,
+        &[
+            "create",
+            "secret",
+            "generic",
+            "regcred",
+            "--from-literal=k=v",
+        ],
+    );
+    let api = &cluster.api;
+    api.access.lock().unwrap().user("bob-token", "bob", &[]);
+    for (resource, name, kind) in [
+        ("secrets", "regcred", "Secret"),
+        ("serviceaccounts", "default", "ServiceAccount"),
+    ] {
+        let one = format!("/api/v1/namespaces/shop/{resource}/{name}");
+        let all = format!("/api/v1/namespaces/shop/{resource}");
+        let (code, status) = request(api, "GET", &one, "bob-token", None);
+        assert_eq!(code, 403, "{status}");
+        assert_eq!(status["reason"], "Forbidden");
+        assert_eq!(
+            status["message"],
+            format!(
+                "{resource} \"{name}\" is forbidden: User \"bob\" cannot get resource \
+                 \"{resource}\" in API group \"\" in the namespace \"shop\""
+            )
+        );
+        assert_eq!(status["details"]["kind"], resource);
+        let (code, status) = request(api, "GET", &all, "bob-token", None);
+        assert_eq!(code, 403, "{status}");
+        assert_eq!(
+            status["message"],
+            format!(
+                "{resource} is forbidden: User \"bob\" cannot list resource \"{resource}\" in \
+                 API group \"\" in the namespace \"shop\""
+            )
+        );
+        let (code, status) = request(
+            api,
+            "GET",
+            &format!("/api/v1/{resource}"),
+            "bob-token",
+            None,
+        );
+        assert_eq!(code, 403, "{status}");
+        assert!(
+            status["message"]
+                .as_str()
+                .unwrap()
+                .ends_with("at the cluster scope"),
+            "{status}"
+        );
+        let new =
+            serde_json::json!({"apiVersion": "v1", "kind": kind, "metadata": {"name": "new"}});
+        let (code, status) = request(api, "POST", &all, "bob-token", Some(&new));
+        assert_eq!(code, 403, "{status}");
+        assert_eq!(
+            status["message"],
+            format!(
+                "{resource} is forbidden: User \"bob\" cannot create resource \"{resource}\" \
+                 in API group \"\" in the namespace \"shop\""
+            )
+        );
+
+        let mut table = api.access.lock().unwrap();
+        table.grant("bob", "get", resource, "shop", name);
+        table.grant("bob", "list", resource, "shop", "");
+        table.grant("bob", "create", resource, "shop", "");
+        drop(table);
+        let (code, got) = request(api, "GET", &one, "bob-token", None);
+        assert_eq!(code, 200, "{got}");
+        assert_eq!(got["kind"], kind);
+        assert_eq!(got["metadata"]["name"], name);
+        let (code, listed) = request(api, "GET", &all, "bob-token", None);
+        assert_eq!(code, 200, "{listed}");
+        assert_eq!(listed["kind"], format!("{kind}List"));
+        let (code, made) = request(api, "POST", &all, "bob-token", Some(&new));
+        assert_eq!(code, 201, "{made}");
+        // The grant names one object: another is still refused.
+        let other = format!("/api/v1/namespaces/shop/{resource}/new");
+        let (code, _) = request(api, "GET", &other, "bob-token", None);
+        assert_eq!(code, 403);
+        // Its reviews (an agent asking for bob) say the same.
+        let review = serde_json::json!({
+            "apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+            "spec": {"user": "bob", "resourceAttributes": {
+                "verb": "get", "resource": resource, "namespace": "shop", "name": name}}
+        });
+        let path = "/apis/authorization.k8s.io/v1/subjectaccessreviews";
+        let (code, answer) = request(api, "POST", path, access::AGENT_TOKEN, Some(&review));
+        assert_eq!(code, 201, "{answer}");
+        assert_eq!(answer["status"]["allowed"], true, "{answer}");
+    }
+    // kubectl (no token over plain HTTP: the administrator) reads them all.
+    let names = ok(&cluster, &["get", "secrets,sa", "-o", "name"]);
+    assert_eq!(
+        names,
+        "secret/new\nsecret/regcred\nserviceaccount/default\nserviceaccount/new\n"
+    );
 }
