@@ -24,6 +24,7 @@ mod error;
 #[cfg(feature = "fake")]
 pub mod fake;
 pub mod init;
+pub mod keyring;
 pub mod label;
 pub mod seccomp;
 

@@ -125,7 +125,7 @@ impl Auths {
     }
 }
 
-fn decode_auth(auth: &str) -> Option<Credentials> {
+pub(crate) fn decode_auth(auth: &str) -> Option<Credentials> {
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(auth.trim())
         .ok()?;
