@@ -324,6 +324,7 @@ async fn made(fake: &FakeRuntime, name: &str, labels: &[(&str, &str)]) -> String
             .collect(),
         init: "/x".into(),
         profile: kdbg_runtimes::Profile::default(),
+        platform: None,
     };
     let id = fake.create(&spec).await.unwrap().id;
     fake.start(&id).await.unwrap();

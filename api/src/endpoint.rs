@@ -20,7 +20,8 @@ pub enum Endpoint {
     Version,
     /// `GET` [`path::DEBUG`], upgraded to a WebSocket: a debug session.
     Debug(DebugRequest),
-    /// `GET` [`path::PULL`]: make sure an image is present.
+    /// `GET` [`path::PULL`]: make sure an image is present; `POST` with a [`crate::PullBody`]
+    /// when the pull carries a registry credential (never in the query).
     Pull(PullRequest),
     /// `GET` [`path::CONTAINERS`]: the debug containers in a scope.
     Containers(PodScope),
@@ -159,6 +160,10 @@ impl Endpoint {
     pub fn method(&self) -> &'static str {
         match self {
             Endpoint::RemoveContainer { .. } => "DELETE",
+            Endpoint::Pull(PullRequest {
+                credential: Some(_),
+                ..
+            }) => "POST",
             _ => "GET",
         }
     }
@@ -214,6 +219,22 @@ impl Endpoint {
         }
     }
 
+    /// Its body, if it has one: a pull's credential, as a [`crate::PullBody`] in JSON.
+    pub fn body(&self) -> Option<Vec<u8>> {
+        match self {
+            Endpoint::Pull(PullRequest {
+                credential: Some(credential),
+                ..
+            }) => Some(
+                serde_json::to_vec(&crate::PullBody {
+                    credential: Some(credential.clone()),
+                })
+                .expect("a pull body serialises"),
+            ),
+            _ => None,
+        }
+    }
+
     /// The node it names as its target or scope (`kubectl-debug node/NAME`), if it does: an
     /// agent serves only its own node.
     pub fn node(&self) -> Option<&str> {
@@ -260,9 +281,26 @@ mod tests {
                 target: Some(target),
                 image: Some("busybox".into()),
                 policy: Default::default(),
+                platform: None,
                 pod_namespace: None,
                 pod_name: None,
                 node: None,
+                credential: None,
+            }),
+            Endpoint::Pull(PullRequest {
+                target: None,
+                image: Some("registry.example.com/tools:1".into()),
+                policy: Default::default(),
+                platform: Some("linux/arm/v7".parse().unwrap()),
+                pod_namespace: Some("prod".into()),
+                pod_name: Some("web-1".into()),
+                node: None,
+                credential: Some(crate::RegistryCredential {
+                    key: "registry.example.com".into(),
+                    source: "secret prod/regcred".into(),
+                    username: "robot".into(),
+                    password: "s3cret".into(),
+                }),
             }),
             Endpoint::Containers(PodScope::default()),
             Endpoint::RemoveContainer {
@@ -287,10 +325,16 @@ mod tests {
         assert_eq!(endpoints.len(), path::ENDPOINTS.len());
         for endpoint in endpoints {
             let uri = endpoint.uri();
+            assert!(!uri.contains("s3cret"), "{uri}");
             let (path, query) = uri.split_once('?').unwrap_or((&uri, ""));
+            // A credential travels in the body, which the agent reads after authorising.
+            let mut routed = endpoint.clone();
+            if let Endpoint::Pull(request) = &mut routed {
+                request.credential = None;
+            }
             assert_eq!(
                 Endpoint::parse(endpoint.method(), path, query).as_ref(),
-                Ok(&endpoint),
+                Ok(&routed),
                 "{uri}"
             );
         }

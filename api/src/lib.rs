@@ -20,12 +20,13 @@ pub mod view;
 
 pub use endpoint::{Endpoint, Unroutable};
 pub use kdbg_model::{
-    ImageConfig, Profile, PullPolicy, PullProgress, RuntimeKind, Target, TargetRef,
+    ImageConfig, Platform, Profile, PullPolicy, PullProgress, RegistryCredential, RuntimeKind,
+    Target, TargetRef,
 };
 pub use kdbg_relay::error_chain;
 pub use kdbg_relay::status::Status;
 pub use request::{
-    BadQuery, DebugRequest, ImageConfigRequest, PodScope, PullRequest, WatchRequest,
+    BadQuery, DebugRequest, ImageConfigRequest, PodScope, PullBody, PullRequest, WatchRequest,
 };
 pub use response::{
     ContainerItem, ContainerList, ContainerStatus, PullLine, RecordingItem, RecordingList,
@@ -103,12 +104,13 @@ pub mod path {
 
     /// Every endpoint with its method: what [`crate::Endpoint::parse`] routes, and what its
     /// refusals list.
-    pub const ENDPOINTS: [(&str, &str); 11] = [
+    pub const ENDPOINTS: [(&str, &str); 12] = [
         ("GET", HEALTHZ),
         ("GET", VERSION),
         ("GET", METRICS),
         ("GET", DEBUG),
         ("GET", PULL),
+        ("POST", PULL),
         ("GET", CONTAINERS),
         ("DELETE", CONTAINER),
         ("GET", RECORDINGS),

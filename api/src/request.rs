@@ -8,7 +8,10 @@
 //! `retain`, `pullPolicy`, and `podNamespace`, `podName`, `user` that end up in labels and
 //! are checked against them.
 
-use kdbg_model::{InvalidReference, InvalidValue, Profile, PullPolicy, Target, TargetRef};
+use kdbg_model::{
+    InvalidReference, InvalidValue, Platform, Profile, PullPolicy, RegistryCredential, Target,
+    TargetRef,
+};
 use kdbg_relay::TerminalSize;
 
 /// A query the agent does not take: what is wrong with it, and what it takes. The agent
@@ -101,6 +104,9 @@ pub struct DebugRequest {
     pub retain: bool,
     /// When to pull the image.
     pub pull_policy: PullPolicy,
+    /// The image's platform to pull and run, when not the node's (`--platform`; sent only
+    /// when given, so that an older agent refuses it rather than ignore it).
+    pub platform: Option<Platform>,
     /// The target pod's namespace, for labels.
     pub pod_namespace: Option<String>,
     /// The target pod's name, for labels.
@@ -169,6 +175,7 @@ impl DebugRequest {
             name: None,
             retain: false,
             pull_policy: PullPolicy::default(),
+            platform: None,
             pod_namespace: None,
             pod_name: None,
             user: None,
@@ -201,6 +208,7 @@ impl DebugRequest {
                 "name" => request.name = Some(valid_name(&value)?),
                 "retain" => request.retain = flag(&key, &value)?,
                 "pullPolicy" => request.pull_policy = self::value("pullPolicy", &value)?,
+                "platform" => request.platform = Some(self::value("platform", &value)?),
                 "podNamespace" => request.pod_namespace = Some(non_empty("podNamespace")?),
                 "podName" => request.pod_name = Some(non_empty("podName")?),
                 "user" => request.user = Some(non_empty("user")?),
@@ -213,8 +221,8 @@ impl DebugRequest {
                     return Err(BadQuery::Unknown {
                         key: other.to_owned(),
                         known: "target, container, node, image, command, stdin, stdout, stderr, tty, \
-                                name, retain, pullPolicy, podNamespace, podName, podContainer, \
-                                user, record, profile, chroot, cols, rows",
+                                name, retain, pullPolicy, platform, podNamespace, podName, \
+                                podContainer, user, record, profile, chroot, cols, rows",
                     });
                 }
             }
@@ -308,6 +316,9 @@ impl DebugRequest {
             q.append_pair("rows", &size.rows.to_string());
         }
         q.append_pair("pullPolicy", &self.pull_policy.to_string());
+        if let Some(platform) = &self.platform {
+            q.append_pair("platform", &platform.to_string());
+        }
         for (key, value) in [
             ("podNamespace", &self.pod_namespace),
             ("podName", &self.pod_name),
@@ -332,6 +343,8 @@ pub struct PullRequest {
     pub image: Option<String>,
     /// When to pull.
     pub policy: PullPolicy,
+    /// The platform to pull, when not the node's.
+    pub platform: Option<Platform>,
     /// The target's pod, whose permissions an agent that checks them asks for.
     pub pod_namespace: Option<String>,
     /// See `pod_namespace`.
@@ -339,6 +352,22 @@ pub struct PullRequest {
     /// For a session of the node itself (`kubectl-debug node/NAME`): the node, whose
     /// permission (`create nodes/proxy`) an agent that checks them asks for.
     pub node: Option<String>,
+    /// A registry credential for this pull: sent in the body of a `POST` (a [`PullBody`]),
+    /// never in the query.
+    pub credential: Option<RegistryCredential>,
+}
+
+/// The body of a `POST` [`crate::path::PULL`]: what does not belong in a URL.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PullBody {
+    /// The credential for the image's registry, chosen from the user's pull secrets.
+    pub credential: Option<RegistryCredential>,
+}
+
+impl PullBody {
+    /// The most a body may hold: a credential is a few hundred bytes.
+    pub const MAX_BYTES: usize = 64 * 1024;
 }
 
 impl PullRequest {
@@ -347,6 +376,7 @@ impl PullRequest {
         let mut image = None;
         let mut target = None;
         let mut policy = PullPolicy::default();
+        let mut platform = None;
         let (mut pod_namespace, mut pod_name, mut node) = (None, None, None);
         for (key, value) in form_urlencoded::parse(query.as_bytes()) {
             match &*key {
@@ -354,12 +384,13 @@ impl PullRequest {
                 "node" => node = Some(self::node(&value)?),
                 "target" => target = Some(self::target(&value)?),
                 "pullPolicy" => policy = self::value("pullPolicy", &value)?,
+                "platform" => platform = Some(self::value("platform", &value)?),
                 "podNamespace" if !value.is_empty() => pod_namespace = Some(value.into_owned()),
                 "podName" if !value.is_empty() => pod_name = Some(value.into_owned()),
                 other => {
                     return Err(BadQuery::UnknownOrEmpty {
                         key: other.to_owned(),
-                        known: "target, image, pullPolicy, podNamespace, podName, node",
+                        known: "target, image, pullPolicy, platform, podNamespace, podName, node",
                     });
                 }
             }
@@ -373,9 +404,11 @@ impl PullRequest {
             target,
             image,
             policy,
+            platform,
             pod_namespace,
             pod_name,
             node,
+            credential: None,
         })
     }
 
@@ -389,6 +422,9 @@ impl PullRequest {
             q.append_pair("image", image);
         }
         q.append_pair("pullPolicy", &self.policy.to_string());
+        if let Some(platform) = &self.platform {
+            q.append_pair("platform", &platform.to_string());
+        }
         for (key, value) in [
             ("podNamespace", &self.pod_namespace),
             ("podName", &self.pod_name),
@@ -526,6 +562,7 @@ mod tests {
             name: Some("dbg-1".into()),
             retain: true,
             pull_policy: PullPolicy::Never,
+            platform: Some("linux/arm64/v8".parse().unwrap()),
             pod_namespace: Some("prod".into()),
             pod_name: Some("web-1".into()),
             user: Some("alice".into()),
@@ -550,6 +587,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(zero.contains("not a terminal size"), "{zero}");
+        let platform = DebugRequest::from_query("target=docker://abc&stdout=1&platform=linux")
+            .unwrap_err()
+            .to_string();
+        assert!(platform.contains("os/arch[/variant]"), "{platform}");
         let attach = DebugRequest {
             target: None,
             container: Some("web-1-dbg-x7k2q".into()),

@@ -46,6 +46,11 @@ pub enum InvalidValue {
         /// Its scheme.
         scheme: String,
     },
+    /// Not `os/arch[/variant]`.
+    #[error(
+        "platform {0:?} is not os/arch[/variant] in lower-case letters, digits and '_', e.g. linux/amd64 or linux/arm/v7"
+    )]
+    Platform(String),
 }
 
 /// Capabilities a debug container gets beyond the runtime's defaults, on every backend:
@@ -265,6 +270,55 @@ pub fn node_name(name: &str) -> Result<String, InvalidValue> {
     }
 }
 
+/// An image's platform, `os/arch[/variant]` (`linux/amd64`, `linux/arm/v7`), as OCI indexes
+/// and `--platform` name them.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Platform {
+    /// `linux`.
+    pub os: String,
+    /// `amd64`, `arm64`, `arm`...
+    pub architecture: String,
+    /// `v7`, `v8`..., if any.
+    pub variant: Option<String>,
+}
+
+impl FromStr for Platform {
+    type Err = InvalidValue;
+
+    fn from_str(s: &str) -> Result<Self, InvalidValue> {
+        let part = |p: &str| {
+            !p.is_empty()
+                && p.len() <= 32
+                && p.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        };
+        let parts: Vec<&str> = s.split('/').collect();
+        match parts.as_slice() {
+            [os, arch] if part(os) && part(arch) => Ok(Platform {
+                os: (*os).to_owned(),
+                architecture: (*arch).to_owned(),
+                variant: None,
+            }),
+            [os, arch, variant] if part(os) && part(arch) && part(variant) => Ok(Platform {
+                os: (*os).to_owned(),
+                architecture: (*arch).to_owned(),
+                variant: Some((*variant).to_owned()),
+            }),
+            _ => Err(InvalidValue::Platform(s.to_owned())),
+        }
+    }
+}
+
+impl fmt::Display for Platform {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        if let Some(variant) = &self.variant {
+            write!(f, "/{variant}")?;
+        }
+        Ok(())
+    }
+}
+
 /// When to pull the debug image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PullPolicy {
@@ -311,6 +365,41 @@ pub struct PullProgress {
     pub current: Option<u64>,
     /// Bytes in all, when known.
     pub total: Option<u64>,
+}
+
+/// A registry credential for one pull, chosen by the plugin from the user's image pull
+/// secrets and sent in the pull's request body. The agent uses it for that pull and keeps it
+/// nowhere; it never appears in a URL, a log line, an audit field, a label or a container.
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RegistryCredential {
+    /// The registry as the secret's entry names it (`registry.example.com`,
+    /// `*.example.com`, `https://index.docker.io/v1/`): for messages.
+    pub key: String,
+    /// Where it came from, for messages: `secret NAMESPACE/NAME`.
+    pub source: String,
+    /// The user name.
+    pub username: String,
+    /// The password or token.
+    pub password: String,
+}
+
+impl fmt::Debug for RegistryCredential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RegistryCredential")
+            .field("key", &self.key)
+            .field("source", &self.source)
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+impl RegistryCredential {
+    /// How messages name it: `the credential for KEY from SOURCE` (never its value).
+    pub fn described(&self) -> String {
+        format!("the credential for {} from {}", self.key, self.source)
+    }
 }
 
 /// What a container's image says to run when its pod says nothing: the `Entrypoint`, `Cmd`,

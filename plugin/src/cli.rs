@@ -284,6 +284,15 @@ pub struct DebugOpts {
     /// When to pull the image: Always, IfNotPresent (default) or Never.
     #[arg(long, value_name = "POLICY")]
     pub pull_policy: Option<kdbg_api::PullPolicy>,
+    /// A secret of the pod's namespace with registry credentials for the image
+    /// (kubernetes.io/dockerconfigjson), read with your rights; repeatable. The pod's and its
+    /// service account's imagePullSecrets are used too.
+    #[arg(long = "image-pull-secret", value_name = "NAME")]
+    pub image_pull_secrets: Vec<String>,
+    /// The image's platform to pull and run, os/arch[/variant] (e.g. linux/arm/v7; default:
+    /// the node's). An image without it fails with the platforms it has.
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<kdbg_api::Platform>,
     /// What the debug container may do: general (SYS_PTRACE), netadmin (NET_ADMIN, NET_RAW),
     /// sysadmin (SYS_PTRACE, SYS_ADMIN, bpf and perf) or restricted (nothing more); default:
     /// the agent's (general unless its policy says otherwise; sysadmin needs node-level

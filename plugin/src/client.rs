@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
 use bytes::{Buf, Bytes, BytesMut};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Either, Empty, Full};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response};
 use hyper_util::rt::TokioIo;
@@ -85,6 +85,8 @@ pub struct AgentClient {
     bearer: Option<String>,
     /// TLS to the agent, when it serves TLS.
     tls: Option<crate::credentials::AgentTls>,
+    /// Where a pull's registry credential may come from.
+    pull_secrets: Option<crate::pullsecrets::PullSecrets>,
 }
 
 impl AgentClient {
@@ -95,7 +97,19 @@ impl AgentClient {
             forward_error: std::sync::Mutex::default(),
             bearer: None,
             tls: None,
+            pull_secrets: None,
         }
+    }
+
+    /// The same client, whose pulls send a credential from `secrets` when one matches.
+    pub fn with_pull_secrets(mut self, secrets: crate::pullsecrets::PullSecrets) -> AgentClient {
+        self.pull_secrets = Some(secrets);
+        self
+    }
+
+    /// Where a pull's registry credential may come from, if anywhere.
+    pub fn pull_secrets(&self) -> Option<&crate::pullsecrets::PullSecrets> {
+        self.pull_secrets.as_ref()
     }
 
     /// The same client, presenting `bearer` and speaking TLS as `tls` says.
@@ -273,11 +287,14 @@ impl AgentClient {
     async fn send(&self, endpoint: Endpoint) -> anyhow::Result<Response<Incoming>> {
         let method = Method::from_bytes(endpoint.method().as_bytes()).expect("a known method");
         let path_and_query = &endpoint.uri();
-        let mut result = self.send_once(method.clone(), path_and_query).await;
+        let body = endpoint.body().map(Bytes::from);
+        let mut result = self
+            .send_once(method.clone(), path_and_query, body.clone())
+            .await;
         // A port-forward now and then ends a connection before the agent's answer is all
-        // through (seen with kube's port-forwarder under load); a GET (a pull, a list, the
-        // version) may be asked again, once.
-        if method == Method::GET
+        // through (seen with kube's port-forwarder under load); a GET (a list, the version)
+        // or a pull, which asks for the same image again, may be asked again, once.
+        if (method == Method::GET || matches!(endpoint, Endpoint::Pull(_)))
             && matches!(self.transport, Transport::PortForward { .. })
             && let Err(e) = &result
             && e.chain().any(|c| {
@@ -286,7 +303,7 @@ impl AgentClient {
             })
         {
             tracing::debug!(error = %e, "the port-forward closed early; asking again");
-            result = self.send_once(method, path_and_query).await;
+            result = self.send_once(method, path_and_query, body).await;
         }
         match result {
             Ok(response) => Ok(response),
@@ -299,15 +316,22 @@ impl AgentClient {
         &self,
         method: Method,
         path_and_query: &str,
+        body: Option<Bytes>,
     ) -> anyhow::Result<Response<Incoming>> {
         let stream = self.connect().await?;
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .with_context(|| format!("talking HTTP to {}", self.describe()))?;
         tokio::spawn(connection);
-        let request = self
-            .request(method, path_and_query)
-            .body(Empty::<Bytes>::new())?;
+        let request = match body {
+            Some(body) => self
+                .request(method, path_and_query)
+                .header(hyper::header::CONTENT_TYPE, "application/json")
+                .body(Either::Left(Full::new(body)))?,
+            None => self
+                .request(method, path_and_query)
+                .body(Either::Right(Empty::<Bytes>::new()))?,
+        };
         let response = sender
             .send_request(request)
             .await

@@ -12,6 +12,7 @@
 //! connect: port-forward      # or direct
 //! agentCA: ~/.kube/kubectl-debug-ca.crt   # default: the kubectl-debug-agent-ca ConfigMap
 //! pullPolicy: IfNotPresent   # Always | IfNotPresent | Never
+//! imagePullSecrets: [regcred]  # --image-pull-secret, when none is given
 //! retain: false
 //! record: false
 //! agentless: auto            # always | never
@@ -55,6 +56,8 @@ pub struct PluginConfig {
     /// `--pull-policy`.
     #[serde(default, deserialize_with = "pull_policy")]
     pub pull_policy: Option<kdbg_api::PullPolicy>,
+    /// `--image-pull-secret`, when the command line gives none.
+    pub image_pull_secrets: Option<Vec<String>>,
     /// `--retain`.
     pub retain: Option<bool>,
     /// `--record`.
@@ -134,6 +137,7 @@ impl PluginConfig {
                 self.global(&mut args.global);
                 fill(&mut args.image, &self.image);
                 fill(&mut args.pull_policy, &self.pull_policy);
+                self.pull_secrets(&mut args.image_pull_secrets);
                 fill(&mut args.retain, &self.retain);
             }
             Some(Verb::Recordings(args)) => match &mut args.verb {
@@ -181,9 +185,18 @@ impl PluginConfig {
         }
     }
 
+    fn pull_secrets(&self, flags: &mut Vec<String>) {
+        if flags.is_empty()
+            && let Some(names) = &self.image_pull_secrets
+        {
+            flags.clone_from(names);
+        }
+    }
+
     fn debug(&self, debug: &mut DebugOpts) {
         fill(&mut debug.image, &self.image);
         fill(&mut debug.pull_policy, &self.pull_policy);
+        self.pull_secrets(&mut debug.image_pull_secrets);
         fill(&mut debug.retain, &self.retain);
         if debug.command.is_empty()
             && let Some(command) = &self.command

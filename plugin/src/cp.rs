@@ -60,6 +60,14 @@ pub struct CpArgs {
     /// When to pull the image: Always, IfNotPresent (default) or Never.
     #[arg(long, value_name = "POLICY")]
     pub pull_policy: Option<PullPolicy>,
+    /// A secret of the pod's namespace with registry credentials for the image
+    /// (kubernetes.io/dockerconfigjson), read with your rights; repeatable. The pod's and its
+    /// service account's imagePullSecrets are used too.
+    #[arg(long = "image-pull-secret", value_name = "NAME")]
+    pub image_pull_secrets: Vec<String>,
+    /// The image's platform, os/arch[/variant] (default: the node's).
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<kdbg_api::Platform>,
     /// What the debug container may do (see the debug verb's --profile); a target running as
     /// another user than the debug image's needs general or sysadmin.
     #[arg(long, value_name = "PROFILE")]
@@ -180,6 +188,13 @@ pub async fn run(global: &Global, args: CpArgs) -> anyhow::Result<ExitStatus> {
                 bail!("-c {container}: node/{node} is the node itself: it has no containers");
             }
             let (agent, _) = crate::node::reach(&cluster, node).await?;
+            let agent = agent.with_pull_secrets(crate::pullsecrets::PullSecrets::new(
+                cluster.client.clone(),
+                &cluster.namespace,
+                &args.image_pull_secrets,
+                &[],
+                None,
+            ));
             (agent, format!("node/{node}"), Some(node.to_owned()), None)
         }
         None => {
@@ -192,7 +207,10 @@ pub async fn run(global: &Global, args: CpArgs) -> anyhow::Result<ExitStatus> {
             .await?;
             let agent = cluster
                 .agent_on(&found.node, &found.host_ip, Some(found.target.kind))
-                .await?;
+                .await?
+                .with_pull_secrets(
+                    found.pull_secrets(cluster.client.clone(), &args.image_pull_secrets),
+                );
             (agent, found.pod.clone(), None, Some(found))
         }
     };
@@ -226,6 +244,7 @@ pub async fn run(global: &Global, args: CpArgs) -> anyhow::Result<ExitStatus> {
         name: None,
         retain: args.retain.unwrap_or(false),
         pull_policy: args.pull_policy.unwrap_or_default(),
+        platform: args.platform.clone(),
         pod_namespace: found.as_ref().map(|f| f.namespace.clone()),
         pod_name: found.as_ref().map(|f| f.pod.clone()),
         pod_container: found.as_ref().map(|f| f.container.clone()),

@@ -31,6 +31,7 @@ pub mod output;
 pub mod pod;
 pub mod portforward;
 pub mod pull;
+pub mod pullsecrets;
 pub mod recordings;
 pub mod replay;
 pub mod rm;

@@ -103,8 +103,24 @@ pub async fn run(
     let cluster = Cluster::connect(global).await?;
     let home = find(cluster.client.clone(), node).await?;
     let record_local = opts.record.record_local.clone();
+    let asked = opts.image_pull_secrets.clone();
     let request = opts.request_joining(None, Some(home.name.clone()));
-    session(&cluster, &home, request, record_local.as_deref()).await
+    // A node has no pod: only the secrets asked for, in the current namespace.
+    let secrets = crate::pullsecrets::PullSecrets::new(
+        cluster.client.clone(),
+        &cluster.namespace,
+        &asked,
+        &[],
+        None,
+    );
+    session(
+        &cluster,
+        &home,
+        request,
+        record_local.as_deref(),
+        Some(secrets),
+    )
+    .await
 }
 
 /// Runs `kubectl-debug attach node/NAME CONTAINER`.
@@ -114,7 +130,7 @@ pub async fn attach(global: &Global, node: &str, args: AttachArgs) -> anyhow::Re
     let record_local = args.session.record.record_local.clone();
     let mut request: DebugRequest = args.session.request(&args.name);
     request.node = Some(home.name.clone());
-    session(&cluster, &home, request, record_local.as_deref()).await
+    session(&cluster, &home, request, record_local.as_deref(), None).await
 }
 
 /// A session on node `home`'s agent, as `request` asks.
@@ -123,8 +139,12 @@ async fn session(
     home: &NodeHome,
     request: DebugRequest,
     record_local: Option<&std::path::Path>,
+    secrets: Option<crate::pullsecrets::PullSecrets>,
 ) -> anyhow::Result<ExitStatus> {
-    let agent = agent(cluster, home).await?;
+    let mut agent = agent(cluster, home).await?;
+    if let Some(secrets) = secrets {
+        agent = agent.with_pull_secrets(secrets);
+    }
     let written = format!("node/{}", home.name);
     attach::debug(
         &agent,

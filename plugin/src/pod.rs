@@ -10,6 +10,7 @@ use kube::{Api, Client};
 use crate::attach;
 use crate::cli::{AttachArgs, DebugOpts, Global};
 use crate::cluster::Cluster;
+use crate::pullsecrets::PullSecrets;
 /// The annotation kubectl reads for the default container of a pod.
 const DEFAULT_CONTAINER_ANNOTATION: &str = "kubectl.kubernetes.io/default-container";
 
@@ -28,6 +29,24 @@ pub struct PodTarget {
     pub node: String,
     /// The node's IP, where its agent listens.
     pub host_ip: String,
+    /// The pod's `imagePullSecrets`, by name.
+    pub image_pull_secrets: Vec<String>,
+    /// The pod's service account (`default` when it names none).
+    pub service_account: Option<String>,
+}
+
+impl PodTarget {
+    /// Where a pull for a debug container in this pod may find its credential: the secrets
+    /// `asked` for, then the pod's, then its service account's.
+    pub fn pull_secrets(&self, client: Client, asked: &[String]) -> PullSecrets {
+        PullSecrets::new(
+            client,
+            &self.namespace,
+            asked,
+            &self.image_pull_secrets,
+            self.service_account.clone(),
+        )
+    }
 }
 
 /// Finds the pod and the container to join. Errors say what is wrong and what to do.
@@ -122,6 +141,7 @@ pub fn target_of(
         .as_ref()
         .and_then(|s| s.node_name.clone())
         .unwrap_or_else(|| host_ip.clone());
+    let spec = pod.spec.as_ref();
     Ok(PodTarget {
         namespace: namespace.to_owned(),
         pod: name.to_owned(),
@@ -129,6 +149,16 @@ pub fn target_of(
         target,
         node,
         host_ip,
+        image_pull_secrets: spec
+            .and_then(|s| s.image_pull_secrets.as_ref())
+            .into_iter()
+            .flatten()
+            .map(|r| r.name.clone())
+            .collect(),
+        service_account: Some(
+            spec.and_then(|s| s.service_account_name.clone())
+                .unwrap_or_else(|| "default".to_owned()),
+        ),
     })
 }
 
@@ -222,13 +252,15 @@ pub async fn run(
         (found, None)
     };
     let record_local = opts.record.record_local.clone();
+    let asked = opts.image_pull_secrets.clone();
     let mut request = opts.request(found.target.clone());
     request.pod_namespace = Some(found.namespace.clone());
     request.pod_name = Some(found.pod.clone());
     request.pod_container = Some(found.container.clone());
     let agent = cluster
         .agent_on(&found.node, &found.host_ip, Some(found.target.kind))
-        .await?;
+        .await?
+        .with_pull_secrets(found.pull_secrets(cluster.client.clone(), &asked));
     if let Some(forked) = &forked {
         // Once the agent is reached: it reads the image's config when the pod sets no command.
         forked.say_original(&agent).await;

@@ -15,16 +15,27 @@ pub fn wanted(request: &DebugRequest) -> Option<PullRequest> {
         target: request.target.clone(),
         image: request.image.clone(),
         policy: request.pull_policy,
+        platform: request.platform.clone(),
         pod_namespace: request.pod_namespace.clone(),
         pod_name: request.pod_name.clone(),
         node: request.node.clone(),
+        credential: None,
     })
 }
 
 /// Has the agent make sure the image is present, showing progress on stderr until it is.
+/// A credential from the user's pull secrets that matches the image's registry goes with
+/// the request (in its body), and the user is told which one.
 pub async fn run(client: &AgentClient, request: &PullRequest) -> anyhow::Result<()> {
+    let mut request = request.clone();
+    if let (Some(secrets), Some(image)) = (client.pull_secrets(), &request.image) {
+        request.credential = secrets.credential_for(image).await;
+        if let Some(credential) = &request.credential {
+            eprintln!("Pulling {image} with {}", credential.described());
+        }
+    }
     let mut shown = Display::new(std::io::stderr().is_terminal());
-    let result = client.pull(request, |line| shown.update(line)).await;
+    let result = client.pull(&request, |line| shown.update(line)).await;
     shown.finish();
     result
 }

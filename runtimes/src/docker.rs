@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bollard::Docker;
+use bollard::auth::DockerCredentials;
 use bollard::errors::Error as BollardError;
 use bollard::exec::{CreateExecOptions, StartExecOptions};
 use bollard::models::{
@@ -138,27 +139,50 @@ impl DockerRuntime {
         &self,
         image: &str,
         progress: Option<mpsc::Sender<PullProgress>>,
+        options: crate::PullOptions<'_>,
     ) -> Result<(), Error> {
+        let credential = options.credential;
+        let platform = options.platform.map(ToString::to_string).unwrap_or_default();
         let fail = |source| Error::Pull {
             image: image.to_owned(),
             source,
+        };
+        // What the engine said, with which credential was sent when it is about credentials.
+        let engine = |said: String| {
+            if crate::error::says_unauthorized(&said) {
+                PullError::Refused {
+                    said,
+                    sent: credential.map(crate::RegistryCredential::described),
+                }
+            } else {
+                PullError::Engine(said)
+            }
         };
         let reference = Reference::parse(image).map_err(|e| fail(e.into()))?;
         let options = match &reference.digest {
             Some(digest) => CreateImageOptionsBuilder::new()
                 .from_image(&format!("{}@{digest}", reference.name()))
+                .platform(&platform)
                 .build(),
             None => CreateImageOptionsBuilder::new()
                 .from_image(&reference.name())
                 .tag(reference.object())
+                .platform(&platform)
                 .build(),
         };
-        let mut stream = self.docker.create_image(Some(options), None, None);
+        // The engine's X-Registry-Auth header, for this pull only.
+        let auth = credential.map(|c| DockerCredentials {
+            username: Some(c.username.clone()),
+            password: Some(c.password.clone()),
+            serveraddress: Some(reference.registry.clone()),
+            ..DockerCredentials::default()
+        });
+        let mut stream = self.docker.create_image(Some(options), None, auth);
         while let Some(item) = stream.next().await {
-            let info = item.map_err(|e| fail(PullError::Engine(engine_message(&e))))?;
+            let info = item.map_err(|e| fail(engine(engine_message(&e))))?;
             if let Some(detail) = info.error_detail {
                 let message = detail.message.unwrap_or_else(|| "unknown error".into());
-                return Err(fail(PullError::Engine(message)));
+                return Err(fail(engine(message)));
             }
             if let Some(tx) = &progress {
                 let detail = info.progress_detail.unwrap_or_default();
@@ -215,9 +239,10 @@ impl Runtime for DockerRuntime {
         image: &str,
         policy: PullPolicy,
         progress: Option<mpsc::Sender<PullProgress>>,
+        options: crate::PullOptions<'_>,
     ) -> Result<(), Error> {
         if crate::needs_pull(policy, image, self.image_present(image).await?)? {
-            self.pull(image, progress).await?;
+            self.pull(image, progress, options).await?;
         }
         Ok(())
     }
@@ -291,8 +316,14 @@ impl Runtime for DockerRuntime {
             }),
             ..ContainerCreateBody::default()
         };
+        let platform = spec
+            .platform
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default();
         let options = CreateContainerOptionsBuilder::new()
             .name(&spec.name)
+            .platform(&platform)
             .build();
         let created = self
             .docker

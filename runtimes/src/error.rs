@@ -97,6 +97,14 @@ pub enum Error {
 /// Why pulling an image failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PullError {
+    /// The registry refused the pull for want of a credential, or refused the one sent.
+    #[error("{said}; {}", refused_note(.sent.as_deref()))]
+    Refused {
+        /// What the registry or the engine said.
+        said: String,
+        /// Which credential was sent, described (never its value).
+        sent: Option<String>,
+    },
     /// The reference cannot be parsed.
     #[error(transparent)]
     Reference(#[from] InvalidReference),
@@ -108,11 +116,11 @@ pub enum PullError {
     Engine(String),
     /// The image has no variant for this node.
     #[error(
-        "the image has no linux/{arch} variant (it has: {offered}); use an image built for this node"
+        "the image has no {wanted} variant (it has: {offered}); use an image built for it, or choose one of those with --platform"
     )]
     NoPlatform {
-        /// This node's architecture.
-        arch: &'static str,
+        /// The platform wanted: this node's, or `--platform`'s.
+        wanted: String,
         /// The platforms the image has.
         offered: String,
     },
@@ -187,4 +195,34 @@ pub enum PullError {
     /// The image config cannot be run.
     #[error(transparent)]
     ImageConfig(#[from] crate::containerd::SpecError),
+}
+
+/// What a refused pull tells the user about credentials: which one was sent and from where,
+/// never its value, or that none was and how to give one.
+pub(crate) fn refused_note(sent: Option<&str>) -> String {
+    match sent {
+        Some(sent) => format!(
+            "the registry refused {sent}: check that it is current and may pull this repository"
+        ),
+        None => "no credential was sent; the image may be private: give a pull secret \
+                 (--image-pull-secret, or imagePullSecrets of the pod or its service account) \
+                 or the agent's runtime.registryAuth"
+            .to_owned(),
+    }
+}
+
+/// Whether an engine's or registry's message says the registry wants or refused credentials.
+pub(crate) fn says_unauthorized(message: &str) -> bool {
+    let message = message.to_ascii_lowercase();
+    [
+        "unauthorized",
+        "authentication required",
+        "no basic auth credentials",
+        "access denied",
+        "denied:",
+        "401",
+        "403",
+    ]
+    .iter()
+    .any(|s| message.contains(s))
 }

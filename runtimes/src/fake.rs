@@ -232,6 +232,7 @@ impl Runtime for FakeRuntime {
         image: &str,
         policy: PullPolicy,
         progress: Option<mpsc::Sender<PullProgress>>,
+        _options: crate::PullOptions<'_>,
     ) -> Result<(), Error> {
         self.record(Call::EnsureImage(image.to_owned(), policy));
         let present = self.lock().images.iter().any(|i| i == image);

@@ -34,7 +34,8 @@ pub use docker::DockerRuntime;
 pub use error::{Error, PullError};
 pub use kdbg_model::{
     DEBUG_CAPABILITIES, ImageConfig, InvalidReference, InvalidValue, Profile, PullPolicy,
-    PullProgress, Reference, RuntimeKind, Target, TargetRef, reference,
+    Platform, PullProgress, Reference, RegistryCredential, RuntimeKind, Target, TargetRef,
+    reference,
 };
 pub use label::LABEL_PREFIX;
 pub use seccomp::seccomp_profile;
@@ -59,6 +60,18 @@ pub struct DebugSpec {
     pub init: PathBuf,
     /// What it may do.
     pub profile: Profile,
+    /// The image's platform to run, when not the node's (`--platform`).
+    pub platform: Option<Platform>,
+}
+
+/// How a pull is made beyond its image and policy.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PullOptions<'a> {
+    /// A credential for this pull only (a pull secret's), kept nowhere; without it the
+    /// runtime's own configured credentials apply.
+    pub credential: Option<&'a RegistryCredential>,
+    /// The platform to pull from an index, when not the node's.
+    pub platform: Option<&'a Platform>,
 }
 
 /// Where a node debug container ([`Target::Node`]) has the node's root filesystem, read-write
@@ -185,12 +198,14 @@ pub trait Runtime: Send + Sync {
         target: &TargetRef,
     ) -> impl Future<Output = Result<TargetInfo, Error>> + Send;
 
-    /// Makes sure `image` is present, pulling it as `policy` says, reporting progress.
+    /// Makes sure `image` is present (for `options.platform`, else the node's platform),
+    /// pulling it as `policy` says with `options`, reporting progress.
     fn ensure_image(
         &self,
         image: &str,
         policy: PullPolicy,
         progress: Option<mpsc::Sender<PullProgress>>,
+        options: PullOptions<'_>,
     ) -> impl Future<Output = Result<(), Error>> + Send;
 
     /// Creates (does not start) a debug container.
@@ -294,8 +309,9 @@ impl Runtime for AnyRuntime {
         image: &str,
         policy: PullPolicy,
         progress: Option<mpsc::Sender<PullProgress>>,
+        options: PullOptions<'_>,
     ) -> Result<(), Error> {
-        delegate!(self, r => r.ensure_image(image, policy, progress))
+        delegate!(self, r => r.ensure_image(image, policy, progress, options))
     }
     async fn create(&self, spec: &DebugSpec) -> Result<Created, Error> {
         delegate!(self, r => r.create(spec))

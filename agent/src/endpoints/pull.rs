@@ -1,4 +1,5 @@
-//! `GET /api/v1/pull`: an image made present, with its progress streamed.
+//! `GET /api/v1/pull`: an image made present, with its progress streamed; `POST` with a
+//! registry credential in the body ([`kdbg_api::PullBody`]), used for that pull only.
 
 use std::convert::Infallible;
 
@@ -9,19 +10,39 @@ use hyper::header::{self, HeaderValue};
 use kdbg_api::{PullLine, PullRequest};
 use kdbg_runtimes::Runtime;
 
+use hyper::body::Incoming;
+use hyper::{Request, StatusCode};
+use kdbg_api::PullBody;
+
 use crate::Agent;
 use crate::auth::Caller;
-use crate::server::{Body, refuse_with};
+use crate::server::{Body, refuse, refuse_with};
 
 impl Agent {
     /// Makes sure an image is present as a pull policy says, streaming progress as JSON lines
     /// (`{"id":..,"status":..,"current":..,"total":..}`) and a last line that says how it ended.
     /// Admitted as a session would be: the image against `policy.images`, and the target
     /// as the named pod's and, if it is the node, with the node-level permission.
-    pub(crate) async fn pull(&self, request: PullRequest, caller: &Caller) -> Response<Body> {
+    ///
+    /// A credential in the body is read only after the caller is admitted, and is used for
+    /// this pull and dropped with it: it is never logged, audited, labelled or written.
+    pub(crate) async fn pull(
+        &self,
+        req: Request<Incoming>,
+        mut request: PullRequest,
+        caller: &Caller,
+    ) -> Response<Body> {
         if let Err(refusal) = self.admit_pull(caller, &request).await {
             return refuse_with(refusal);
         }
+        if req.method() == hyper::Method::POST {
+            match read_body(req).await {
+                Ok(body) => request.credential = body.credential,
+                Err(why) => return refuse(StatusCode::BAD_REQUEST, &why),
+            }
+        }
+        let credential = request.credential.take();
+        let platform = request.platform.take();
         let (progress_tx, mut progress) = tokio::sync::mpsc::channel(64);
         let (lines_tx, lines) = tokio::sync::mpsc::channel::<Bytes>(64);
         let runtime = self.runtime.clone();
@@ -47,7 +68,18 @@ impl Agent {
             };
             let pulling = async {
                 let (pulled, ()) =
-                    tokio::join!(runtime.ensure_image(&image, policy, Some(progress_tx)), forward);
+                    tokio::join!(
+                        runtime.ensure_image(
+                            &image,
+                            policy,
+                            Some(progress_tx),
+                            kdbg_runtimes::PullOptions {
+                                credential: credential.as_ref(),
+                                platform: platform.as_ref(),
+                            },
+                        ),
+                        forward
+                    );
                 pulled
             };
             let last = tokio::select! {
@@ -79,4 +111,28 @@ impl Agent {
         );
         response
     }
+}
+
+/// The body of a `POST` pull, at most [`PullBody::MAX_BYTES`]. Errors say where the JSON is
+/// wrong by line and column only: serde's messages may quote a value, and this one may be
+/// a password.
+async fn read_body(req: Request<Incoming>) -> Result<PullBody, String> {
+    let limited = http_body_util::Limited::new(req.into_body(), PullBody::MAX_BYTES);
+    let bytes = limited
+        .collect()
+        .await
+        .map_err(|_| {
+            format!(
+                "the pull's body could not be read, or is larger than {} bytes",
+                PullBody::MAX_BYTES
+            )
+        })?
+        .to_bytes();
+    serde_json::from_slice(&bytes).map_err(|e| {
+        format!(
+            "the pull's body is not a pull body ({{\"credential\": {{\"key\", \"source\", \"username\", \"password\"}}}}): wrong at line {} column {}",
+            e.line(),
+            e.column()
+        )
+    })
 }

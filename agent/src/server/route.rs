@@ -87,7 +87,7 @@ impl Agent {
                 },
             ),
             Endpoint::Debug(request) => self.debug(req, request, peer, caller).await,
-            Endpoint::Pull(request) => self.pull(request, &caller).await,
+            Endpoint::Pull(request) => self.pull(req, request, &caller).await,
             Endpoint::Containers(scope) => self.containers(&scope, &caller).await,
             Endpoint::RemoveContainer { name, scope } => self.remove(&name, &scope, &caller).await,
             Endpoint::Recordings(scope) => self.recordings(scope, &caller).await,

@@ -127,7 +127,15 @@ pub(super) async fn create(
     }
     .or_else(|| crate::admission::profile_node_level(profile));
     runtime
-        .ensure_image(&image, request.pull_policy, None)
+        .ensure_image(
+            &image,
+            request.pull_policy,
+            None,
+            kdbg_runtimes::PullOptions {
+                credential: None,
+                platform: request.platform.as_ref(),
+            },
+        )
         .await?;
     let mut spec = DebugSpec {
         target: target.clone(),
@@ -143,6 +151,7 @@ pub(super) async fn create(
         ),
         init: agent.init.clone(),
         profile,
+        platform: request.platform.clone(),
     };
     // A retained container is counted against the node's limits and created under one lock.
     let _retaining = if request.retain {

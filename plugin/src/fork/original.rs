@@ -307,6 +307,8 @@ mod tests {
             target: "containerd://0f1e".parse().unwrap(),
             node: "n1".into(),
             host_ip: "127.0.0.1".into(),
+            image_pull_secrets: Vec::new(),
+            service_account: None,
         }
     }
 

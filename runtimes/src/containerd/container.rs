@@ -40,7 +40,9 @@ impl ContainerdRuntime {
         lease: &str,
     ) -> Result<u32, Error> {
         let pid = self.pid_to_join(&spec.target).await?;
-        let local = self.local_image(&spec.image).await?;
+        let local = self
+            .local_image(&spec.image, spec.platform.as_ref())
+            .await?;
         let mut runtime_spec =
             runtime_spec::runtime_spec(&spec.init, &local.config, pid, spec.profile).map_err(
                 |why| Error::Call {

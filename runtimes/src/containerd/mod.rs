@@ -296,6 +296,7 @@ impl Runtime for ContainerdRuntime {
         image: &str,
         policy: PullPolicy,
         progress: Option<mpsc::Sender<PullProgress>>,
+        options: crate::PullOptions<'_>,
     ) -> Result<(), Error> {
         let key = crate::Reference::parse(image)
             .map(|r| r.to_string())
@@ -304,7 +305,7 @@ impl Runtime for ContainerdRuntime {
         let _one_at_a_time = lock.lock().await;
         let lease = self.lease("pull").await?;
         let result = self
-            .ensure_image_under(image, policy, progress, &lease)
+            .ensure_image_under(image, policy, progress, options, &lease)
             .await;
         self.end_lease(&lease).await;
         result

@@ -155,28 +155,49 @@ fn node_architecture() -> &'static str {
     }
 }
 
-/// The index entry for this node's platform.
-pub(super) fn choose_platform(index: &Index) -> Result<Descriptor, PullError> {
-    let arch = node_architecture();
-    let wanted = |p: &Platform| {
-        p.os == "linux"
-            && p.architecture == arch
-            && (arch != "arm64" || p.variant.as_deref().is_none_or(|v| v == "v8"))
+/// This node's platform: `linux/ARCH` (with `v8` for arm64, as indexes write it).
+pub fn node_platform() -> crate::Platform {
+    let architecture = node_architecture();
+    crate::Platform {
+        os: "linux".to_owned(),
+        architecture: architecture.to_owned(),
+        variant: (architecture == "arm64").then(|| "v8".to_owned()),
+    }
+}
+
+/// The index entry for `wanted` (default: this node's platform). A variant asked for must be
+/// the entry's (arm64's is `v8` when an entry names none); none asked for takes any.
+pub(super) fn choose_platform(
+    index: &Index,
+    wanted: Option<&crate::Platform>,
+) -> Result<Descriptor, PullError> {
+    let wanted = wanted.cloned().unwrap_or_else(node_platform);
+    let matches = |p: &Platform| {
+        let variant = p
+            .variant
+            .as_deref()
+            .or((p.architecture == "arm64").then_some("v8"));
+        p.os == wanted.os
+            && p.architecture == wanted.architecture
+            && wanted.variant.as_deref().is_none_or(|v| Some(v) == variant)
     };
     index
         .manifests
         .iter()
-        .find(|m| media::is_manifest(&m.media_type) && m.platform.as_ref().is_some_and(wanted))
+        .find(|m| media::is_manifest(&m.media_type) && m.platform.as_ref().is_some_and(matches))
         .cloned()
         .ok_or_else(|| {
             let offered: Vec<String> = index
                 .manifests
                 .iter()
                 .filter_map(|m| m.platform.as_ref())
-                .map(|p| format!("{}/{}", p.os, p.architecture))
+                .map(|p| match &p.variant {
+                    Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
+                    None => format!("{}/{}", p.os, p.architecture),
+                })
                 .collect();
             PullError::NoPlatform {
-                arch,
+                wanted: wanted.to_string(),
                 offered: offered.join(", "),
             }
         })
@@ -209,13 +230,22 @@ mod tests {
              "platform": {"architecture": arch, "os": "linux"}},
         ]}))
         .unwrap();
-        assert_eq!(choose_platform(&index).unwrap().digest, "sha256:2");
+        assert_eq!(choose_platform(&index, None).unwrap().digest, "sha256:2");
+        let s390x = "linux/s390x".parse().unwrap();
+        assert_eq!(
+            choose_platform(&index, Some(&s390x)).unwrap().digest,
+            "sha256:1"
+        );
+        let arm = "linux/arm/v7".parse().unwrap();
+        let err = choose_platform(&index, Some(&arm)).unwrap_err().to_string();
+        assert!(err.contains("no linux/arm/v7 variant"), "{err}");
+        assert!(err.contains(&format!("linux/s390x, linux/{arch}")), "{err}");
         let other: Index = serde_json::from_value(serde_json::json!({"manifests": [
             {"mediaType": media::OCI_MANIFEST, "digest": "sha256:1", "size": 1,
              "platform": {"architecture": "s390x", "os": "linux"}},
         ]}))
         .unwrap();
-        let err = choose_platform(&other).unwrap_err().to_string();
+        let err = choose_platform(&other, None).unwrap_err().to_string();
         assert!(err.contains("linux/s390x"), "{err}");
     }
 }

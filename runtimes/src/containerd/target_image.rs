@@ -104,7 +104,7 @@ impl ContainerdRuntime {
         if media::is_index(&record.media_type) {
             let index: Index = oci_image::parse("index", &blob(record.digest).await?)
                 .map_err(|e| fail(e.into()))?;
-            manifest_digest = oci_image::choose_platform(&index)
+            manifest_digest = oci_image::choose_platform(&index, None)
                 .map_err(|e| fail(e.into()))?
                 .digest;
         } else if !media::is_manifest(&record.media_type) {

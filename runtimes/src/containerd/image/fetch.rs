@@ -1,5 +1,5 @@
-//! Fetching from the registry: the manifest a reference names (through an index to this
-//! node's platform's manifest, each checked against its digest), and the image config.
+//! Fetching from the registry: the manifest a reference names (through an index to the
+//! platform's manifest, this node's unless asked otherwise, each checked against its digest), and the image config.
 
 use bytes::Bytes;
 use hyper::Response;
@@ -28,6 +28,7 @@ pub(super) struct Fetched {
 pub(super) async fn manifest(
     session: &mut Session<'_>,
     reference: &Reference,
+    platform: Option<&crate::Platform>,
 ) -> Result<Fetched, PullError> {
     let (media_type, bytes) = session.manifest(reference.object()).await?;
     let top = Descriptor::of(&media_type, &bytes);
@@ -53,7 +54,7 @@ pub(super) async fn manifest(
         return Err(PullError::MediaType(media_type));
     }
     let index: Index = oci_image::parse("index", &bytes)?;
-    let chosen = oci_image::choose_platform(&index)?;
+    let chosen = oci_image::choose_platform(&index, platform)?;
     let (media_type, manifest_bytes) = session.manifest(&chosen.digest).await?;
     let got = oci_image::sha256(&manifest_bytes);
     if got != chosen.digest {

@@ -69,17 +69,30 @@ impl ContainerdRuntime {
         image: &str,
         policy: PullPolicy,
         progress: Option<mpsc::Sender<PullProgress>>,
+        options: crate::PullOptions<'_>,
         lease: &str,
     ) -> Result<(), Error> {
         let progress = Progress(progress);
         let reference = Reference::parse(image).map_err(|e| pull_error(image)(e.into()))?;
-        let present = self.image_target(&reference.to_string()).await?;
-        if crate::needs_pull(policy, image, present.is_some())? {
-            return self.pull(image, &reference, lease, &progress).await;
+        let mut present = self.image_target(&reference.to_string()).await?;
+        // Present for another platform only (its index here, not the manifest asked for):
+        // absent, as far as this pull goes.
+        let mut loaded = None;
+        if let Some(target) = &present {
+            match self.load(image, target, options.platform).await {
+                Ok(documents) => loaded = Some(documents),
+                Err(Error::Pull {
+                    source: PullError::MissingBlob { .. },
+                    ..
+                }) if options.platform.is_some() => present = None,
+                Err(e) => return Err(e),
+            }
         }
-        let target = present.expect("only a present image needs no pull");
+        if crate::needs_pull(policy, image, present.is_some())? {
+            return self.pull(image, &reference, options, lease, &progress).await;
+        }
         // Present; its layers may not all be unpacked (another client's pull).
-        let (manifest, config) = self.load(image, &target).await?;
+        let (manifest, config) = loaded.expect("only a loaded image needs no pull");
         self.unpack(image, &manifest, &config, lease, &progress)
             .await
     }
@@ -89,14 +102,20 @@ impl ContainerdRuntime {
         &self,
         image: &str,
         reference: &Reference,
+        options: crate::PullOptions<'_>,
         lease: &str,
         progress: &Progress,
     ) -> Result<(), Error> {
         let fail = pull_error(image);
-        let mut session = self.registry.session(reference);
-        let pulling = format!("Pulling from {}", reference.repository);
+        let mut session = self.registry.session(reference, options.credential);
+        // Which registry serves it, as the user should know when a pull is slow or refused.
+        let pulling = format!(
+            "Pulling from {} ({})",
+            reference.repository,
+            reference.api_host()
+        );
         progress.say(None, &pulling, None, None);
-        let fetched = fetch::manifest(&mut session, reference)
+        let fetched = fetch::manifest(&mut session, reference, options.platform)
             .await
             .map_err(&fail)?;
         let config = fetch::config(&mut session, &fetched.manifest)
@@ -117,7 +136,11 @@ impl ContainerdRuntime {
     }
 
     /// The image `image` (as the user wrote it), which must be present and unpacked.
-    pub(super) async fn local_image(&self, image: &str) -> Result<LocalImage, Error> {
+    pub(super) async fn local_image(
+        &self,
+        image: &str,
+        platform: Option<&crate::Platform>,
+    ) -> Result<LocalImage, Error> {
         let fail = pull_error(image);
         let reference = Reference::parse(image).map_err(|e| fail(e.into()))?;
         let name = reference.to_string();
@@ -127,7 +150,7 @@ impl ContainerdRuntime {
             .ok_or_else(|| Error::ImageAbsent {
                 image: image.to_owned(),
             })?;
-        let (_, config) = self.load(image, &target).await?;
+        let (_, config) = self.load(image, &target, platform).await?;
         let diff_ids = oci_image::diff_ids(&config).map_err(&fail)?;
         let chain_id = oci_image::chain_ids(&diff_ids)
             .pop()
@@ -168,13 +191,18 @@ impl ContainerdRuntime {
     }
 
     /// The manifest and config of a present image, from the content store.
-    async fn load(&self, image: &str, target: &Descriptor) -> Result<(Manifest, Bytes), Error> {
+    async fn load(
+        &self,
+        image: &str,
+        target: &Descriptor,
+        platform: Option<&crate::Platform>,
+    ) -> Result<(Manifest, Bytes), Error> {
         let fail = pull_error(image);
         let mut manifest_desc = target.clone();
         if media::is_index(&target.media_type) {
             let bytes = self.read_blob(image, &target.digest).await?;
             let index: Index = oci_image::parse("index", &bytes).map_err(&fail)?;
-            manifest_desc = oci_image::choose_platform(&index).map_err(&fail)?;
+            manifest_desc = oci_image::choose_platform(&index, platform).map_err(&fail)?;
         }
         let bytes = self.read_blob(image, &manifest_desc.digest).await?;
         let manifest: Manifest = oci_image::parse("manifest", &bytes).map_err(&fail)?;

@@ -54,7 +54,7 @@ impl Session<'_> {
         url: &str,
         challenge: Challenge,
     ) -> Result<String, RegistryError> {
-        let credentials = self.registry.auths.get(&self.reference.registry);
+        let credentials = self.credentials.as_ref();
         let params = match challenge {
             Challenge::Basic => {
                 return credentials.map(|c| c.basic()).ok_or_else(|| {
@@ -92,7 +92,7 @@ impl Session<'_> {
             .send(&token_url, None, authorization.as_deref())
             .await?;
         if !response.status().is_success() {
-            return Err(status_error(&token_url, response).await);
+            return Err(status_error(&token_url, response, self.sent.as_deref()).await);
         }
         #[derive(Deserialize)]
         struct Token {

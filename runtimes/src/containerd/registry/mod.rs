@@ -18,7 +18,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 
-use super::credentials::Auths;
+use super::credentials::{Auths, Credentials};
 use super::oci_image::media;
 use crate::reference::Reference;
 
@@ -89,7 +89,7 @@ pub enum RegistryError {
     },
     /// The registry wants credentials we do not have.
     #[error(
-        "{url}: the registry wants a user name and password; add {registry} to the registry credentials (the agent's runtime.registryAuth, or --registry-auth with local)"
+        "{url}: the registry wants a user name and password and no credential was sent; give a pull secret for {registry} (--image-pull-secret, or imagePullSecrets of the pod or its service account), or add it to the agent's runtime.registryAuth (--registry-auth with local)"
     )]
     NeedsCredentials {
         /// What was asked.
@@ -173,12 +173,39 @@ impl Registry {
         }
     }
 
-    /// A session for pulling from `reference`'s repository; it keeps the token it earns.
-    pub fn session<'a>(&'a self, reference: &'a Reference) -> Session<'a> {
+    /// A session for pulling from `reference`'s repository; it keeps the token it earns. It
+    /// answers the registry's challenges with `credential` if given (a pull secret's, for
+    /// this pull only), else with the configured credentials for the registry, if any.
+    pub fn session<'a>(
+        &'a self,
+        reference: &'a Reference,
+        credential: Option<&crate::RegistryCredential>,
+    ) -> Session<'a> {
+        let (credentials, sent) = match credential {
+            Some(c) => (
+                Some(Credentials {
+                    username: c.username.clone(),
+                    password: c.password.clone(),
+                }),
+                Some(c.described()),
+            ),
+            None => match self.auths.get(&reference.registry) {
+                Some(c) => (
+                    Some(c.clone()),
+                    Some(format!(
+                        "the credential for {} from the agent's runtime.registryAuth",
+                        reference.registry
+                    )),
+                ),
+                None => (None, None),
+            },
+        };
         Session {
             registry: self,
             reference,
             authorization: None,
+            credentials,
+            sent,
         }
     }
 }
@@ -188,6 +215,10 @@ pub struct Session<'a> {
     registry: &'a Registry,
     reference: &'a Reference,
     authorization: Option<String>,
+    /// What answers the registry's challenges, if anything.
+    credentials: Option<Credentials>,
+    /// Which credential that is, described for messages (never its value).
+    sent: Option<String>,
 }
 
 impl Session<'_> {
@@ -284,7 +315,7 @@ impl Session<'_> {
             if status.is_success() {
                 return Ok(response);
             }
-            return Err(status_error(url, response).await);
+            return Err(status_error(url, response, self.sent.as_deref()).await);
         }
     }
 
@@ -385,7 +416,11 @@ pub(super) async fn read_all(
 }
 
 /// An error for a non-success answer, with the registry's own message and a hint.
-async fn status_error(url: &str, response: Response<Incoming>) -> RegistryError {
+async fn status_error(
+    url: &str,
+    response: Response<Incoming>,
+    sent: Option<&str>,
+) -> RegistryError {
     let status = response.status();
     #[derive(Deserialize)]
     struct Errors {
@@ -404,11 +439,11 @@ async fn status_error(url: &str, response: Response<Incoming>) -> RegistryError 
         .map(|e| e.message)
         .filter(|m| !m.is_empty());
     let hint = match status {
-        StatusCode::NOT_FOUND => "; check the image name and tag",
+        StatusCode::NOT_FOUND => "; check the image name and tag".to_owned(),
         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-            "; the image may be private: give credentials for it (the agent's runtime.registryAuth, or --registry-auth with local)"
+            format!("; {}", crate::error::refused_note(sent))
         }
-        _ => "",
+        _ => String::new(),
     };
     let detail = match said {
         Some(said) => format!(" ({said}){hint}"),
