@@ -142,7 +142,10 @@ impl DockerRuntime {
         options: crate::PullOptions<'_>,
     ) -> Result<(), Error> {
         let credential = options.credential;
-        let platform = options.platform.map(ToString::to_string).unwrap_or_default();
+        let platform = options
+            .platform
+            .map(ToString::to_string)
+            .unwrap_or_default();
         let fail = |source| Error::Pull {
             image: image.to_owned(),
             source,
@@ -177,13 +180,24 @@ impl DockerRuntime {
             serveraddress: Some(reference.registry.clone()),
             ..DockerCredentials::default()
         });
-        let mut stream = self.docker.create_image(Some(options), None, auth);
+        let mut stream = self.docker.create_image(Some(options), None, auth.clone());
         while let Some(item) = stream.next().await {
-            let info = item.map_err(|e| fail(engine(engine_message(&e))))?;
-            if let Some(detail) = info.error_detail {
-                let message = detail.message.unwrap_or_else(|| "unknown error".into());
-                return Err(fail(engine(message)));
-            }
+            let failed = match item {
+                Ok(info) => match info.error_detail {
+                    Some(detail) => Err(detail.message.unwrap_or_else(|| "unknown error".into())),
+                    None => Ok(info),
+                },
+                Err(e) => Err(engine_message(&e)),
+            };
+            let info = match failed {
+                Ok(info) => info,
+                // The engine does not say what the index has: the registry, through it, does.
+                Err(said) if said.contains("no matching manifest") => {
+                    let wanted = options_platform(&platform);
+                    return Err(fail(self.platforms_of(image, auth, wanted, said).await));
+                }
+                Err(said) => return Err(fail(engine(said))),
+            };
             if let Some(tx) = &progress {
                 let detail = info.progress_detail.unwrap_or_default();
                 let line = PullProgress {
@@ -197,6 +211,51 @@ impl DockerRuntime {
             }
         }
         Ok(())
+    }
+}
+
+/// The platform a pull asked for: `--platform`'s, else the node's.
+fn options_platform(asked: &str) -> String {
+    if asked.is_empty() {
+        crate::containerd::node_platform().to_string()
+    } else {
+        asked.to_owned()
+    }
+}
+
+impl DockerRuntime {
+    /// The error for an image without platform `wanted`: the platforms its index lists, as
+    /// the registry tells the engine, or the engine's own message when it cannot say.
+    async fn platforms_of(
+        &self,
+        image: &str,
+        auth: Option<DockerCredentials>,
+        wanted: String,
+        said: String,
+    ) -> PullError {
+        match self.docker.inspect_registry_image(image, auth).await {
+            Ok(found) if !found.platforms.is_empty() => PullError::NoPlatform {
+                wanted,
+                offered: found
+                    .platforms
+                    .iter()
+                    .map(|p| {
+                        let mut name = format!(
+                            "{}/{}",
+                            p.os.as_deref().unwrap_or("?"),
+                            p.architecture.as_deref().unwrap_or("?")
+                        );
+                        if let Some(variant) = p.variant.as_deref().filter(|v| !v.is_empty()) {
+                            name.push('/');
+                            name.push_str(variant);
+                        }
+                        name
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            },
+            _ => PullError::Engine(said),
+        }
     }
 }
 

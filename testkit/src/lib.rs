@@ -9,6 +9,7 @@
 
 pub mod apiserver;
 pub mod engine;
+pub mod images;
 pub mod tmux;
 pub mod token;
 pub mod users;

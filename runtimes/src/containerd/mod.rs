@@ -26,6 +26,7 @@ mod target_image;
 mod task;
 
 pub use credentials::{Auths, Credentials, CredentialsError};
+pub use oci_image::node_platform;
 pub use runtime_spec::SpecError;
 
 use std::collections::{BTreeMap, HashMap};
