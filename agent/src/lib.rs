@@ -113,6 +113,9 @@ pub async fn detect_runtime(
             || config.snapshotter.is_some()
             || !config.insecure_registries.is_empty()
             || config.registry_auth.is_some()
+            || config.config_path.is_some()
+            || config.k3s_registries.is_some()
+            || !config.mirrors.0.is_empty()
             || config.fifo_dir.is_some()
         {
             tracing::warn!(
@@ -156,6 +159,13 @@ async fn connect_one(
         .insecure_registries
         .clone_from(&config.insecure_registries);
     options.auths = config.credentials.clone();
+    if let Some(path) = &config.config_path {
+        options.hosts.config_path = Some(path.clone());
+    }
+    if let Some(path) = &config.k3s_registries {
+        options.hosts.k3s_registries = Some(path.clone());
+    }
+    options.hosts.mirrors = config.mirrors.clone();
     Ok(AnyRuntime::Containerd(
         ContainerdRuntime::connect_with(options).await?,
     ))

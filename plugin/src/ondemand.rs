@@ -453,6 +453,41 @@ mod tests {
     }
 
     #[test]
+    fn the_nodes_registry_mirrors_are_mounted_read_only_where_containerd_reads_them() {
+        let hash = "ab".repeat(32);
+        let hosts_of = |runtime| {
+            let pod = pod(&settings(), "ns", "p", "n1", runtime, &hash, "alice").unwrap();
+            let spec = pod.spec.unwrap();
+            let volume = spec
+                .volumes
+                .unwrap()
+                .into_iter()
+                .find(|v| v.name == "registry-hosts")
+                .map(|v| v.host_path.unwrap().path);
+            let mount = spec.containers[0]
+                .volume_mounts
+                .clone()
+                .unwrap()
+                .into_iter()
+                .find(|m| m.name == "registry-hosts")
+                .map(|m| (m.mount_path, m.read_only));
+            (volume, mount)
+        };
+        let at = Some(("/etc/containerd/certs.d".to_owned(), Some(true)));
+        assert_eq!(
+            hosts_of(NodeRuntime::Containerd),
+            (Some("/etc/containerd/certs.d".to_owned()), at.clone())
+        );
+        assert_eq!(
+            hosts_of(NodeRuntime::K3s),
+            (Some(K3S_REGISTRY_HOSTS.to_owned()), at)
+        );
+        assert_eq!(hosts_of(NodeRuntime::Docker), (None, None));
+        let k3s = include_str!("../../deploy/overlays/k3s/kustomization.yaml");
+        assert!(k3s.contains("volumes/4/hostPath/path") && k3s.contains(K3S_REGISTRY_HOSTS));
+    }
+
+    #[test]
     fn the_agent_takes_its_configuration() {
         for runtime in [
             NodeRuntime::Docker,

@@ -97,6 +97,19 @@ pub enum Error {
 /// Why pulling an image failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PullError {
+    /// The node's registry host configuration cannot be used: the pull is not attempted
+    /// with half a configuration.
+    #[error(transparent)]
+    Hosts(#[from] crate::containerd::hosts::HostsError),
+    /// A registry host's TLS settings cannot be used.
+    #[error(transparent)]
+    HostTls(#[from] crate::containerd::registry::tls::HostTlsError),
+    /// Every host of the registry (its mirrors, then itself) failed.
+    #[error("no host could serve it: {tried}")]
+    AllHosts {
+        /// Each host and how it failed, in the order tried.
+        tried: String,
+    },
     /// The registry refused the pull for want of a credential, or refused the one sent.
     #[error("{said}; {}", refused_note(.sent.as_deref()))]
     Refused {

@@ -33,9 +33,8 @@ pub use containerd::registry::RegistryError;
 pub use docker::DockerRuntime;
 pub use error::{Error, PullError};
 pub use kdbg_model::{
-    DEBUG_CAPABILITIES, ImageConfig, InvalidReference, InvalidValue, Profile, PullPolicy,
-    Platform, PullProgress, Reference, RegistryCredential, RuntimeKind, Target, TargetRef,
-    reference,
+    DEBUG_CAPABILITIES, ImageConfig, InvalidReference, InvalidValue, Platform, Profile, PullPolicy,
+    PullProgress, Reference, RegistryCredential, RuntimeKind, Target, TargetRef, reference,
 };
 pub use label::LABEL_PREFIX;
 pub use seccomp::seccomp_profile;

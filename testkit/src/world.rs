@@ -8,12 +8,13 @@ use std::sync::Once;
 use crate::*;
 
 /// The variables `scripts/test-world` exports, each of which some test reads.
-pub(crate) const WORLD_VARIABLES: [&str; 9] = [
+pub(crate) const WORLD_VARIABLES: [&str; 10] = [
     "DOCKER_HOST",
     "KDBG_CONTAINERD",
     "KDBG_TEST_REGISTRY",
     "KDBG_AUTH_REGISTRY",
     "KDBG_AUTH_CONFIG",
+    "KDBG_MIRROR_REGISTRY",
     "KDBG_TOKEN_REGISTRY",
     "KDBG_TOKEN_REALM",
     "KDBG_TOKEN_KEY",
@@ -133,6 +134,11 @@ pub fn registry() -> String {
 /// The loopback registry that wants a password, `host:port`.
 pub fn auth_registry() -> String {
     world_variable("KDBG_AUTH_REGISTRY")
+}
+
+/// The pull-through cache of the loopback registry, `host:port`: a mirror for tests.
+pub fn mirror_registry() -> String {
+    world_variable("KDBG_MIRROR_REGISTRY")
 }
 
 /// The tools image containerd tests debug with, served by the loopback registry.

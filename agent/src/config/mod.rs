@@ -160,6 +160,20 @@ pub struct RuntimeConfig {
     /// `.dockerconfigjson` of a `kubernetes.io/dockerconfigjson` secret).
     #[serde(default)]
     pub registry_auth: Option<PathBuf>,
+    /// containerd: the node's registry host configuration directory (containerd's
+    /// `config_path`: `<dir>/<registry>/hosts.toml`), read at every pull as containerd
+    /// reads it; default `/etc/containerd/certs.d` (nothing there: no mirrors).
+    #[serde(default)]
+    pub config_path: Option<PathBuf>,
+    /// containerd on k3s: its `registries.yaml`, used for a registry `configPath` has no
+    /// directory for; default `/etc/rancher/k3s/registries.yaml` (absent: none).
+    #[serde(default)]
+    pub k3s_registries: Option<PathBuf>,
+    /// containerd: mirrors of the agent's own, tried after the node's and before the
+    /// registry itself: `{REGISTRY: {server: URL, hosts: [{url, capabilities, ca,
+    /// skipVerify, overridePath, header}]}}`.
+    #[serde(default)]
+    pub mirrors: kdbg_runtimes::containerd::hosts::MirrorsConfig,
     /// containerd: where the debug containers' stdio FIFOs are made; the node must see the
     /// same path.
     #[serde(default)]
@@ -184,6 +198,9 @@ impl RuntimeConfig {
             snapshotter: None,
             insecure_registries: Vec::new(),
             registry_auth: None,
+            config_path: None,
+            k3s_registries: None,
+            mirrors: Default::default(),
             fifo_dir: None,
             init_dir: default_init_dir(),
             credentials: Auths::default(),
@@ -519,6 +536,9 @@ impl Config {
                     !runtime.insecure_registries.is_empty(),
                 ),
                 ("registryAuth", runtime.registry_auth.is_some()),
+                ("configPath", runtime.config_path.is_some()),
+                ("k3sRegistries", runtime.k3s_registries.is_some()),
+                ("mirrors", !runtime.mirrors.0.is_empty()),
                 ("fifoDir", runtime.fifo_dir.is_some()),
             ];
             if let Some(&(key, _)) = containerd_only.iter().find(|(_, set)| *set) {

@@ -61,6 +61,10 @@ impl NodeRuntime {
     }
 }
 
+/// Where k3s's containerd reads its registry host configuration (written by k3s from
+/// `/etc/rancher/k3s/registries.yaml`).
+pub const K3S_REGISTRY_HOSTS: &str = "/var/lib/rancher/k3s/agent/etc/containerd/certs.d";
+
 /// What the user chose for on-demand agents (flags, else the plugin configuration).
 #[derive(Debug, Clone, Default)]
 pub struct Settings {
@@ -189,11 +193,21 @@ pub fn pod(
     spec.termination_grace_period_seconds = Some(30);
     let volumes = spec.volumes.get_or_insert_with(Vec::new);
     volumes.retain(|v| v.name != "config");
+    // Docker pulls with its own mirrors; k3s's containerd reads the hosts.toml files k3s
+    // writes under its own config_path, seen by the agent at containerd's usual one.
+    if runtime == NodeRuntime::Docker {
+        volumes.retain(|v| v.name != "registry-hosts");
+    }
     for volume in volumes.iter_mut() {
-        if volume.name == "runtime-socket"
-            && let Some(host_path) = &mut volume.host_path
-        {
-            host_path.path.clone_from(&socket);
+        let Some(host_path) = &mut volume.host_path else {
+            continue;
+        };
+        match volume.name.as_str() {
+            "runtime-socket" => host_path.path.clone_from(&socket),
+            "registry-hosts" if runtime == NodeRuntime::K3s => {
+                host_path.path = K3S_REGISTRY_HOSTS.to_owned();
+            }
+            _ => {}
         }
     }
     let container = spec
@@ -222,6 +236,9 @@ pub fn pod(
     container.liveness_probe = None;
     if let Some(mounts) = &mut container.volume_mounts {
         mounts.retain(|m| m.name != "config");
+        if runtime == NodeRuntime::Docker {
+            mounts.retain(|m| m.name != "registry-hosts");
+        }
         for mount in mounts.iter_mut() {
             if mount.name == "runtime-socket" {
                 mount.mount_path.clone_from(&socket);

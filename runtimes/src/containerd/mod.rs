@@ -14,6 +14,7 @@
 
 mod container;
 pub mod credentials;
+pub mod hosts;
 mod image;
 mod lease;
 mod oci_image;
@@ -80,6 +81,8 @@ pub struct ContainerdOptions {
     pub auths: Auths,
     /// Where FIFOs are made.
     pub fifo_dir: PathBuf,
+    /// The node's registry host configuration (mirrors) and the agent's own.
+    pub hosts: hosts::HostsSources,
 }
 
 impl ContainerdOptions {
@@ -92,6 +95,12 @@ impl ContainerdOptions {
             insecure_registries: Vec::new(),
             auths: Auths::default(),
             fifo_dir: PathBuf::from(DEFAULT_FIFO_DIR),
+            // Where containerd's own client looks, and k3s's file: read if they exist.
+            hosts: hosts::HostsSources {
+                config_path: Some(PathBuf::from(hosts::DEFAULT_CONFIG_PATH)),
+                k3s_registries: Some(PathBuf::from(hosts::K3S_REGISTRIES)),
+                mirrors: hosts::MirrorsConfig::default(),
+            },
         }
     }
 }
@@ -224,7 +233,11 @@ impl ContainerdRuntime {
             .map_err(|e| fail(Box::new(StatusMessage(e))))?
             .into_inner()
             .version;
-        let registry = Registry::new(options.insecure_registries.clone(), options.auths.clone());
+        let registry = Registry::new(
+            options.insecure_registries.clone(),
+            options.auths.clone(),
+            options.hosts.clone(),
+        );
         Ok(ContainerdRuntime {
             channel,
             options: Arc::new(options),

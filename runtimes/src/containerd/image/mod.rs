@@ -89,7 +89,9 @@ impl ContainerdRuntime {
             }
         }
         if crate::needs_pull(policy, image, present.is_some())? {
-            return self.pull(image, &reference, options, lease, &progress).await;
+            return self
+                .pull(image, &reference, options, lease, &progress)
+                .await;
         }
         // Present; its layers may not all be unpacked (another client's pull).
         let (manifest, config) = loaded.expect("only a loaded image needs no pull");
@@ -107,17 +109,59 @@ impl ContainerdRuntime {
         progress: &Progress,
     ) -> Result<(), Error> {
         let fail = pull_error(image);
-        let mut session = self.registry.session(reference, options.credential);
-        // Which registry serves it, as the user should know when a pull is slow or refused.
-        let pulling = format!(
-            "Pulling from {} ({})",
-            reference.repository,
-            reference.api_host()
-        );
+        // The registry's hosts as the node configures them: its mirrors in order, then the
+        // registry itself; the first that resolves the reference serves the whole pull.
+        let hosts = self.registry.hosts(reference).map_err(|e| fail(e.into()))?;
+        let usable: Vec<_> = hosts
+            .iter()
+            .filter(|h| h.pull && (h.resolve || reference.digest.is_some()))
+            .collect();
+        let mut tried: Vec<(String, PullError)> = Vec::new();
+        let mut served = None;
+        for host in usable {
+            let mut session = self
+                .registry
+                .session(reference, host, options.credential)
+                .map_err(|e| fail(e.into()))?;
+            match fetch::manifest(&mut session, reference, options.platform).await {
+                Ok(fetched) => {
+                    served = Some((host, session, fetched));
+                    break;
+                }
+                // A platform the index lacks is the image's answer, not the host's failure.
+                Err(e @ PullError::NoPlatform { .. }) => return Err(fail(e)),
+                Err(e) => {
+                    tracing::info!(image, host = %host.url, origin = %host.origin, error = %e, "a registry host could not serve the pull; trying the next");
+                    tried.push((format!("{} ({})", host.url, host.origin), e));
+                }
+            }
+        }
+        let Some((host, mut session, fetched)) = served else {
+            return Err(fail(match tried.len() {
+                0 => PullError::AllHosts {
+                    tried: "the configuration leaves no host that may pull it".to_owned(),
+                },
+                // One host: its own error, as it was.
+                1 => tried.pop().expect("one").1,
+                _ => PullError::AllHosts {
+                    tried: tried
+                        .iter()
+                        .map(|(host, e)| format!("{host}: {e}"))
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                },
+            }));
+        };
+        // Which host serves it, as the user should know when a pull is slow or refused.
+        let pulling = if session.is_registry_itself() {
+            format!("Pulling from {} ({})", reference.repository, host.url)
+        } else {
+            format!(
+                "Pulling from {} ({}, configured in {})",
+                reference.repository, host.url, host.origin
+            )
+        };
         progress.say(None, &pulling, None, None);
-        let fetched = fetch::manifest(&mut session, reference, options.platform)
-            .await
-            .map_err(&fail)?;
         let config = fetch::config(&mut session, &fetched.manifest)
             .await
             .map_err(&fail)?;

@@ -1,9 +1,12 @@
 //! Just enough of the OCI distribution protocol to pull an image on the client side, which
 //! containerd 1.x needs (it has no server-side pull): manifests and blobs over HTTPS (plain
 //! HTTP for registries the configuration calls insecure), redirects, and the auth protocol
-//! ([`auth`]), with every wait bounded.
+//! ([`auth`]), with every wait bounded. A session talks to one host of the registry: a mirror
+//! or the upstream, as the node's registry host configuration lists them
+//! ([`crate::containerd::hosts`]), with that host's TLS ([`tls`]) and headers.
 
 pub mod auth;
+pub mod tls;
 
 use std::time::Duration;
 
@@ -19,6 +22,7 @@ use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 
 use super::credentials::{Auths, Credentials};
+use super::hosts::{HostsError, HostsSources, RegistryHost};
 use super::oci_image::media;
 use crate::reference::Reference;
 
@@ -131,6 +135,7 @@ pub struct Registry {
     client: Https,
     insecure: Vec<String>,
     auths: Auths,
+    hosts: std::sync::Arc<HostsSources>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -138,17 +143,24 @@ impl std::fmt::Debug for Registry {
         f.debug_struct("Registry")
             .field("insecure", &self.insecure)
             .field("auths", &self.auths)
+            .field("hosts", &self.hosts.config_path)
             .finish()
     }
 }
 
+/// A client of `connector`'s kind with our timeouts.
+fn connector(timeout: Option<Duration>) -> HttpConnector {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(timeout.unwrap_or(IDLE_TIMEOUT)));
+    http
+}
+
 impl Registry {
     /// A client trusting the system's CA certificates, speaking plain HTTP to the `insecure`
-    /// registries (`host[:port]`) only.
-    pub fn new(insecure: Vec<String>, auths: Auths) -> Registry {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(IDLE_TIMEOUT));
+    /// registries (`host[:port]`) only, pulling through the mirrors `hosts` lists.
+    pub fn new(insecure: Vec<String>, auths: Auths, hosts: HostsSources) -> Registry {
+        let http = connector(None);
         let builder = hyper_rustls::HttpsConnectorBuilder::new();
         let connector = match builder.with_native_roots() {
             Ok(b) => b.https_or_http().enable_http1().wrap_connector(http),
@@ -170,26 +182,45 @@ impl Registry {
             client: Client::builder(TokioExecutor::new()).build(connector),
             insecure,
             auths,
+            hosts: std::sync::Arc::new(hosts),
         }
     }
 
-    /// A session for pulling from `reference`'s repository; it keeps the token it earns. It
-    /// answers the registry's challenges with `credential` if given (a pull secret's, for
-    /// this pull only), else with the configured credentials for the registry, if any.
+    /// The hosts to pull `reference` from, in the order to try them (mirrors first, the
+    /// upstream last), read from the node's configuration now, as containerd reads it.
+    pub fn hosts(&self, reference: &Reference) -> Result<Vec<RegistryHost>, HostsError> {
+        self.hosts.hosts_for(&reference.registry, &self.insecure)
+    }
+
+    /// A session for pulling `reference`'s repository from `host`; it keeps the token it
+    /// earns. It answers challenges with the host's own configured credentials if it has
+    /// some; else, on the registry's own host, with `credential` (a pull secret's, for this
+    /// pull only) or the agent's configured credentials for the registry. A mirror gets no
+    /// pull secret: it is another party than the registry the secret is for.
     pub fn session<'a>(
         &'a self,
         reference: &'a Reference,
+        host: &RegistryHost,
         credential: Option<&crate::RegistryCredential>,
-    ) -> Session<'a> {
-        let (credentials, sent) = match credential {
-            Some(c) => (
+    ) -> Result<Session<'a>, tls::HostTlsError> {
+        let authority = host.url.split_once("://").map_or(&*host.url, |(_, a)| a);
+        let registry_itself = authority == reference.api_host() || authority == reference.registry;
+        let (credentials, sent) = match (&host.credentials, credential) {
+            (Some(c), _) => (
+                Some(c.clone()),
+                Some(format!(
+                    "the credential for {} from {}",
+                    host.url, host.origin
+                )),
+            ),
+            (None, Some(c)) if registry_itself => (
                 Some(Credentials {
                     username: c.username.clone(),
                     password: c.password.clone(),
                 }),
                 Some(c.described()),
             ),
-            None => match self.auths.get(&reference.registry) {
+            (None, _) if registry_itself => match self.auths.get(&reference.registry) {
                 Some(c) => (
                     Some(c.clone()),
                     Some(format!(
@@ -199,21 +230,58 @@ impl Registry {
                 ),
                 None => (None, None),
             },
+            (None, _) => (None, None),
         };
-        Session {
-            registry: self,
+        let client = match tls::client_config(host)? {
+            None if host.dial_timeout.is_none() => self.client.clone(),
+            config => {
+                let https = match config {
+                    Some(config) => hyper_rustls::HttpsConnectorBuilder::new()
+                        .with_tls_config(config)
+                        .https_or_http()
+                        .enable_http1()
+                        .wrap_connector(connector(host.dial_timeout)),
+                    None => hyper_rustls::HttpsConnectorBuilder::new()
+                        .with_native_roots()
+                        .map_err(|e| tls::HostTlsError {
+                            origin: host.origin.clone(),
+                            url: host.url.clone(),
+                            what: format!("no CA certificates: {e}"),
+                        })?
+                        .https_or_http()
+                        .enable_http1()
+                        .wrap_connector(connector(host.dial_timeout)),
+                };
+                Client::builder(TokioExecutor::new()).build(https)
+            }
+        };
+        Ok(Session {
             reference,
+            client,
+            root: format!("{}{}", host.url, host.path),
+            // containerd tells a mirror which registry it stands in for.
+            namespace: (!registry_itself).then(|| reference.registry.clone()),
+            headers: host.headers.clone(),
+            plain: host.url.starts_with("http://"),
             authorization: None,
             credentials,
             sent,
-        }
+        })
     }
 }
 
-/// Requests to one repository, with the authorization earned so far.
+/// Requests to one repository on one host, with the authorization earned so far.
 pub struct Session<'a> {
-    registry: &'a Registry,
     reference: &'a Reference,
+    client: Https,
+    /// `scheme://host[:port]/v2` (or the host's own path).
+    root: String,
+    /// The registry a mirror stands in for (`?ns=`), none on the registry's own host.
+    namespace: Option<String>,
+    /// The host's extra request headers.
+    headers: Vec<(String, String)>,
+    /// Whether the host is spoken to over plain HTTP (configured so).
+    plain: bool,
     authorization: Option<String>,
     /// What answers the registry's challenges, if anything.
     credentials: Option<Credentials>,
@@ -222,25 +290,37 @@ pub struct Session<'a> {
 }
 
 impl Session<'_> {
-    /// Whether the registry may be spoken to over plain HTTP.
+    /// Whether the host may be spoken to over plain HTTP, token realms included: it is
+    /// configured as `http://` (an insecure registry, or a lab's mirror).
     fn insecure(&self) -> bool {
-        let host = self.reference.api_host();
-        self.registry.insecure.iter().any(|i| i == host)
+        self.plain
     }
 
     fn base(&self) -> String {
-        let scheme = if self.insecure() { "http" } else { "https" };
-        format!(
-            "{scheme}://{}/v2/{}",
-            self.reference.api_host(),
-            self.reference.repository
-        )
+        format!("{}/{}", self.root, self.reference.repository)
+    }
+
+    /// Whether the host is the registry itself, not a mirror of it.
+    pub fn is_registry_itself(&self) -> bool {
+        self.namespace.is_none()
+    }
+
+    /// `url` with the mirror's `ns` query, if any.
+    fn with_namespace(&self, url: String) -> String {
+        match &self.namespace {
+            Some(ns) => {
+                let separator = if url.contains('?') { '&' } else { '?' };
+                let ns = form_urlencoded::byte_serialize(ns.as_bytes()).collect::<String>();
+                format!("{url}{separator}ns={ns}")
+            }
+            None => url,
+        }
     }
 
     /// Fetches the manifest (or index) `object` (a tag or digest); returns its media type and
     /// bytes.
     pub async fn manifest(&mut self, object: &str) -> Result<(String, Bytes), RegistryError> {
-        let url = format!("{}/manifests/{object}", self.base());
+        let url = self.with_namespace(format!("{}/manifests/{object}", self.base()));
         let accept = [
             media::OCI_INDEX,
             media::DOCKER_LIST,
@@ -265,7 +345,7 @@ impl Session<'_> {
 
     /// Starts downloading the blob `digest`; the response's body is the blob.
     pub async fn blob(&mut self, digest: &str) -> Result<Response<Incoming>, RegistryError> {
-        let url = format!("{}/blobs/{digest}", self.base());
+        let url = self.with_namespace(format!("{}/blobs/{digest}", self.base()));
         self.get(&url, None).await
     }
 
@@ -332,6 +412,9 @@ impl Session<'_> {
         if let Some(authorization) = authorization {
             request = request.header(AUTHORIZATION, authorization);
         }
+        for (name, value) in &self.headers {
+            request = request.header(name.as_str(), value.as_str());
+        }
         let request = request
             .header(hyper::header::USER_AGENT, "kubectl-debug-agent")
             .body(Empty::new())
@@ -339,7 +422,7 @@ impl Session<'_> {
                 url: url.to_owned(),
                 source,
             })?;
-        match tokio::time::timeout(IDLE_TIMEOUT, self.registry.client.request(request)).await {
+        match tokio::time::timeout(IDLE_TIMEOUT, self.client.request(request)).await {
             Ok(answer) => answer.map_err(|source| RegistryError::Request {
                 url: url.to_owned(),
                 source,
