@@ -116,7 +116,6 @@ pub async fn detect_runtime(
             || config.config_path.is_some()
             || config.k3s_registries.is_some()
             || !config.mirrors.0.is_empty()
-            || config.fifo_dir.is_some()
         {
             tracing::warn!(
                 endpoint = socket,
@@ -143,7 +142,22 @@ async fn connect_one(
     endpoint: &str,
 ) -> Result<AnyRuntime, kdbg_runtimes::Error> {
     if kind == config::RuntimeKindConfig::Docker {
-        return Ok(AnyRuntime::Docker(DockerRuntime::connect(endpoint).await?));
+        let docker = DockerRuntime::connect(endpoint).await?;
+        let docker = match config.engine_containerd.as_deref() {
+            Some("off") => {
+                tracing::info!(
+                    "sessions on Docker go through dockerd's exec (runtime.engineContainerd: off)"
+                );
+                docker
+            }
+            socket => {
+                let fifo_dir = config.fifo_dir.clone().unwrap_or_else(|| {
+                    std::path::PathBuf::from(kdbg_runtimes::containerd::DEFAULT_FIFO_DIR)
+                });
+                docker.through_containerd(socket, &fifo_dir).await
+            }
+        };
+        return Ok(AnyRuntime::Docker(docker));
     }
     let mut options = ContainerdOptions::new(endpoint);
     if let Some(namespace) = &config.namespace {

@@ -483,6 +483,41 @@ mod tests {
             (Some(K3S_REGISTRY_HOSTS.to_owned()), at)
         );
         assert_eq!(hosts_of(NodeRuntime::Docker), (None, None));
+        // On Docker, the engine's containerd in their place, read-only, as the overlay has it.
+        let docker = pod(
+            &settings(),
+            "ns",
+            "p",
+            "n1",
+            NodeRuntime::Docker,
+            &hash,
+            "alice",
+        )
+        .unwrap();
+        let spec = docker.spec.unwrap();
+        let overlay = include_str!("../../deploy/overlays/docker/kustomization.yaml");
+        for (name, path) in ENGINE_CONTAINERD_DIRS {
+            let volume = spec
+                .volumes
+                .as_ref()
+                .unwrap()
+                .iter()
+                .find(|v| v.name == name)
+                .unwrap();
+            assert_eq!(volume.host_path.as_ref().unwrap().path, path);
+            let mount = spec.containers[0]
+                .volume_mounts
+                .as_ref()
+                .unwrap()
+                .iter()
+                .find(|m| m.name == name)
+                .unwrap();
+            assert_eq!(
+                (mount.mount_path.as_str(), mount.read_only),
+                (path, Some(true))
+            );
+            assert!(overlay.contains(name) && overlay.contains(path), "{name}");
+        }
         let k3s = include_str!("../../deploy/overlays/k3s/kustomization.yaml");
         assert!(k3s.contains("volumes/4/hostPath/path") && k3s.contains(K3S_REGISTRY_HOSTS));
     }

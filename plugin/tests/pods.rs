@@ -452,3 +452,50 @@ fn an_unreachable_api_server_is_one_error_line_without_logs() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn docker_sessions_start_through_the_engines_containerd_or_dockerd_as_configured() {
+    // Which path the agent takes: the engine's containerd unless KDBG_DOCKER_EXEC=dockerd
+    // (.ci/run runs this test both ways). dockerd knows only the execs it made itself.
+    let through_dockerd = std::env::var("KDBG_DOCKER_EXEC").is_ok_and(|v| v == "dockerd");
+    let target = Target::start("exec sleep 3604");
+    let agent = Agent::start();
+    let cluster = Cluster::new("shop");
+    let id = format!("docker://{}", container_id(&target.name));
+    cluster
+        .api
+        .add_pod(running_pod("shop", "web-2", &[("app", &id, true)]));
+    let mut session = cluster.debug(
+        agent.port,
+        &["web-2", "--", "sh", "-c", "echo up; sleep 30"],
+    );
+    let mut child = session
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "up\n");
+    let label = format!("label={}=web-2", kdbg_runtimes::label::POD_NAME);
+    let ids = text(&support::docker(&["ps", "-q", "--filter", &label]).stdout);
+    let debug_container = ids.split_whitespace().next().expect("the debug container");
+    let execs =
+        text(&support::docker(&["inspect", "-f", "{{len .ExecIDs}}", debug_container]).stdout);
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = agent.log();
+    if through_dockerd {
+        assert_eq!(execs.trim(), "1", "the session is dockerd's exec");
+        assert!(log.contains("runtime.engineContainerd: off"), "{log}");
+    } else {
+        assert_eq!(execs.trim(), "0", "the session is not dockerd's exec");
+        assert!(
+            log.contains("sessions on Docker are started through the engine's containerd"),
+            "{log}"
+        );
+    }
+}

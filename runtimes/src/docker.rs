@@ -33,6 +33,7 @@ use kdbg_relay::TerminalSize;
 use tokio::sync::mpsc;
 use tracing::debug;
 
+use crate::containerd::{ContainerdOptions, ContainerdRuntime};
 use crate::docker_attach::Ended;
 use crate::{
     ContainerState, Created, DebugContainer, DebugSpec, Error, ImageConfig, Process, ProcessSpec,
@@ -60,7 +61,20 @@ pub struct DockerRuntime {
     /// The socket's path, for the raw exec connections.
     socket: String,
     execs: Execs,
+    /// The engine's own containerd (namespace `moby`), when reachable: sessions' processes
+    /// are started there, with FIFOs of ours, so their bytes do not cross dockerd.
+    direct: Option<Arc<ContainerdRuntime>>,
 }
+
+/// The containerd namespace Docker keeps its containers in.
+pub const MOBY_NAMESPACE: &str = "moby";
+
+/// Where a Docker engine's containerd listens, tried in order when not configured: the
+/// system's (Debian, most distributions), then the one dockerd starts itself.
+pub const ENGINE_CONTAINERD_SOCKETS: [&str; 2] = [
+    "/run/containerd/containerd.sock",
+    "/var/run/docker/containerd/containerd.sock",
+];
 
 fn call(operation: &'static str, object: impl Into<String>) -> impl FnOnce(BollardError) -> Error {
     let object = object.into();
@@ -124,7 +138,69 @@ impl DockerRuntime {
             endpoint: endpoint.to_owned(),
             socket: path.to_owned(),
             execs: Execs::default(),
+            direct: None,
         })
+    }
+
+    /// The same engine, its sessions' processes started through its own containerd
+    /// (`endpoint`, else the first of [`ENGINE_CONTAINERD_SOCKETS`] that answers and has
+    /// namespace `moby`), with their FIFOs in `fifo_dir`, which the node must see at the same
+    /// path. When none does, sessions go through dockerd's exec, and the log says why, once.
+    pub async fn through_containerd(
+        mut self,
+        endpoint: Option<&str>,
+        fifo_dir: &std::path::Path,
+    ) -> DockerRuntime {
+        let candidates: Vec<&str> = match endpoint {
+            Some(endpoint) => vec![endpoint],
+            None => ENGINE_CONTAINERD_SOCKETS.to_vec(),
+        };
+        let mut tried = Vec::new();
+        for socket in candidates {
+            let mut options = ContainerdOptions::new(socket);
+            options.namespace = MOBY_NAMESPACE.to_owned();
+            options.debug_namespace = MOBY_NAMESPACE.to_owned();
+            options.fifo_dir = fifo_dir.to_owned();
+            match ContainerdRuntime::connect_with(options).await {
+                Ok(client) => match client.has_target_namespace().await {
+                    Ok(true) => {
+                        tracing::info!(
+                            containerd = socket,
+                            "sessions on Docker are started through the engine's containerd"
+                        );
+                        self.direct = Some(Arc::new(client));
+                        return self;
+                    }
+                    Ok(false) => tried.push(format!("{socket}: no namespace {MOBY_NAMESPACE}")),
+                    Err(e) => tried.push(format!("{socket}: {e}")),
+                },
+                Err(e) => tried.push(format!("{socket}: {e}")),
+            }
+        }
+        tracing::warn!(
+            tried = tried.join("; "),
+            "the engine's containerd cannot be reached: sessions go through dockerd's exec, whose copy costs throughput (mount the engine's containerd socket, or set runtime.engineContainerd)"
+        );
+        self
+    }
+
+    /// Whether sessions' processes are started through the engine's containerd.
+    pub fn is_direct(&self) -> bool {
+        self.direct.is_some()
+    }
+
+    /// The container's full ID, as containerd knows it (`id` may be a name).
+    async fn full_id(&self, id: &str) -> Result<String, Error> {
+        if id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(id.to_owned());
+        }
+        match self.docker.inspect_container(id, None).await {
+            Ok(info) => Ok(info.id.unwrap_or_else(|| id.to_owned())),
+            Err(e) if is_not_found(&e) => Err(Error::ContainerNotFound {
+                name: id.to_owned(),
+            }),
+            Err(e) => Err(call("inspecting debug container", id)(e)),
+        }
     }
 
     async fn image_present(&self, image: &str) -> Result<bool, Error> {
@@ -416,6 +492,10 @@ impl Runtime for DockerRuntime {
     }
 
     async fn exec(&self, id: &str, process: &ProcessSpec) -> Result<Process, Error> {
+        if let Some(direct) = &self.direct {
+            let full = self.full_id(id).await?;
+            return direct.exec_process(&full, process).await;
+        }
         let mut env = init::run_env(process);
         if process.tty {
             env.push("TERM=xterm".to_owned());
@@ -468,6 +548,11 @@ impl Runtime for DockerRuntime {
     }
 
     async fn resize(&self, id: &str, exec: &str, size: TerminalSize) -> Result<(), Error> {
+        if let Some(direct) = &self.direct {
+            return direct
+                .resize_process(&self.full_id(id).await?, exec, size)
+                .await;
+        }
         let options = ResizeExecOptionsBuilder::new()
             .h(i32::from(size.rows))
             .w(i32::from(size.cols))
@@ -479,6 +564,9 @@ impl Runtime for DockerRuntime {
     }
 
     async fn wait(&self, id: &str, exec: &str) -> Result<i64, Error> {
+        if let Some(direct) = &self.direct {
+            return direct.wait_process(&self.full_id(id).await?, exec).await;
+        }
         // Docker cannot wait for an exec: its output ends when it does, then it is asked. A
         // container that dies (killed, or its target gone) may leave the exec's stream open,
         // so its end is watched too.
@@ -531,6 +619,14 @@ impl Runtime for DockerRuntime {
     }
 
     async fn signal(&self, id: &str, session: &str, signal: i32) -> Result<(), Error> {
+        if let Some(direct) = &self.direct {
+            return match self.full_id(id).await {
+                Ok(full) => direct.signal_process(&full, session, signal).await,
+                // Gone: its processes are gone already.
+                Err(Error::ContainerNotFound { .. }) => Ok(()),
+                Err(e) => Err(e),
+            };
+        }
         // Docker has no call to signal an exec'd process: kdbg-init finds it and does.
         let options = CreateExecOptions {
             cmd: Some(init::signal_args(session, signal)),

@@ -502,7 +502,18 @@ pub(crate) fn ready_address(log: &str) -> Option<(String, u16)> {
 
 /// The `runtime:` lines of an agent on the test Docker engine.
 pub(crate) fn docker_runtime() -> String {
-    format!("  kind: docker\n  endpoint: \"{}\"\n", docker_host())
+    // Sessions through the engine's own containerd, as deployed; KDBG_DOCKER_EXEC=dockerd
+    // runs them through dockerd's exec instead (the fallback).
+    let engine = if std::env::var("KDBG_DOCKER_EXEC").is_ok_and(|v| v == "dockerd") {
+        "off".to_owned()
+    } else {
+        world_variable("KDBG_DOCKER_CONTAINERD")
+    };
+    format!(
+        "  kind: docker\n  endpoint: \"{}\"\n  engineContainerd: \"{engine}\"\n  fifoDir: \"{}\"\n",
+        docker_host(),
+        std::env::temp_dir().join("kdbg-docker-fifo").display()
+    )
 }
 
 /// The `runtime:` lines of an agent on the test containerd.

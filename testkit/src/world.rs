@@ -8,8 +8,9 @@ use std::sync::Once;
 use crate::*;
 
 /// The variables `scripts/test-world` exports, each of which some test reads.
-pub(crate) const WORLD_VARIABLES: [&str; 10] = [
+pub(crate) const WORLD_VARIABLES: [&str; 11] = [
     "DOCKER_HOST",
+    "KDBG_DOCKER_CONTAINERD",
     "KDBG_CONTAINERD",
     "KDBG_TEST_REGISTRY",
     "KDBG_AUTH_REGISTRY",

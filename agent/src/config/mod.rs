@@ -174,10 +174,17 @@ pub struct RuntimeConfig {
     /// skipVerify, overridePath, header}]}}`.
     #[serde(default)]
     pub mirrors: kdbg_runtimes::containerd::hosts::MirrorsConfig,
-    /// containerd: where the debug containers' stdio FIFOs are made; the node must see the
-    /// same path.
+    /// Where the sessions' stdio FIFOs are made (containerd, and Docker through its
+    /// containerd); the node must see the same path.
     #[serde(default)]
     pub fifo_dir: Option<PathBuf>,
+    /// Docker: the engine's own containerd socket, through which sessions' processes are
+    /// started so their bytes do not cross dockerd; `off` for dockerd's exec. Default: the
+    /// first of `/run/containerd/containerd.sock` and
+    /// `/var/run/docker/containerd/containerd.sock` that has namespace `moby`, else dockerd's
+    /// exec (said once in the log).
+    #[serde(default)]
+    pub engine_containerd: Option<String>,
     /// Where the agent puts `kdbg-init`, which every debug container runs (bind-mounted from
     /// here); the node must see the same path.
     #[serde(default = "default_init_dir")]
@@ -202,6 +209,7 @@ impl RuntimeConfig {
             k3s_registries: None,
             mirrors: Default::default(),
             fifo_dir: None,
+            engine_containerd: None,
             init_dir: default_init_dir(),
             credentials: Auths::default(),
         }
@@ -338,6 +346,16 @@ pub enum InvalidConfig {
     )]
     EmptyEndpoint {
         /// Where `endpoint` is set.
+        line: Line,
+    },
+    /// A Docker-only key of `runtime` with `kind: containerd`.
+    #[error(
+        "runtime.{key}{line} applies to Docker only (the Docker engine's own containerd); with kind: containerd the agent talks to containerd already"
+    )]
+    DockerOnly {
+        /// The key.
+        key: &'static str,
+        /// Where it is set.
         line: Line,
     },
     /// A containerd-only key of `runtime` with `kind: docker`.
@@ -539,7 +557,6 @@ impl Config {
                 ("configPath", runtime.config_path.is_some()),
                 ("k3sRegistries", runtime.k3s_registries.is_some()),
                 ("mirrors", !runtime.mirrors.0.is_empty()),
-                ("fifoDir", runtime.fifo_dir.is_some()),
             ];
             if let Some(&(key, _)) = containerd_only.iter().find(|(_, set)| *set) {
                 return Err(InvalidConfig::ContainerdOnly {
@@ -547,6 +564,12 @@ impl Config {
                     line: line_of(key),
                 });
             }
+        }
+        if runtime.kind == RuntimeKindConfig::Containerd && runtime.engine_containerd.is_some() {
+            return Err(InvalidConfig::DockerOnly {
+                key: "engineContainerd",
+                line: line_of("engineContainerd"),
+            });
         }
         security::check(
             config.listen,
@@ -692,6 +715,36 @@ defaults:
         assert_eq!(config.lifecycle.orphan_max_age.0, Duration::from_secs(3600));
         let err = parse(&format!("{base}lifecycle:\n  stopGrace: soon\n")).unwrap_err();
         assert!(err.contains("soon") && err.contains("line 5"), "{err}");
+    }
+
+    #[test]
+    fn runtime_keys_of_the_other_kind_are_refused_naming_key_and_line() {
+        let with = |runtime: &str| {
+            Config::parse(&format!(
+                "listen: \"127.0.0.1:10027\"\ninsecure: true\nruntime:\n{runtime}"
+            ))
+        };
+        let mirrors = with("  kind: docker\n  mirrors:\n    docker.io:\n      hosts: []\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            mirrors.contains("runtime.mirrors (line 5)") && mirrors.contains("daemon.json"),
+            "{mirrors}"
+        );
+        let engine =
+            with("  kind: containerd\n  engineContainerd: /run/containerd/containerd.sock\n")
+                .unwrap_err()
+                .to_string();
+        assert!(
+            engine.contains("runtime.engineContainerd (line 5)") && engine.contains("Docker only"),
+            "{engine}"
+        );
+        // Docker's sessions use FIFOs too, through the engine's containerd.
+        let docker = with(
+            "  kind: docker\n  fifoDir: /run/kubectl-debug/fifo\n  engineContainerd: \"off\"\n",
+        )
+        .unwrap();
+        assert_eq!(docker.runtime.engine_containerd.as_deref(), Some("off"));
     }
 
     #[test]

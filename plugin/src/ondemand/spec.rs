@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{HostPathVolumeSource, Pod, Volume, VolumeMount};
 use kdbg_api::RuntimeKind;
 
 use super::{COMPONENT_LABEL, NAME_LABEL, PORT, USER_ANNOTATION};
@@ -64,6 +64,13 @@ impl NodeRuntime {
 /// Where k3s's containerd reads its registry host configuration (written by k3s from
 /// `/etc/rancher/k3s/registries.yaml`).
 pub const K3S_REGISTRY_HOSTS: &str = "/var/lib/rancher/k3s/agent/etc/containerd/certs.d";
+
+/// Where a Docker engine's own containerd may listen, mounted read-only into an on-demand
+/// agent on a Docker node, by volume name: as the Docker overlay of `deploy/` does.
+pub const ENGINE_CONTAINERD_DIRS: [(&str, &str); 2] = [
+    ("engine-containerd", "/run/containerd"),
+    ("engine-containerd-docker", "/var/run/docker/containerd"),
+];
 
 /// What the user chose for on-demand agents (flags, else the plugin configuration).
 #[derive(Debug, Clone, Default)]
@@ -193,10 +200,22 @@ pub fn pod(
     spec.termination_grace_period_seconds = Some(30);
     let volumes = spec.volumes.get_or_insert_with(Vec::new);
     volumes.retain(|v| v.name != "config");
-    // Docker pulls with its own mirrors; k3s's containerd reads the hosts.toml files k3s
-    // writes under its own config_path, seen by the agent at containerd's usual one.
+    // Docker pulls with its own mirrors; its sessions start through the engine's own
+    // containerd (the system's, or dockerd's), mounted read-only in their place. k3s's
+    // containerd reads the hosts.toml files k3s writes under its own config_path, seen by
+    // the agent at containerd's usual one.
     if runtime == NodeRuntime::Docker {
         volumes.retain(|v| v.name != "registry-hosts");
+        for (name, path) in ENGINE_CONTAINERD_DIRS {
+            volumes.push(Volume {
+                name: name.to_owned(),
+                host_path: Some(HostPathVolumeSource {
+                    path: path.to_owned(),
+                    type_: Some("DirectoryOrCreate".to_owned()),
+                }),
+                ..Volume::default()
+            });
+        }
     }
     for volume in volumes.iter_mut() {
         let Some(host_path) = &mut volume.host_path else {
@@ -238,6 +257,14 @@ pub fn pod(
         mounts.retain(|m| m.name != "config");
         if runtime == NodeRuntime::Docker {
             mounts.retain(|m| m.name != "registry-hosts");
+            for (name, path) in ENGINE_CONTAINERD_DIRS {
+                mounts.push(VolumeMount {
+                    name: name.to_owned(),
+                    mount_path: path.to_owned(),
+                    read_only: Some(true),
+                    ..VolumeMount::default()
+                });
+            }
         }
         for mount in mounts.iter_mut() {
             if mount.name == "runtime-socket" {

@@ -81,6 +81,9 @@ pub struct ContainerdOptions {
     pub auths: Auths,
     /// Where FIFOs are made.
     pub fifo_dir: PathBuf,
+    /// The namespace of the debug containers: [`DEBUG_NAMESPACE`], or Docker's `moby` when
+    /// this client only runs processes in a Docker engine's containers.
+    pub debug_namespace: String,
     /// The node's registry host configuration (mirrors) and the agent's own.
     pub hosts: hosts::HostsSources,
 }
@@ -95,6 +98,7 @@ impl ContainerdOptions {
             insecure_registries: Vec::new(),
             auths: Auths::default(),
             fifo_dir: PathBuf::from(DEFAULT_FIFO_DIR),
+            debug_namespace: DEBUG_NAMESPACE.to_owned(),
             // Where containerd's own client looks, and k3s's file: read if they exist.
             hosts: hosts::HostsSources {
                 config_path: Some(PathBuf::from(hosts::DEFAULT_CONFIG_PATH)),
@@ -128,6 +132,8 @@ pub struct ContainerdRuntime {
     /// Processes whose output we still read, by `<container>/<exec ID>`: told when our
     /// readers are gone (see [`process::Outputs`]).
     outputs: process::Outputs,
+    /// Started processes' exits, awaited from before they started.
+    exits: process::Exits,
 }
 
 /// Maps a gRPC error to ours, naming the operation and the object.
@@ -245,6 +251,7 @@ impl ContainerdRuntime {
             version,
             pulls: Arc::default(),
             outputs: process::Outputs::default(),
+            exits: process::Exits::default(),
         })
     }
 
@@ -268,14 +275,14 @@ impl ContainerdRuntime {
         &self.version
     }
 
-    /// A request in [`DEBUG_NAMESPACE`], under `lease` if given.
+    /// A request in the debug containers' namespace ([`DEBUG_NAMESPACE`]), under `lease` if
+    /// given.
     fn request<T>(&self, message: T, lease: Option<&str>) -> Request<T> {
         let mut request = Request::new(message);
         let metadata = request.metadata_mut();
-        metadata.insert(
-            "containerd-namespace",
-            MetadataValue::from_static(DEBUG_NAMESPACE),
-        );
+        let namespace = MetadataValue::try_from(self.options.debug_namespace.as_str())
+            .unwrap_or(MetadataValue::from_static(DEBUG_NAMESPACE));
+        metadata.insert("containerd-namespace", namespace);
         if let Some(lease) = lease.and_then(|l| MetadataValue::try_from(l).ok()) {
             metadata.insert("containerd-lease", lease);
         }

@@ -25,7 +25,7 @@ const PROCESS_TYPE: &str = "types.containerd.io/opencontainers/runtime-spec/1/Pr
 
 impl ContainerdRuntime {
     /// [`crate::Runtime::exec`].
-    pub(super) async fn exec_process(
+    pub(crate) async fn exec_process(
         &self,
         id: &str,
         process: &ProcessSpec,
@@ -104,6 +104,37 @@ impl ContainerdRuntime {
             let _ = std::fs::remove_dir_all(&dir);
             return Err(call("starting a process in debug container", id)(e));
         }
+        // Waited for before it starts: another client of the same containerd may delete an
+        // exited process as soon as it sees it exit (dockerd does so for every process of
+        // its containers), and its exit code would be lost with it. Polled once here, the
+        // request is on the connection ahead of the start.
+        let mut waiting = Box::pin({
+            let mut tasks = tasks.clone();
+            let request = self.request(
+                WaitRequest {
+                    container_id: id.to_owned(),
+                    exec_id: exec_id.clone(),
+                },
+                None,
+            );
+            async move { tasks.wait(request).await }
+        });
+        let first = std::future::poll_fn(|cx| Poll::Ready(waiting.as_mut().poll(cx))).await;
+        let (exited_tx, exited) = oneshot::channel();
+        match first {
+            Poll::Ready(waited) => {
+                let _ = exited_tx.send(waited);
+            }
+            Poll::Pending => {
+                tokio::spawn(async move {
+                    let _ = exited_tx.send(waiting.await);
+                });
+            }
+        }
+        self.exits
+            .lock()
+            .unwrap()
+            .insert((id.to_owned(), exec_id.clone()), exited);
         let started = tasks
             .start(self.request(
                 StartRequest {
@@ -114,6 +145,10 @@ impl ContainerdRuntime {
             ))
             .await;
         if let Err(e) = started {
+            self.exits
+                .lock()
+                .unwrap()
+                .remove(&(id.to_owned(), exec_id.clone()));
             self.delete_process(id, &exec_id).await;
             return Err(call("starting a process in debug container", id)(e));
         }
@@ -124,16 +159,31 @@ impl ContainerdRuntime {
     }
 
     /// [`crate::Runtime::wait`].
-    pub(super) async fn wait_process(&self, id: &str, exec_id: &str) -> Result<i64, Error> {
-        let waited = TasksClient::new(self.channel.clone())
-            .wait(self.request(
-                WaitRequest {
-                    container_id: id.to_owned(),
-                    exec_id: exec_id.to_owned(),
-                },
-                None,
-            ))
-            .await;
+    pub(crate) async fn wait_process(&self, id: &str, exec_id: &str) -> Result<i64, Error> {
+        let early = self
+            .exits
+            .lock()
+            .unwrap()
+            .remove(&(id.to_owned(), exec_id.to_owned()));
+        let waited = match early {
+            Some(exited) => match exited.await {
+                Ok(waited) => waited,
+                Err(_) => Err(containerd_client::tonic::Status::unknown(
+                    "the wait for the process was dropped",
+                )),
+            },
+            None => {
+                TasksClient::new(self.channel.clone())
+                    .wait(self.request(
+                        WaitRequest {
+                            container_id: id.to_owned(),
+                            exec_id: exec_id.to_owned(),
+                        },
+                        None,
+                    ))
+                    .await
+            }
+        };
         let code = match waited {
             Ok(r) => i64::from(r.into_inner().exit_status),
             // The task is gone (removed, or its main process ended and was deleted): the
@@ -177,7 +227,7 @@ impl ContainerdRuntime {
     }
 
     /// [`crate::Runtime::signal`].
-    pub(super) async fn signal_process(
+    pub(crate) async fn signal_process(
         &self,
         id: &str,
         exec_id: &str,
@@ -203,7 +253,7 @@ impl ContainerdRuntime {
     }
 
     /// [`crate::Runtime::resize`].
-    pub(super) async fn resize_process(
+    pub(crate) async fn resize_process(
         &self,
         id: &str,
         exec_id: &str,
@@ -224,6 +274,24 @@ impl ContainerdRuntime {
             .map_err(call("resizing the terminal of debug container", id))
     }
 }
+
+/// The exits of started processes, awaited from before they started, by container and exec
+/// ID.
+pub(super) type Exits = Arc<
+    Mutex<
+        HashMap<
+            (String, String),
+            oneshot::Receiver<
+                Result<
+                    containerd_client::tonic::Response<
+                        containerd_client::services::v1::WaitResponse,
+                    >,
+                    containerd_client::tonic::Status,
+                >,
+            >,
+        >,
+    >,
+>;
 
 /// The output readers of processes, and who waits for them to be gone.
 #[derive(Debug, Clone, Default)]
