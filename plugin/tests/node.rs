@@ -8,13 +8,11 @@
 
 use kdbg_testkit as support;
 
-use std::path::Path;
-
 use support::apiserver::access::AGENT_TOKEN;
 use support::apiserver::{AGENT_NAMESPACE, Cluster, NODE, NodeRuntime};
 use support::engine::{ContainerdEngine, DockerEngine, Engine};
-use support::users::{as_user, kubernetes_auth, scratch, users};
-use support::{Agent, DEBUG_NAMESPACE, assert_removed_soon, ctr, docker, run, text};
+use support::users::{debug_as as debug, kubernetes_auth, scratch, users};
+use support::{DEBUG_NAMESPACE, assert_removed_soon, ctr, docker, run, text};
 
 /// The debug containers of the node itself on `engine` (those labelled with the node).
 fn node_containers(engine: &dyn Engine) -> Vec<String> {
@@ -44,18 +42,6 @@ fn this_node() -> String {
     let hostname = std::fs::read_to_string("/etc/hostname").unwrap();
     let pid_ns = std::fs::read_link("/proc/2/ns/pid").unwrap();
     format!("{}\n{}\n", hostname.trim(), pid_ns.display())
-}
-
-/// `kubectl-debug ARGS` as the user of `token`; exit code, stdout, stderr.
-fn debug(
-    cluster: &Cluster,
-    dir: &Path,
-    token: &str,
-    agent: &Agent,
-    args: &[&str],
-) -> (Option<i32>, String, String) {
-    let out = run(&mut as_user(cluster, dir, token, agent, args), b"");
-    (out.status.code(), text(&out.stdout), text(&out.stderr))
 }
 
 fn node_debugging(engine: &dyn Engine) {

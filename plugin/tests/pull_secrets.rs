@@ -18,7 +18,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use support::apiserver::access::AGENT_TOKEN;
 use support::apiserver::{Cluster, running_pod};
 use support::engine::{ContainerdEngine, DockerEngine, Engine, Targeted};
-use support::users::{as_user, kubernetes_auth, scratch, users};
+use support::users::{as_user, debug_as, kubernetes_auth, scratch, users};
 use support::{Agent, DEBUG_NAMESPACE, auth_registry, ctr, docker, run, text};
 
 /// The test world's basic-auth registry's user and password (scripts/test-world).
@@ -90,11 +90,10 @@ fn debug(
     agent: &Agent,
     args: &[&str],
 ) -> (i32, String) {
-    let out = run(&mut as_user(cluster, dir, token, agent, args), b"");
-    let err = text(&out.stderr);
-    let code = out.status.code().unwrap_or(-1);
+    let (code, out, err) = debug_as(cluster, dir, token, agent, args);
+    let code = code.unwrap_or(-1);
     if code == 0 {
-        assert_eq!(text(&out.stdout), "ran\n", "{err}");
+        assert_eq!(out, "ran\n", "{err}");
     }
     (code, err)
 }

@@ -66,6 +66,23 @@ pub fn as_user(
     cmd
 }
 
+/// Runs `kubectl-debug ARGS` as the user of `token` ([`as_user`]) with no input: its exit
+/// code, stdout and stderr.
+pub fn debug_as(
+    cluster: &Cluster,
+    dir: &Path,
+    token: &str,
+    agent: &Agent,
+    args: &[&str],
+) -> (Option<i32>, String, String) {
+    let out = super::run(&mut as_user(cluster, dir, token, agent, args), b"");
+    (
+        out.status.code(),
+        super::text(&out.stdout),
+        super::text(&out.stderr),
+    )
+}
+
 /// One raw HTTP/1.1 request to the agent; the status code and the body.
 pub fn raw(address: &str, request: &str) -> (u16, String) {
     let mut stream = TcpStream::connect(address).unwrap();

@@ -60,6 +60,17 @@ fn main() {
         timed(plugin(&["web", "--image", &image, "--", "true"]).stdin(Stdio::null()))
     });
     figures.insert("session_ms".into(), empty.into());
+    // `kubectl-debug [--connect direct] cp FROM TO`, timed: through the port-forward, or with
+    // the agent reached directly.
+    let cp = |direct: bool, from: &str, to: &str| {
+        let mut args = if direct {
+            vec!["--connect", "direct"]
+        } else {
+            Vec::new()
+        };
+        args.extend(["cp", "--image", &image, from, to]);
+        timed(plugin(&args).stdin(Stdio::null()))
+    };
     // `cp big` or `cp small` measures only that case (for a profile of one of them).
     let only = std::env::args().nth(1);
     for (what, name) in [("big", "big"), ("small", "small")] {
@@ -72,31 +83,16 @@ fn main() {
         let clean = || {
             kdbg_testkit::docker(&["exec", &container, "rm", "-rf", &format!("/tmp/{name}")]);
         };
-        let ours_up = median(RUNS, || {
-            clean();
-            let mut cmd = plugin(&[
-                "cp",
-                "--image",
-                &image,
-                local.to_str().unwrap(),
-                &format!("web:/tmp/{name}"),
-            ]);
-            timed(cmd.stdin(Stdio::null()))
-        });
+        let remote = format!("web:/tmp/{name}");
+        let up = |direct| {
+            median(RUNS, || {
+                clean();
+                cp(direct, local.to_str().unwrap(), &remote)
+            })
+        };
+        let ours_up = up(false);
         // The same, with the agent reached directly (no port-forward through the API server).
-        let direct_up = median(RUNS, || {
-            clean();
-            let mut cmd = plugin(&[
-                "--connect",
-                "direct",
-                "cp",
-                "--image",
-                &image,
-                local.to_str().unwrap(),
-                &format!("web:/tmp/{name}"),
-            ]);
-            timed(cmd.stdin(Stdio::null()))
-        });
+        let direct_up = up(true);
         let docker_up = median(RUNS, || {
             clean();
             timed(&mut docker_cmd(&[
@@ -138,32 +134,17 @@ fn main() {
             let _ = std::fs::remove_dir_all(&down);
             std::fs::create_dir_all(&down).unwrap();
         };
-        let ours_down = median(RUNS, || {
-            fresh();
-            let mut cmd = plugin(&[
-                "cp",
-                "--image",
-                &image,
-                &format!("web:/tmp/{name}"),
-                down.join(name).to_str().unwrap(),
-            ]);
-            timed(cmd.stdin(Stdio::null()))
-        });
-        same_tree(&local, &down.join(name));
-        let direct_down = median(RUNS, || {
-            fresh();
-            let mut cmd = plugin(&[
-                "--connect",
-                "direct",
-                "cp",
-                "--image",
-                &image,
-                &format!("web:/tmp/{name}"),
-                down.join(name).to_str().unwrap(),
-            ]);
-            timed(cmd.stdin(Stdio::null()))
-        });
-        same_tree(&local, &down.join(name));
+        let down_to = down.join(name);
+        let down_cp = |direct| {
+            let copied = median(RUNS, || {
+                fresh();
+                cp(direct, &remote, down_to.to_str().unwrap())
+            });
+            same_tree(&local, &down_to);
+            copied
+        };
+        let ours_down = down_cp(false);
+        let direct_down = down_cp(true);
         let exec_down = (what == "big").then(|| {
             median(RUNS, || {
                 fresh();
