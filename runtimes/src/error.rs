@@ -219,7 +219,7 @@ pub(crate) fn refused_note(sent: Option<&str>) -> String {
         ),
         None => "no credential was sent; the image may be private: give a pull secret \
                  (--image-pull-secret, or imagePullSecrets of the pod or its service account) \
-                 or the agent's runtime.registryAuth"
+                 or the agent's runtime.registryAuth (--registry-auth with local)"
             .to_owned(),
     }
 }
