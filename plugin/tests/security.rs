@@ -154,6 +154,31 @@ fn callers_are_checked_by_the_cluster(engine: &dyn Engine) {
         assert_eq!(code, 200, "{endpoint}");
     }
 
+    // A pull with a credential in its body goes through the same checks, before its body is
+    // read: anonymous 401, bob 403; alice's malformed body is a 400 that names where it is
+    // wrong, never what it holds.
+    let pull = |token: Option<&str>, body: &str| {
+        let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+        raw(
+            &address,
+            &format!(
+                "POST /api/v1/pull?target={}&podNamespace=shop&podName=web&pullPolicy=Always HTTP/1.1\r\nHost: a\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                web.pod_reference(),
+                body.len()
+            ),
+        )
+    };
+    let secret = "s3cret-pw-4b1d";
+    let broken = format!("{{\"credential\": {{\"password\": \"{secret}\", ");
+    assert_eq!(pull(None, &broken).0, 401);
+    let (code, body) = pull(Some("bob-token"), &broken);
+    assert_eq!(code, 403, "{body}");
+    let (code, body) = pull(Some("alice-token"), &broken);
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("line 1 column"), "{body}");
+    assert!(!body.contains(secret), "{body}");
+    assert!(!agent.log().contains(secret), "{}", agent.log());
+
     // A request that does not parse is refused for what it is before anyone is asked who the
     // caller is or what they may do: a 400 naming the parameter for the anonymous and for bob
     // (allowed nothing) alike, never a 401 or 403 first, nor let through to a handler.

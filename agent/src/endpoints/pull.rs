@@ -6,13 +6,11 @@ use std::convert::Infallible;
 use bytes::Bytes;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::Response;
-use hyper::header::{self, HeaderValue};
-use kdbg_api::{PullLine, PullRequest};
-use kdbg_runtimes::Runtime;
-
 use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
 use hyper::{Request, StatusCode};
-use kdbg_api::PullBody;
+use kdbg_api::{PullBody, PullLine, PullRequest};
+use kdbg_runtimes::Runtime;
 
 use crate::Agent;
 use crate::auth::Caller;
@@ -113,20 +111,26 @@ impl Agent {
     }
 }
 
-/// The body of a `POST` pull, at most [`PullBody::MAX_BYTES`]. Errors say where the JSON is
-/// wrong by line and column only: serde's messages may quote a value, and this one may be
-/// a password.
+/// How long a pull's body may take to arrive: a few hundred bytes, sent with the request.
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The body of a `POST` pull, at most [`PullBody::MAX_BYTES`], within [`BODY_TIMEOUT`] (a
+/// caller trickling it does not hold the request open). Errors say where the JSON is wrong
+/// by line and column only: serde's messages may quote a value, and this one may be a
+/// password.
 async fn read_body(req: Request<Incoming>) -> Result<PullBody, String> {
     let limited = http_body_util::Limited::new(req.into_body(), PullBody::MAX_BYTES);
-    let bytes = limited
-        .collect()
+    let unreadable = || {
+        format!(
+            "the pull's body could not be read within {}s, or is larger than {} bytes",
+            BODY_TIMEOUT.as_secs(),
+            PullBody::MAX_BYTES
+        )
+    };
+    let bytes = tokio::time::timeout(BODY_TIMEOUT, limited.collect())
         .await
-        .map_err(|_| {
-            format!(
-                "the pull's body could not be read, or is larger than {} bytes",
-                PullBody::MAX_BYTES
-            )
-        })?
+        .map_err(|_| unreadable())?
+        .map_err(|_| unreadable())?
         .to_bytes();
     serde_json::from_slice(&bytes).map_err(|e| {
         format!(
