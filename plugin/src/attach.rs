@@ -12,7 +12,7 @@ use kdbg_relay::{ClientIo, Config, ExitStatus, Tap};
 
 use crate::cli::{DebugOpts, SessionOpts};
 use crate::client::{AgentClient, Refused, Session};
-use crate::output::ThreadWriter;
+use crate::localio;
 use crate::{pull, terminal};
 
 /// Decides `-i`/`-t` like `kubectl exec`: on a terminal with neither flag, both; `-t` without
@@ -196,11 +196,9 @@ pub async fn carry(
         None
     };
     let io = ClientIo {
-        stdin: request
-            .stdin
-            .then(|| Box::pin(tokio::io::stdin()) as kdbg_relay::session::BoxRead),
-        stdout: Some(Box::pin(ThreadWriter::stdout())),
-        stderr: (!request.tty).then(|| Box::pin(ThreadWriter::stderr()) as _),
+        stdin: request.stdin.then(localio::stdin),
+        stdout: Some(localio::stdout()),
+        stderr: (!request.tty).then(localio::stderr),
         resize: if request.tty {
             Some(terminal::sizes().context("watching the terminal's size")?)
         } else {

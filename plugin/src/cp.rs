@@ -28,7 +28,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::cli::Global;
 use crate::cluster::Cluster;
-use crate::output::ThreadWriter;
+use crate::localio;
 use crate::{attach, pod};
 
 #[path = "../../agent/init/archive.rs"]
@@ -285,7 +285,7 @@ pub async fn run(global: &Global, args: CpArgs) -> anyhow::Result<ExitStatus> {
     let work: tokio::task::JoinHandle<Outcome>;
     match direction {
         Direction::Down(None) => {
-            io.stdout = Some(progress.count_write(Box::pin(ThreadWriter::stdout())));
+            io.stdout = Some(progress.count_write(localio::stdout()));
             work = tokio::spawn(async { Outcome::Done(true) });
         }
         Direction::Down(Some(local)) => {
@@ -317,7 +317,7 @@ pub async fn run(global: &Global, args: CpArgs) -> anyhow::Result<ExitStatus> {
             });
         }
         Direction::Up(None) => {
-            io.stdin = Some(progress.count_read(Box::pin(tokio::io::stdin())));
+            io.stdin = Some(progress.count_read(localio::stdin()));
             work = tokio::spawn(async { Outcome::Done(true) });
         }
         Direction::Up(Some(local)) => {

@@ -25,6 +25,7 @@ pub mod credentials;
 pub mod fork;
 pub mod list;
 pub mod local;
+pub mod localio;
 pub mod node;
 pub mod ondemand;
 pub mod output;
@@ -68,7 +69,10 @@ pub fn init_logging(verbosity: u8) {
 
 /// Runs the verb `cli` names and maps the outcome to the process's exit code.
 pub fn run(cli: Cli) -> ExitCode {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // One thread: a session is one task, and waking a second worker for each frame that
+    // arrives cost the plugin as much CPU again as the session itself (docs/performance.md).
+    // Blocking work (archives, a cp's local end) goes to the blocking pool.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
