@@ -9,13 +9,17 @@
 //! (`CloseIO`); [`StdinFifo`] does both, in that order, so nothing written is lost.
 
 use std::io;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use rustix::fs::{CWD, FileType, Mode, mknodat};
-use tokio::io::AsyncWrite;
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::unix::pipe::{OpenOptions, Receiver, Sender};
+use tokio::time::Instant;
 
 use crate::{ProcessSpec, Stdio};
 
@@ -90,6 +94,176 @@ impl Drop for StdinFifo {
     }
 }
 
+/// What the shim's output FIFOs may hold: room for the shim to go on writing while we pause.
+const OUTPUT_FIFO_SIZE: usize = 1024 * 1024;
+/// How long bulk output is left to pile up in its FIFO between reads.
+const BULK_PAUSE: Duration = Duration::from_micros(200);
+/// Output at this rate or more is bulk: 64 KiB a millisecond (64 MB/s).
+const BULK_BYTES_PER_MS: usize = 64 * 1024;
+/// A FIFO smaller than this is never paused: it would fill during the pause and hold the
+/// process back.
+const PAUSE_MIN_CAPACITY: usize = 512 * 1024;
+
+/// Our end of an output FIFO.
+///
+/// The shim copies a process's output into the FIFO as it comes, often 4 KiB at a time, and
+/// every write would wake us (and, through our frame, the client) if we kept waiting on the
+/// FIFO's readiness: two wake-ups per write where the runtime's own exec has one. So while
+/// output comes in bulk, we stop watching the FIFO (deregistered from the reactor, so its
+/// writes wake nobody), let it fill for [`BULK_PAUSE`] (a timerfd: the runtime's timers count
+/// whole milliseconds, in which 1 MiB fills at 1 GB/s), and read what piled up in a few large
+/// reads. Output slower than [`BULK_BYTES_PER_MS`] (a terminal, a log) is read as soon as it
+/// comes: the pause never delays interactive output.
+struct OutputFifo {
+    state: FifoState,
+    /// What the FIFO holds; no pauses if it could not be made large.
+    capacity: usize,
+    /// Wakes a pause's end; made at the first pause.
+    timer: Option<AsyncFd<OwnedFd>>,
+    /// Pauses so far.
+    pauses: u64,
+    /// Bytes read since `since`: the rate that decides whether output is bulk.
+    bytes: usize,
+    since: Instant,
+}
+
+enum FifoState {
+    /// Read through the reactor's readiness.
+    Watched(Receiver),
+    /// Not watched until the timer fires.
+    Paused(OwnedFd),
+    /// A state change failed half-way (it reported its error).
+    Broken,
+}
+
+impl OutputFifo {
+    fn new(fifo: Receiver) -> OutputFifo {
+        // A kernel that refuses (fs.pipe-max-size, a user's pipe quota) leaves the default,
+        // and the FIFO is then never paused.
+        let _ = rustix::pipe::fcntl_setpipe_size(&fifo, OUTPUT_FIFO_SIZE);
+        let capacity = rustix::pipe::fcntl_getpipe_size(&fifo).unwrap_or(0);
+        OutputFifo {
+            state: FifoState::Watched(fifo),
+            capacity,
+            timer: None,
+            pauses: 0,
+            bytes: 0,
+            since: Instant::now(),
+        }
+    }
+
+    /// The FIFO has nothing now: whether to pause. Output is bulk when it came at
+    /// [`BULK_BYTES_PER_MS`] or more since the last look (looks are a millisecond or more
+    /// apart, or a pause apart). After a pause that let the FIFO fill half-way, no pause:
+    /// the process is faster than pauses allow, and is read as it writes until the next look.
+    fn should_pause(&mut self) -> bool {
+        if self.capacity < PAUSE_MIN_CAPACITY {
+            return false;
+        }
+        let now = Instant::now();
+        let elapsed = now.duration_since(self.since);
+        if elapsed < BULK_PAUSE / 2 {
+            // Too soon to tell a rate from a burst.
+            return false;
+        }
+        let allowed = BULK_BYTES_PER_MS as u128 * elapsed.as_micros() / 1000;
+        let bulk = self.bytes as u128 >= allowed && self.bytes < self.capacity / 2;
+        if bulk || elapsed >= Duration::from_millis(1) {
+            self.bytes = 0;
+            self.since = now;
+        }
+        bulk
+    }
+
+    /// Arms the timer for one pause, making it first if needed.
+    fn arm(&mut self) -> io::Result<()> {
+        use rustix::time::{Itimerspec, TimerfdClockId, TimerfdFlags, TimerfdTimerFlags, Timespec};
+        if self.timer.is_none() {
+            let fd = rustix::time::timerfd_create(
+                TimerfdClockId::Monotonic,
+                TimerfdFlags::NONBLOCK | TimerfdFlags::CLOEXEC,
+            )?;
+            // Deprecated as unsound for descriptors the caller may close while registered;
+            // the registration owns this one (the safe successor is an `unsafe fn`).
+            #[allow(deprecated)]
+            let timer = AsyncFd::new(fd)?;
+            self.timer = Some(timer);
+        }
+        let timer = self.timer.as_ref().expect("made above");
+        let pause = Itimerspec {
+            it_interval: Timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            },
+            it_value: Timespec {
+                tv_sec: 0,
+                tv_nsec: BULK_PAUSE.as_nanos() as _,
+            },
+        };
+        rustix::time::timerfd_settime(timer.get_ref(), TimerfdTimerFlags::empty(), &pause)?;
+        Ok(())
+    }
+
+    /// Whether the armed timer has fired (its count read, so it can be armed again).
+    fn poll_timer(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let timer = self.timer.as_ref().expect("armed before a pause");
+        loop {
+            let mut ready = ready!(timer.poll_read_ready(cx))?;
+            let mut count = [0u8; 8];
+            match ready.try_io(|fd| Ok(rustix::io::read(fd.get_ref(), &mut count)?)) {
+                Ok(result) => return Poll::Ready(result.map(|_| ())),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+}
+
+impl AsyncRead for OutputFifo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        loop {
+            match &mut this.state {
+                FifoState::Watched(fifo) => {
+                    let before = buf.filled().len();
+                    match Pin::new(fifo).poll_read(cx, buf) {
+                        Poll::Ready(Ok(())) => {
+                            this.bytes += buf.filled().len() - before;
+                            return Poll::Ready(Ok(()));
+                        }
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                        // A timer that cannot be armed: no pause.
+                        Poll::Pending if !this.should_pause() || this.arm().is_err() => {
+                            return Poll::Pending;
+                        }
+                        Poll::Pending => {}
+                    }
+                    let FifoState::Watched(fifo) =
+                        std::mem::replace(&mut this.state, FifoState::Broken)
+                    else {
+                        unreachable!("matched above")
+                    };
+                    this.state = FifoState::Paused(fifo.into_nonblocking_fd()?);
+                    this.pauses += 1;
+                }
+                FifoState::Paused(_) => {
+                    ready!(this.poll_timer(cx))?;
+                    let FifoState::Paused(fd) =
+                        std::mem::replace(&mut this.state, FifoState::Broken)
+                    else {
+                        unreachable!("matched above")
+                    };
+                    this.state = FifoState::Watched(Receiver::from_owned_fd_unchecked(fd)?);
+                }
+                FifoState::Broken => return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
+            }
+        }
+    }
+}
+
 /// FIFOs made and opened for one container.
 pub(super) struct Fifos {
     paths: Paths,
@@ -142,11 +316,12 @@ impl Fifos {
                 }
                 continue;
             }
+            let ours = Box::pin(OutputFifo::new(ours));
             if name == "stdout" {
-                stdio.stdout = Some(Box::pin(ours));
+                stdio.stdout = Some(ours);
                 paths.stdout = path_text;
             } else {
-                stdio.stderr = Some(Box::pin(ours));
+                stdio.stderr = Some(ours);
                 paths.stderr = path_text;
             }
         }
@@ -250,5 +425,67 @@ mod tests {
         assert!(paths.stderr.is_empty() && !paths.stdout.is_empty());
         assert!(opened.release_keepalives().stderr.is_none());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Output that came at bulk rate is left to pile up for a pause, then read in large
+    /// reads; output at a trickle is read as it comes; every byte arrives once, in order, and
+    /// the end of output after it. (The clock that measures the rate is the test's; the pause
+    /// itself is real.)
+    #[tokio::test(start_paused = true)]
+    async fn bulk_output_is_read_after_a_pause_and_a_trickle_at_once() {
+        use std::io::Write;
+        let (shim, ours) = tokio::net::unix::pipe::pipe().unwrap();
+        let mut shim = std::fs::File::from(shim.into_blocking_fd().unwrap());
+        let mut fifo = OutputFifo::new(ours);
+        assert_eq!(fifo.capacity, OUTPUT_FIFO_SIZE, "the FIFO is made large");
+        let pattern = |from: usize, len: usize| -> Vec<u8> {
+            (from..from + len).map(|i| (i % 251) as u8).collect()
+        };
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut scratch = [0u8; 64];
+
+        // 128 KiB in a millisecond: bulk. Once it is read, the FIFO is not watched...
+        shim.write_all(&pattern(0, 128 * 1024)).unwrap();
+        let mut got = vec![0u8; 128 * 1024];
+        fifo.read_exact(&mut got).await.unwrap();
+        tokio::time::advance(Duration::from_millis(1)).await;
+        let mut empty = ReadBuf::new(&mut scratch);
+        assert!(
+            Pin::new(&mut fifo)
+                .poll_read(&mut cx, &mut empty)
+                .is_pending()
+        );
+        assert_eq!(fifo.pauses, 1, "bulk output pauses");
+        assert!(matches!(fifo.state, FifoState::Paused(_)));
+        // ...what comes meanwhile waits in the FIFO, and is read after the pause.
+        shim.write_all(&pattern(128 * 1024, 300 * 1024)).unwrap();
+        let mut more = vec![0u8; 300 * 1024];
+        fifo.read_exact(&mut more).await.unwrap();
+        got.extend_from_slice(&more);
+        assert_eq!(got, pattern(0, 428 * 1024), "every byte once, in order");
+
+        // A trickle: 4 KiB in 5 ms is read at once, with no pause.
+        tokio::time::advance(Duration::from_millis(5)).await;
+        let mut empty = ReadBuf::new(&mut scratch);
+        let _ = Pin::new(&mut fifo).poll_read(&mut cx, &mut empty);
+        let pauses = fifo.pauses;
+        shim.write_all(b"a line\n").unwrap();
+        let mut line = [0u8; 7];
+        fifo.read_exact(&mut line).await.unwrap();
+        tokio::time::advance(Duration::from_millis(5)).await;
+        let mut empty = ReadBuf::new(&mut scratch);
+        assert!(
+            Pin::new(&mut fifo)
+                .poll_read(&mut cx, &mut empty)
+                .is_pending()
+        );
+        assert_eq!(&line, b"a line\n");
+        assert_eq!(fifo.pauses, pauses, "a trickle does not pause");
+        assert!(matches!(fifo.state, FifoState::Watched(_)));
+
+        drop(shim);
+        let mut rest = Vec::new();
+        fifo.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty(), "end of output once the shim closes");
     }
 }
