@@ -94,7 +94,8 @@ impl Drop for StdinFifo {
     }
 }
 
-/// What the shim's output FIFOs may hold: room for the shim to go on writing while we pause.
+/// What the shim's FIFOs may hold: room for the shim to go on writing output while we pause,
+/// and for a whole input frame.
 const OUTPUT_FIFO_SIZE: usize = 1024 * 1024;
 /// How long bulk output is left to pile up in its FIFO between reads.
 const BULK_PAUSE: Duration = Duration::from_micros(200);
@@ -284,6 +285,9 @@ impl Fifos {
             let path = make(dir, "stdin")?;
             let keep = OpenOptions::new().open_receiver(&path)?;
             let ours = OpenOptions::new().open_sender(&path)?;
+            // Room for a whole input frame (up to 256 KiB): one write per frame, not one per
+            // 64 KiB the shim takes. A kernel that refuses leaves the default.
+            let _ = rustix::pipe::fcntl_setpipe_size(&ours, OUTPUT_FIFO_SIZE);
             keep_stdin = Some(keep);
             stdio.stdin = Some(Box::pin(StdinFifo {
                 pipe: Some(ours),

@@ -104,19 +104,19 @@ pub fn section(out: &mut String, figures: &Path) {
     let docker_down = num("big_docker_down_ms");
     let (direct_up, direct_down) = (num("big_direct_up_ms"), num("big_direct_down_ms"));
     let compare = |ours: f64, exec: f64| if ours <= exec { "less" } else { "more" };
-    let lever = if exec_up > docker_up {
-        "Into the pod the exec streams alone cost more than `docker cp` does in all, so the \
-         lever left is taking the bytes off dockerd's path (issue 25: the session's process \
-         started through the engine's containerd, with FIFOs the agent opens), not the relay \
-         or the helper."
+    let lever = if direct_up > docker_up {
+        "Into the pod what we add to the streams is the session's start (above): without it \
+         the copy is within `docker cp`'s time."
     } else {
-        "The exec streams alone are within `docker cp`'s time here; the rest is ours."
+        "Into the pod we are within `docker cp`'s time, the session's start included."
     };
     writeln!(
         out,
-        "\nWhat the exec streams cost. A copy's bytes cross a session's streams, which on \
-         Docker are the engine's exec streams (dockerd, containerd's shim, a pipe); `docker \
-         cp` crosses none of them. The engine's own exec carrying the same {mib:.0} MiB, with \
+        "\nWhat the exec streams cost. A copy's bytes cross a session's streams: on Docker the \
+         session's process is started through the engine's containerd, so they cross \
+         containerd's shim and FIFOs the agent reads, not dockerd (issue 25; dockerd only when \
+         the engine's containerd is out of reach); `docker exec` crosses dockerd as well, and \
+         `docker cp` crosses none of them. The engine's own exec carrying the same {mib:.0} MiB, with \
          no debug container, agent, relay or archive (`docker exec -i TARGET sh -c 'cat > \
          FILE' < FILE`, and `docker exec TARGET cat FILE > FILE`), takes {exec_up:.0} ms into \
          the pod and {exec_down:.0} ms from it, against `docker cp`'s {docker_up:.0} ms and \
