@@ -6,8 +6,9 @@
 //!   a reader.
 //! - A pipe or a terminal (`| wc -c`, the user's terminal): a description of its own, opened
 //!   non-blocking through `/proc/self/fd/N`, and driven by the runtime's readiness like a
-//!   socket (pipes through tokio's pipe types). Opening a new description, rather than setting `O_NONBLOCK` on the one the
-//!   plugin inherited, leaves the shell and every other process sharing that one as they were.
+//!   socket (pipes through tokio's pipe types). Opening a new description, rather than
+//!   setting `O_NONBLOCK` on the one the plugin inherited, leaves the shell and every other
+//!   process sharing that one as they were.
 //! - Anything else (a socket), or when that open fails: a thread of its own for output
 //!   ([`ThreadWriter`]), tokio's stdin for input.
 //!
