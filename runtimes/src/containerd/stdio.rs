@@ -52,6 +52,8 @@ pub(super) type CloseStdin = Box<dyn FnOnce() + Send>;
 struct StdinFifo {
     pipe: Option<Sender>,
     close: Option<CloseStdin>,
+    /// The FIFO was made large, the first time input did not fit.
+    enlarged: bool,
 }
 
 impl StdinFifo {
@@ -69,10 +71,24 @@ impl AsyncWrite for StdinFifo {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match self.pipe.as_mut() {
-            Some(pipe) => Pin::new(pipe).poll_write(cx, buf),
-            None => Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
+        let this = &mut *self;
+        let Some(pipe) = this.pipe.as_mut() else {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        };
+        let written = Pin::new(&mut *pipe).poll_write(cx, buf);
+        let fell_short = match &written {
+            Poll::Ready(Ok(n)) => *n < buf.len(),
+            Poll::Ready(Err(_)) => false,
+            Poll::Pending => true,
+        };
+        if fell_short && !this.enlarged {
+            // Bulk input (a file piped in, cp): room for a whole input frame (up to 256 KiB),
+            // so a frame is one write, not one per 64 KiB the shim takes. Only then, since a
+            // FIFO's room counts against the user's pipe quota.
+            this.enlarged = true;
+            enlarge(&*pipe);
         }
+        written
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -105,6 +121,13 @@ const BULK_BYTES_PER_MS: usize = 64 * 1024;
 /// process back.
 const PAUSE_MIN_CAPACITY: usize = 512 * 1024;
 
+/// Makes `fifo` [`OUTPUT_FIFO_SIZE`] large if the kernel allows (`fs.pipe-max-size`, the
+/// user's pipe quota), and returns what it holds.
+fn enlarge(fifo: &impl std::os::fd::AsFd) -> usize {
+    let _ = rustix::pipe::fcntl_setpipe_size(fifo, OUTPUT_FIFO_SIZE);
+    rustix::pipe::fcntl_getpipe_size(fifo).unwrap_or(0)
+}
+
 /// Our end of an output FIFO.
 ///
 /// The shim copies a process's output into the FIFO as it comes, often 4 KiB at a time, and
@@ -113,11 +136,14 @@ const PAUSE_MIN_CAPACITY: usize = 512 * 1024;
 /// output comes in bulk, we stop watching the FIFO (deregistered from the reactor, so its
 /// writes wake nobody), let it fill for [`BULK_PAUSE`] (a timerfd: the runtime's timers count
 /// whole milliseconds, in which 1 MiB fills at 1 GB/s), and read what piled up in a few large
-/// reads. Output slower than [`BULK_BYTES_PER_MS`] (a terminal, a log) is read as soon as it
+/// reads. The FIFO is made large (1 MiB) at the first bulk output, not before: its room
+/// counts against the user's pipe quota (`fs.pipe-user-pages-soft`), past which the kernel
+/// gives that user's new pipes a fraction of their default room. Output slower than [`BULK_BYTES_PER_MS`] (a terminal, a log) is read as soon as it
 /// comes: the pause never delays interactive output.
 struct OutputFifo {
     state: FifoState,
-    /// What the FIFO holds; no pauses if it could not be made large.
+    /// What the FIFO holds once made large for bulk output (0 before); no pauses if it
+    /// could not be.
     capacity: usize,
     /// Wakes a pause's end; made at the first pause.
     timer: Option<AsyncFd<OwnedFd>>,
@@ -139,13 +165,9 @@ enum FifoState {
 
 impl OutputFifo {
     fn new(fifo: Receiver) -> OutputFifo {
-        // A kernel that refuses (fs.pipe-max-size, a user's pipe quota) leaves the default,
-        // and the FIFO is then never paused.
-        let _ = rustix::pipe::fcntl_setpipe_size(&fifo, OUTPUT_FIFO_SIZE);
-        let capacity = rustix::pipe::fcntl_getpipe_size(&fifo).unwrap_or(0);
         OutputFifo {
             state: FifoState::Watched(fifo),
-            capacity,
+            capacity: 0,
             timer: None,
             pauses: 0,
             bytes: 0,
@@ -158,9 +180,6 @@ impl OutputFifo {
     /// apart, or a pause apart). After a pause that let the FIFO fill half-way, no pause:
     /// the process is faster than pauses allow, and is read as it writes until the next look.
     fn should_pause(&mut self) -> bool {
-        if self.capacity < PAUSE_MIN_CAPACITY {
-            return false;
-        }
         let now = Instant::now();
         let elapsed = now.duration_since(self.since);
         if elapsed < BULK_PAUSE / 2 {
@@ -168,7 +187,16 @@ impl OutputFifo {
             return false;
         }
         let allowed = BULK_BYTES_PER_MS as u128 * elapsed.as_micros() / 1000;
-        let bulk = self.bytes as u128 >= allowed && self.bytes < self.capacity / 2;
+        let fast = self.bytes as u128 >= allowed;
+        if fast && self.capacity == 0 {
+            // The first bulk output: made large only now, since a FIFO's room counts against
+            // the user's pipe quota whether or not it is used.
+            self.capacity = match &self.state {
+                FifoState::Watched(fifo) => enlarge(fifo),
+                _ => 0,
+            };
+        }
+        let bulk = fast && self.capacity >= PAUSE_MIN_CAPACITY && self.bytes < self.capacity / 2;
         if bulk || elapsed >= Duration::from_millis(1) {
             self.bytes = 0;
             self.since = now;
@@ -285,13 +313,11 @@ impl Fifos {
             let path = make(dir, "stdin")?;
             let keep = OpenOptions::new().open_receiver(&path)?;
             let ours = OpenOptions::new().open_sender(&path)?;
-            // Room for a whole input frame (up to 256 KiB): one write per frame, not one per
-            // 64 KiB the shim takes. A kernel that refuses leaves the default.
-            let _ = rustix::pipe::fcntl_setpipe_size(&ours, OUTPUT_FIFO_SIZE);
             keep_stdin = Some(keep);
             stdio.stdin = Some(Box::pin(StdinFifo {
                 pipe: Some(ours),
                 close: Some(close_stdin),
+                enlarged: false,
             }));
             paths.stdin = path.display().to_string();
         }
@@ -441,16 +467,33 @@ mod tests {
         let (shim, ours) = tokio::net::unix::pipe::pipe().unwrap();
         let mut shim = std::fs::File::from(shim.into_blocking_fd().unwrap());
         let mut fifo = OutputFifo::new(ours);
-        assert_eq!(fifo.capacity, OUTPUT_FIFO_SIZE, "the FIFO is made large");
         let pattern = |from: usize, len: usize| -> Vec<u8> {
             (from..from + len).map(|i| (i % 251) as u8).collect()
         };
         let mut cx = Context::from_waker(std::task::Waker::noop());
         let mut scratch = [0u8; 64];
 
-        // 128 KiB in a millisecond: bulk. Once it is read, the FIFO is not watched...
-        shim.write_all(&pattern(0, 128 * 1024)).unwrap();
-        let mut got = vec![0u8; 128 * 1024];
+        // A trickle first: the FIFO stays as the kernel made it.
+        shim.write_all(b"hello\n").unwrap();
+        let mut hello = [0u8; 6];
+        fifo.read_exact(&mut hello).await.unwrap();
+        tokio::time::advance(Duration::from_millis(5)).await;
+        let mut empty = ReadBuf::new(&mut scratch);
+        assert!(
+            Pin::new(&mut fifo)
+                .poll_read(&mut cx, &mut empty)
+                .is_pending()
+        );
+        assert_eq!(
+            (fifo.pauses, fifo.capacity),
+            (0, 0),
+            "a trickle neither pauses nor grows"
+        );
+
+        // 64 KiB (all the default FIFO holds) in a millisecond: bulk. Once it is read, the
+        // FIFO is not watched...
+        shim.write_all(&pattern(0, 64 * 1024)).unwrap();
+        let mut got = vec![0u8; 64 * 1024];
         fifo.read_exact(&mut got).await.unwrap();
         tokio::time::advance(Duration::from_millis(1)).await;
         let mut empty = ReadBuf::new(&mut scratch);
@@ -460,13 +503,17 @@ mod tests {
                 .is_pending()
         );
         assert_eq!(fifo.pauses, 1, "bulk output pauses");
+        assert_eq!(
+            fifo.capacity, OUTPUT_FIFO_SIZE,
+            "the FIFO is made large for it"
+        );
         assert!(matches!(fifo.state, FifoState::Paused(_)));
         // ...what comes meanwhile waits in the FIFO, and is read after the pause.
-        shim.write_all(&pattern(128 * 1024, 300 * 1024)).unwrap();
+        shim.write_all(&pattern(64 * 1024, 300 * 1024)).unwrap();
         let mut more = vec![0u8; 300 * 1024];
         fifo.read_exact(&mut more).await.unwrap();
         got.extend_from_slice(&more);
-        assert_eq!(got, pattern(0, 428 * 1024), "every byte once, in order");
+        assert_eq!(got, pattern(0, 364 * 1024), "every byte once, in order");
 
         // A trickle: 4 KiB in 5 ms is read at once, with no pause.
         tokio::time::advance(Duration::from_millis(5)).await;
