@@ -1,5 +1,6 @@
-//! The user's stdout and stderr for a session: a writer thread per stream fed through a
-//! bounded channel.
+//! A writer thread fed through a bounded channel: the user's stdout or stderr when it is
+//! neither a file, a pipe nor a terminal (a socket), which [`crate::localio`] reaches without
+//! one.
 //!
 //! tokio's own stdout hands every write to its blocking pool and waits for it before taking the
 //! next, one frame at a time; this measured 12% short of `docker exec` on a 1 GiB stream. A

@@ -457,6 +457,16 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// Lets `ms` pass on the test's clock, then finds the FIFO empty.
+    async fn look_after(fifo: &mut OutputFifo, ms: u64) {
+        tokio::time::advance(Duration::from_millis(ms)).await;
+        let mut scratch = [0u8; 64];
+        let mut empty = ReadBuf::new(&mut scratch);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let polled = Pin::new(fifo).poll_read(&mut cx, &mut empty);
+        assert!(polled.is_pending(), "nothing to read");
+    }
+
     /// Output that came at bulk rate is left to pile up for a pause, then read in large
     /// reads; output at a trickle is read as it comes; every byte arrives once, in order, and
     /// the end of output after it. (The clock that measures the rate is the test's; the pause
@@ -470,20 +480,12 @@ mod tests {
         let pattern = |from: usize, len: usize| -> Vec<u8> {
             (from..from + len).map(|i| (i % 251) as u8).collect()
         };
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        let mut scratch = [0u8; 64];
 
         // A trickle first: the FIFO stays as the kernel made it.
         shim.write_all(b"hello\n").unwrap();
         let mut hello = [0u8; 6];
         fifo.read_exact(&mut hello).await.unwrap();
-        tokio::time::advance(Duration::from_millis(5)).await;
-        let mut empty = ReadBuf::new(&mut scratch);
-        assert!(
-            Pin::new(&mut fifo)
-                .poll_read(&mut cx, &mut empty)
-                .is_pending()
-        );
+        look_after(&mut fifo, 5).await;
         assert_eq!(
             (fifo.pauses, fifo.capacity),
             (0, 0),
@@ -491,22 +493,13 @@ mod tests {
         );
 
         // 64 KiB (all the default FIFO holds) in a millisecond: bulk. Once it is read, the
-        // FIFO is not watched...
+        // FIFO is made large and not watched...
         shim.write_all(&pattern(0, 64 * 1024)).unwrap();
         let mut got = vec![0u8; 64 * 1024];
         fifo.read_exact(&mut got).await.unwrap();
-        tokio::time::advance(Duration::from_millis(1)).await;
-        let mut empty = ReadBuf::new(&mut scratch);
-        assert!(
-            Pin::new(&mut fifo)
-                .poll_read(&mut cx, &mut empty)
-                .is_pending()
-        );
+        look_after(&mut fifo, 1).await;
         assert_eq!(fifo.pauses, 1, "bulk output pauses");
-        assert_eq!(
-            fifo.capacity, OUTPUT_FIFO_SIZE,
-            "the FIFO is made large for it"
-        );
+        assert_eq!(fifo.capacity, OUTPUT_FIFO_SIZE, "the FIFO is made large");
         assert!(matches!(fifo.state, FifoState::Paused(_)));
         // ...what comes meanwhile waits in the FIFO, and is read after the pause.
         shim.write_all(&pattern(64 * 1024, 300 * 1024)).unwrap();
@@ -515,22 +508,14 @@ mod tests {
         got.extend_from_slice(&more);
         assert_eq!(got, pattern(0, 364 * 1024), "every byte once, in order");
 
-        // A trickle: 4 KiB in 5 ms is read at once, with no pause.
-        tokio::time::advance(Duration::from_millis(5)).await;
-        let mut empty = ReadBuf::new(&mut scratch);
-        let _ = Pin::new(&mut fifo).poll_read(&mut cx, &mut empty);
+        // Output slowing to a trickle is watched again: a line in 5 ms, no pause.
+        look_after(&mut fifo, 5).await;
         let pauses = fifo.pauses;
         shim.write_all(b"a line\n").unwrap();
         let mut line = [0u8; 7];
         fifo.read_exact(&mut line).await.unwrap();
-        tokio::time::advance(Duration::from_millis(5)).await;
-        let mut empty = ReadBuf::new(&mut scratch);
-        assert!(
-            Pin::new(&mut fifo)
-                .poll_read(&mut cx, &mut empty)
-                .is_pending()
-        );
         assert_eq!(&line, b"a line\n");
+        look_after(&mut fifo, 5).await;
         assert_eq!(fifo.pauses, pauses, "a trickle does not pause");
         assert!(matches!(fifo.state, FifoState::Watched(_)));
 
