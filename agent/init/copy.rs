@@ -44,6 +44,7 @@ pub fn main(unpacking: bool, args: &[OsString]) -> ExitCode {
     let Some(path) = path else {
         return usage();
     };
+    let targets = root.is_none();
     let root = root.unwrap_or_else(|| match std::env::var_os("TARGET_ROOT") {
         Some(root) if !root.is_empty() => root.into(),
         _ => target_root::proc_root(target_root::target_pid(
@@ -57,7 +58,23 @@ pub fn main(unpacking: bool, args: &[OsString]) -> ExitCode {
     let root = match std::os::unix::fs::chroot(&root).and_then(|()| std::env::set_current_dir("/"))
     {
         Ok(()) => PathBuf::from("/"),
-        Err(_) => root,
+        Err(_) => {
+            // Said once, with the way out, rather than as every path's own failure.
+            if targets
+                && let Err(e) = std::fs::read_dir(&root)
+                && e.kind() == std::io::ErrorKind::PermissionDenied
+            {
+                eprintln!(
+                    "{}{}: cannot reach the target's files: {} ({})",
+                    archive::MESSAGE_PREFIX,
+                    archive::show(path.as_bytes()),
+                    archive::plain(&e),
+                    target_root::NEEDS_PTRACE
+                );
+                return ExitCode::from(1);
+            }
+            root
+        }
     };
     let path = path.as_bytes();
     let mut stderr = std::io::stderr();

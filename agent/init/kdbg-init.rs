@@ -248,9 +248,9 @@ fn run(session: &str, grace: Duration, chroot_target: bool, command: &[&str]) ->
             eprintln!(
                 "kdbg-init: --chroot: cannot reach the target's root {root}: {e}{}",
                 if e.kind() == std::io::ErrorKind::PermissionDenied {
-                    " (a target running as another user needs CAP_SYS_PTRACE: profile general or sysadmin)"
+                    format!(" ({})", target_root::NEEDS_PTRACE)
                 } else {
-                    ""
+                    String::new()
                 }
             );
             return ExitCode::from(126);

@@ -14,6 +14,11 @@ pub const TARGET_PID_ENV: &str = "KDBG_TARGET_PID";
 /// filesystem (never in the target's).
 pub const TARGET_LINK: &str = "/target";
 
+/// Why a target's root may be out of reach, and the way out: `/proc/<pid>/root` of a process
+/// of another user needs CAP_SYS_PTRACE (ptrace access mode read).
+pub const NEEDS_PTRACE: &str =
+    "a target running as another user needs CAP_SYS_PTRACE: --profile general or sysadmin";
+
 /// The PATH when the debug container's environment has none.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 

@@ -102,6 +102,14 @@ mod tests {
             "{default}"
         );
         assert_eq!(chroot_path(Some(""), "/d"), chroot_path(None, "/d"));
+        // The way out it names is true: exactly the profiles with CAP_SYS_PTRACE.
+        for profile in kdbg_runtimes::Profile::ALL {
+            assert_eq!(
+                NEEDS_PTRACE.contains(profile.name()),
+                profile.capabilities().contains(&"SYS_PTRACE"),
+                "{profile}"
+            );
+        }
     }
 
     #[test]

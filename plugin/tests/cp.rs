@@ -2,7 +2,7 @@
 //! directories both ways with their modes and times, symlinks copied as symlinks (never
 //! followed out of the target's root), names with newlines and non-UTF-8 bytes, `-` as a tar
 //! stream, many small files, a missing path, names that would leave the destination, a
-//! target with no `tar`, and a target that dies in the middle of a copy.
+//! target with no `tar`, a target that dies in the middle of a copy, and one out of reach.
 
 use kdbg_testkit as support;
 
@@ -572,4 +572,80 @@ fn a_1_gib_file_comes_down_whole() {
         total += n as u64;
     }
     assert_eq!(total, 1 << 30);
+}
+
+/// A target running as another user, and a debug container without CAP_SYS_PTRACE (profile
+/// restricted): the kernel keeps the target's files from it. Either way the copy says so,
+/// names the path and the way out, exits 1 and leaves nothing here; profile general copies.
+fn a_permission_error_says_so(engine: &dyn Engine) {
+    let target = Started::start(
+        engine,
+        "echo 'app:x:1000:1000::/tmp:/bin/sh' >> /etc/passwd; exec su -s /bin/sh app -c 'exec sleep 3600'",
+    );
+    support::eventually(Duration::from_secs(30), "the target as uid 1000", || {
+        target.sh("stat -c %u /proc/1 2>/dev/null || true") == "1000\n"
+    });
+    let agent = engine.agent("");
+    let cluster = Cluster::new("shop");
+    cluster.api.add_pod(running_pod(
+        "shop",
+        "locked",
+        &[("app", &target.pod_reference(), true)],
+    ));
+    let here = Scratch::new(&format!("locked-{}", engine.name()));
+    let restricted = ["--profile", "restricted"];
+
+    let got = here.arg("passwd");
+    let out = cp(
+        &cluster,
+        agent.port,
+        &[&restricted[..], &["locked:/etc/passwd", &got]].concat(),
+        b"",
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("locked:/etc/passwd")
+            && stderr.contains("Permission denied")
+            && stderr.contains("profile general"),
+        "{stderr}"
+    );
+    assert!(!here.path("passwd").exists(), "{stderr}");
+
+    std::fs::write(here.path("note"), b"note\n").unwrap();
+    let out = cp(
+        &cluster,
+        agent.port,
+        &[&restricted[..], &[&here.arg("note"), "locked:/tmp/note"]].concat(),
+        b"",
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("locked:/tmp/note")
+            && stderr.contains("Permission denied")
+            && stderr.contains("profile general"),
+        "{stderr}"
+    );
+    assert_eq!(target.sh("ls -A /tmp; echo end"), "end\n");
+
+    // With CAP_SYS_PTRACE the same file comes down.
+    let out = cp(&cluster, agent.port, &["locked:/etc/passwd", &got], b"");
+    ok(&out, "with profile general");
+    assert!(
+        std::fs::read_to_string(&got)
+            .unwrap()
+            .contains("app:x:1000"),
+        "not the target's passwd"
+    );
+}
+
+#[test]
+fn a_permission_error_says_so_on_docker() {
+    a_permission_error_says_so(&DockerEngine);
+}
+
+#[test]
+fn a_permission_error_says_so_on_containerd() {
+    a_permission_error_says_so(&ContainerdEngine);
 }
