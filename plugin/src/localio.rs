@@ -8,7 +8,7 @@
 //!   non-blocking through `/proc/self/fd/N`, and driven by the runtime's readiness like a
 //!   socket (pipes through tokio's pipe types). Opening a new description, rather than
 //!   setting `O_NONBLOCK` on the one the plugin inherited, leaves the shell and every other
-//!   process sharing that one as they were.
+//!   process sharing that one as they were. An output pipe is given room for 1 MiB.
 //! - Anything else (a socket), or when that open fails: a thread of its own for output
 //!   ([`ThreadWriter`]), tokio's stdin for input.
 //!
@@ -103,7 +103,13 @@ fn writer(fd: BorrowedFd<'_>, n: u8, fallback: fn() -> ThreadWriter) -> BoxWrite
     match reach(fd, n, OFlags::WRONLY) {
         Reach::InPlace(file) => Box::pin(InPlace(file)),
         Reach::Pipe(fd) => match pipe::Sender::from_owned_fd(fd) {
-            Ok(pipe) => Box::pin(pipe),
+            Ok(pipe) => {
+                // Room for 1 MiB (the system's default limit for any user; refused past the
+                // user's pipe quota, then kept as it is): bulk output into `| cat` wakes the
+                // reader, and waits for it, a sixteenth as often as a 64 KiB pipe would.
+                let _ = rustix::pipe::fcntl_setpipe_size(&pipe, 1 << 20);
+                Box::pin(pipe)
+            }
             Err(_) => Box::pin(fallback()),
         },
         Reach::Terminal(fd) => match Terminal::new(fd) {
