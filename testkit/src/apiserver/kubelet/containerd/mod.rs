@@ -7,10 +7,10 @@
 //!
 //! Containers are made with `ctr containers create` and started with `ctr tasks start`,
 //! their output going to a file per container ([`Runtime::log_file`]) through a logging
-//! binary ([`LOGGER`]); what `ctr` cannot say
-//! goes through containerd's API ([`api`]): the user, groups and capabilities written into the
-//! runtime spec ([`spec::patch`]), and a task's state with its exit status and time. A
-//! container's start time is when its task started, as the CRI plugin records it.
+//! binary ([`LOGGER`]); what `ctr` cannot say goes through containerd's API ([`api`]): the
+//! user, groups and capabilities written into the runtime spec ([`spec::patch`]), and a
+//! task's state with its exit status and time. A container's start time is when its task
+//! started, as the CRI plugin records it.
 //!
 //! Not modelled: OOM kills (reported as errors), `tty`/`stdin`, log timestamps.
 
