@@ -47,18 +47,18 @@ pub(crate) fn push_text(out: &mut Vec<u8>, time: u64, code: &str, text: &str) {
 pub(crate) fn push_json_string(out: &mut Vec<u8>, text: &str) {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
-    /// Whether any byte of `word` is zero.
-    fn has_zero(word: u64) -> bool {
-        word.wrapping_sub(ONES) & !word & HIGHS != 0
+    /// The high bit of each zero byte of `word`, and perhaps of bytes above the first one (a
+    /// borrow); the lowest bit set is always the first zero byte.
+    fn zeros(word: u64) -> u64 {
+        word.wrapping_sub(ONES) & !word & HIGHS
     }
-    /// Whether any byte of `word` needs escaping: below 0x20, `"` or `\`.
-    fn needs_escape(word: u64) -> bool {
+    /// The bytes of `word` that need escaping (below 0x20, `"` or `\`) as [`zeros`] marks
+    /// them: the lowest bit set is the first of them.
+    fn to_escape(word: u64) -> u64 {
         // Bytes below 0x20: subtracting 0x20 borrows into the high bit of bytes that were
         // below it, unless the byte already had its high bit set (non-ASCII, left as is).
-        let control = word.wrapping_sub(ONES * 0x20) & !word & HIGHS != 0;
-        control
-            || has_zero(word ^ (ONES * u64::from(b'"')))
-            || has_zero(word ^ (ONES * u64::from(b'\\')))
+        let control = word.wrapping_sub(ONES * 0x20) & !word & HIGHS;
+        control | zeros(word ^ (ONES * u64::from(b'"'))) | zeros(word ^ (ONES * u64::from(b'\\')))
     }
     let bytes = text.as_bytes();
     out.reserve(bytes.len() + 2);
@@ -68,10 +68,13 @@ pub(crate) fn push_json_string(out: &mut Vec<u8>, text: &str) {
     while i < bytes.len() {
         if let Some(chunk) = bytes.get(i..i + 8) {
             let word = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
-            if !needs_escape(word) {
+            let marked = to_escape(word);
+            if marked == 0 {
                 i += 8;
                 continue;
             }
+            // Straight to the first byte to escape (little-endian: the lowest bits).
+            i += (marked.trailing_zeros() / 8) as usize;
         }
         let b = bytes[i];
         let escape: &[u8] = match b {
