@@ -158,10 +158,21 @@ fn a_crash_looping_pod_on_an_image_without_a_shell_is_debugged_through_a_copy_on
             .parse::<u32>()
             .unwrap_or(0)
     };
+    // Restarted, and waiting out the back-off: between a restart and the status that says
+    // the new container ended too, the pod reads Running and the agent finds it stopped.
     eventually(
         Duration::from_secs(60),
-        "the pod to crash and restart",
-        || restarts() >= 1,
+        "the pod to crash, restart and back off",
+        || {
+            restarts() >= 1
+                && world
+                    .get(
+                        "crash",
+                        "{.status.containerStatuses[0].state.waiting.reason}",
+                    )
+                    .trim()
+                    == "CrashLoopBackOff"
+        },
     );
     let original = world.get("crash", "{.metadata.uid}");
 
