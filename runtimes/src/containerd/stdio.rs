@@ -112,7 +112,7 @@ impl Drop for StdinFifo {
 
 /// What the shim's FIFOs may hold: room for the shim to go on writing output while we pause,
 /// and for a whole input frame.
-const OUTPUT_FIFO_SIZE: usize = 1024 * 1024;
+const FIFO_SIZE: usize = 1024 * 1024;
 /// How long bulk output is left to pile up in its FIFO between reads.
 const BULK_PAUSE: Duration = Duration::from_micros(200);
 /// Output at this rate or more is bulk: 64 KiB a millisecond (64 MB/s).
@@ -121,10 +121,10 @@ const BULK_BYTES_PER_MS: usize = 64 * 1024;
 /// process back.
 const PAUSE_MIN_CAPACITY: usize = 512 * 1024;
 
-/// Makes `fifo` [`OUTPUT_FIFO_SIZE`] large if the kernel allows (`fs.pipe-max-size`, the
+/// Makes `fifo` [`FIFO_SIZE`] large if the kernel allows (`fs.pipe-max-size`, the
 /// user's pipe quota), and returns what it holds.
 fn enlarge(fifo: &impl std::os::fd::AsFd) -> usize {
-    let _ = rustix::pipe::fcntl_setpipe_size(fifo, OUTPUT_FIFO_SIZE);
+    let _ = rustix::pipe::fcntl_setpipe_size(fifo, FIFO_SIZE);
     rustix::pipe::fcntl_getpipe_size(fifo).unwrap_or(0)
 }
 
@@ -138,8 +138,9 @@ fn enlarge(fifo: &impl std::os::fd::AsFd) -> usize {
 /// whole milliseconds, in which 1 MiB fills at 1 GB/s), and read what piled up in a few large
 /// reads. The FIFO is made large (1 MiB) at the first bulk output, not before: its room
 /// counts against the user's pipe quota (`fs.pipe-user-pages-soft`), past which the kernel
-/// gives that user's new pipes a fraction of their default room. Output slower than [`BULK_BYTES_PER_MS`] (a terminal, a log) is read as soon as it
-/// comes: the pause never delays interactive output.
+/// gives that user's new pipes a fraction of their default room. Output slower than
+/// [`BULK_BYTES_PER_MS`] (a terminal, a log) is read as soon as it comes: the pause never
+/// delays interactive output.
 struct OutputFifo {
     state: FifoState,
     /// What the FIFO holds once made large for bulk output (0 before); no pauses if it
@@ -499,7 +500,7 @@ mod tests {
         fifo.read_exact(&mut got).await.unwrap();
         look_after(&mut fifo, 1).await;
         assert_eq!(fifo.pauses, 1, "bulk output pauses");
-        assert_eq!(fifo.capacity, OUTPUT_FIFO_SIZE, "the FIFO is made large");
+        assert_eq!(fifo.capacity, FIFO_SIZE, "the FIFO is made large");
         assert!(matches!(fifo.state, FifoState::Paused(_)));
         // ...what comes meanwhile waits in the FIFO, and is read after the pause.
         shim.write_all(&pattern(64 * 1024, 300 * 1024)).unwrap();
