@@ -11,6 +11,8 @@ fn main() {
     println!("cargo:rerun-if-changed=init/target_root.rs");
     println!("cargo:rerun-if-changed=init/archive.rs");
     println!("cargo:rerun-if-changed=init/copy.rs");
+    println!("cargo:rerun-if-changed=init/spawn_request.rs");
+    println!("cargo:rerun-if-changed=init/spawner.rs");
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
     let target = std::env::var("TARGET").expect("cargo sets TARGET");

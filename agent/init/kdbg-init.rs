@@ -8,6 +8,8 @@
 //!
 //! - `kdbg-init hold`: the container's main process. It holds the container (and so its
 //!   filesystem and namespaces) between sessions, and exits on SIGTERM, SIGINT or SIGHUP.
+//!   When the agent mounted a spawner directory, it also starts sessions' processes (`run`
+//!   below) on the agent's request, in place of the runtime's exec: see spawner.rs.
 //! - `kdbg-init run --session ID --grace SECS [--chroot] -- COMMAND...`: one session's process.
 //!   It points `/target` (a symlink in the debug container's own filesystem) at the target's
 //!   root, `/proc/<pid>/root` of the target's main process (`KDBG_TARGET_PID`, which the agent
@@ -37,6 +39,8 @@
 
 mod archive;
 mod copy;
+mod spawn_request;
+mod spawner;
 mod target_root;
 
 use std::ffi::{CString, c_char, c_int};
@@ -182,14 +186,24 @@ fn send(pid: c_int, signal: c_int) {
 }
 
 fn hold() -> ExitCode {
+    // Blocked before the spawner's threads start, so they inherit it and the signals queue
+    // for the wait below.
     let set = block_signals();
+    let spawning = spawner::serve();
     loop {
         match wait_signal(&set, Duration::from_secs(3600)) {
-            Some(SIGTERM | SIGINT | SIGHUP) => return ExitCode::SUCCESS,
-            // Nothing should be our child, but a zombie is never left.
-            _ => {
+            Some(SIGTERM | SIGINT | SIGHUP) => {
+                if spawning {
+                    let _ = std::fs::remove_file(spawn_request::SPAWN_SOCKET);
+                }
+                return ExitCode::SUCCESS;
+            }
+            // The spawner's threads reap its children; nothing else is ours, but a zombie is
+            // never left.
+            _ if !spawning => {
                 reap(0);
             }
+            _ => {}
         }
     }
 }

@@ -76,6 +76,11 @@ fn install_as(dir: &Path, name: &str) -> Result<PathBuf, InstallError> {
 #[path = "../init/target_root.rs"]
 mod target_root;
 
+/// `kdbg-init`'s pure part: what its spawner reads.
+#[cfg(test)]
+#[path = "../init/spawn_request.rs"]
+mod spawn_request;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,6 +114,75 @@ mod tests {
                 profile.capabilities().contains(&"SYS_PTRACE"),
                 "{profile}"
             );
+        }
+    }
+
+    #[test]
+    fn the_spawner_reads_what_the_runtimes_ask() {
+        use kdbg_runtimes::ProcessSpec;
+        use spawn_request::{MAX_REQUEST, Request, SPAWN_DIR, SPAWN_SOCKET, decode};
+        assert_eq!(SPAWN_DIR, kdbg_runtimes::init::SPAWN_DIR);
+        assert_eq!(
+            SPAWN_SOCKET,
+            format!("{SPAWN_DIR}/{}", kdbg_runtimes::init::SPAWN_SOCKET)
+        );
+        let mut process = ProcessSpec {
+            session: "s1".into(),
+            command: vec!["sh".into(), "-c".into(), String::new(), "x=1".into()],
+            tty: false,
+            stdin: true,
+            stdout: true,
+            stderr: true,
+            grace: std::time::Duration::from_secs(3),
+            target_pid: Some(42),
+            chroot: false,
+        };
+        let read = |process: &ProcessSpec| {
+            let request = kdbg_runtimes::init::spawn_request(process);
+            let len = u32::from_le_bytes(request[..4].try_into().unwrap()) as usize;
+            assert_eq!(len, request.len() - 4);
+            assert!(len < MAX_REQUEST);
+            decode(&request[4..]).unwrap()
+        };
+        // Empty arguments and arguments with '=' stay arguments.
+        assert_eq!(
+            read(&process),
+            Request {
+                tty: false,
+                streams: [true, true, true],
+                args: kdbg_runtimes::init::run_args(&process),
+                env: vec!["KDBG_TARGET_PID=42".into()],
+            }
+        );
+        assert_eq!(read(&process).descriptors(), 3);
+        process.tty = true;
+        process.target_pid = None;
+        let terminal = read(&process);
+        assert!(terminal.tty);
+        assert_eq!(
+            terminal.descriptors(),
+            0,
+            "a terminal is the spawner's to open"
+        );
+        assert_eq!(terminal.env, ["TERM=xterm"]);
+        process.tty = false;
+        process.stdin = false;
+        process.stderr = false;
+        assert_eq!(read(&process).streams, [false, true, false]);
+        assert_eq!(read(&process).descriptors(), 1);
+        process.stdout = false;
+        assert_eq!(read(&process).descriptors(), 0);
+        // What is not a request is refused, saying why.
+        for (bad, why) in [
+            ("2|-|1|sh|", "version"),
+            ("1|x|1|sh|", "streams"),
+            ("1|-|3|sh|", "fewer"),
+            ("1|-|1|sh|NOEQUALS|", "'='"),
+            ("1|-|1|sh", "NUL"),
+            ("1|-|0|", "none"),
+        ] {
+            let error = decode(bad.replace('|', "\0").as_bytes()).unwrap_err();
+            assert!(error.contains(why), "{error}");
         }
     }
 

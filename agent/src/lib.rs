@@ -141,8 +141,15 @@ async fn connect_one(
     kind: config::RuntimeKindConfig,
     endpoint: &str,
 ) -> Result<AnyRuntime, kdbg_runtimes::Error> {
+    let fifo_dir = config
+        .fifo_dir
+        .clone()
+        .unwrap_or_else(|| std::path::PathBuf::from(kdbg_runtimes::containerd::DEFAULT_FIFO_DIR));
     if kind == config::RuntimeKindConfig::Docker {
-        let docker = DockerRuntime::connect(endpoint).await?;
+        let mut docker = DockerRuntime::connect(endpoint).await?;
+        if config.spawner {
+            docker = docker.with_spawner(&fifo_dir.join("spawn"));
+        }
         let docker = match config.engine_containerd.as_deref() {
             Some("off") => {
                 tracing::info!(
@@ -150,12 +157,7 @@ async fn connect_one(
                 );
                 docker
             }
-            socket => {
-                let fifo_dir = config.fifo_dir.clone().unwrap_or_else(|| {
-                    std::path::PathBuf::from(kdbg_runtimes::containerd::DEFAULT_FIFO_DIR)
-                });
-                docker.through_containerd(socket, &fifo_dir).await
-            }
+            socket => docker.through_containerd(socket, &fifo_dir).await,
         };
         return Ok(AnyRuntime::Docker(docker));
     }
@@ -166,9 +168,8 @@ async fn connect_one(
     if let Some(snapshotter) = &config.snapshotter {
         options.snapshotter.clone_from(snapshotter);
     }
-    if let Some(dir) = &config.fifo_dir {
-        options.fifo_dir.clone_from(dir);
-    }
+    options.fifo_dir = fifo_dir;
+    options.spawner = config.spawner;
     options
         .insecure_registries
         .clone_from(&config.insecure_registries);

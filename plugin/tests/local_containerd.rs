@@ -612,3 +612,41 @@ fn a_retained_container_outlives_a_client_that_vanished_without_its_process() {
     let _ = ctr(DEBUG_NAMESPACE, &["tasks", "delete", &id]);
     let _ = ctr(DEBUG_NAMESPACE, &["containers", "delete", &id]);
 }
+
+#[test]
+fn sessions_are_started_by_the_containers_init_else_execd() {
+    let target = CtdTarget::start("exec sleep 3600");
+    // The container's own kdbg-init starts the session (no `runc exec`); this one removes its
+    // socket, so the container is then like one made without a spawner.
+    let first = support::session_starter(true);
+    let out = run(
+        &mut local(
+            &target,
+            &ctd_image(),
+            &["--retain", "--", "sh", "-c", &first],
+        ),
+        b"",
+    );
+    support::assert_started_by(&out, true);
+    let kept = target.leftovers();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    // No spawner answers: containerd's exec, and the session works as ever.
+    let again = support::session_starter(false);
+    let mut attach = plugin();
+    attach.args([
+        "local",
+        "attach",
+        &target.reference(),
+        &kept[0],
+        "--runtime-endpoint",
+        &containerd_socket(),
+        "--",
+        "sh",
+        "-c",
+        &again,
+    ]);
+    support::assert_started_by(&run(&mut attach, b""), false);
+    support::kill_task(DEBUG_NAMESPACE, &kept[0]);
+    let _ = ctr(DEBUG_NAMESPACE, &["tasks", "delete", &kept[0]]);
+    let _ = ctr(DEBUG_NAMESPACE, &["containers", "delete", &kept[0]]);
+}

@@ -559,3 +559,36 @@ fn a_container_labelled_like_ours_is_not_taken_for_a_debug_container() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(!listed.contains(&name), "{listed}");
 }
+
+#[test]
+fn sessions_are_started_by_the_containers_init_else_execd() {
+    let target = Target::start("exec sleep 3600");
+    // The container's own kdbg-init starts the session (no exec through the runtime); this
+    // one removes its socket, so the container is then like one made without a spawner.
+    let first = support::session_starter(true);
+    let out = run(
+        &mut local(&target, &["--retain", "--", "sh", "-c", &first]),
+        b"",
+    );
+    support::assert_started_by(&out, true);
+    let kept = target.leftovers();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    // No spawner answers: the runtime's exec, and the session works as ever.
+    let name = text(&docker(&["inspect", "-f", "{{.Name}}", &kept[0]]).stdout);
+    let again = support::session_starter(false);
+    let out = run(
+        plugin().args([
+            "local",
+            "attach",
+            &target.reference(),
+            name.trim().trim_start_matches('/'),
+            "--",
+            "sh",
+            "-c",
+            &again,
+        ]),
+        b"",
+    );
+    support::assert_started_by(&out, false);
+    docker(&["rm", "-f", &kept[0]]);
+}

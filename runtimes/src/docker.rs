@@ -64,6 +64,15 @@ pub struct DockerRuntime {
     /// The engine's own containerd (namespace `moby`), when reachable: sessions' processes
     /// are started there, with FIFOs of ours, so their bytes do not cross dockerd.
     direct: Option<Arc<ContainerdRuntime>>,
+    /// Where on the node the debug containers' spawner directories are made (one per
+    /// container, by name), when sessions are started by the containers' own `kdbg-init`
+    /// (see [`crate::spawn`]); `None`: exec'd.
+    spawn_root: Option<std::path::PathBuf>,
+    /// Sessions started by their containers' spawners.
+    spawner: crate::spawn::Spawner,
+    /// The spawner directory of each container seen, by the ID or name it was asked by
+    /// (`None`: it has none).
+    spawn_dirs: Arc<Mutex<HashMap<String, Option<std::path::PathBuf>>>>,
 }
 
 /// The containerd namespace Docker keeps its containers in.
@@ -139,7 +148,39 @@ impl DockerRuntime {
             socket: path.to_owned(),
             execs: Execs::default(),
             direct: None,
+            spawn_root: None,
+            spawner: crate::spawn::Spawner::default(),
+            spawn_dirs: Arc::default(),
         })
+    }
+
+    /// The same engine, its debug containers made with a spawner directory under `root`
+    /// (which the node must see at the same path), so that sessions' processes are started by
+    /// the containers' own `kdbg-init` ([`crate::spawn`]) rather than exec'd.
+    pub fn with_spawner(mut self, root: &std::path::Path) -> DockerRuntime {
+        self.spawn_root = Some(root.to_owned());
+        self
+    }
+
+    /// The spawner directory of container `id` on the node, if it has one: the source of its
+    /// mount at [`init::SPAWN_DIR`], under [`DockerRuntime::spawn_root`].
+    async fn spawn_dir(&self, id: &str) -> Option<std::path::PathBuf> {
+        let root = self.spawn_root.as_ref()?;
+        if let Some(known) = lock(&self.spawn_dirs).get(id) {
+            return known.clone();
+        }
+        let info = self.docker.inspect_container(id, None).await.ok()?;
+        let dir = info
+            .mounts
+            .unwrap_or_default()
+            .into_iter()
+            .find(|m| m.destination.as_deref() == Some(init::SPAWN_DIR))
+            .and_then(|m| m.source)
+            .map(std::path::PathBuf::from)
+            // Only ever one of ours.
+            .filter(|source| source.parent() == Some(root.as_path()));
+        lock(&self.spawn_dirs).insert(id.to_owned(), dir.clone());
+        dir
     }
 
     /// The same engine, its sessions' processes started through its own containerd
@@ -384,6 +425,17 @@ impl Runtime for DockerRuntime {
 
     async fn create(&self, spec: &DebugSpec) -> Result<Created, Error> {
         let mut binds = vec![format!("{}:{}:ro", spec.init.display(), init::PATH)];
+        let spawn_dir = self.spawn_root.as_ref().map(|root| root.join(&spec.name));
+        if let Some(dir) = &spawn_dir {
+            // Made afresh: a directory of this name is a removed container's.
+            let _ = std::fs::remove_dir_all(dir);
+            crate::spawn::make_dir(dir).map_err(|e| Error::Call {
+                operation: "making the spawner directory of debug container",
+                object: format!("{} in {}", spec.name, dir.display()),
+                source: Box::new(e),
+            })?;
+            binds.push(format!("{}:{}:rw", dir.display(), init::SPAWN_DIR));
+        }
         let mut warnings = Vec::new();
         let (join, ipc, uts) = match &spec.target {
             // The node's own namespaces, and its root filesystem read-write at /host, as
@@ -474,6 +526,9 @@ impl Runtime for DockerRuntime {
                 _ => call("creating debug container for", spec.target.to_string())(e),
             })?;
         warnings.extend(created.warnings);
+        if spawn_dir.is_some() {
+            lock(&self.spawn_dirs).insert(created.id.clone(), spawn_dir);
+        }
         Ok(Created {
             id: created.id,
             warnings,
@@ -492,6 +547,11 @@ impl Runtime for DockerRuntime {
     }
 
     async fn exec(&self, id: &str, process: &ProcessSpec) -> Result<Process, Error> {
+        if let Some(dir) = self.spawn_dir(id).await
+            && let Some(spawned) = self.spawner.spawn(&dir, id, process).await
+        {
+            return Ok(spawned);
+        }
         if let Some(direct) = &self.direct {
             let full = self.full_id(id).await?;
             return direct.exec_process(&full, process).await;
@@ -548,6 +608,13 @@ impl Runtime for DockerRuntime {
     }
 
     async fn resize(&self, id: &str, exec: &str, size: TerminalSize) -> Result<(), Error> {
+        if let Some(resized) = self.spawner.resize(exec, size) {
+            return resized.map_err(|e| Error::Call {
+                operation: "resizing the terminal of debug container",
+                object: id.to_owned(),
+                source: Box::new(e),
+            });
+        }
         if let Some(direct) = &self.direct {
             return direct
                 .resize_process(&self.full_id(id).await?, exec, size)
@@ -564,6 +631,9 @@ impl Runtime for DockerRuntime {
     }
 
     async fn wait(&self, id: &str, exec: &str) -> Result<i64, Error> {
+        if let Some(code) = self.spawner.wait(exec).await {
+            return Ok(code);
+        }
         if let Some(direct) = &self.direct {
             return direct.wait_process(&self.full_id(id).await?, exec).await;
         }
@@ -619,6 +689,9 @@ impl Runtime for DockerRuntime {
     }
 
     async fn signal(&self, id: &str, session: &str, signal: i32) -> Result<(), Error> {
+        if self.spawner.signal(session, signal) {
+            return Ok(());
+        }
         if let Some(direct) = &self.direct {
             return match self.full_id(id).await {
                 Ok(full) => direct.signal_process(&full, session, signal).await,
@@ -698,8 +771,16 @@ impl Runtime for DockerRuntime {
     }
 
     async fn remove(&self, id: &str) -> Result<(), Error> {
+        let spawn_dir = self.spawn_dir(id).await;
         let options = RemoveContainerOptionsBuilder::new().force(true).build();
-        match self.docker.remove_container(id, Some(options)).await {
+        let removed = self.docker.remove_container(id, Some(options)).await;
+        if removed.is_ok() || removed.as_ref().is_err_and(is_not_found) {
+            lock(&self.spawn_dirs).remove(id);
+            if let Some(dir) = spawn_dir {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
+        match removed {
             Ok(()) => Ok(()),
             Err(e) if is_not_found(&e) => Ok(()),
             // Already being removed by an earlier call.
@@ -788,9 +869,8 @@ impl Runtime for DockerRuntime {
     }
 }
 
-fn lock(execs: &Execs) -> std::sync::MutexGuard<'_, HashMap<String, Ended>> {
-    execs
-        .lock()
+fn lock<T>(map: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    map.lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 

@@ -73,6 +73,48 @@ pub fn nspid(status: &str) -> Option<Vec<u32>> {
     pids.filter(|p| !p.is_empty())
 }
 
+/// Where the agent mounts each debug container's spawner directory: `kdbg-init hold` listens
+/// on [`SPAWN_SOCKET`] in it and starts sessions' processes (see `agent/init/spawner.rs`).
+pub const SPAWN_DIR: &str = "/.kubectl-debug/spawn";
+
+/// The spawner's socket, in [`SPAWN_DIR`].
+pub const SPAWN_SOCKET: &str = "sock";
+
+/// The request that has `kdbg-init hold`'s spawner start `process` ([`run_args`] with
+/// [`run_env`], and `TERM` for a terminal), length first: see `agent/init/spawn_request.rs`.
+/// Without a terminal, the attached streams' descriptors go with it, stdin, stdout, stderr.
+pub fn spawn_request(process: &ProcessSpec) -> Vec<u8> {
+    let streams: String = [
+        (process.tty, 't'),
+        (process.stdin, 'i'),
+        (process.stdout || process.tty, 'o'),
+        (process.stderr && !process.tty, 'e'),
+    ]
+    .iter()
+    .filter(|(on, _)| *on)
+    .map(|(_, c)| *c)
+    .collect();
+    let args = run_args(process);
+    let mut env = run_env(process);
+    if process.tty {
+        env.push("TERM=xterm".into());
+    }
+    let mut payload = Vec::new();
+    let streams = if streams.is_empty() {
+        "-".into()
+    } else {
+        streams
+    };
+    let fields = ["1".to_owned(), streams, args.len().to_string()];
+    for field in fields.iter().chain(&args).chain(&env) {
+        payload.extend_from_slice(field.as_bytes());
+        payload.push(0);
+    }
+    let mut request = (payload.len() as u32).to_le_bytes().to_vec();
+    request.extend_from_slice(&payload);
+    request
+}
+
 /// Sends `signal` to session `session`'s process.
 pub fn signal_args(session: &str, signal: i32) -> Vec<String> {
     vec![

@@ -27,6 +27,7 @@ pub mod init;
 pub mod keyring;
 pub mod label;
 pub mod seccomp;
+mod spawn;
 
 pub use containerd::ContainerdRuntime;
 pub use containerd::registry::RegistryError;

@@ -130,3 +130,40 @@ pub fn syscall_probe() -> Vec<u8> {
         })
         .clone()
 }
+
+/// A session's command that says what started its `kdbg-init run` (its parent's parent):
+/// `started-by=/.kubectl-debug/init hold` for the container's spawner, `started-by=` with
+/// parent 0 for the runtime's exec (its parent is outside the pid namespace). With `--rm`, it
+/// also removes the spawner's socket first, as a container made without a spawner has none.
+pub fn session_starter(remove_socket: bool) -> String {
+    format!(
+        "{}p=$(grep PPid /proc/$PPID/status | cut -f2); \
+         echo \"started-by=$(cat /proc/$p/cmdline 2>/dev/null | tr '\\0' ' ') parent=$p\"",
+        if remove_socket {
+            "rm /.kubectl-debug/spawn/sock && "
+        } else {
+            ""
+        }
+    )
+}
+
+/// Asserts that `out` (of a session running [`session_starter`]) was started by the
+/// container's spawner (`spawned`) or by the runtime's exec.
+pub fn assert_started_by(out: &Output, spawned: bool) {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("started-by="))
+        .unwrap_or_default();
+    if spawned {
+        assert!(line.contains("/.kubectl-debug/init hold"), "{stdout}");
+    } else {
+        assert!(line.ends_with(" parent=0"), "exec'd: {stdout}");
+    }
+}

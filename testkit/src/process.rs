@@ -502,27 +502,32 @@ pub(crate) fn ready_address(log: &str) -> Option<(String, u16)> {
 
 /// The `runtime:` lines of an agent on the test Docker engine.
 pub(crate) fn docker_runtime() -> String {
-    // Sessions through the engine's own containerd, as deployed; KDBG_DOCKER_EXEC=dockerd
-    // runs them through dockerd's exec instead (the fallback).
-    let engine = if std::env::var("KDBG_DOCKER_EXEC").is_ok_and(|v| v == "dockerd") {
+    // Sessions started by the containers' spawners, with the engine's own containerd behind,
+    // as deployed. KDBG_DOCKER_EXEC=containerd execs them through the engine's containerd,
+    // KDBG_DOCKER_EXEC=dockerd through dockerd's exec (the fallbacks).
+    let exec = std::env::var("KDBG_DOCKER_EXEC").unwrap_or_default();
+    let engine = if exec == "dockerd" {
         "off".to_owned()
     } else {
         world_variable("KDBG_DOCKER_CONTAINERD")
     };
     format!(
-        "  kind: docker\n  endpoint: \"{}\"\n  engineContainerd: \"{engine}\"\n  fifoDir: \"{}\"\n",
+        "  kind: docker\n  endpoint: \"{}\"\n  engineContainerd: \"{engine}\"\n  fifoDir: \"{}\"\n  spawner: {}\n",
         docker_host(),
-        std::env::temp_dir().join("kdbg-docker-fifo").display()
+        std::env::temp_dir().join("kdbg-docker-fifo").display(),
+        exec.is_empty()
     )
 }
 
-/// The `runtime:` lines of an agent on the test containerd.
+/// The `runtime:` lines of an agent on the test containerd: sessions started by the
+/// containers' spawners, as deployed, or exec'd with KDBG_CONTAINERD_EXEC=runc (the fallback).
 pub(crate) fn containerd_runtime(fifo_dir: &std::path::Path, extra: &str) -> String {
     format!(
-        "  kind: containerd\n  endpoint: \"unix://{}\"\n  insecureRegistries: [\"{}\", \"{}\"]\n  fifoDir: \"{}\"\n{extra}",
+        "  kind: containerd\n  endpoint: \"unix://{}\"\n  insecureRegistries: [\"{}\", \"{}\"]\n  fifoDir: \"{}\"\n  spawner: {}\n{extra}",
         containerd_socket(),
         registry(),
         auth_registry(),
-        fifo_dir.display()
+        fifo_dir.display(),
+        std::env::var("KDBG_CONTAINERD_EXEC").is_err()
     )
 }

@@ -185,6 +185,12 @@ pub struct RuntimeConfig {
     /// exec (said once in the log).
     #[serde(default)]
     pub engine_containerd: Option<String>,
+    /// Sessions' processes are started by each debug container's own `kdbg-init` (its
+    /// spawner, in `fifoDir`), with no `runc exec` and no copy by the runtime between them and
+    /// the agent; `false`: exec'd through the runtime, as containers without a spawner
+    /// (made by older agents) always are.
+    #[serde(default = "default_spawner")]
+    pub spawner: bool,
     /// Where the agent puts `kdbg-init`, which every debug container runs (bind-mounted from
     /// here); the node must see the same path.
     #[serde(default = "default_init_dir")]
@@ -210,6 +216,7 @@ impl RuntimeConfig {
             mirrors: Default::default(),
             fifo_dir: None,
             engine_containerd: None,
+            spawner: true,
             init_dir: default_init_dir(),
             credentials: Auths::default(),
         }
@@ -222,6 +229,10 @@ impl RuntimeConfig {
         }
         Ok(())
     }
+}
+
+fn default_spawner() -> bool {
+    true
 }
 
 /// Where `kdbg-init` goes unless `runtime.initDir` says otherwise.

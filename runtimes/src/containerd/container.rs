@@ -26,7 +26,7 @@ use super::{
     ContainerdRuntime, DEBUG_NAMESPACE, RUNC_SHIM, StatusMessage, call, gone_ok, name_taken,
     not_found_or, runtime_spec, target_files,
 };
-use crate::{DebugSpec, Error, Target, label};
+use crate::{DebugSpec, Error, Target, init, label};
 
 impl ContainerdRuntime {
     /// Prepares the container's snapshot and creates the container, under `lease`; returns
@@ -80,6 +80,11 @@ impl ContainerdRuntime {
         made.map(|()| pid)
     }
 
+    /// Where the spawner of container `id` listens, on the node (see [`crate::spawn`]).
+    pub(super) fn spawn_dir(&self, id: &str) -> std::path::PathBuf {
+        self.options.fifo_dir.join(id).join("spawn")
+    }
+
     /// The container's directory (FIFOs, copied files) and the container itself, once its
     /// snapshot is prepared.
     pub(super) async fn make_container(
@@ -105,6 +110,21 @@ impl ContainerdRuntime {
                 object: format!("{id} in {}", dir.display()),
                 source: Box::new(e),
             })?;
+        if self.options.spawner {
+            let spawn_dir = self.spawn_dir(id);
+            crate::spawn::make_dir(&spawn_dir).map_err(|e| Error::Call {
+                operation: "making the spawner directory of debug container",
+                object: format!("{id} in {}", spawn_dir.display()),
+                source: Box::new(e),
+            })?;
+            if let Some(mounts) = runtime_spec["mounts"].as_array_mut() {
+                mounts.push(serde_json::json!({
+                    "destination": init::SPAWN_DIR, "type": "bind",
+                    "source": spawn_dir.display().to_string(),
+                    "options": ["rbind", "rw", "nosuid", "nodev", "noexec"]
+                }));
+            }
+        }
         // Copies of the target's name-resolution files, so names resolve as it resolves them
         // (copied again whenever the container starts, see `start_holder`).
         if let Some(mounts) = runtime_spec["mounts"].as_array_mut() {
@@ -199,6 +219,19 @@ impl ContainerdRuntime {
                 source: Box::new(e),
             })?;
         target_files::copy_name_resolution(pid, &dir);
+        // The node may have restarted since (the directory is on a tmpfs): the spawner's
+        // directory, which a bind mount needs, again.
+        let spawner_mounted = spec["mounts"]
+            .as_array()
+            .is_some_and(|m| m.iter().any(|m| m["destination"] == init::SPAWN_DIR));
+        if spawner_mounted {
+            let spawn_dir = self.spawn_dir(id);
+            crate::spawn::make_dir(&spawn_dir).map_err(|e| Error::Call {
+                operation: "making the spawner directory of debug container",
+                object: format!("{id} in {}", spawn_dir.display()),
+                source: Box::new(e),
+            })?;
+        }
         if runtime_spec::joined_pid(&spec) != Some(pid) {
             runtime_spec::join(&mut spec, pid);
             let mut updated = container.clone();

@@ -21,7 +21,7 @@ mod oci_image;
 mod process;
 pub mod registry;
 pub mod runtime_spec;
-mod stdio;
+pub(crate) mod stdio;
 mod target_files;
 mod target_image;
 mod task;
@@ -86,6 +86,10 @@ pub struct ContainerdOptions {
     pub debug_namespace: String,
     /// The node's registry host configuration (mirrors) and the agent's own.
     pub hosts: hosts::HostsSources,
+    /// Sessions' processes are started by each debug container's own `kdbg-init hold`
+    /// (its spawner, in `<fifo_dir>/<container>/spawn`) rather than exec'd: see
+    /// [`crate::spawn`]. Off: every session is exec'd through containerd.
+    pub spawner: bool,
 }
 
 impl ContainerdOptions {
@@ -99,6 +103,7 @@ impl ContainerdOptions {
             auths: Auths::default(),
             fifo_dir: PathBuf::from(DEFAULT_FIFO_DIR),
             debug_namespace: DEBUG_NAMESPACE.to_owned(),
+            spawner: true,
             // Where containerd's own client looks, and k3s's file: read if they exist.
             hosts: hosts::HostsSources {
                 config_path: Some(PathBuf::from(hosts::DEFAULT_CONFIG_PATH)),
@@ -134,6 +139,8 @@ pub struct ContainerdRuntime {
     outputs: process::Outputs,
     /// Started processes' exits, awaited from before they started.
     exits: process::Exits,
+    /// Sessions started by their containers' spawners.
+    spawner: crate::spawn::Spawner,
 }
 
 /// Maps a gRPC error to ours, naming the operation and the object.
@@ -252,6 +259,7 @@ impl ContainerdRuntime {
             pulls: Arc::default(),
             outputs: process::Outputs::default(),
             exits: process::Exits::default(),
+            spawner: crate::spawn::Spawner::default(),
         })
     }
 
@@ -358,18 +366,36 @@ impl Runtime for ContainerdRuntime {
     }
 
     async fn exec(&self, id: &str, process: &ProcessSpec) -> Result<Process, Error> {
+        if self.options.spawner
+            && let Some(spawned) = self.spawner.spawn(&self.spawn_dir(id), id, process).await
+        {
+            return Ok(spawned);
+        }
         self.exec_process(id, process).await
     }
 
     async fn resize(&self, id: &str, exec: &str, size: TerminalSize) -> Result<(), Error> {
+        if let Some(resized) = self.spawner.resize(exec, size) {
+            return resized.map_err(|e| Error::Call {
+                operation: "resizing the terminal of debug container",
+                object: id.to_owned(),
+                source: Box::new(e),
+            });
+        }
         self.resize_process(id, exec, size).await
     }
 
     async fn wait(&self, id: &str, exec: &str) -> Result<i64, Error> {
+        if let Some(code) = self.spawner.wait(exec).await {
+            return Ok(code);
+        }
         self.wait_process(id, exec).await
     }
 
     async fn signal(&self, id: &str, session: &str, signal: i32) -> Result<(), Error> {
+        if self.spawner.signal(session, signal) {
+            return Ok(());
+        }
         // A session's exec ID is its ID.
         self.signal_process(id, session, signal).await
     }

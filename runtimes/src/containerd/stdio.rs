@@ -294,6 +294,22 @@ impl AsyncRead for OutputFifo {
     }
 }
 
+/// Our end of a pipe into a process's stdin (see [`crate::spawn`]): made large at the first
+/// input that does not fit, as the stdin FIFO is; dropping it is the process's end of input.
+pub(crate) fn stdin_pipe(pipe: Sender) -> kdbg_relay::session::BoxWrite {
+    Box::pin(StdinFifo {
+        pipe: Some(pipe),
+        close: None,
+        enlarged: false,
+    })
+}
+
+/// Our end of a pipe a process writes its output into (see [`crate::spawn`]), read as an
+/// output FIFO is.
+pub(crate) fn output_pipe(pipe: Receiver) -> kdbg_relay::session::BoxRead {
+    Box::pin(OutputFifo::new(pipe))
+}
+
 /// FIFOs made and opened for one container.
 pub(super) struct Fifos {
     paths: Paths,
