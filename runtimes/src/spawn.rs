@@ -90,7 +90,7 @@ impl Spawner {
             tokio::task::spawn_blocking(move || ask(&socket, &request, tty, streams)).await;
         let answer = match answered {
             Ok(Ok(answer)) => answer,
-            Ok(Err(e)) if e.kind() == io::ErrorKind::NotFound => return None,
+            Ok(Err(e)) if e.kind() == io::ErrorKind::NotFound && !dir.is_dir() => return None,
             Ok(Err(e)) => {
                 tracing::info!(container, error = %e, "the container's spawner does not answer: its session is exec'd by the runtime");
                 return None;
@@ -243,12 +243,8 @@ fn connect(socket: &Path) -> io::Result<UnixStream> {
             {
                 std::thread::sleep(Duration::from_millis(2));
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(io::Error::new(
-                    e.kind(),
-                    format!("{}: no spawner", socket.display()),
-                ));
-            }
+            // A container made without a spawner: said nowhere, it is the usual fallback.
+            Err(e) if !socket.parent().is_some_and(Path::is_dir) => return Err(e),
             Err(e) => {
                 return Err(io::Error::new(
                     e.kind(),
