@@ -48,6 +48,18 @@ struct Grant {
     name: String,
 }
 
+impl Grant {
+    /// Whether it lets `user` do `verb` on `resource` of `namespace`'s `name`; `*` for a verb
+    /// or resource is any, as in RBAC (`cluster-admin`'s rule).
+    fn allows(&self, user: &str, verb: &str, resource: &str, namespace: &str, name: &str) -> bool {
+        self.user == user
+            && (self.verb == "*" || self.verb == verb)
+            && (self.resource == "*" || self.resource == resource)
+            && (self.namespace.is_empty() || self.namespace == namespace)
+            && (self.name.is_empty() || self.name == name)
+    }
+}
+
 /// The table, shared with the server's thread.
 pub type Shared = Arc<Mutex<Table>>;
 
@@ -171,13 +183,10 @@ pub async fn review(req: Request<hyper::body::Incoming>, table: Shared) -> Respo
     let namespace = attrs.namespace.clone().unwrap_or_default();
     let name = attrs.name.clone().unwrap_or_default();
     let verb = attrs.verb.clone().unwrap_or_default();
-    let allowed = table.grants.iter().any(|g| {
-        g.user == user
-            && g.verb == verb
-            && g.resource == resource
-            && (g.namespace.is_empty() || g.namespace == namespace)
-            && (g.name.is_empty() || g.name == name)
-    });
+    let allowed = table
+        .grants
+        .iter()
+        .any(|g| g.allows(&user, &verb, &resource, &namespace, &name));
     review.status = Some(SubjectAccessReviewStatus {
         allowed,
         reason: Some(if allowed {
@@ -217,13 +226,10 @@ pub(crate) fn authorize(
             &Status::http_error(401, "Unauthorized", "Unauthorized"),
         ));
     }
-    let allowed = table.grants.iter().any(|g| {
-        g.user == known.user
-            && g.verb == verb
-            && g.resource == resource
-            && (g.namespace.is_empty() || g.namespace == namespace)
-            && (g.name.is_empty() || g.name == name)
-    });
+    let allowed = table
+        .grants
+        .iter()
+        .any(|g| g.allows(&known.user, verb, resource, namespace, name));
     if allowed {
         return None;
     }

@@ -112,11 +112,12 @@ pub fn section(out: &mut String, figures: &Path) {
     };
     writeln!(
         out,
-        "\nWhat the exec streams cost. A copy's bytes cross a session's streams: on Docker the \
-         session's process is started through the engine's containerd, so they cross \
-         containerd's shim and FIFOs the agent reads, not dockerd (issue 25; dockerd only when \
-         the engine's containerd is out of reach); `docker exec` crosses dockerd as well, and \
-         `docker cp` crosses none of them. The engine's own exec carrying the same {mib:.0} MiB, with \
+        "\nWhat the exec streams cost. A copy's bytes cross a session's streams: the session's \
+         process is started by the debug container's own `kdbg-init` and reads and writes the \
+         agent's own pipes, so they cross neither containerd's shim nor dockerd (both only when \
+         the session is exec'd by the runtime: `runtime.spawner: false`, or a container made \
+         without a spawner); `docker exec` crosses both, and `docker cp` none of them. The \
+         engine's own exec carrying the same {mib:.0} MiB, with \
          no debug container, agent, relay or archive (`docker exec -i TARGET sh -c 'cat > \
          FILE' < FILE`, and `docker exec TARGET cat FILE > FILE`), takes {exec_up:.0} ms into \
          the pod and {exec_down:.0} ms from it, against `docker cp`'s {docker_up:.0} ms and \
