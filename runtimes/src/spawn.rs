@@ -28,7 +28,7 @@ use rustix::net::{
 };
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, watch};
 
 use crate::containerd::stdio;
 use crate::{Process, ProcessSpec, Stdio, init};
@@ -51,8 +51,9 @@ struct Spawned {
     terminal: Option<Arc<AsyncFd<OwnedFd>>>,
     /// Signals for the process.
     signals: mpsc::UnboundedSender<i32>,
-    /// Its exit code, once.
-    exit: Option<oneshot::Receiver<i64>>,
+    /// Its exit code, once it ended: every wait sees it (a wait given up, at the agent's
+    /// shutdown, is followed by another).
+    exit: watch::Receiver<Option<i64>>,
 }
 
 /// Our ends of a spawned process's stdio.
@@ -145,7 +146,7 @@ impl Spawner {
             }
         }
         let (signals, mut signalled) = mpsc::unbounded_channel::<i32>();
-        let (exit_tx, exit) = oneshot::channel();
+        let (exit_tx, exit) = watch::channel(None);
         tokio::spawn(async move {
             let (read, mut write) = conn.into_split();
             let mut lines =
@@ -166,14 +167,14 @@ impl Spawner {
                     }
                 }
             };
-            let _ = exit_tx.send(code);
+            exit_tx.send_replace(Some(code));
         });
         self.lock().insert(
             process.session.clone(),
             Spawned {
                 terminal,
                 signals,
-                exit: Some(exit),
+                exit,
             },
         );
         Ok(Process {
@@ -198,10 +199,11 @@ impl Spawner {
 
     /// Waits for spawned process `exec` to end: its exit code; `None` when it was not spawned.
     pub(crate) async fn wait(&self, exec: &str) -> Option<i64> {
-        let exit = self.lock().get_mut(exec)?.exit.take();
-        let code = match exit {
-            Some(exit) => exit.await.unwrap_or(KILLED),
-            None => KILLED,
+        let mut exit = self.lock().get(exec)?.exit.clone();
+        let code = match exit.wait_for(Option::is_some).await {
+            Ok(code) => code.unwrap_or(KILLED),
+            // The follower is gone without a word: so is the process's container.
+            Err(_) => KILLED,
         };
         self.lock().remove(exec);
         Some(code)
@@ -398,5 +400,116 @@ impl AsyncWrite for Terminal {
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         // A terminal has no end of input but the one its user types.
         Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead, BufReader, Read};
+    use std::os::unix::net::UnixListener;
+
+    use tokio::io::AsyncReadExt;
+
+    use super::*;
+
+    fn process(session: &str) -> ProcessSpec {
+        ProcessSpec {
+            session: session.into(),
+            command: vec!["sh".into()],
+            tty: false,
+            stdin: false,
+            stdout: true,
+            stderr: false,
+            grace: Duration::from_secs(1),
+            target_pid: None,
+            chroot: false,
+        }
+    }
+
+    /// A spawner of the test's own, speaking kdbg-init's side for one connection: it takes
+    /// the stdout descriptor, writes `hello` into it, answers, then waits for a signal line
+    /// and reports the signal as the exit (`128 + N`).
+    fn spawner(dir: &Path) -> std::thread::JoinHandle<Vec<u8>> {
+        let listener = UnixListener::bind(dir.join(init::SPAWN_SOCKET)).unwrap();
+        std::thread::spawn(move || {
+            let (conn, _) = listener.accept().unwrap();
+            let mut length = [0u8; 4];
+            let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(3))];
+            let mut control = RecvAncillaryBuffer::new(&mut space);
+            let got = rustix::net::recvmsg(
+                &conn,
+                &mut [IoSliceMut::new(&mut length)],
+                &mut control,
+                RecvFlags::empty(),
+            )
+            .unwrap();
+            assert_eq!(got.bytes, 4);
+            let mut fds = Vec::new();
+            for message in control.drain() {
+                if let RecvAncillaryMessage::ScmRights(received) = message {
+                    fds.extend(received);
+                }
+            }
+            let mut payload = vec![0; u32::from_le_bytes(length) as usize];
+            (&conn).read_exact(&mut payload).unwrap();
+            assert_eq!(fds.len(), 1, "stdout alone is attached");
+            let mut stdout = std::fs::File::from(fds.pop().unwrap());
+            stdout.write_all(b"hello").unwrap();
+            drop(stdout);
+            (&conn).write_all(b"ok 42\n").unwrap();
+            let mut line = String::new();
+            BufReader::new(&conn).read_line(&mut line).unwrap();
+            let signal: i64 = line
+                .trim()
+                .strip_prefix("signal ")
+                .unwrap()
+                .parse()
+                .unwrap();
+            (&conn)
+                .write_all(format!("exit {}\n", 128 + signal).as_bytes())
+                .unwrap();
+            payload
+        })
+    }
+
+    #[tokio::test]
+    async fn a_spawned_process_is_read_signalled_and_waited_for_more_than_once() {
+        let base = std::env::temp_dir().join(format!("kdbg-spawn-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        // Made root's alone, as the agent's own directories are.
+        let dir = base.join("c1");
+        make_dir(&dir).unwrap();
+        let mode = |p: &Path| {
+            std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(p).unwrap().permissions())
+                & 0o7777
+        };
+        assert_eq!(mode(&base), 0o700);
+        assert_eq!(mode(&dir), 0o1777);
+        let server = spawner(&dir);
+        let spawner = Spawner::default();
+        let mut started = spawner
+            .spawn(&dir, "c1", &process("s1"))
+            .await
+            .expect("the spawner answers");
+        assert_eq!(started.id, "s1");
+        let mut out = String::new();
+        let mut stdout = started.stdio.stdout.take().unwrap();
+        stdout.read_to_string(&mut out).await.unwrap();
+        assert_eq!(out, "hello");
+        // A wait given up (the agent shutting down) leaves the exit to the next one.
+        let given_up = tokio::time::timeout(Duration::from_millis(50), spawner.wait("s1")).await;
+        assert!(given_up.is_err(), "the process has not ended");
+        assert!(spawner.signal("s1", 15));
+        assert_eq!(spawner.wait("s1").await, Some(143));
+        assert_eq!(spawner.wait("s1").await, None, "forgotten once waited for");
+        assert!(!spawner.signal("s1", 15));
+        let payload = server.join().unwrap();
+        assert!(payload.starts_with(b"1\0o\0"), "{payload:?}");
+        // No spawner directory: none, and the runtime's exec is used.
+        let none = spawner
+            .spawn(&dir.join("absent"), "c1", &process("s2"))
+            .await;
+        assert!(none.is_none());
+        let _ = std::fs::remove_dir_all(&base);
     }
 }
