@@ -101,11 +101,23 @@ pub fn serve() -> bool {
         SPAWN_SOCKET,
         std::os::unix::fs::PermissionsExt::from_mode(0o600),
     );
-    std::thread::spawn(move || {
-        for conn in listener.incoming().flatten() {
-            std::thread::spawn(move || serve_one(conn));
+    let listening = std::thread::Builder::new().spawn(move || {
+        for conn in listener.incoming() {
+            match conn {
+                // A thread that cannot be made drops the connection (the agent then execs
+                // through the runtime) rather than aborting this process and its container.
+                Ok(conn) => {
+                    let _ = std::thread::Builder::new().spawn(move || serve_one(conn));
+                }
+                // Out of descriptors, say: tried again, not in a busy loop.
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
+            }
         }
     });
+    if listening.is_err() {
+        let _ = std::fs::remove_file(SPAWN_SOCKET);
+        return false;
+    }
     true
 }
 
@@ -137,7 +149,9 @@ fn serve_one(conn: UnixStream) {
     let reaped = Arc::new(Mutex::new(false));
     if let Ok(reader) = conn.try_clone() {
         let reaped = reaped.clone();
-        std::thread::spawn(move || {
+        // Without this thread (none could be made) signals go unanswered; the exit is still
+        // reported.
+        let _ = std::thread::Builder::new().spawn(move || {
             for line in BufReader::new(reader).lines() {
                 let Ok(line) = line else { break };
                 let Some(Ok(signal)) = line.strip_prefix("signal ").map(str::parse::<c_int>) else {

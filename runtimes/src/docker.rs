@@ -429,11 +429,7 @@ impl Runtime for DockerRuntime {
         if let Some(dir) = &spawn_dir {
             // Made afresh: a directory of this name is a removed container's.
             let _ = std::fs::remove_dir_all(dir);
-            crate::spawn::make_dir(dir).map_err(|e| Error::Call {
-                operation: "making the spawner directory of debug container",
-                object: format!("{} in {}", spec.name, dir.display()),
-                source: Box::new(e),
-            })?;
+            crate::spawn::make_dir(&spec.name, dir)?;
             binds.push(format!("{}:{}:rw", dir.display(), init::SPAWN_DIR));
         }
         let mut warnings = Vec::new();

@@ -31,7 +31,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWrite
 use tokio::sync::{mpsc, watch};
 
 use crate::containerd::stdio;
-use crate::{Process, ProcessSpec, Stdio, init};
+use crate::{Error, Process, ProcessSpec, Stdio, init};
 
 /// How long a spawner that is not listening yet (its container just started) is waited for.
 const LISTEN_WAIT: Duration = Duration::from_millis(200);
@@ -337,17 +337,25 @@ fn ask(socket: &Path, request: &[u8], tty: bool, streams: [bool; 3]) -> io::Resu
     Ok(Answer { conn, rest, ours })
 }
 
-/// Makes a container's spawner directory: writable by the container's user whoever it is
-/// (sticky, so none removes another's files). On the node it is reached only through its
-/// parent, made root's alone here: the socket in it belongs to the container's user, which
-/// may be a user of the node too.
-pub(crate) fn make_dir(dir: &Path) -> io::Result<()> {
+/// Makes the spawner directory `dir` of container `container`: writable by the container's
+/// user whoever it is (sticky, so none removes another's files). On the node it is reached
+/// only through its parent, made root's alone here: the socket in it belongs to the
+/// container's user, which may be a user of the node too.
+pub(crate) fn make_dir(container: &str, dir: &Path) -> Result<(), Error> {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::create_dir_all(dir)?;
-    if let Some(parent) = dir.parent() {
-        std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o700))?;
-    }
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o1777))
+    let made = std::fs::create_dir_all(dir)
+        .and_then(|()| match dir.parent() {
+            Some(parent) => {
+                std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o700))
+            }
+            None => Ok(()),
+        })
+        .and_then(|()| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o1777)));
+    made.map_err(|e| Error::Call {
+        operation: "making the spawner directory of debug container",
+        object: format!("{container} in {}", dir.display()),
+        source: Box::new(e),
+    })
 }
 
 /// The master of a spawned process's terminal: its output, and its input.
@@ -478,7 +486,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&base);
         // Made root's alone, as the agent's own directories are.
         let dir = base.join("c1");
-        make_dir(&dir).unwrap();
+        make_dir("c1", &dir).unwrap();
         let mode = |p: &Path| {
             std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(p).unwrap().permissions())
                 & 0o7777

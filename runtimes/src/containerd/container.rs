@@ -112,11 +112,7 @@ impl ContainerdRuntime {
             })?;
         if self.options.spawner {
             let spawn_dir = self.spawn_dir(id);
-            crate::spawn::make_dir(&spawn_dir).map_err(|e| Error::Call {
-                operation: "making the spawner directory of debug container",
-                object: format!("{id} in {}", spawn_dir.display()),
-                source: Box::new(e),
-            })?;
+            crate::spawn::make_dir(id, &spawn_dir)?;
             if let Some(mounts) = runtime_spec["mounts"].as_array_mut() {
                 mounts.push(serde_json::json!({
                     "destination": init::SPAWN_DIR, "type": "bind",
@@ -226,11 +222,7 @@ impl ContainerdRuntime {
             .is_some_and(|m| m.iter().any(|m| m["destination"] == init::SPAWN_DIR));
         if spawner_mounted {
             let spawn_dir = self.spawn_dir(id);
-            crate::spawn::make_dir(&spawn_dir).map_err(|e| Error::Call {
-                operation: "making the spawner directory of debug container",
-                object: format!("{id} in {}", spawn_dir.display()),
-                source: Box::new(e),
-            })?;
+            crate::spawn::make_dir(id, &spawn_dir)?;
         }
         if runtime_spec::joined_pid(&spec) != Some(pid) {
             runtime_spec::join(&mut spec, pid);
