@@ -253,7 +253,11 @@ fn receive(conn: &UnixStream) -> Result<(Vec<u8>, Vec<OwnedFd>), String> {
 }
 
 /// `recvmsg` into `buf`, adding any descriptors that came to `fds` (at most 3 a message).
-fn receive_some(conn: &UnixStream, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> std::io::Result<usize> {
+fn receive_some(
+    conn: &UnixStream,
+    buf: &mut [u8],
+    fds: &mut Vec<OwnedFd>,
+) -> std::io::Result<usize> {
     let mut control = [0u64; 8];
     let mut iov = IoVec {
         base: buf.as_mut_ptr().cast(),
@@ -357,8 +361,13 @@ fn open_terminal() -> Result<(OwnedFd, OwnedFd), String> {
     }
     // The slave through the master (no path lookup), else by its number.
     // SAFETY: TIOCGPTPEER takes open flags as its integer argument.
-    let mut slave =
-        unsafe { ioctl(master.as_raw_fd(), TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC) };
+    let mut slave = unsafe {
+        ioctl(
+            master.as_raw_fd(),
+            TIOCGPTPEER,
+            O_RDWR | O_NOCTTY | O_CLOEXEC,
+        )
+    };
     if slave < 0 {
         let mut number: u32 = 0;
         // SAFETY: TIOCGPTN writes one unsigned int through the pointer.
@@ -431,4 +440,3 @@ fn spawn(request: &Request, fds: Vec<OwnedFd>) -> Result<(c_int, Option<OwnedFd>
         .map_err(|e| format!("cannot run {:?}: {e}", request.args[0]))?;
     Ok((child.id() as c_int, master))
 }
-
