@@ -546,7 +546,7 @@ impl Runtime for DockerRuntime {
         if let Some(dir) = self.spawn_dir(id).await
             && let Some(spawned) = self.spawner.spawn(&dir, id, process).await
         {
-            return Ok(spawned);
+            return spawned;
         }
         if let Some(direct) = &self.direct {
             let full = self.full_id(id).await?;

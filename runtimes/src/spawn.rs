@@ -73,12 +73,13 @@ struct Answer {
 impl Spawner {
     /// Starts `process` through the spawner whose directory is `dir` on the node; `None`
     /// when there is none or it does not answer (said in the log): the runtime's exec then.
+    /// An error once the spawner started it (no exec then: it would be a second process).
     pub(crate) async fn spawn(
         &self,
         dir: &Path,
         container: &str,
         process: &ProcessSpec,
-    ) -> Option<Process> {
+    ) -> Option<Result<Process, Error>> {
         let socket = dir.join(init::SPAWN_SOCKET);
         let request = init::spawn_request(process);
         let tty = process.tty;
@@ -98,13 +99,11 @@ impl Spawner {
             }
             Err(_) => return None,
         };
-        match self.started(process, answer) {
-            Ok(started) => Some(started),
-            Err(e) => {
-                tracing::warn!(container, error = %e, "a process started by the container's spawner cannot be followed");
-                None
-            }
-        }
+        Some(self.started(process, answer).map_err(|e| Error::Call {
+            operation: "following the session's process in debug container",
+            object: container.to_owned(),
+            source: Box::new(e),
+        }))
     }
 
     /// Follows a started process: its stdio, its exit, signals for it.
@@ -498,7 +497,8 @@ mod tests {
         let mut started = spawner
             .spawn(&dir, "c1", &process("s1"))
             .await
-            .expect("the spawner answers");
+            .expect("the spawner answers")
+            .unwrap();
         assert_eq!(started.id, "s1");
         let mut out = String::new();
         let mut stdout = started.stdio.stdout.take().unwrap();

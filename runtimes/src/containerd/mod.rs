@@ -369,7 +369,7 @@ impl Runtime for ContainerdRuntime {
         if self.options.spawner
             && let Some(spawned) = self.spawner.spawn(&self.spawn_dir(id), id, process).await
         {
-            return Ok(spawned);
+            return spawned;
         }
         self.exec_process(id, process).await
     }
