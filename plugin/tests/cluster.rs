@@ -132,8 +132,7 @@ fn no_agent_on_the_node_or_one_not_ready_says_what_to_do() {
 fn an_api_server_that_refuses_is_named_as_kubectl_names_it() {
     // A port nothing listens on.
     let port = support::free_port();
-    let dir = std::env::temp_dir().join(format!("kdbg-refused-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = support::Scratch::new("refused");
     let kubeconfig = dir.join("kubeconfig");
     std::fs::write(
         &kubeconfig,
@@ -167,8 +166,7 @@ fn an_api_server_that_refuses_is_named_as_kubectl_names_it() {
 fn the_plugin_config_file_sets_defaults_that_flags_override() {
     let target = Target::start("exec sleep 3600");
     let (cluster, agent) = cluster_with(&target);
-    let dir = std::env::temp_dir().join(format!("kdbg-plugin-config-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = support::Scratch::new("plugin-config");
     let config = dir.join("debug-config");
     std::fs::write(
         &config,

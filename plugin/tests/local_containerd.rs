@@ -5,7 +5,6 @@
 
 use kdbg_testkit as support;
 
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -38,11 +37,9 @@ fn via_agent(target: &CtdTarget, address: &str, extra: &[&str]) -> Command {
     cmd
 }
 
-/// A directory of this test process's own.
-fn scratch(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kdbg-ctd-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A directory of this test's own, removed when it is done.
+fn scratch(tag: &str) -> support::Scratch {
+    support::Scratch::new(&format!("ctd-{tag}"))
 }
 
 /// Snapshots in the debug namespace whose key is `id`.
@@ -407,7 +404,8 @@ fn plugin_killed_mid_session_leaves_nothing_behind() {
 #[test]
 fn sigterm_tells_sessions_and_removes_their_containers() {
     let target = CtdTarget::start("exec sleep 3600");
-    let mut agent = support::Agent::containerd(&scratch("fifo-term"), "");
+    let fifos = scratch("fifo-term");
+    let mut agent = support::Agent::containerd(&fifos, "");
     let address = agent.address();
     let session = via_agent(&target, &address, &["--", "sleep", "300"])
         .stdin(Stdio::null())
@@ -434,10 +432,8 @@ fn registry_credentials_come_from_a_docker_config() {
     let image = format!("{}/kdbg-tools:test", support::auth_registry());
     // The config.json `docker login` wrote when the test world pushed there.
     let config = std::env::var("KDBG_AUTH_CONFIG").expect("KDBG_AUTH_CONFIG is not set");
-    let agent = support::Agent::containerd(
-        &scratch("fifo-auth"),
-        &format!("  registryAuth: \"{config}\"\n"),
-    );
+    let fifos = scratch("fifo-auth");
+    let agent = support::Agent::containerd(&fifos, &format!("  registryAuth: \"{config}\"\n"));
     let out = run(
         &mut via_agent(
             &target,
@@ -460,7 +456,8 @@ fn registry_credentials_come_from_a_docker_config() {
     assert!(err.contains("Digest: sha256:"), "{err}");
 
     // Without the credentials the registry refuses, and the user is told what to give.
-    let bare = support::Agent::containerd(&scratch("fifo-noauth"), "");
+    let bare_fifos = scratch("fifo-noauth");
+    let bare = support::Agent::containerd(&bare_fifos, "");
     let out = run(
         &mut via_agent(
             &target,
@@ -517,7 +514,8 @@ fn registry_token_auth_anonymous_and_with_credentials() {
     );
 
     // With credentials from a config.json: sent to the token server only, and the pull works.
-    let config = scratch("token-auth").join("config.json");
+    let config_dir = scratch("token-auth");
+    let config = config_dir.join("config.json");
     let auth = base64::Engine::encode(
         &base64::engine::general_purpose::STANDARD,
         format!("{}:{}", support::token::USER, support::token::PASSWORD),

@@ -206,8 +206,7 @@ fn output_waits_for_a_reader_that_pauses_past_the_process_exit() {
 
 #[test]
 fn a_bad_agent_config_exits_64_naming_the_key() {
-    let dir = std::env::temp_dir().join(format!("kdbg-badcfg-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = support::Scratch::new("badcfg");
     let config = dir.join("agent.yaml");
     std::fs::write(
         &config,

@@ -17,12 +17,9 @@ use support::{
     Agent, CtdTarget, DEBUG_NAMESPACE, ctr, mirror_registry, plugin, registry, run, text,
 };
 
-/// A directory of this test process's own.
-fn scratch(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kdbg-mirrors-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A directory of this test's own, removed when it is done.
+fn scratch(tag: &str) -> support::Scratch {
+    support::Scratch::new(&format!("mirrors-{tag}"))
 }
 
 /// Writes `<config_path>/<dir>/hosts.toml`.
@@ -111,7 +108,8 @@ fn mirrors_of_the_node_and_the_agent_are_tried_in_order() {
         config_path.display(),
         k3s.display()
     );
-    let agent = Agent::containerd(&scratch("fifo"), &runtime);
+    let fifos = scratch("fifo");
+    let agent = Agent::containerd(&fifos, &runtime);
     let target = CtdTarget::start("exec sleep 3600");
 
     // Through the node's mirror, the one that is down passed over.

@@ -373,7 +373,7 @@ fn pod_errors_name_the_object_and_exit_1() {
 #[test]
 fn a_pod_on_a_containerd_node_is_debugged_through_its_agent() {
     let target = CtdTarget::start("exec sleep 3613");
-    let fifos = std::env::temp_dir().join(format!("kdbg-pod-fifo-{}", std::process::id()));
+    let fifos = support::Scratch::new("pod-fifo");
     let agent = Agent::containerd(&fifos, "");
     let cluster = Cluster::new("shop");
     // A containerd node reports containerd://<id>, the ID in namespace k8s.io.
@@ -404,8 +404,7 @@ fn a_pod_on_a_containerd_node_is_debugged_through_its_agent() {
 
 #[test]
 fn an_unreachable_api_server_is_one_error_line_without_logs() {
-    let dir = std::env::temp_dir().join(format!("kdbg-noapi-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = support::Scratch::new("noapi");
     let kubeconfig = dir.join("kubeconfig");
     let port = free_port();
     std::fs::write(

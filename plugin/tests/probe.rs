@@ -240,7 +240,7 @@ fn every_endpoint_checks_the_node(engine: &dyn Engine) {
         "docker" => support::image(),
         _ => support::ctd_image(),
     };
-    let recordings = std::env::temp_dir().join(format!("kdbg-node-{name}-{}", std::process::id()));
+    let recordings = support::Scratch::new(&format!("node-{name}"));
     let world = World::new(
         engine,
         &format!("node-{name}"),

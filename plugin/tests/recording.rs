@@ -15,12 +15,9 @@ use support::engine::{ContainerdEngine, DockerEngine, Engine, Targeted};
 use support::tmux::{Tmux, shell_line};
 use support::{run, text};
 
-/// A scratch directory for one test.
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kdbg-rec-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A scratch directory for one test, removed when it is done.
+fn scratch(name: &str) -> support::Scratch {
+    support::Scratch::new(&format!("rec-{name}"))
 }
 
 /// The agent configuration that records into `dir` with `mode`, and `more` keys.

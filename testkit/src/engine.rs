@@ -186,8 +186,8 @@ impl Engine for ContainerdEngine {
         Box::new(CtdTarget::start_with(&options, script))
     }
     fn agent(&self, extra: &str) -> Agent {
-        let fifos = std::env::temp_dir().join(format!("kdbg-life-fifo-{}", std::process::id()));
-        Agent::containerd_with(&fifos, extra)
+        let fifos = crate::Scratch::new("life-fifo");
+        Agent::containerd_with(&fifos, extra).keeping(fifos)
     }
     fn kill(&self, id: &str) {
         let out = ctr(DEBUG_NAMESPACE, &["task", "kill", "-s", "KILL", id]);

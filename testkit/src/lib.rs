@@ -17,12 +17,14 @@ pub mod ws;
 
 mod checks;
 mod process;
+mod scratch;
 mod targets;
 mod wait;
 mod world;
 
 pub use checks::*;
 pub use process::*;
+pub use scratch::Scratch;
 pub use targets::*;
 pub use wait::*;
 pub use world::*;

@@ -122,6 +122,8 @@ pub struct Agent {
     pub host: String,
     process: AgentProcess,
     dir: PathBuf,
+    /// Directories the agent was given, removed after it stops.
+    kept: Vec<super::Scratch>,
 }
 
 pub(crate) enum AgentProcess {
@@ -228,6 +230,7 @@ impl Agent {
             host: String::new(),
             process,
             dir,
+            kept: Vec::new(),
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         let (host, port) = loop {
@@ -250,6 +253,12 @@ impl Agent {
         agent.host = host;
         agent.port = port;
         agent
+    }
+
+    /// The agent, owning `dir` (which its configuration names): removed after it stops.
+    pub fn keeping(mut self, dir: super::Scratch) -> Agent {
+        self.kept.push(dir);
+        self
     }
 
     /// What the agent has logged so far.

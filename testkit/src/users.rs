@@ -3,19 +3,16 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use super::Agent;
 use super::apiserver::Cluster;
+use super::{Agent, Scratch};
 
-/// A scratch directory for one test.
-pub fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kdbg-sec-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A scratch directory for one test, removed when it is done.
+pub fn scratch(name: &str) -> Scratch {
+    Scratch::new(&format!("sec-{name}"))
 }
 
 /// The agent YAML that checks callers with the stand-in, reached with `kubeconfig`.
@@ -151,7 +148,7 @@ pub struct World {
     /// The agent, reviewing every caller with the stand-in.
     pub agent: Agent,
     /// The test's scratch directory.
-    pub dir: PathBuf,
+    pub dir: Scratch,
 }
 
 impl World {
