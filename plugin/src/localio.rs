@@ -18,13 +18,13 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 
+use kdbg_relay::TerminalIo;
 use kdbg_relay::session::{BoxRead, BoxWrite};
 use rustix::fs::{FileType, Mode, OFlags};
-use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::unix::pipe;
 
@@ -91,7 +91,7 @@ pub fn stdin() -> BoxRead {
             Ok(pipe) => Box::pin(pipe),
             Err(_) => Box::pin(tokio::io::stdin()),
         },
-        Reach::Terminal(fd) => match Terminal::new(fd) {
+        Reach::Terminal(fd) => match TerminalIo::new(fd) {
             Ok(terminal) => Box::pin(terminal),
             Err(_) => Box::pin(tokio::io::stdin()),
         },
@@ -112,7 +112,7 @@ fn writer(fd: BorrowedFd<'_>, n: u8, fallback: fn() -> ThreadWriter) -> BoxWrite
             }
             Err(_) => Box::pin(fallback()),
         },
-        Reach::Terminal(fd) => match Terminal::new(fd) {
+        Reach::Terminal(fd) => match TerminalIo::new(fd) {
             Ok(terminal) => Box::pin(terminal),
             Err(_) => Box::pin(fallback()),
         },
@@ -159,65 +159,6 @@ fn retry<T>(mut call: impl FnMut() -> io::Result<T>) -> io::Result<T> {
         match call() {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             other => return other,
-        }
-    }
-}
-
-/// A terminal on a non-blocking description, driven by the runtime's readiness. (Pipes are
-/// tokio's own pipe types, which read into a buffer without zeroing it first.)
-struct Terminal(AsyncFd<OwnedFd>);
-
-impl Terminal {
-    fn new(fd: OwnedFd) -> io::Result<Terminal> {
-        // Deprecated as unsound for descriptors the caller may close while registered; the
-        // registration owns this one, so nothing else can close it (tokio's safe successor,
-        // `register`, is an `unsafe fn` the workspace denies).
-        #[allow(deprecated)]
-        AsyncFd::new(fd).map(Terminal)
-    }
-}
-
-impl AsyncWrite for Terminal {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        loop {
-            let mut ready = ready!(self.0.poll_write_ready(cx))?;
-            match ready.try_io(|fd| retry(|| Ok(rustix::io::write(fd.as_fd(), buf)?))) {
-                Ok(result) => return Poll::Ready(result),
-                Err(_would_block) => continue,
-            }
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl AsyncRead for Terminal {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        loop {
-            let mut ready = ready!(self.0.poll_read_ready(cx))?;
-            let unfilled = buf.initialize_unfilled();
-            match ready.try_io(|fd| retry(|| Ok(rustix::io::read(fd.as_fd(), &mut *unfilled)?))) {
-                Ok(Ok(n)) => {
-                    buf.advance(n);
-                    return Poll::Ready(Ok(()));
-                }
-                Ok(Err(e)) => return Poll::Ready(Err(e)),
-                Err(_would_block) => continue,
-            }
         }
     }
 }

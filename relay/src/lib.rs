@@ -19,6 +19,7 @@ pub mod observer;
 pub mod resize;
 pub mod session;
 pub mod status;
+mod terminal_io;
 
 pub use codec::{Frame, Protocol};
 pub use error::{Error, ProtocolError, chain as error_chain};
@@ -26,5 +27,6 @@ pub use observer::{Event, EventKind, Observer, ObserverOptions, Recent, Taken, T
 pub use resize::TerminalSize;
 pub use session::{ClientIo, Config, Finished, ServerEnd, ServerIo, Stats, attach, serve};
 pub use status::ExitStatus;
+pub use terminal_io::TerminalIo;
 pub use tokio_tungstenite::WebSocketStream;
 pub use tokio_tungstenite::tungstenite;

@@ -16,18 +16,15 @@ use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
-use kdbg_relay::TerminalSize;
+use kdbg_relay::{TerminalIo, TerminalSize};
 use rustix::net::{
     RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
     SendAncillaryMessage, SendFlags,
 };
-use tokio::io::unix::AsyncFd;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 
 use crate::containerd::stdio;
@@ -48,7 +45,7 @@ pub(crate) struct Spawner(Arc<Mutex<HashMap<String, Spawned>>>);
 #[derive(Debug)]
 struct Spawned {
     /// The terminal's master, to resize.
-    terminal: Option<Arc<AsyncFd<OwnedFd>>>,
+    terminal: Option<TerminalIo>,
     /// Signals for the process.
     signals: mpsc::UnboundedSender<i32>,
     /// Its exit code, once it ended: every wait sees it (a wait given up, at the agent's
@@ -133,13 +130,10 @@ impl Spawner {
             }
             Ours::Terminal(master) => {
                 rustix::io::ioctl_fionbio(&master, true)?;
-                // Deprecated as unsound for descriptors the caller may close while
-                // registered; the registration owns this one.
-                #[allow(deprecated)]
-                let master = Arc::new(AsyncFd::new(master)?);
-                stdio.stdout = Some(Box::pin(Terminal(master.clone())));
+                let master = TerminalIo::new(master)?;
+                stdio.stdout = Some(Box::pin(master.clone()));
                 if process.stdin {
-                    stdio.stdin = Some(Box::pin(Terminal(master.clone())));
+                    stdio.stdin = Some(Box::pin(master.clone()));
                 }
                 terminal = Some(master);
             }
@@ -193,7 +187,7 @@ impl Spawner {
             ws_xpixel: 0,
             ws_ypixel: 0,
         };
-        Some(rustix::termios::tcsetwinsize(terminal.get_ref(), size).map_err(io::Error::from))
+        Some(rustix::termios::tcsetwinsize(terminal, size).map_err(io::Error::from))
     }
 
     /// Waits for spawned process `exec` to end: its exit code; `None` when it was not spawned.
@@ -355,59 +349,6 @@ pub(crate) fn make_dir(container: &str, dir: &Path) -> Result<(), Error> {
         object: format!("{container} in {}", dir.display()),
         source: Box::new(e),
     })
-}
-
-/// The master of a spawned process's terminal: its output, and its input.
-struct Terminal(Arc<AsyncFd<OwnedFd>>);
-
-impl AsyncRead for Terminal {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        loop {
-            let mut ready = ready!(self.0.poll_read_ready(cx))?;
-            let unfilled = buf.initialize_unfilled();
-            match ready.try_io(|fd| Ok(rustix::io::read(fd.get_ref(), &mut *unfilled)?)) {
-                Ok(Ok(n)) => {
-                    buf.advance(n);
-                    return Poll::Ready(Ok(()));
-                }
-                // The last holder of the terminal's other side closed it: its end.
-                Ok(Err(e)) if e.raw_os_error() == Some(rustix::io::Errno::IO.raw_os_error()) => {
-                    return Poll::Ready(Ok(()));
-                }
-                Ok(Err(e)) => return Poll::Ready(Err(e)),
-                Err(_would_block) => continue,
-            }
-        }
-    }
-}
-
-impl AsyncWrite for Terminal {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        loop {
-            let mut ready = ready!(self.0.poll_write_ready(cx))?;
-            match ready.try_io(|fd| Ok(rustix::io::write(fd.get_ref(), buf)?)) {
-                Ok(result) => return Poll::Ready(result),
-                Err(_would_block) => continue,
-            }
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        // A terminal has no end of input but the one its user types.
-        Poll::Ready(Ok(()))
-    }
 }
 
 #[cfg(test)]
