@@ -589,5 +589,29 @@ fn sessions_are_started_by_the_containers_init_else_execd() {
         b"",
     );
     support::assert_started_by(&out, false);
+
+    // Removed behind the agents' backs, its spawner directory on the node is removed by the
+    // next `list` once it is a minute old (a younger one may be a container being made).
+    let mounts = "{{range .Mounts}}{{if eq .Destination \"/.kubectl-debug/spawn\"}}{{.Source}}{{end}}{{end}}";
+    let dir = text(&docker(&["inspect", "-f", mounts, &kept[0]]).stdout);
+    let dir = std::path::Path::new(dir.trim());
+    assert!(dir.is_dir(), "{}", dir.display());
     docker(&["rm", "-f", &kept[0]]);
+    let list = || {
+        let out = run(
+            plugin().args(["local", "list", "--runtime-kind", "docker"]),
+            b"",
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    };
+    list();
+    assert!(dir.is_dir(), "a young directory is left: {}", dir.display());
+    let aged = Command::new("touch")
+        .args(["-d", "2 minutes ago"])
+        .arg(dir)
+        .status()
+        .unwrap();
+    assert!(aged.success());
+    list();
+    assert!(!dir.exists(), "{} is left", dir.display());
 }

@@ -183,6 +183,31 @@ impl DockerRuntime {
         dir
     }
 
+    /// Forgets the containers removed behind the agent's back (`docker rm -f`): their
+    /// cached spawner directories, and the directories themselves under the spawner root,
+    /// given the debug containers that exist. A directory younger than a minute is left: its
+    /// container may be being made.
+    fn forget_removed(&self, existing: &[DebugContainer]) {
+        let Some(root) = &self.spawn_root else {
+            return;
+        };
+        let known = |key: &str| existing.iter().any(|c| c.id == key || c.name == key);
+        lock(&self.spawn_dirs).retain(|key, _| known(key));
+        let Ok(entries) = std::fs::read_dir(root) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let young = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().unwrap_or_default() < Duration::from_secs(60));
+            if !young && !name.to_str().is_some_and(known) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+
     /// The same engine, its sessions' processes started through its own containerd
     /// (`endpoint`, else the first of [`ENGINE_CONTAINERD_SOCKETS`] that answers and has
     /// namespace `moby`), with their FIFOs in `fifo_dir`, which the node must see at the same
@@ -823,6 +848,7 @@ impl Runtime for DockerRuntime {
                 labels: c.labels.unwrap_or_default().into_iter().collect(),
             });
         }
+        self.forget_removed(&list);
         Ok(list)
     }
 
