@@ -293,15 +293,16 @@ async fn bad_requests_get_a_status_that_says_why_and_create_nothing() {
         assert_eq!(got, code, "{query}");
         assert_eq!(status.kind.as_deref(), Some("Status"));
         assert_eq!(status.code, Some(code));
-        // The one reason a client acts on (the plugin then pulls); the others name the code.
+        // The reasons a client acts on (the plugin pulls, or reads the pod again); the
+        // others name the code.
         let reason = if message.starts_with("image absent") {
             kdbg_api::reason::IMAGE_ABSENT
+        } else if code == 409 {
+            kdbg_api::reason::TARGET_NOT_RUNNING
         } else if code == 400 {
             "BadRequest"
-        } else if code == 404 {
-            "NotFound"
         } else {
-            "Conflict"
+            "NotFound"
         };
         assert_eq!(status.reason.as_deref(), Some(reason), "{query}");
         let text = status.message.unwrap_or_default();

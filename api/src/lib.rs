@@ -139,4 +139,7 @@ pub mod reason {
     /// session with `Never` first and pulls (with progress) only when told this, so a present
     /// image costs no request more than the session.
     pub const IMAGE_ABSENT: &str = "ImageAbsent";
+    /// The target container is there but not running: stopped after the plugin found it
+    /// running (a crash loop, most often). The plugin reads its pod again to say what now.
+    pub const TARGET_NOT_RUNNING: &str = "TargetNotRunning";
 }

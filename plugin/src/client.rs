@@ -576,9 +576,18 @@ impl Refused {
 
     /// Whether `error` is the agent saying the image is absent and the policy `Never`.
     pub fn image_absent(error: &anyhow::Error) -> bool {
+        Refused::reason_is(error, kdbg_api::reason::IMAGE_ABSENT)
+    }
+
+    /// Whether `error` is the agent saying the target is there but not running.
+    pub fn target_not_running(error: &anyhow::Error) -> bool {
+        Refused::reason_is(error, kdbg_api::reason::TARGET_NOT_RUNNING)
+    }
+
+    fn reason_is(error: &anyhow::Error, reason: &str) -> bool {
         error
             .downcast_ref::<Refused>()
-            .is_some_and(|r| r.reason.as_deref() == Some(kdbg_api::reason::IMAGE_ABSENT))
+            .is_some_and(|r| r.reason.as_deref() == Some(reason))
     }
 }
 

@@ -9,6 +9,7 @@ use kube::{Api, Client};
 
 use crate::attach;
 use crate::cli::{AttachArgs, DebugOpts, Global};
+use crate::client::Refused;
 use crate::cluster::Cluster;
 use crate::pullsecrets::PullSecrets;
 /// The annotation kubectl reads for the default container of a pod.
@@ -265,13 +266,48 @@ pub async fn run(
         // Once the agent is reached: it reads the image's config when the pod sets no command.
         forked.say_original(&agent).await;
     }
-    attach::debug(
+    let debugged = attach::debug(
         &agent,
         request,
         record_local.as_deref(),
         &attach::kept_in_pod(&found.pod),
     )
-    .await
+    .await;
+    match debugged {
+        // It stopped between the pod's status and the agent: what the pod says now.
+        Err(e) if forked.is_none() && Refused::target_not_running(&e) => {
+            let now = resolve(
+                cluster.client.clone(),
+                &found.namespace,
+                &found.pod,
+                Some(&found.container),
+            )
+            .await;
+            Err(stopped_meanwhile(&found, now, e))
+        }
+        other => other,
+    }
+}
+
+/// The error for target `found`, which the agent found not running, given what its pod
+/// says `now`: the pod's own reason when it has one (a crash loop, with its last exit), else
+/// the agent's; both with the way out.
+fn stopped_meanwhile(
+    found: &PodTarget,
+    now: anyhow::Result<PodTarget>,
+    agent_said: anyhow::Error,
+) -> anyhow::Error {
+    let (container, pod) = (&found.container, &found.pod);
+    match now {
+        // The pod's status says why, and what to do.
+        Err(now) => now,
+        Ok(again) if again.target != found.target => anyhow!(
+            "container \"{container}\" of pod \"{pod}\" restarted while its debug container was being made (it may be crash-looping): run kubectl-debug again, or debug a copy of the pod whose container holds still with --fork"
+        ),
+        Ok(_) => anyhow!(
+            "{agent_said} (container \"{container}\" of pod \"{pod}\"; its pod's status has not caught up): run kubectl-debug again once it runs, or if it keeps stopping, debug a copy of the pod whose container holds still with --fork"
+        ),
+    }
 }
 
 /// Where a pod is: what the verbs that reach its node's agent need of it.
@@ -411,6 +447,45 @@ mod tests {
         failed["status"]["phase"] = "Failed".into();
         let err = target_of(&pod(failed), "prod", "web-1", None).unwrap_err();
         assert!(err.to_string().ends_with("with --fork"), "{err}");
+    }
+
+    #[test]
+    fn a_target_stopped_after_it_was_found_is_explained_by_its_pod() {
+        let found = target_of(&pod(running_pod()), "prod", "web-1", None).unwrap();
+        let agent_said = || {
+            anyhow!(
+                "target container docker://abc is exited, not running: a debug container can only join a running container"
+            )
+        };
+        // The pod says why now: its message, with --fork.
+        let mut crashing = running_pod();
+        crashing["status"]["containerStatuses"][0]["state"] =
+            serde_json::json!({"waiting": {"reason": "CrashLoopBackOff"}});
+        let now = target_of(&pod(crashing), "prod", "web-1", Some("app"));
+        let err = stopped_meanwhile(&found, now, agent_said()).to_string();
+        assert!(
+            err.starts_with("container \"app\" of pod \"web-1\" is waiting (CrashLoopBackOff)")
+                && err.ends_with("with --fork"),
+            "{err}"
+        );
+        // It runs again, as another container: it restarted.
+        let mut restarted = running_pod();
+        restarted["status"]["containerStatuses"][0]["containerID"] = "docker://abd".into();
+        let now = target_of(&pod(restarted), "prod", "web-1", Some("app"));
+        let err = stopped_meanwhile(&found, now, agent_said()).to_string();
+        assert!(
+            err.contains("\"app\" of pod \"web-1\" restarted") && err.ends_with("with --fork"),
+            "{err}"
+        );
+        // The pod has not caught up: the agent's words, the object and the way out.
+        let now = target_of(&pod(running_pod()), "prod", "web-1", Some("app"));
+        let err = stopped_meanwhile(&found, now, agent_said()).to_string();
+        assert!(
+            err.starts_with("target container docker://abc is exited")
+                && err.contains("(container \"app\" of pod \"web-1\";")
+                && err.ends_with("with --fork"),
+            "{err}"
+        );
     }
 
     #[test]

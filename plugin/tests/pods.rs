@@ -305,8 +305,18 @@ fn pod_errors_name_the_object_and_exit_1() {
     status.phase = Some("Pending".into());
     status.reason = Some("Unschedulable".into());
     cluster.api.add_pod(pending);
+    // Stopped after its pod's status was written (a crash loop, between two of the kubelet's
+    // reports): the agent refuses, and the plugin reads the pod again to say what now.
+    let stopped = Target::start("exec sleep 3600");
+    support::docker(&["kill", &stopped.name]);
+    let stopped_id = format!("docker://{}", container_id(&stopped.name));
+    cluster.api.add_pod(running_pod(
+        "shop",
+        "stopped",
+        &[("app", &stopped_id, true)],
+    ));
 
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 6] = [
         (
             &["nope", "--", "true"],
             "pods \"nope\" not found in namespace \"shop\"",
@@ -322,6 +332,10 @@ fn pod_errors_name_the_object_and_exit_1() {
         (
             &["two", "-c", "sidecar", "--", "true"],
             "container \"sidecar\" of pod \"two\" is waiting (CrashLoopBackOff)",
+        ),
+        (
+            &["stopped", "--", "true"],
+            "(container \"app\" of pod \"stopped\"; its pod's status has not caught up): run kubectl-debug again once it runs, or if it keeps stopping, debug a copy of the pod whose container holds still with --fork",
         ),
         (
             &["--context", "elsewhere", "two", "--", "true"],

@@ -93,8 +93,11 @@ impl From<Error> for Refusal {
             Error::Connect { .. } => 503,
             Error::Call { .. } | Error::TargetImage { .. } => 500,
         };
-        let reason =
-            matches!(e, Error::ImageAbsent { .. }).then_some(kdbg_api::reason::IMAGE_ABSENT);
+        let reason = match e {
+            Error::ImageAbsent { .. } => Some(kdbg_api::reason::IMAGE_ABSENT),
+            Error::TargetNotRunning { .. } => Some(kdbg_api::reason::TARGET_NOT_RUNNING),
+            _ => None,
+        };
         Refusal {
             reason,
             ..Refusal::new(code, crate::chain(&e))
