@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use bytes::BytesMut;
 use kdbg_recordings::{Event, EventKind, Format, Header, Recorder, Recording, Utf8Carry};
 use kdbg_relay::observer::{EventKind as Seen, Observer, ObserverOptions};
 use kdbg_relay::{Recent, Tap, TerminalSize};
@@ -167,12 +168,13 @@ impl Keeper {
                 Some(watcher) = self.joined.recv() => self.join(watcher),
                 event = next(&mut self.observer) => match event {
                     Some(event) => {
-                        self.handle(event);
                         // Whatever else came, then a pause: during a flood the queue fills
                         // while the keeper sleeps, instead of waking it for every chunk.
+                        let mut batch = vec![event];
                         while let Some(Ok(Some(event))) = self.observer.as_mut().map(Observer::try_recv) {
-                            self.handle(event);
+                            batch.push(event);
                         }
+                        self.handle_all(batch);
                         tokio::time::sleep(crate::record::LINGER).await;
                     }
                     None => ended = true,
@@ -292,6 +294,57 @@ impl Keeper {
     /// The screen as escape sequences that draw it on a reset terminal.
     fn screen(&self) -> String {
         [RESET, &self.vt.vt.dump()].concat()
+    }
+
+    /// Events for the watchers, as they came in one wake-up. Output that came in a row is
+    /// passed on as one event, one line for each watcher rather than one per chunk read (a
+    /// flood through a terminal comes in reads of 4 KiB at most), unless a watcher's screen
+    /// ends within it.
+    fn handle_all(&mut self, batch: Vec<kdbg_relay::Event>) {
+        // The first of the run, and the run's bytes once there is more than its own.
+        let mut run: Option<(kdbg_relay::Event, Option<BytesMut>)> = None;
+        for event in batch {
+            if let Seen::Output { data, .. } = &event.kind {
+                match &mut run {
+                    Some((first, joined)) if !self.splits(first.seq, event.seq) => {
+                        let joined = joined.get_or_insert_with(|| match &first.kind {
+                            Seen::Output { data, .. } => BytesMut::from(&data[..]),
+                            _ => BytesMut::new(),
+                        });
+                        joined.extend_from_slice(data);
+                        continue;
+                    }
+                    _ => {}
+                }
+                if let Some(done) = run.replace((event, None)) {
+                    self.handle_run(done);
+                }
+                continue;
+            }
+            if let Some(done) = run.take() {
+                self.handle_run(done);
+            }
+            self.handle(event);
+        }
+        if let Some(done) = run {
+            self.handle_run(done);
+        }
+    }
+
+    /// Whether a watcher's screen ends between events `first` and `last` (it has the one, not
+    /// the other).
+    fn splits(&self, first: u64, last: u64) -> bool {
+        self.watchers
+            .iter()
+            .any(|w| first < w.from && w.from <= last)
+    }
+
+    /// Output events in a row, `first` with all their bytes.
+    fn handle_run(&mut self, (mut first, joined): (kdbg_relay::Event, Option<BytesMut>)) {
+        if let (Seen::Output { data, .. }, Some(joined)) = (&mut first.kind, joined) {
+            *data = joined.freeze();
+        }
+        self.handle(first);
     }
 
     /// An event for the watchers.
@@ -458,6 +511,32 @@ mod tests {
                 .is_none(),
             "the view ends with the session"
         );
+    }
+
+    #[tokio::test]
+    async fn output_that_comes_in_a_row_reaches_a_watcher_whole_in_fewer_lines() {
+        let tap = Tap::new(Some(TerminalSize { cols: 80, rows: 24 }));
+        let screen = Screen::keep(&tap, Header::default()).unwrap();
+        let mut watcher = screen.join().unwrap();
+        next(&mut watcher).await;
+        next(&mut watcher).await;
+        let mut sent = String::new();
+        for n in 0..2000 {
+            let chunk = format!("chunk {n} é\r\n");
+            output(&tap, &chunk);
+            sent.push_str(&chunk);
+        }
+        output(&tap, "end");
+        sent.push_str("end");
+        let (mut got, mut lines) = (String::new(), 0);
+        while got.len() < sent.len() {
+            let (code, data) = next(&mut watcher).await;
+            assert_eq!(code, "o");
+            got.push_str(&data);
+            lines += 1;
+        }
+        assert_eq!(got, sent);
+        assert!(lines <= 1000, "{lines} lines for 2001 chunks");
     }
 
     #[tokio::test]

@@ -213,7 +213,18 @@ where
         tokio::select! {
             line = lines.recv() => match line {
                 Some(line) => {
-                    if ws.send(Message::text(line)).await.is_err() {
+                    // With what else is queued (a bounded batch), then one flush: a write
+                    // to the socket for them all, not one for each line.
+                    if ws.feed(Message::text(line)).await.is_err() {
+                        return;
+                    }
+                    for _ in 0..64 {
+                        let Ok(line) = lines.try_recv() else { break };
+                        if ws.feed(Message::text(line)).await.is_err() {
+                            return;
+                        }
+                    }
+                    if ws.flush().await.is_err() {
                         return;
                     }
                 }
