@@ -1,8 +1,10 @@
-//! `kubectl-debug list -A` across 100 nodes: a minimal Kubernetes API (the pod list only:
-//! 100 pods, one per node) and 100 simulated agents on their own loopback addresses
+//! `kubectl-debug list -A` across 100 nodes: a minimal Kubernetes API (the pod list: 100
+//! pods, one per node; anything else, such as the agents' CA ConfigMap, is not found) and 100 simulated agents on their own loopback addresses
 //! (127.0.1.1 to 127.0.1.100, one port), each answering its container list after a 50 ms
 //! delay. The real plugin binary's total time is set against the slowest agent's answer,
-//! measured alone in the same run: the queries must run in parallel. Leaves its figures in
+//! measured alone in the same run: the queries must run in parallel. The plugin reaches the
+//! agents by node IP (`--connect direct`): this API answers no port-forward (what one costs is
+//! in the real-path benchmark's `_portforward` rows). Leaves its figures in
 //! `target/kdbg-bench/list.json` for the report.
 
 use std::convert::Infallible;
@@ -22,10 +24,11 @@ fn node_ip(i: usize) -> String {
     format!("127.0.1.{}", i + 1)
 }
 
-/// Serves `answer(path)` on `listener` until the process ends.
+/// Serves `answer(path)` (a delay, a status code, a JSON body) on `listener` until the
+/// process ends.
 fn serve(
     listener: tokio::net::TcpListener,
-    answer: impl Fn(&str) -> (Duration, String) + Clone + Send + Sync + 'static,
+    answer: impl Fn(&str) -> (Duration, u16, String) + Clone + Send + Sync + 'static,
 ) {
     tokio::spawn(async move {
         loop {
@@ -36,10 +39,12 @@ fn serve(
             tokio::spawn(async move {
                 let service =
                     hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                        let (delay, body) = answer(req.uri().path());
+                        let (delay, code, body) = answer(req.uri().path());
                         async move {
                             tokio::time::sleep(delay).await;
                             let mut response = Response::new(Full::new(Bytes::from(body)));
+                            *response.status_mut() =
+                                hyper::StatusCode::from_u16(code).expect("a status code");
                             response
                                 .headers_mut()
                                 .insert("content-type", "application/json".parse().unwrap());
@@ -87,14 +92,26 @@ fn main() {
         let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let api_address = api.local_addr().unwrap();
         let pods = pod_list();
-        serve(api, move |_| (Duration::ZERO, pods.clone()));
+        // The pod list, from `/api/v1/pods`; everything else 404 with a Status, as an API
+        // server answers what it does not have.
+        serve(api, move |path| {
+            if path == "/api/v1/pods" {
+                (Duration::ZERO, 200, pods.clone())
+            } else {
+                let status = serde_json::json!({
+                    "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                    "message": format!("{path} not found"), "reason": "NotFound", "code": 404
+                });
+                (Duration::ZERO, 404, status.to_string())
+            }
+        });
         let port = kdbg_testkit::free_port();
         for i in 0..NODES {
             let listener = tokio::net::TcpListener::bind(format!("{}:{port}", node_ip(i)))
                 .await
                 .expect("binding a loopback address of 127.0.1.0/24");
             let list = container_list(i);
-            serve(listener, move |_| (DELAY, list.clone()));
+            serve(listener, move |_| (DELAY, 200, list.clone()));
         }
         let dir = std::env::temp_dir().join(format!("kdbg-list-bench-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -128,7 +145,8 @@ fn main() {
             let out = tokio::process::Command::new(&plugin)
                 .arg("--kubeconfig")
                 .arg(&kubeconfig)
-                .args(["--agent-port", &port.to_string(), "list", "-A"])
+                .args(["--agent-port", &port.to_string(), "--connect", "direct"])
+                .args(["list", "-A"])
                 .output()
                 .await
                 .expect("running kubectl-debug (cargo build --release -p kdbg-plugin)");

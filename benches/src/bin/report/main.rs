@@ -439,9 +439,10 @@ fn scale_section(out: &mut String, figures: &Path) {
             writeln!(
                 out,
                 "\n`benches/src/bin/list-agents.rs`: a Kubernetes API answering the pod list (one pod per \
-                 node) and simulated agents on 127.0.1.1-127.0.1.{}, the real `kubectl-debug list -A` \
-                 timed whole (process start, kubeconfig, the pod list, every agent); the slowest \
-                 agent measured alone in the same run.",
+                 node; anything else not found) and simulated agents on 127.0.1.1-127.0.1.{}, the \
+                 real `kubectl-debug list -A --connect direct` timed whole (process start, \
+                 kubeconfig, the pod list, every agent by its node's IP); the slowest agent \
+                 measured alone in the same run.",
                 l["nodes"]
             )
             .unwrap();
