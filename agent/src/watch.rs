@@ -36,6 +36,10 @@ use tracing::{debug, warn};
 const KEEPER_BUDGET: usize = 8 << 20;
 /// Lines a watcher may have waiting before it skips output.
 const WATCHER_QUEUE: usize = 1024;
+/// The most output joined into one event for watchers. Its line is at most six times that
+/// (JSON escapes a control byte as `\u0000`), well within the largest WebSocket message
+/// either side takes ([`kdbg_relay::session::MAX_MESSAGE`]).
+const JOINED_MAX: usize = 64 << 10;
 /// How much unparsed output is kept: the end of a flood, enough to rebuild any screen.
 pub const PENDING: usize = 1 << 20;
 /// Output is parsed once it has paused this long (or when a watcher needs the screen).
@@ -297,16 +301,26 @@ impl Keeper {
     }
 
     /// Events for the watchers, as they came in one wake-up. Output that came in a row is
-    /// passed on as one event, one line for each watcher rather than one per chunk read (a
-    /// flood through a terminal comes in reads of 4 KiB at most), unless a watcher's screen
-    /// ends within it.
+    /// passed on as one event (up to [`JOINED_MAX`]), one line for each watcher rather than one
+    /// per chunk read (a flood through a terminal comes in reads of 4 KiB at most), unless a
+    /// watcher's screen ends within it.
     fn handle_all(&mut self, batch: Vec<kdbg_relay::Event>) {
         // The first of the run, and the run's bytes once there is more than its own.
         let mut run: Option<(kdbg_relay::Event, Option<BytesMut>)> = None;
         for event in batch {
             if let Seen::Output { data, .. } = &event.kind {
+                let fits = |first: &kdbg_relay::Event, joined: &Option<BytesMut>| {
+                    let had = match (joined, &first.kind) {
+                        (Some(joined), _) => joined.len(),
+                        (None, Seen::Output { data, .. }) => data.len(),
+                        (None, _) => 0,
+                    };
+                    had + data.len() <= JOINED_MAX
+                };
                 match &mut run {
-                    Some((first, joined)) if !self.splits(first.seq, event.seq) => {
+                    Some((first, joined))
+                        if fits(first, joined) && !self.splits(first.seq, event.seq) =>
+                    {
                         let joined = joined.get_or_insert_with(|| match &first.kind {
                             Seen::Output { data, .. } => BytesMut::from(&data[..]),
                             _ => BytesMut::new(),
@@ -526,17 +540,28 @@ mod tests {
             output(&tap, &chunk);
             sent.push_str(&chunk);
         }
+        // Past JOINED_MAX, a line of its own: each fits a WebSocket message.
+        for n in 0..64 {
+            let chunk = format!("{n:04}").repeat(1024);
+            output(&tap, &chunk);
+            sent.push_str(&chunk);
+        }
         output(&tap, "end");
         sent.push_str("end");
         let (mut got, mut lines) = (String::new(), 0);
         while got.len() < sent.len() {
             let (code, data) = next(&mut watcher).await;
             assert_eq!(code, "o");
+            assert!(
+                data.len() <= JOINED_MAX,
+                "{} bytes in one event",
+                data.len()
+            );
             got.push_str(&data);
             lines += 1;
         }
         assert_eq!(got, sent);
-        assert!(lines <= 1000, "{lines} lines for 2001 chunks");
+        assert!(lines <= 1000, "{lines} lines for 2065 chunks");
     }
 
     #[tokio::test]

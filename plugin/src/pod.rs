@@ -305,7 +305,7 @@ fn stopped_meanwhile(
             "container \"{container}\" of pod \"{pod}\" restarted while its debug container was being made (it may be crash-looping): run kubectl-debug again, or debug a copy of the pod whose container holds still with --fork"
         ),
         Ok(_) => anyhow!(
-            "{agent_said} (container \"{container}\" of pod \"{pod}\"; its pod's status has not caught up): run kubectl-debug again once it runs, or if it keeps stopping, debug a copy of the pod whose container holds still with --fork"
+            "{agent_said:#} (container \"{container}\" of pod \"{pod}\"; its pod's status has not caught up): run kubectl-debug again once it runs, or if it keeps stopping, debug a copy of the pod whose container holds still with --fork"
         ),
     }
 }
