@@ -524,6 +524,14 @@ fn a_watcher_sees_the_screen_then_live_output_and_cannot_type(engine: &dyn Engin
     // ...then what follows.
     tmux.line("user", "echo after-$((6*8))");
     tmux.wait_for("watcher", "after-48");
+    // A flood too (4 MiB of text), to its end.
+    tmux.line(
+        "user",
+        "yes 'a line of text, over and over, to flood the screen' | head -c 4194304; echo; echo flood-$((9*9))",
+    );
+    tmux.wait_for("user", "flood-81");
+    let watched = tmux.wait_for("watcher", "flood-81");
+    assert!(!watched.contains("broke off"), "{watched}");
 
     // What the watcher types goes nowhere: not through the plugin...
     tmux.line("watcher", "echo typed-by-watcher");
